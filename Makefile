@@ -1,0 +1,37 @@
+# make run   - create .venv, install, start the API on 127.0.0.1:8000 (store: ./data/store)
+# make test  - install with dev extras and run the whole suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint openapi bench install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	# torch==2.13.0 resolves to the local CPU wheel here (see README: GPU machines).
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m service
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) scripts/export_openapi.py --check
+	$(PY) -m pytest -q -ra
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+openapi: $(STAMP)
+	$(PY) scripts/export_openapi.py
+
+bench: $(STAMP)
+	$(PY) bench/serving.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

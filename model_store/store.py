@@ -1,0 +1,220 @@
+"""Versioned model store on a local directory (layout in docs/ARCHITECTURE.md).
+
+    <root>/models/<model>/versions/<n>/{model.onnx, weights.pt, manifest.json, ...}
+    <root>/models/<model>/active          the active version number (atomic replace)
+    <root>/models/<model>/history.jsonl   every activation, for rollback and audit
+    <root>/models/<model>/.staging/       versions being written (invisible to readers)
+
+Versions are immutable. A version is complete before it is visible: it is written into
+``.staging`` and renamed into ``versions/`` in one step. Activation and publication take
+an exclusive file lock per model, so concurrent writers (API replicas, workers) never
+interleave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from model_store.errors import (
+    ActivationRefused,
+    InvalidName,
+    ManifestInvalid,
+    ModelNotFound,
+    VersionNotFound,
+)
+from model_store.manifest import Manifest, file_entries
+from model_store.tasks import MANIFEST_FILE, Task
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def validate_name(name: str) -> str:
+    if not NAME_RE.fullmatch(name):
+        raise InvalidName(
+            f"invalid model name {name!r}: use 1-63 lowercase letters, digits, '.', '_' or '-',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new content, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    task: Task
+    versions: list[int]
+    active: int | None
+
+
+class ModelStore:
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.models_dir = self.root / "models"
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+
+    # ----- paths
+    def model_dir(self, name: str) -> Path:
+        return self.models_dir / validate_name(name)
+
+    def version_dir(self, name: str, version: int) -> Path:
+        return self.model_dir(name) / "versions" / str(int(version))
+
+    def active_path(self, name: str) -> Path:
+        return self.model_dir(name) / "active"
+
+    # ----- reading
+    def model_names(self) -> list[str]:
+        return sorted(
+            p.name for p in self.models_dir.iterdir() if p.is_dir() and NAME_RE.fullmatch(p.name)
+        )
+
+    def versions(self, name: str) -> list[int]:
+        vdir = self.model_dir(name) / "versions"
+        if not vdir.is_dir():
+            raise ModelNotFound(f"model {name!r} does not exist")
+        return sorted(int(p.name) for p in vdir.iterdir() if p.name.isdigit())
+
+    def manifest(self, name: str, version: int) -> Manifest:
+        path = self.version_dir(name, version) / MANIFEST_FILE
+        if not path.is_file():
+            self.versions(name)  # raises ModelNotFound first when the model is missing
+            raise VersionNotFound(f"model {name!r} has no version {version}")
+        try:
+            return Manifest.model_validate_json(path.read_bytes())
+        except ValueError as exc:
+            raise ManifestInvalid(f"{name}@{version}: manifest.json is invalid: {exc}") from exc
+
+    def active_version(self, name: str) -> int | None:
+        try:
+            text = self.active_path(name).read_text().strip()
+        except FileNotFoundError:
+            self.versions(name)
+            return None
+        return int(text) if text.isdigit() else None
+
+    def task_of(self, name: str) -> Task:
+        versions = self.versions(name)
+        if not versions:
+            raise ModelNotFound(f"model {name!r} has no versions")
+        return self.manifest(name, versions[-1]).task
+
+    def summary(self, name: str) -> ModelSummary:
+        return ModelSummary(
+            name=name,
+            task=self.task_of(name),
+            versions=self.versions(name),
+            active=self.active_version(name),
+        )
+
+    def list_models(self, task: Task | None = None) -> list[ModelSummary]:
+        out = []
+        for name in self.model_names():
+            try:
+                summary = self.summary(name)
+            except ModelNotFound:
+                continue  # a line whose first version is still being written
+            if task is None or summary.task == task:
+                out.append(summary)
+        return out
+
+    def history(self, name: str) -> list[dict]:
+        path = self.model_dir(name) / "history.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    # ----- writing
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[Path]:
+        mdir = self.model_dir(name)
+        mdir.mkdir(parents=True, exist_ok=True)
+        with open(mdir / ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield mdir
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def staging(self, name: str) -> Iterator[Path]:
+        """A private directory to build a version in; removed afterwards unless published."""
+        sdir = self.model_dir(name) / ".staging" / uuid.uuid4().hex
+        sdir.mkdir(parents=True)
+        try:
+            yield sdir
+        finally:
+            shutil.rmtree(sdir, ignore_errors=True)
+
+    def publish(self, name: str, staged: Path, manifest: Manifest) -> Manifest:
+        """Give ``staged`` the next version number and make it visible in one rename.
+
+        The manifest's ``model``, ``version`` and ``files`` are filled in here.
+        """
+        with self._locked(name) as mdir:
+            vdir = mdir / "versions"
+            vdir.mkdir(exist_ok=True)
+            existing = sorted(int(p.name) for p in vdir.iterdir() if p.name.isdigit())
+            if existing:
+                task = self.manifest(name, existing[-1]).task
+                if task != manifest.task:
+                    raise ActivationRefused(
+                        f"model {name!r} serves task {task.value!r}, not {manifest.task.value!r}"
+                    )
+            number = (existing[-1] if existing else 0) + 1
+            final = manifest.model_copy(
+                update={"model": name, "version": number, "files": file_entries(staged)}
+            )
+            write_atomic(staged / MANIFEST_FILE, final.model_dump_json(indent=2).encode())
+            os.rename(staged, vdir / str(number))
+            return final
+
+    def activate(self, name: str, version: int) -> int | None:
+        """Make ``version`` active; returns the previously active version."""
+        with self._locked(name) as mdir:
+            manifest = self.manifest(name, version)
+            if not manifest.parity.passed:
+                raise ActivationRefused(
+                    f"{name}@{version} failed its ONNX parity check and can never be active"
+                    f" ({manifest.parity.detail or 'see its manifest'})"
+                )
+            previous = self.active_version(name)
+            write_atomic(mdir / "active", f"{int(version)}\n".encode())
+            entry = {"version": int(version), "previous": previous,
+                     "at": datetime.now(UTC).isoformat()}
+            with open(mdir / "history.jsonl", "a") as fh:
+                fh.write(json.dumps(entry) + "\n")
+            return previous
+
+    def rollback(self, name: str) -> int:
+        """Re-activate the version that was active before the current one."""
+        current = self.active_version(name)
+        for entry in reversed(self.history(name)):
+            if entry["version"] != current and entry["version"] in self.versions(name):
+                self.activate(name, entry["version"])
+                return entry["version"]
+        raise ActivationRefused(f"model {name!r} has no earlier active version to roll back to")

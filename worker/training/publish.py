@@ -1,0 +1,105 @@
+"""Turn a PyTorch module into a published store version: export, parity, manifest, publish.
+
+Import of official checkpoints and (later) fine-tune jobs both end here, so every version in
+the store went through the same export and the same parity proof.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from model_store.manifest import Lineage, Manifest
+from model_store.store import ModelStore
+from model_store.tasks import LATENT_STATS_FILE, WEIGHTS_FILE
+from worker.nets.registry import get_arch
+from worker.training.export import ParityFailed, export_and_verify
+
+log = logging.getLogger(__name__)
+
+
+def serving_config(arch_name: str, module: nn.Module) -> dict[str, Any]:
+    """The arch's default preprocessing, with values the built module decides."""
+    config = dict(get_arch(arch_name).serving)
+    if hasattr(module, "latent_dim"):
+        config["latent_dim"] = int(module.latent_dim)
+    return config
+
+
+def publish_version(
+    store: ModelStore,
+    *,
+    model_name: str,
+    arch_name: str,
+    module: nn.Module,
+    lineage: Lineage,
+    arch_kwargs: dict[str, Any] | None = None,
+    labels: list[str] | None = None,
+    metrics: dict[str, Any] | None = None,
+    latent_stats: dict[str, np.ndarray] | None = None,
+    description: str = "",
+    activate: bool = False,
+    tolerance: float | None = None,
+) -> Manifest:
+    """Export ``module`` and publish it as the next version of ``model_name``.
+
+    Raises ``ParityFailed`` (and writes nothing) when onnxruntime and PyTorch disagree.
+    """
+    arch = get_arch(arch_name)
+    module.eval()
+    with store.staging(model_name) as staged:
+        result = export_and_verify(module, arch, staged, tolerance)
+        if not result.parity.passed:
+            raise ParityFailed(result.parity)
+        torch.save(
+            {"arch": arch_name, "arch_kwargs": arch_kwargs or {}, "state_dict": module.state_dict()},
+            staged / WEIGHTS_FILE,
+        )
+        extra: dict[str, Any] = {}
+        if latent_stats is not None:
+            np.savez(staged / LATENT_STATS_FILE, **latent_stats)
+            extra["latent_distribution"] = "fitted"
+        manifest = Manifest(
+            model=model_name,
+            version=0,  # assigned by the store
+            task=arch.task,
+            arch=arch_name,
+            description=description or arch.description,
+            graphs=result.graphs,
+            preprocessing=serving_config(arch_name, module),
+            labels=labels,
+            parity=result.parity,
+            metrics=metrics or {},
+            lineage=lineage,
+            extra=extra,
+        )
+        published = store.publish(model_name, staged, manifest)
+    log.info("published %s (parity max err %s)", published.ref, result.parity.max_abs_error)
+    if activate:
+        store.activate(model_name, published.version)
+    return published
+
+
+def fit_latent_distribution(latents: np.ndarray) -> dict[str, np.ndarray]:
+    """A full-covariance Gaussian over encoded training images, for /autoencode/sample."""
+    latents = np.asarray(latents, dtype=np.float64)
+    mean = latents.mean(axis=0)
+    cov = np.cov(latents, rowvar=False) if len(latents) > 1 else np.eye(latents.shape[1])
+    # A small ridge keeps the Cholesky factor defined when there are fewer images than dims.
+    cov = np.atleast_2d(cov) + 1e-4 * np.eye(latents.shape[1])
+    return {
+        "mean": mean.astype(np.float32),
+        "cholesky": np.linalg.cholesky(cov).astype(np.float32),
+    }
+
+
+def read_labels(path: Path) -> list[str]:
+    labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not labels:
+        raise ValueError(f"{path} holds no labels (one label per line expected)")
+    return labels
