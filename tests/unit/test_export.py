@@ -1,0 +1,82 @@
+"""Every registered architecture: strict load of an official-layout checkpoint, ONNX export,
+onnx.checker, and onnxruntime-vs-PyTorch parity on fixed inputs (the registry test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from model_store.tasks import GRAPH_FILES, GRAPH_IO
+from tests.support.checkpoints import make_official_checkpoint
+from worker.nets.checkpoints import load_official
+from worker.nets.registry import create_model, get_arch, list_archs
+from worker.training.export import DEFAULT_TOLERANCE, export_and_verify
+
+
+def _build(arch: str, tmp_path: Path) -> torch.nn.Module:
+    if get_arch(arch).official_parts:
+        return load_official(arch, make_official_checkpoint(arch, tmp_path / "ckpt"))
+    torch.manual_seed(0)
+    return create_model(arch)
+
+
+@pytest.mark.parametrize("arch", list_archs())
+def test_export_and_parity(arch: str, tmp_path: Path) -> None:
+    spec = get_arch(arch)
+    module = _build(arch, tmp_path)
+    result = export_and_verify(module, spec, tmp_path)
+
+    assert result.parity.passed, result.parity.detail
+    assert result.parity.tolerance == DEFAULT_TOLERANCE
+    assert all(0 <= err <= DEFAULT_TOLERANCE for err in result.parity.max_abs_error.values())
+    for role, (inputs, outputs) in GRAPH_IO[spec.task].items():
+        graph = result.graphs[role]
+        assert [t.name for t in graph.inputs] == list(inputs)
+        assert [t.name for t in graph.outputs] == list(outputs)
+        assert isinstance(graph.inputs[0].shape[0], str), "batch axis must be dynamic"
+        assert graph.opset >= 17
+
+    # The exported graph accepts a batch size it was not traced with.
+    graphs = spec.export_graphs(module)
+    for role, graph in graphs.items():
+        session = ort.InferenceSession(str(tmp_path / GRAPH_FILES[role]))
+        sample = graph.example_inputs[0]
+        batch = torch.cat([sample[:1]] * 3)
+        with torch.no_grad():
+            expected = graph.module(batch)
+        expected = expected[0] if isinstance(expected, tuple) else expected
+        got = session.run(None, {graph.input_names[0]: batch.numpy()})[0]
+        assert got.shape[0] == 3
+        np.testing.assert_allclose(got, expected.numpy(), atol=DEFAULT_TOLERANCE)
+
+
+def test_parity_detects_a_graph_that_disagrees(tmp_path: Path) -> None:
+    """The check is not vacuous: perturb the module after export and it must fail."""
+    from worker.training.export import check_parity
+
+    spec = get_arch("ae")
+    torch.manual_seed(0)
+    module = create_model("ae").eval()
+    export_and_verify(module, spec, tmp_path)
+    with torch.no_grad():
+        next(module.parameters()).add_(0.05)
+    report = check_parity(spec.export_graphs(module), tmp_path)
+    assert not report.passed
+    assert "max |onnxruntime - torch|" in report.detail
+
+
+def test_dctnet_graph_has_dynamic_height_and_width(tmp_path: Path) -> None:
+    spec = get_arch("dctnet")
+    module = _build("dctnet", tmp_path)
+    export_and_verify(module, spec, tmp_path)
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"))
+    x = torch.rand(1, 3, 72, 44) * 2 - 1
+    with torch.no_grad():
+        expected = module(x).numpy()
+    got = session.run(None, {"image": x.numpy()})[0]
+    assert got.shape == (1, 3, 72, 44)
+    np.testing.assert_allclose(got, expected, atol=DEFAULT_TOLERANCE)

@@ -1,0 +1,288 @@
+"""Architectures: official layouts load strictly, errors name the damage, forward passes honour
+the graph contract, and the hand-written ops (TF resize, guided filter) match references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model_store.tasks import GRAPH_IO
+from tests.support.checkpoints import (
+    CORRUPTIONS,
+    make_official_checkpoint,
+    offending_key,
+    read_layout,
+)
+from worker.nets.checkpoints import (
+    CheckpointError,
+    CheckpointMismatch,
+    CheckpointUnreadable,
+    load_official,
+    load_state_dict_strict,
+)
+from worker.nets.dctnet import guided_filter, tf_resize_bilinear_2x
+from worker.nets.googlenet import transform_input_
+from worker.nets.registry import create_model, get_arch, list_archs
+
+OFFICIAL = [a for a in list_archs() if get_arch(a).official_parts]
+# Corruption tests rewrite the file four times: skip the 176 MB u2net (u2netp covers it).
+CORRUPTIBLE = [a for a in OFFICIAL if a != "u2net"]
+
+
+def _n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.fixture(scope="module")
+def official_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
+    root = tmp_path_factory.mktemp("official")
+    return {a: make_official_checkpoint(a, root / a) for a in OFFICIAL}
+
+
+@pytest.mark.parametrize("arch", list_archs())
+def test_registry_entry_matches_graph_contract(arch: str) -> None:
+    spec = get_arch(arch)
+    model = create_model(arch).eval()
+    graphs = spec.export_graphs(model)
+    assert set(graphs) == set(GRAPH_IO[spec.task])
+    for role, graph in graphs.items():
+        inputs, outputs = GRAPH_IO[spec.task][role]
+        assert graph.input_names == inputs
+        assert graph.output_names == outputs
+        for name in inputs + outputs:
+            assert graph.dynamic_axes[name][0] == "batch"
+        assert graph.example_inputs[0].shape[0] == 2
+        batches = [p[0].shape[0] for p in graph.parity_inputs]
+        assert 1 in batches and max(batches) >= 2
+        # Parity inputs are deterministic.
+        again = spec.export_graphs(model)[role].parity_inputs
+        for a, b in zip(graph.parity_inputs, again, strict=True):
+            assert torch.equal(a[0], b[0])
+    for fixture in spec.official_parts.values():
+        assert read_layout(fixture)
+
+
+def _small_forward(arch: str, model: torch.nn.Module) -> None:
+    """Run the serving graph module on a small input and check the contract shapes."""
+    graph = get_arch(arch).export_graphs(model)["main"]
+    with torch.no_grad():
+        if arch in ("u2net", "u2netp"):
+            out = graph.module(torch.randn(2, 3, 64, 64))
+            assert out.shape == (2, 1, 64, 64)
+            assert 0 <= float(out.min()) and float(out.max()) <= 1
+            maps = model(torch.randn(1, 3, 64, 64))
+            assert len(maps) == 7 and all(m.shape == (1, 1, 64, 64) for m in maps)
+        elif arch == "googlenet":
+            out = graph.module(torch.randn(2, 3, 64, 64))
+            assert out.shape == (2, model.num_classes)
+        elif arch == "dcgan":
+            out = images, scores = graph.module(torch.randn(3, 100, 1, 1))
+            assert images.shape == (3, 3, 96, 96) and scores.shape == (3,)
+            assert float(images.abs().max()) <= 1 and 0 <= float(scores.min())
+        elif arch == "dctnet":
+            for h, w in ((64, 64), (32, 48)):
+                out = graph.module(torch.rand(2, 3, h, w) * 2 - 1)
+                assert out.shape == (2, 3, h, w)
+                assert float(out.abs().max()) <= 1
+            assert model.generator(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+        elif arch == "ae":
+            out = latent, rec = graph.module(torch.rand(2, 3, 64, 64))
+            assert latent.shape == (2, model.latent_dim) and rec.shape == (2, 3, 64, 64)
+            dec = get_arch(arch).export_graphs(model)["decoder"].module
+            assert dec(latent).shape == (2, 3, 64, 64)
+        else:
+            pytest.fail(f"no forward check for {arch}")
+        for t in out if isinstance(out, tuple) else (out,):
+            assert torch.isfinite(t).all()
+
+
+@pytest.mark.parametrize("arch", list_archs())
+def test_forward_shapes(arch: str) -> None:
+    torch.manual_seed(0)
+    _small_forward(arch, create_model(arch).eval())
+
+
+@pytest.mark.parametrize("arch", OFFICIAL)
+def test_official_checkpoint_loads_strictly(
+    arch: str, official_files: dict[str, dict[str, Path]]
+) -> None:
+    parts = official_files[arch]
+    model = load_official(arch, parts)
+    assert not model.training
+    sd = model.state_dict()
+    if arch == "dctnet":
+        npz = np.load(parts[""])
+        w = npz["generator/Conv_9/weights"]
+        assert w.shape == (7, 7, 32, 3)
+        np.testing.assert_array_equal(
+            sd["generator.conv9.weight"].numpy(), w.transpose(3, 2, 0, 1)
+        )
+        np.testing.assert_array_equal(
+            sd["generator.conv9.bias"].numpy(), npz["generator/Conv_9/biases"]
+        )
+    else:
+        for part, path in parts.items():
+            prefix = f"{part}." if part else ""
+            saved = torch.load(path, weights_only=True)
+            for k, v in saved.items():
+                assert torch.equal(sd[prefix + k], v), k
+    if arch == "dcgan":
+        # netd was written without BN counters (pre-0.4.1 files); they were filled with 0.
+        assert int(sd["netd.main.3.num_batches_tracked"]) == 0
+    if arch != "u2net":
+        _small_forward(arch, model)
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS)
+@pytest.mark.parametrize("arch", CORRUPTIBLE)
+def test_corrupt_checkpoint_is_rejected(arch: str, corrupt: str, tmp_path: Path) -> None:
+    parts = make_official_checkpoint(arch, tmp_path, corrupt=corrupt)
+    damaged = next(iter(parts.values()))
+    if corrupt == "truncated":
+        with pytest.raises(CheckpointUnreadable, match=damaged.name):
+            load_official(arch, parts)
+        return
+    with pytest.raises(CheckpointMismatch) as info:
+        load_official(arch, parts)
+    key = offending_key(arch, corrupt)
+    assert key in str(info.value)
+    err = info.value
+    listed = {
+        "missing_key": err.missing,
+        "extra_key": err.unexpected,
+        "bad_shape": [n for n, _, _ in err.shape_mismatch],
+    }[corrupt]
+    assert listed == [key]
+
+
+def test_wrapped_and_dataparallel_files_load(
+    official_files: dict[str, dict[str, Path]], tmp_path: Path
+) -> None:
+    sd = torch.load(official_files["u2netp"][""], weights_only=True)
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3}, wrapped)
+    model = load_official("u2netp", {"": wrapped})
+    assert torch.equal(model.state_dict()["outconv.weight"], sd["outconv.weight"])
+
+
+def test_googlenet_fine_tuned_class_count_is_inferred(tmp_path: Path) -> None:
+    src = create_model("googlenet", num_classes=7)
+    path = tmp_path / "ft.pth"
+    torch.save(src.state_dict(), path)
+    model = load_official("googlenet", {"": path})
+    assert model.num_classes == 7 and model.fc.out_features == 7
+
+
+def test_unreadable_and_unsupported_files(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointUnreadable, match="junk.pth"):
+        load_official("u2netp", {"": junk})
+    pb = tmp_path / "frozen.pb"
+    pb.write_bytes(b"\x00")
+    with pytest.raises(CheckpointError, match=r"\.npz"):
+        load_official("dctnet", {"": pb})
+    with pytest.raises(CheckpointError, match="part"):
+        load_official("dcgan", {"": junk})
+    with pytest.raises(CheckpointError):
+        load_official("ae", {"": junk})
+
+
+def test_load_state_dict_strict_reports_all_problems() -> None:
+    model = create_model("dcgan").netd
+    sd = dict(model.state_dict())
+    del sd["main.0.weight"]
+    sd["main.3.weight"] = torch.zeros(5)
+    sd["extra"] = torch.zeros(1)
+    with pytest.raises(CheckpointMismatch) as info:
+        load_state_dict_strict(model, sd)
+    assert info.value.missing == ["main.0.weight"]
+    assert info.value.unexpected == ["extra"]
+    assert info.value.shape_mismatch == [("main.3.weight", (128,), (5,))]
+    assert "main.0.weight" in str(info.value) and "expected 128, got 5" in str(info.value)
+
+
+def test_parameter_counts() -> None:
+    assert _n_params(create_model("dctnet")) == 1_467_075
+    assert round(_n_params(create_model("u2net")) / 1e6, 1) == 44.0
+    assert round(_n_params(create_model("u2netp")) / 1e6, 2) == 1.13
+    assert _n_params(create_model("ae")) < 5_000_000
+    for latent in (32, 128):
+        assert create_model("ae", latent_dim=latent).latent_dim == latent
+    with pytest.raises(ValueError):
+        create_model("ae", latent_dim=16)
+
+
+def test_googlenet_transform_input_formula() -> None:
+    x = torch.randn(2, 3, 4, 4)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    want = torch.stack([x[:, c] * (std[c] / 0.5) + (mean[c] - 0.5) / 0.5 for c in range(3)], 1)
+    torch.testing.assert_close(transform_input_(x), want)
+    # Eval forward: logits only, no aux heads involved.
+    model = create_model("googlenet").eval()
+    with torch.no_grad():
+        assert isinstance(model(torch.randn(1, 3, 64, 64)), torch.Tensor)
+    model.train()
+    out = model(torch.randn(2, 3, 64, 64))
+    assert isinstance(out, tuple) and len(out) == 3
+
+
+def test_tf_resize_bilinear_2x_hand_example() -> None:
+    x = torch.tensor([[1.0, 2.0], [3.0, 5.0]]).view(1, 1, 2, 2)
+    want = torch.tensor(
+        [
+            [1.0, 1.5, 2.0, 2.0],
+            [2.0, 2.75, 3.5, 3.5],
+            [3.0, 4.0, 5.0, 5.0],
+            [3.0, 4.0, 5.0, 5.0],
+        ]
+    ).view(1, 1, 4, 4)
+    torch.testing.assert_close(tf_resize_bilinear_2x(x), want)
+    # Non-square, several channels: columns of a 1x3 row.
+    y = torch.tensor([0.0, 4.0, 6.0]).view(1, 1, 1, 3).repeat(2, 2, 1, 1)
+    out = tf_resize_bilinear_2x(y)
+    assert out.shape == (2, 2, 2, 6)
+    torch.testing.assert_close(out[1, 1, 0], torch.tensor([0.0, 2.0, 4.0, 5.0, 6.0, 6.0]))
+    torch.testing.assert_close(out[1, 1, 1], out[1, 1, 0])
+
+
+def _np_box_mean(a: np.ndarray, r: int) -> np.ndarray:
+    """Zero-padded (2r+1)^2 window sum divided by the in-image count, written with loops."""
+    _, _, h, w = a.shape
+    out = np.zeros_like(a)
+    for i in range(h):
+        for j in range(w):
+            win = a[:, :, max(0, i - r) : i + r + 1, max(0, j - r) : j + r + 1]
+            out[:, :, i, j] = win.sum(axis=(2, 3)) / (win.shape[2] * win.shape[3])
+    return out
+
+
+def _np_guided_filter(x: np.ndarray, y: np.ndarray, r: int, eps: float) -> np.ndarray:
+    mx, my = _np_box_mean(x, r), _np_box_mean(y, r)
+    cov = _np_box_mean(x * y, r) - mx * my
+    var = _np_box_mean(x * x, r) - mx * mx
+    a = cov / (var + eps)
+    b = my - a * mx
+    return _np_box_mean(a, r) * x + _np_box_mean(b, r)
+
+
+def test_guided_filter_matches_numpy_reference() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (2, 3, 5, 7))
+    y = rng.uniform(-1, 1, (2, 3, 5, 7))
+    want = _np_guided_filter(x, y, 1, 1e-2)
+    got = guided_filter(torch.from_numpy(x), torch.from_numpy(y), 1, 1e-2).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_dctnet_forward_is_filtered_and_clipped() -> None:
+    torch.manual_seed(0)
+    model = create_model("dctnet").eval()
+    x = torch.rand(1, 3, 16, 20) * 2 - 1
+    with torch.no_grad():
+        raw = model.generator(x)
+        want = guided_filter(x, raw, 1, 1e-2).clamp(-1, 1)
+        torch.testing.assert_close(model(x), want)

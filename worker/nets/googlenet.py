@@ -1,0 +1,203 @@
+"""GoogLeNet (Inception v1) with torchvision's module layout.
+
+Names, BatchNorm eps (0.001), the 3x3 ``branch3`` conv and ceil-mode pools all follow
+torchvision so ``googlenet-1378be20.pth`` (which also holds untrained ``aux1``/``aux2`` heads)
+loads with ``strict=True``. In eval mode the forward pass returns logits only; in training
+mode with ``aux_logits`` it returns ``(logits, aux2, aux1)`` like torchvision's
+``GoogLeNetOutputs``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model_store.tasks import Task
+from worker.nets.registry import ExportGraph, register_arch
+
+_MEAN = [0.485, 0.456, 0.406]
+_STD = [0.229, 0.224, 0.225]
+CROP = 224
+
+
+class BasicConv2d(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, **kwargs: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, bias=False, **kwargs)
+        self.bn = nn.BatchNorm2d(out_ch, eps=0.001)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(x)), inplace=True)
+
+
+class Inception(nn.Module):
+    def __init__(
+        self,
+        in_ch: int,
+        ch1x1: int,
+        ch3x3red: int,
+        ch3x3: int,
+        ch5x5red: int,
+        ch5x5: int,
+        pool_proj: int,
+    ) -> None:
+        super().__init__()
+        self.branch1 = BasicConv2d(in_ch, ch1x1, 1)
+        self.branch2 = nn.Sequential(
+            BasicConv2d(in_ch, ch3x3red, 1), BasicConv2d(ch3x3red, ch3x3, 3, padding=1)
+        )
+        # The "5x5" branch really is 3x3 in torchvision's weights; kept for compatibility.
+        self.branch3 = nn.Sequential(
+            BasicConv2d(in_ch, ch5x5red, 1), BasicConv2d(ch5x5red, ch5x5, 3, padding=1)
+        )
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True), BasicConv2d(in_ch, pool_proj, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+class InceptionAux(nn.Module):
+    def __init__(self, in_ch: int, num_classes: int, dropout: float = 0.7) -> None:
+        super().__init__()
+        self.conv = BasicConv2d(in_ch, 128, 1)
+        self.fc1 = nn.Linear(2048, 1024)
+        self.fc2 = nn.Linear(1024, num_classes)
+        self.dropout = nn.Dropout(p=dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(F.adaptive_avg_pool2d(x, (4, 4)))
+        x = F.relu(self.fc1(torch.flatten(x, 1)), inplace=True)
+        return self.fc2(self.dropout(x))
+
+
+def transform_input_(x: torch.Tensor) -> torch.Tensor:
+    """Re-map ImageNet-normalised input to the [-1, 1] scaling the original weights expect.
+
+    Channel c becomes ``x_c * (std_c / 0.5) + (mean_c - 0.5) / 0.5``.
+    """
+    chans = [
+        x[:, c : c + 1] * (_STD[c] / 0.5) + (_MEAN[c] - 0.5) / 0.5 for c in range(3)
+    ]
+    return torch.cat(chans, 1)
+
+
+class GoogLeNet(nn.Module):
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        transform_input: bool = True,
+        aux_logits: bool = True,
+        dropout: float = 0.2,
+        dropout_aux: float = 0.7,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.transform_input = transform_input
+        self.aux_logits = aux_logits
+        self.conv1 = BasicConv2d(3, 64, 7, stride=2, padding=3)
+        self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.conv2 = BasicConv2d(64, 64, 1)
+        self.conv3 = BasicConv2d(64, 192, 3, padding=1)
+        self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.inception3a = Inception(192, 64, 96, 128, 16, 32, 32)
+        self.inception3b = Inception(256, 128, 128, 192, 32, 96, 64)
+        self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.inception4a = Inception(480, 192, 96, 208, 16, 48, 64)
+        self.inception4b = Inception(512, 160, 112, 224, 24, 64, 64)
+        self.inception4c = Inception(512, 128, 128, 256, 24, 64, 64)
+        self.inception4d = Inception(512, 112, 144, 288, 32, 64, 64)
+        self.inception4e = Inception(528, 256, 160, 320, 32, 128, 128)
+        self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        self.inception5a = Inception(832, 256, 160, 320, 32, 128, 128)
+        self.inception5b = Inception(832, 384, 192, 384, 48, 128, 128)
+        self.aux1: InceptionAux | None = None
+        self.aux2: InceptionAux | None = None
+        if aux_logits:
+            self.aux1 = InceptionAux(512, num_classes, dropout_aux)
+            self.aux2 = InceptionAux(528, num_classes, dropout_aux)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.dropout = nn.Dropout(p=dropout)
+        self.fc = nn.Linear(1024, num_classes)
+
+    def forward(
+        self, x: torch.Tensor
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.transform_input:
+            x = transform_input_(x)
+        x = self.maxpool1(self.conv1(x))
+        x = self.maxpool2(self.conv3(self.conv2(x)))
+        x = self.maxpool3(self.inception3b(self.inception3a(x)))
+        x = self.inception4a(x)
+        use_aux = self.training and self.aux1 is not None and self.aux2 is not None
+        aux1 = self.aux1(x) if use_aux else None
+        x = self.inception4d(self.inception4c(self.inception4b(x)))
+        aux2 = self.aux2(x) if use_aux else None
+        x = self.maxpool4(self.inception4e(x))
+        x = self.inception5b(self.inception5a(x))
+        x = torch.flatten(self.avgpool(x), 1)
+        logits = self.fc(self.dropout(x))
+        if aux1 is not None and aux2 is not None:
+            return logits, aux2, aux1
+        return logits
+
+
+class _Logits(nn.Module):
+    """Serving adapter: guarantees a single ``logits`` tensor whatever the mode."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        out = self.net(image)
+        return out[0] if isinstance(out, tuple) else out
+
+
+def _normalised_images(gen: torch.Generator, n: int) -> torch.Tensor:
+    img = torch.rand(n, 3, CROP, CROP, generator=gen)
+    return (img - torch.tensor(_MEAN).view(1, 3, 1, 1)) / torch.tensor(_STD).view(1, 3, 1, 1)
+
+
+def _export_graphs(model: nn.Module) -> dict[str, ExportGraph]:
+    gen = torch.Generator().manual_seed(2345)
+    return {
+        "main": ExportGraph(
+            module=_Logits(model),
+            input_names=("image",),
+            output_names=("logits",),
+            example_inputs=(_normalised_images(gen, 2),),
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            parity_inputs=[(_normalised_images(gen, 1),), (_normalised_images(gen, 3),)],
+        )
+    }
+
+
+@register_arch(
+    "googlenet",
+    task=Task.CLASSIFY,
+    serving={
+        "resize_shorter": 256,
+        "crop": CROP,
+        "interpolation": "bilinear",
+        "mean": _MEAN,
+        "std": _STD,
+    },
+    export_graphs=_export_graphs,
+    official_parts={"": "googlenet.keys.txt"},
+    description="GoogLeNet / Inception v1, torchvision layout (IMAGENET1K_V1 compatible)",
+)
+def googlenet(
+    num_classes: int = 1000,
+    transform_input: bool = True,
+    aux_logits: bool = True,
+    dropout: float = 0.2,
+) -> GoogLeNet:
+    return GoogLeNet(
+        num_classes=num_classes,
+        transform_input=transform_input,
+        aux_logits=aux_logits,
+        dropout=dropout,
+    )
