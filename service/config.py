@@ -53,6 +53,8 @@ class Settings(BaseSettings):
 
     # ---- hot reload
     reload_poll_s: float = 1.0
+    # A version that failed to load is retried after this long (not on every poll).
+    reload_retry_s: float = 30.0
     # Non-active versions asked for with ?version= that stay loaded (least recently used).
     extra_versions_cached: int = 2
 

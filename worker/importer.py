@@ -103,7 +103,8 @@ def import_checkpoint(
         arch_kwargs = {"num_classes": num_classes}
     if latent_stats is not None:
         try:
-            latent_stats = {k: np.asarray(latent_stats[k], np.float32) for k in ("mean", "cholesky")}
+            latent_stats = {k: np.asarray(latent_stats[k], np.float32)
+                            for k in ("mean", "cholesky")}
         except KeyError as exc:
             raise ImportRefused(f"latent_stats in {weights.name} lacks {exc}") from exc
     return publish_version(

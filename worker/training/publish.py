@@ -56,10 +56,9 @@ def publish_version(
         result = export_and_verify(module, arch, staged, tolerance)
         if not result.parity.passed:
             raise ParityFailed(result.parity)
-        torch.save(
-            {"arch": arch_name, "arch_kwargs": arch_kwargs or {}, "state_dict": module.state_dict()},
-            staged / WEIGHTS_FILE,
-        )
+        payload = {"arch": arch_name, "arch_kwargs": arch_kwargs or {},
+                   "state_dict": module.state_dict()}
+        torch.save(payload, staged / WEIGHTS_FILE)
         extra: dict[str, Any] = {}
         if latent_stats is not None:
             np.savez(staged / LATENT_STATS_FILE, **latent_stats)
