@@ -1,0 +1,92 @@
+"""The three JSON files stored beside every dataset, and the intake report returned to users.
+
+    <store>/datasets/<id>/data/         the extracted files (the sample paths are relative to it)
+    <store>/datasets/<id>/report.json   IntakeReport: what intake saw, accepted and skipped
+    <store>/datasets/<id>/index.json    DatasetIndex: the split assignment trainers read
+    <store>/datasets/<id>/meta.json     DatasetMeta: id, task, name, size, provenance
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from model_store.tasks import Task
+
+INDEX_SCHEMA_VERSION = 1
+
+# The keys of one sample in index.json, per task (paths are relative to data/).
+SAMPLE_KEYS: dict[Task, tuple[str, ...]] = {
+    Task.CARTOONIZE: ("photo", "cartoon"),
+    Task.MATTE: ("image", "mask"),
+    Task.CLASSIFY: ("path", "label"),
+    Task.GENERATE: ("path",),
+    Task.AUTOENCODE: ("path",),
+}
+
+# One entry of index.json: see DatasetIndex.splits.
+Sample = dict[str, str | int]
+
+
+class SkippedFile(BaseModel):
+    path: str  # relative to the dataset root (after a common top folder was stripped)
+    reason: str
+
+
+class SizeStats(BaseModel):
+    """Sizes of the samples' input images (photo / image / path), in pixels."""
+
+    min_width: int
+    max_width: int
+    mean_width: float
+    min_height: int
+    max_height: int
+    mean_height: float
+
+
+class IntakeReport(BaseModel):
+    task: Task
+    can_train: bool
+    # Why it cannot train (empty when it can).
+    problems: list[str] = Field(default_factory=list)
+    # Things worth knowing that do not block training (an empty class left out, ...).
+    warnings: list[str] = Field(default_factory=list)
+    # "given": the archive had val/ (or test/) folders; "auto": intake split it (seeded).
+    split_source: Literal["given", "auto"] = "auto"
+    # Samples per split ("train", "val", and "test" for classify).
+    counts: dict[str, int] = Field(default_factory=dict)
+    # classify only: class -> split -> samples.
+    class_counts: dict[str, dict[str, int]] | None = None
+    image_size: SizeStats | None = None
+    files_seen: int = 0  # every regular file extracted (junk like __MACOSX never counts)
+    files_accepted: int = 0  # files referenced by the index
+    skipped: list[SkippedFile] = Field(default_factory=list)
+    stripped_folder: str | None = None  # the single top-level folder removed, if any
+
+
+class DatasetIndex(BaseModel):
+    schema_version: int = INDEX_SCHEMA_VERSION
+    task: Task
+    # split -> samples, sorted so the file is byte-stable. A sample holds SAMPLE_KEYS[task]
+    # (paths relative to data/, plus "label" for classify) and the primary image's
+    # "width" and "height" in pixels.
+    splits: dict[str, list[Sample]]
+    labels: list[str] | None = None  # classify: the class names, index = class id
+
+
+class DatasetMeta(BaseModel):
+    id: str
+    task: Task
+    name: str
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    bytes: int  # size of data/ on disk
+    filename: str  # the uploaded file's name, as the client sent it
+    synthetic: bool = False  # made by toonforge itself (demo / test data), not uploaded
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class IngestResult(BaseModel):
+    meta: DatasetMeta
+    report: IntakeReport
