@@ -58,6 +58,43 @@ class Settings(BaseSettings):
     # Non-active versions asked for with ?version= that stay loaded (least recently used).
     extra_versions_cached: int = 2
 
+    # ---- datasets (model_store/archives.py, model_store/intake.py)
+    # Upload cap for a dataset archive; far above max_upload_bytes, which is for one image.
+    dataset_max_upload_bytes: int = 1024 * 1024 * 1024
+    # Caps enforced while extracting, on bytes actually written (headers can lie).
+    dataset_max_entries: int = 50_000
+    dataset_max_extracted_bytes: int = 4 * 1024 * 1024 * 1024
+    # Per zip entry (and per compressed tar stream): extracted bytes / compressed bytes.
+    # Images barely compress, so a high ratio on a large entry means a bomb.
+    dataset_max_compression_ratio: float = 200.0
+
+    # ---- jobs (job records, queue, worker; jobs/ and worker/runner.py)
+    # Job database and embedded broker live here (not in the store: the store may be shared).
+    data_dir: Path = Path("data")
+    # None: sqlite:///<data_dir>/toonforge.db. Production: postgresql+psycopg://user@host/db.
+    database_url: str | None = None
+    # None: the embedded filesystem broker under <data_dir>/broker. Production: redis://host:6379/0.
+    broker_url: str | None = None
+    # A producer gives up after this long so POST /jobs/finetune can answer 503 quickly.
+    broker_connect_timeout_s: float = 2.0
+    # Redis redelivers an unacknowledged job after this long: keep it above the longest job.
+    broker_visibility_timeout_s: int = 48 * 3600
+    # Queue the fine-tune task goes to (one queue; one worker process per GPU consumes it).
+    job_queue: str = "toonforge"
+    # A running job's worker writes its heartbeat this often...
+    job_heartbeat_s: float = 5.0
+    # ...and loses the job when no heartbeat arrived for this long (then it is reclaimed).
+    job_lease_s: float = 60.0
+    # Runs a job may have (first run + redeliveries after a lost worker) before it fails.
+    job_max_attempts: int = 3
+    # Progress rows written at most this often per job (the events table is the SSE source).
+    job_progress_interval_s: float = 0.5
+    # The cancel flag is re-read from the database at most this often.
+    job_cancel_poll_s: float = 0.5
+    # Webhook POST timeout and tries (with backoff) on each terminal state.
+    webhook_timeout_s: float = 5.0
+    webhook_tries: int = 3
+
 
 @lru_cache
 def get_settings() -> Settings:

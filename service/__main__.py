@@ -1,0 +1,17 @@
+"""``python -m service``: serve the API with uvicorn on Settings.host and Settings.port."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from service.app import create_app
+from service.config import get_settings
+
+
+def main() -> None:
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+
+
+if __name__ == "__main__":
+    main()

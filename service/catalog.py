@@ -1,0 +1,45 @@
+"""What the store holds, as the /models routes show it (blocking reads: run off the loop)."""
+
+from __future__ import annotations
+
+from model_store.store import ModelStore, ModelSummary
+from service.config import Settings
+from service.schemas import ModelDetail, ModelInfo, VersionSummary
+
+
+def _info(summary: ModelSummary, settings: Settings) -> ModelInfo:
+    return ModelInfo(
+        name=summary.name,
+        task=summary.task,
+        versions=summary.versions,
+        active=summary.active,
+        is_default=settings.default_models.get(summary.task) == summary.name,
+    )
+
+
+def list_models(store: ModelStore, settings: Settings) -> list[ModelInfo]:
+    return [_info(summary, settings) for summary in store.list_models()]
+
+
+def model_detail(
+    store: ModelStore, settings: Settings, name: str, loaded_version: int | None
+) -> ModelDetail:
+    summary = store.summary(name)
+    versions = []
+    for number in summary.versions:
+        manifest = store.manifest(name, number)
+        versions.append(VersionSummary(
+            version=number,
+            arch=manifest.arch,
+            created_at=manifest.created_at,
+            description=manifest.description,
+            parity_passed=manifest.parity.passed,
+            source=manifest.lineage.source,
+            parent=manifest.lineage.parent,
+            metrics=manifest.metrics,
+        ))
+    return ModelDetail(
+        **_info(summary, settings).model_dump(),
+        loaded_version=loaded_version,
+        version_summaries=versions,
+    )

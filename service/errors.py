@@ -1,0 +1,197 @@
+"""Error types of the API and their HTTP mapping, in one place.
+
+Domain code raises the types below (or the model store's own); nothing else in the service
+knows a status code. Every error leaves as ``{"error": {"code": ..., "message": ...}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from model_store import errors as store_errors
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """Base of the errors the API answers with; ``code`` is the stable machine name."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Undecodable(ApiError):
+    code = "undecodable"
+
+
+class TooLarge(ApiError):
+    code = "too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    code = "unsupported_media_type"
+
+
+class InvalidParameter(ApiError):
+    code = "invalid_parameter"
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(f"{parameter}: {problem}")
+        self.parameter = parameter
+
+
+class TooManyPixels(ApiError):
+    code = "too_many_pixels"
+
+
+class ModelNotFound(ApiError):
+    code = "model_not_found"
+
+
+class VersionNotFound(ApiError):
+    code = "version_not_found"
+
+
+class ActivationRefused(ApiError):
+    code = "activation_refused"
+
+
+class NoActiveVersion(ApiError):
+    code = "no_active_version"
+
+
+class ModelNotReady(ApiError):
+    code = "model_not_ready"
+
+
+STATUS: dict[type[ApiError], int] = {
+    Undecodable: 400,
+    TooLarge: 413,
+    UnsupportedMediaType: 415,
+    InvalidParameter: 422,
+    TooManyPixels: 422,
+    ModelNotFound: 404,
+    VersionNotFound: 404,
+    ActivationRefused: 409,
+    NoActiveVersion: 503,
+    ModelNotReady: 503,
+}
+
+# The model store raises its own types; they translate one to one.
+_FROM_STORE: dict[type[Exception], type[ApiError]] = {
+    store_errors.ModelNotFound: ModelNotFound,
+    # An invalid name cannot exist in the store: answer as for any unknown model.
+    store_errors.InvalidName: ModelNotFound,
+    store_errors.VersionNotFound: VersionNotFound,
+    store_errors.NoActiveVersion: NoActiveVersion,
+    store_errors.ActivationRefused: ActivationRefused,
+    store_errors.ManifestInvalid: ModelNotReady,
+}
+
+IMPORT_HINT = (
+    "import one with `toonforge import --task {task} --arch <arch> --weights <file>"
+    " --model {model} --activate` (e.g. `toonforge import --task matte --arch u2netp"
+    " --weights u2netp.pth --model matte --activate`) or fine-tune one with"
+    " POST /jobs/finetune"
+)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorEnvelope(BaseModel):
+    """What every non-2xx answer carries."""
+
+    error: ErrorBody
+
+
+_DESCRIPTIONS = {
+    400: "The image could not be decoded (`undecodable`).",
+    404: "Unknown model or version (`model_not_found`, `version_not_found`).",
+    409: "The version may not become active (`activation_refused`).",
+    413: "The upload is larger than the byte limit (`too_large`).",
+    415: "The body is not an image (`unsupported_media_type`).",
+    422: "A parameter is invalid (`invalid_parameter`) or the image has too many pixels"
+    " (`too_many_pixels`).",
+    500: "A bug on our side (`internal`).",
+    503: "No servable version (`no_active_version`, `model_not_ready`).",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route: each status documented with the error envelope."""
+    return {
+        status: {"model": ErrorEnvelope, "description": _DESCRIPTIONS[status]}
+        for status in statuses
+    }
+
+
+def envelope(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        status_code=status, content={"error": {"code": code, "message": message}}
+    )
+
+
+def to_api_error(exc: Exception) -> ApiError | None:
+    if isinstance(exc, ApiError):
+        return exc
+    for store_type, api_type in _FROM_STORE.items():
+        if isinstance(exc, store_type):
+            return api_type(str(exc))
+    return None
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        where = loc[0] if loc else "request"
+        name = ".".join(loc[1:]) or where
+        parts.append(f"{name} ({where}): {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def api_error(_: Request, exc: Exception) -> JSONResponse:
+        error = to_api_error(exc)
+        assert error is not None  # only registered for types to_api_error knows
+        status = next((STATUS[t] for t in type(error).__mro__ if t in STATUS), 500)
+        return envelope(status, error.code, error.message)
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return envelope(422, InvalidParameter.code, _describe_validation(exc))
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        codes = {404: "not_found", 405: "method_not_allowed", 413: TooLarge.code}
+        response = envelope(
+            exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
+        )
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path,
+                      exc_info=exc)
+        return envelope(500, "internal", "internal error; the server log has the details")
+
+    app.add_exception_handler(ApiError, api_error)
+    for store_type in _FROM_STORE:
+        app.add_exception_handler(store_type, api_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, internal_error)

@@ -1,0 +1,206 @@
+"""Uploads in, images out: bounded body reading, safe decoding, encoding.
+
+Reading rules (documented in the OpenAPI text of every image route):
+- ``multipart/form-data``: the image is the file field named by the route (``image``).
+  A missing field is ``invalid_parameter`` (422); a part that declares a non-image
+  content type (anything but ``image/*`` or ``application/octet-stream``) is
+  ``unsupported_media_type`` (415).
+- any other body: its ``Content-Type`` must be ``image/*`` or ``application/octet-stream``,
+  else ``unsupported_media_type`` (415).
+- more bytes than ``max_upload_bytes`` (by Content-Length, or counted while reading) is
+  ``too_large`` (413); bytes that do not decode (or are empty or truncated) are
+  ``undecodable`` (400); more pixels than ``max_pixels`` is ``too_many_pixels`` (422),
+  refused from the header before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps
+from starlette.datastructures import FormData, UploadFile
+from starlette.requests import Request
+
+from service.errors import (
+    InvalidParameter,
+    TooLarge,
+    TooManyPixels,
+    Undecodable,
+    UnsupportedMediaType,
+)
+
+# Our own pixel check (Settings.max_pixels) answers bombs with a clear 422; Pillow's global
+# limit would otherwise warn or raise first with a different message.
+Image.MAX_IMAGE_PIXELS = None
+
+# Multipart framing (boundaries, part headers, small fields) on top of the image bytes.
+MULTIPART_OVERHEAD = 64 * 1024
+OCTET_STREAM = "application/octet-stream"
+
+ImageFormat = Literal["png", "jpeg", "webp"]
+MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+def _media_type(header: str | None) -> str:
+    return (header or "").split(";", 1)[0].strip().lower()
+
+
+def _is_image_type(media_type: str) -> bool:
+    return media_type.startswith("image/") or media_type == OCTET_STREAM
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing it as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the body has {int(declared)} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise TooLarge(f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _replayed_form(request: Request, body: bytes, max_files: int) -> FormData:
+    """Parse a multipart body already read (and size-checked) into memory."""
+    sent = False
+
+    async def receive() -> dict[str, object]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    replay = Request(request.scope, receive)
+    try:
+        form = await replay.form(max_files=max_files, max_fields=16)
+    except Exception as exc:  # malformed multipart framing is a client error
+        raise Undecodable(f"the multipart body could not be parsed: {exc}") from exc
+    return form
+
+
+async def _form_images(
+    form: FormData, fields: tuple[str, ...], max_bytes: int
+) -> tuple[dict[str, bytes], dict[str, str]]:
+    images: dict[str, bytes] = {}
+    for name in fields:
+        part = form.get(name)
+        if part is None:
+            raise InvalidParameter(name, "missing: send the image as a file field")
+        if not isinstance(part, UploadFile):
+            raise UnsupportedMediaType(f"form field {name!r} must be a file, not text")
+        part_type = _media_type(part.content_type)
+        if part_type and not _is_image_type(part_type):
+            raise UnsupportedMediaType(f"form field {name!r} is {part_type!r}, not an image")
+        data = await part.read()
+        if len(data) > max_bytes:
+            raise TooLarge(f"{name!r} has {len(data)} bytes; the limit is {max_bytes}")
+        images[name] = data
+    texts = {k: v for k, v in form.items() if isinstance(v, str)}
+    return images, texts
+
+
+async def read_uploads(
+    request: Request, fields: tuple[str, ...], max_bytes: int
+) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Image bytes per field, plus the plain form fields (multipart only).
+
+    A raw ``image/*`` body counts as the single field when the route takes one image.
+    """
+    media_type = _media_type(request.headers.get("content-type"))
+    if media_type == "multipart/form-data":
+        body = await read_body(request, max_bytes * len(fields) + MULTIPART_OVERHEAD)
+        form = await _replayed_form(request, body, max_files=len(fields) + 2)
+        try:
+            return await _form_images(form, fields, max_bytes)
+        finally:
+            await form.close()
+    if len(fields) != 1:
+        raise UnsupportedMediaType(
+            f"send multipart/form-data with file fields {', '.join(fields)}"
+        )
+    if not _is_image_type(media_type):
+        raise UnsupportedMediaType(
+            f"content type {media_type or '(none)'!r} is not an image: send image/* or"
+            " multipart/form-data with a file field 'image'"
+        )
+    return {fields[0]: await read_body(request, max_bytes)}, {}
+
+
+def _to_rgb8(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: 16/32-bit scaled (not clipped), alpha over white."""
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if mode.startswith("I;16"):
+            scaled = values / 257.0
+        elif mode == "I" and values.min() >= 0 and values.max() <= 65535:
+            # 16-bit PNGs decode to mode "I" holding 0..65535.
+            scaled = values / 257.0
+        else:
+            lo, hi = float(values.min()), float(values.max())
+            if mode == "F" and lo >= 0.0 and hi <= 1.0:
+                scaled = values * 255.0
+            else:
+                scaled = (values - lo) * (255.0 / (hi - lo)) if hi > lo else values * 0.0
+        gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode == "1":
+        image = image.convert("L")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode untrusted bytes into an EXIF-oriented 8-bit RGB image."""
+    if not data:
+        raise Undecodable("the image is empty")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Exception as exc:
+        raise Undecodable(f"not a decodable image: {exc}") from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        raise TooManyPixels(
+            f"the image declares {width}x{height} = {width * height} pixels;"
+            f" the limit is {max_pixels}"
+        )
+    if width < 1 or height < 1:
+        raise Undecodable(f"the image has an empty size {width}x{height}")
+    try:
+        image.load()
+    except Exception as exc:  # truncated or corrupt data fails here, in any of many ways
+        raise Undecodable(f"the image could not be decoded: {exc}") from exc
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # unreadable EXIF: the pixels are still good, serve them as stored
+        pass
+    try:
+        return _to_rgb8(image)
+    except Exception as exc:  # a pixel mode Pillow cannot convert
+        raise Undecodable(f"unsupported pixel format {image.mode!r}: {exc}") from exc
+
+
+def encode_image(image: Image.Image, fmt: str) -> bytes:
+    out = io.BytesIO()
+    if fmt == "png":
+        # Level 1 is several times faster than the default for a few percent more bytes.
+        image.save(out, format="PNG", compress_level=1)
+    elif fmt == "jpeg":
+        image.convert("RGB").save(out, format="JPEG", quality=92)
+    elif fmt == "webp":
+        image.save(out, format="WEBP", quality=90, method=2)
+    else:  # routes validate the format; reaching here is a bug
+        raise ValueError(f"unknown image format {fmt!r}")
+    return out.getvalue()

@@ -1,0 +1,309 @@
+"""One function per inference endpoint: decode -> preprocess -> run -> postprocess -> encode.
+
+Each takes the uploaded bytes and validated parameters and returns a ``Served`` answer.
+The blocking stages run on the pool's work threads; when the graph batches, the run in
+between is awaited on the event loop so that waiting requests hold no thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel
+
+from model_store.tasks import Task
+from service.errors import InvalidParameter
+from service.imaging import MEDIA_TYPES, decode_image, encode_image
+from service.inference import processing as proc
+from service.inference.batching import Feeds
+from service.inference.pool import InferencePool
+from service.inference.sessions import LoadedVersion
+from service.schemas import (
+    MAX_GENERATE_TOTAL,
+    AutoencodeParams,
+    CartoonizeParams,
+    ClassifyParams,
+    ClassifyResponse,
+    GenerateBody,
+    GeneratedImage,
+    ImagesResponse,
+    InterpolateParams,
+    MatteParams,
+    Prediction,
+    SampleParams,
+)
+
+C = TypeVar("C")
+R = TypeVar("R")
+DEFAULT_N = 16
+DEFAULT_STEPS = 8
+GENERATE_CHUNK = 64  # rows per generator run, so oversampling never builds one huge batch
+
+
+@dataclass
+class Served:
+    version: LoadedVersion
+    content: bytes | BaseModel
+    media_type: str = "image/png"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+async def _staged(pool: InferencePool, version: LoadedVersion, role: str,
+                  prepare: Callable[[], tuple[C, Feeds]],
+                  finish: Callable[[C, Feeds], R]) -> R:
+    """prepare -> graph run -> finish; one thread hop when the graph does not batch."""
+    graph = version.graph(role)
+    async with pool.slot():
+        if graph.batcher is None:
+            def whole() -> R:
+                context, feeds = prepare()
+                return finish(context, graph.run(feeds))
+            return await pool.run(whole)
+        context, feeds = await pool.run(prepare)
+        outputs = await pool.infer(version, role, feeds)
+        return await pool.run(finish, context, outputs)
+
+
+def _side(version: LoadedVersion, role: str, key: str, default: int) -> int:
+    """A fixed input side: the manifest's preprocessing, else the graph's last axis."""
+    if key in version.manifest.preprocessing:
+        return int(version.manifest.preprocessing[key])
+    spec = version.manifest.graphs[role].inputs[0]
+    last = spec.shape[-1] if spec.shape else None
+    return last if isinstance(last, int) and last > 0 else default
+
+
+def _dim(version: LoadedVersion, role: str, key: str, axis: int) -> int:
+    if key in version.manifest.preprocessing:
+        return int(version.manifest.preprocessing[key])
+    dim = version.manifest.graphs[role].inputs[0].shape[axis]
+    if not isinstance(dim, int):
+        raise InvalidParameter("model", f"{version.ref} does not declare its {key}")
+    return dim
+
+
+def _png_b64(image: Image.Image) -> str:
+    return base64.b64encode(encode_image(image, "png")).decode("ascii")
+
+
+# ------------------------------------------------------------------ image in, image out
+async def cartoonize(pool: InferencePool, data: bytes, params: CartoonizeParams) -> Served:
+    version = await pool.resolve(Task.CARTOONIZE, params.model, params.version)
+    pre = version.manifest.preprocessing
+    max_side = min(params.max_side or int(pre.get("max_side", 720)), pool.settings.max_side_limit)
+    multiple_of = int(pre.get("multiple_of", 4))
+    bgr = str(pre.get("color_order", "BGR")).upper() == "BGR"
+    graph = version.graph("main")
+
+    def prepare() -> tuple[Image.Image, Feeds]:
+        image = decode_image(data, pool.settings.max_pixels)
+        return image, {graph.inputs[0]: proc.cartoon_input(image, max_side, multiple_of, bgr)}
+
+    def finish(image: Image.Image, out: Feeds) -> bytes:
+        cartoon = proc.cartoon_output(out[graph.outputs[0]], image.size, bgr)
+        return encode_image(cartoon, params.format)
+
+    body = await _staged(pool, version, "main", prepare, finish)
+    return Served(version, body, MEDIA_TYPES[params.format])
+
+
+async def matte(pool: InferencePool, data: bytes, params: MatteParams) -> Served:
+    if params.format == "jpeg" and params.output == "cutout":
+        raise InvalidParameter("format", "jpeg has no alpha channel: use png or webp for cutout")
+    colour = proc.parse_colour(params.background)
+    version = await pool.resolve(Task.MATTE, params.model, params.version)
+    pre = version.manifest.preprocessing
+    size = _side(version, "main", "size", 320)
+    mean, std = pre.get("mean", proc.IMAGENET_MEAN), pre.get("std", proc.IMAGENET_STD)
+    divide_by_max = bool(pre.get("divide_by_max", True))
+    graph = version.graph("main")
+
+    def prepare() -> tuple[Image.Image, Feeds]:
+        image = decode_image(data, pool.settings.max_pixels)
+        return image, {graph.inputs[0]: proc.matte_input(image, size, mean, std, divide_by_max)}
+
+    def finish(image: Image.Image, out: Feeds) -> bytes:
+        mask = proc.matte_mask(out[graph.outputs[0]], image.size)
+        if params.output == "cutout":
+            result = proc.cutout(image, mask)
+        elif params.output == "composite":
+            result = proc.composite(image, mask, colour)
+        else:
+            result = mask
+        return encode_image(result, params.format)
+
+    body = await _staged(pool, version, "main", prepare, finish)
+    return Served(version, body, MEDIA_TYPES[params.format])
+
+
+async def classify(pool: InferencePool, data: bytes, params: ClassifyParams) -> Served:
+    version = await pool.resolve(Task.CLASSIFY, params.model, params.version)
+    manifest = version.manifest
+    pre = manifest.preprocessing
+    crop = _side(version, "main", "crop", 224)
+    shorter = int(pre.get("resize_shorter", round(crop * 256 / 224)))
+    mean, std = pre.get("mean", proc.IMAGENET_MEAN), pre.get("std", proc.IMAGENET_STD)
+    if manifest.labels and params.top_k > len(manifest.labels):
+        raise InvalidParameter("top_k", f"{manifest.ref} has {len(manifest.labels)} labels")
+    graph = version.graph("main")
+
+    def prepare() -> tuple[None, Feeds]:
+        image = decode_image(data, pool.settings.max_pixels)
+        return None, {graph.inputs[0]: proc.classify_input(image, shorter, crop, mean, std)}
+
+    def finish(_: None, out: Feeds) -> ClassifyResponse:
+        logits = np.ravel(out[graph.outputs[0]])
+        if params.top_k > logits.size:
+            raise InvalidParameter("top_k", f"{manifest.ref} has {logits.size} labels")
+        labels = proc.label_names(manifest.labels, logits.size)
+        best = proc.top_k(logits, labels, params.top_k)
+        return ClassifyResponse(
+            model=manifest.model, version=manifest.version,
+            predictions=[Prediction(label=label, score=score) for label, score in best],
+        )
+
+    response = await _staged(pool, version, "main", prepare, finish)
+    return Served(version, response, "application/json")
+
+
+async def autoencode(pool: InferencePool, data: bytes, params: AutoencodeParams) -> Served:
+    version = await pool.resolve(Task.AUTOENCODE, params.model, params.version)
+    size = _side(version, "main", "size", 64)
+    graph = version.graph("main")
+
+    def prepare() -> tuple[None, Feeds]:
+        image = decode_image(data, pool.settings.max_pixels)
+        return None, {graph.inputs[0]: proc.autoencode_input(image, size)}
+
+    def finish(_: None, out: Feeds) -> bytes:
+        image = proc.chw_to_image(out[graph.outputs[1]][0], 0.0, 1.0)
+        return encode_image(proc.upscale(image, params.size), "png")
+
+    body = await _staged(pool, version, "main", prepare, finish)
+    return Served(version, body)
+
+
+async def interpolate(pool: InferencePool, image_a: bytes, image_b: bytes,
+                      params: InterpolateParams) -> Served:
+    version = await pool.resolve(Task.AUTOENCODE, params.model, params.version)
+    size = _side(version, "main", "size", 64)
+    steps = params.steps or DEFAULT_STEPS
+    encoder, decoder = version.graph("main"), version.graph("decoder")
+
+    def prepare() -> tuple[None, Feeds]:
+        pair = [proc.autoencode_input(decode_image(d, pool.settings.max_pixels), size)
+                for d in (image_a, image_b)]
+        return None, {encoder.inputs[0]: np.concatenate(pair, axis=0)}
+
+    def finish(_: None, out: Feeds) -> bytes | ImagesResponse:
+        latent = out[encoder.outputs[0]]
+        path = proc.interpolate(latent[0], latent[1], steps)
+        frames = decoder.run({decoder.inputs[0]: path})[decoder.outputs[0]]
+        images = proc.images_from_batch(frames, 0.0, 1.0)
+        if params.format == "json":
+            return ImagesResponse(model=version.manifest.model, version=version.manifest.version,
+                                  images=[GeneratedImage(png_base64=_png_b64(i)) for i in images])
+        return encode_image(proc.grid(images, columns=len(images)), "png")
+
+    content = await _staged(pool, version, "main", prepare, finish)
+    media = "application/json" if params.format == "json" else "image/png"
+    return Served(version, content, media)
+
+
+# ------------------------------------------------------------------ latents in, images out
+async def sample(pool: InferencePool, params: SampleParams) -> Served:
+    version = await pool.resolve(Task.AUTOENCODE, params.model, params.version)
+    seed = params.seed if params.seed is not None else secrets.randbits(63)
+    decoder = version.graph("decoder")
+    stats = version.latent_stats
+
+    def work() -> bytes:
+        rng = np.random.default_rng(seed)
+        if stats is not None:
+            latents = proc.fitted_latents(rng, params.n, stats.mean, stats.cholesky)
+        else:
+            dim = _dim(version, "decoder", "latent_dim", 1)
+            latents = rng.standard_normal((params.n, dim), dtype=np.float32)
+        frames = decoder.run({decoder.inputs[0]: latents})[decoder.outputs[0]]
+        return encode_image(proc.grid(proc.images_from_batch(frames, 0.0, 1.0)), "png")
+
+    async with pool.slot():
+        body = await pool.run(work)
+    return Served(version, body, headers={
+        "X-Seed": str(seed),
+        "X-Latent-Distribution": "fitted" if stats is not None else "prior",
+    })
+
+
+def _generate_plan(options: GenerateBody, nz: int) -> tuple[int, np.ndarray | None]:
+    """(n, explicit latents or None), refusing inconsistent requests."""
+    if options.latents is None:
+        n = options.n or DEFAULT_N
+        if options.rank_by_discriminator and n * options.oversample > MAX_GENERATE_TOTAL:
+            raise InvalidParameter("oversample", f"n x oversample = {n * options.oversample};"
+                                   f" the most is {MAX_GENERATE_TOTAL}")
+        return n, None
+    rows = options.latents
+    if not 1 <= len(rows) <= 64:
+        raise InvalidParameter("latents", f"give 1 to 64 latents, not {len(rows)}")
+    if options.n is not None and options.n != len(rows):
+        raise InvalidParameter("latents", f"n is {options.n} but {len(rows)} latents were given")
+    bad = [i for i, row in enumerate(rows) if len(row) != nz]
+    if bad:
+        raise InvalidParameter("latents", f"each latent needs {nz} floats; entry {bad[0]} has"
+                               f" {len(rows[bad[0]])}")
+    z = np.asarray(rows, np.float32)
+    if not np.isfinite(z).all():
+        raise InvalidParameter("latents", "latents must be finite numbers")
+    return len(rows), z.reshape(len(rows), nz, 1, 1)
+
+
+async def generate(pool: InferencePool, options: GenerateBody, model: str | None,
+                   version_number: int | None) -> Served:
+    version = await pool.resolve(Task.GENERATE, model, version_number)
+    nz = _dim(version, "main", "nz", 1)
+    n, explicit = _generate_plan(options, nz)
+    seed = None if explicit is not None else (
+        options.seed if options.seed is not None else secrets.randbits(63))
+    graph = version.graph("main")
+    low, high = version.manifest.preprocessing.get("output_range", (-1, 1))
+    rank = options.rank_by_discriminator
+
+    def work() -> bytes | ImagesResponse:
+        if explicit is not None:
+            z = explicit
+        else:
+            total = n * options.oversample if rank else n
+            z = proc.normal_latents(np.random.default_rng(seed), total, nz)
+        parts = [graph.run({graph.inputs[0]: z[i:i + GENERATE_CHUNK]})
+                 for i in range(0, len(z), GENERATE_CHUNK)]
+        images = np.concatenate([p[graph.outputs[0]] for p in parts])
+        scores = np.concatenate([np.ravel(p[graph.outputs[1]]) for p in parts])
+        if rank and len(z) > n:
+            keep = np.argsort(-scores, kind="stable")[:n]
+            images, scores = images[keep], scores[keep]
+        pictures = proc.images_from_batch(images, float(low), float(high))
+        if options.format == "json":
+            return ImagesResponse(
+                model=version.manifest.model, version=version.manifest.version, seed=seed,
+                images=[GeneratedImage(png_base64=_png_b64(p), score=float(s))
+                        for p, s in zip(pictures, scores, strict=True)],
+            )
+        return encode_image(proc.grid(pictures), "png")
+
+    async with pool.slot():
+        content = await pool.run(work)
+    headers = {"X-Seed": str(seed)} if seed is not None else {}
+    media = "application/json" if options.format == "json" else "image/png"
+    return Served(version, content, media, headers)
+
+
+def describe(served: Served) -> dict[str, Any]:
+    """Headers every inference answer carries."""
+    return {"X-Model-Version": served.version.ref, **served.headers}

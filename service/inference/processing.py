@@ -1,0 +1,222 @@
+"""Per-task pre- and post-processing: pure numpy and Pillow, no sessions, no I/O.
+
+Each function follows the serving contract of model_store/tasks.py and the recipe of the
+model family it serves (the references are in DESIGN.md); the parameters come from the
+version's manifest, never from worker code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+GRID_PADDING = 2
+
+
+def _chw(array: np.ndarray) -> np.ndarray:
+    """HWC -> 1,C,H,W float32 (contiguous, as onnxruntime wants it)."""
+    return np.ascontiguousarray(array.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def _normalise(rgb01: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    return (rgb01 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def to_uint8(array: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Values in [low, high] -> uint8, rounding and clipping outliers."""
+    scaled = (np.asarray(array, np.float32) - low) * (255.0 / (high - low))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def chw_to_image(array: np.ndarray, low: float, high: float, bgr: bool = False) -> Image.Image:
+    """One C,H,W tensor (3 channels) in [low, high] -> an RGB image."""
+    hwc = to_uint8(array, low, high).transpose(1, 2, 0)
+    if bgr:
+        hwc = hwc[..., ::-1]
+    return Image.fromarray(np.ascontiguousarray(hwc), mode="RGB")
+
+
+# ---------------------------------------------------------------- cartoonize (DCT-Net)
+def cartoon_graph_size(
+    size: tuple[int, int], max_side: int, multiple_of: int
+) -> tuple[int, int]:
+    """The (W, H) the graph sees: long side capped at max_side, both rounded down."""
+    width, height = size
+    scale = min(1.0, max_side / max(width, height))
+    width, height = width * scale, height * scale
+    # Round down to the multiple, but never below one multiple (tiny images upscale a bit).
+    return (
+        max(multiple_of, int(width) // multiple_of * multiple_of),
+        max(multiple_of, int(height) // multiple_of * multiple_of),
+    )
+
+
+def cartoon_input(
+    image: Image.Image, max_side: int, multiple_of: int, bgr: bool = True
+) -> np.ndarray:
+    """RGB image -> 1,3,H,W in [-1,1] (BGR, as DCT-Net was trained) at the graph size."""
+    graph_size = cartoon_graph_size(image.size, max_side, multiple_of)
+    if graph_size != image.size:
+        image = image.resize(graph_size, Image.Resampling.BILINEAR)
+    pixels = np.asarray(image, np.float32)
+    if bgr:
+        pixels = pixels[..., ::-1]
+    return _chw(pixels / 127.5 - 1.0)
+
+
+def cartoon_output(cartoon: np.ndarray, size: tuple[int, int], bgr: bool = True) -> Image.Image:
+    """1,3,H,W (or 3,H,W) in [-1,1] -> RGB image resized back to ``size``."""
+    image = chw_to_image(cartoon.reshape(cartoon.shape[-3:]), -1.0, 1.0, bgr=bgr)
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    return image
+
+
+# ---------------------------------------------------------------- matte (U-2-Net)
+def matte_input(
+    image: Image.Image,
+    size: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    divide_by_max: bool = True,
+) -> np.ndarray:
+    """U-2-Net test preprocessing: resize to size x size, divide by the max, mean/std."""
+    resized = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), np.float32)
+    if divide_by_max:
+        peak = float(resized.max())
+        rgb01 = resized / peak if peak > 0 else resized
+    else:
+        rgb01 = resized / 255.0
+    return _chw(_normalise(rgb01, mean, std))
+
+
+def matte_mask(prediction: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """d0 -> min-max normalised, resized (bilinear) to ``size``, as an 8-bit L image."""
+    pred = np.asarray(prediction, np.float32).reshape(prediction.shape[-2:])
+    low, high = float(pred.min()), float(pred.max())
+    pred = (pred - low) / (high - low) if high > low else np.zeros_like(pred)
+    mask = Image.fromarray(pred, mode="F").resize(size, Image.Resampling.BILINEAR)
+    return Image.fromarray(to_uint8(np.asarray(mask), 0.0, 1.0), mode="L")
+
+
+def cutout(image: Image.Image, mask: Image.Image) -> Image.Image:
+    rgba = image.convert("RGBA")
+    rgba.putalpha(mask)
+    return rgba
+
+
+def composite(image: Image.Image, mask: Image.Image, colour: tuple[int, int, int]) -> Image.Image:
+    background = Image.new("RGB", image.size, colour)
+    return Image.composite(image, background, mask)
+
+
+def parse_colour(text: str) -> tuple[int, int, int]:
+    """'#rrggbb' -> (r, g, b); ValueError otherwise."""
+    if len(text) != 7 or text[0] != "#":
+        raise ValueError("expected #rrggbb")
+    value = int(text[1:], 16)
+    return (value >> 16) & 255, (value >> 8) & 255, value & 255
+
+
+# ---------------------------------------------------------------- classify (GoogLeNet)
+def classify_input(
+    image: Image.Image,
+    resize_shorter: int,
+    crop: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> np.ndarray:
+    """torchvision's Resize(shorter) + CenterCrop(crop) + ToTensor + Normalize."""
+    width, height = image.size
+    if width <= height:
+        new_size = (resize_shorter, int(resize_shorter * height / width))
+    else:
+        new_size = (int(resize_shorter * width / height), resize_shorter)
+    image = image.resize(new_size, Image.Resampling.BILINEAR)
+    left = int(round((new_size[0] - crop) / 2.0))
+    top = int(round((new_size[1] - crop) / 2.0))
+    image = image.crop((left, top, left + crop, top + crop))
+    return _chw(_normalise(np.asarray(image, np.float32) / 255.0, mean, std))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.asarray(logits, np.float64) - np.max(logits)
+    exp = np.exp(shifted)
+    return exp / exp.sum()
+
+
+def top_k(logits: np.ndarray, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
+    """The k most probable labels, best first (ties keep label order)."""
+    probs = softmax(np.ravel(logits))
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [(labels[i], float(probs[i])) for i in order]
+
+
+def label_names(labels: Sequence[str] | None, count: int) -> list[str]:
+    if labels and len(labels) == count:
+        return list(labels)
+    return [f"class_{i}" for i in range(count)]
+
+
+# ---------------------------------------------------------------- generate (DCGAN)
+def normal_latents(rng: np.random.Generator, n: int, nz: int) -> np.ndarray:
+    return rng.standard_normal((n, nz, 1, 1), dtype=np.float32)
+
+
+def images_from_batch(batch: np.ndarray, low: float, high: float) -> list[Image.Image]:
+    return [chw_to_image(item, low, high) for item in batch]
+
+
+def grid(images: Sequence[Image.Image], columns: int | None = None) -> Image.Image:
+    """Images (equal sizes) in rows, like torchvision's make_grid, on black padding."""
+    count = len(images)
+    columns = columns or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    width, height = images[0].size
+    canvas = Image.new(
+        "RGB",
+        (columns * (width + GRID_PADDING) + GRID_PADDING,
+         rows * (height + GRID_PADDING) + GRID_PADDING),
+    )
+    for index, image in enumerate(images):
+        row, col = divmod(index, columns)
+        x = GRID_PADDING + col * (width + GRID_PADDING)
+        y = GRID_PADDING + row * (height + GRID_PADDING)
+        canvas.paste(image, (x, y))
+    return canvas
+
+
+# ---------------------------------------------------------------- autoencode
+def autoencode_input(image: Image.Image, size: int) -> np.ndarray:
+    """Centre-crop square, resize to size x size, values in [0,1]."""
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    square = image.crop((left, top, left + side, top + side))
+    square = square.resize((size, size), Image.Resampling.BILINEAR)
+    return _chw(np.asarray(square, np.float32) / 255.0)
+
+
+def upscale(image: Image.Image, size: int | None) -> Image.Image:
+    if size is None or size == image.width:
+        return image
+    return image.resize((size, size), Image.Resampling.BICUBIC)
+
+
+def interpolate(a: np.ndarray, b: np.ndarray, steps: int) -> np.ndarray:
+    """``steps`` points on the segment from a to b, both ends included: steps,L."""
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+    return ((1.0 - t) * a.reshape(1, -1) + t * b.reshape(1, -1)).astype(np.float32)
+
+
+def fitted_latents(
+    rng: np.random.Generator, n: int, mean: np.ndarray, cholesky: np.ndarray
+) -> np.ndarray:
+    """n samples of N(mean, L L^T): mean + L @ eps."""
+    eps = rng.standard_normal((n, mean.shape[0])).astype(np.float32)
+    return (mean[None, :] + eps @ cholesky.T).astype(np.float32)

@@ -1,0 +1,196 @@
+"""One loaded model version: its onnxruntime sessions, manifest and latent statistics.
+
+Loading is all-or-nothing: every file is checked against the manifest's sha256, every
+graph gets a session whose tensor names must match the manifest, and every session runs
+once on a dummy input of its contract shape (warm-up) before the version is handed out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from model_store.manifest import Manifest, sha256_file
+from model_store.store import ModelStore
+from model_store.tasks import GRAPH_IO, LATENT_STATS_FILE, WEIGHTS_FILE, Task
+from service.config import Settings
+from service.inference.batching import Batcher, Feeds
+
+log = logging.getLogger(__name__)
+
+# Graphs whose inputs have one fixed shape, so requests can share a run. Cartoonize (any
+# size) and generate (a request is already a batch, seeded as a whole) never batch.
+BATCHABLE = {(Task.MATTE, "main"), (Task.CLASSIFY, "main"), (Task.AUTOENCODE, "main")}
+# Symbolic non-batch axes get this size in the warm-up input (a multiple of 4 for DCT-Net).
+WARMUP_SIDE = 64
+_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+           "tensor(double)": np.float64, "tensor(int64)": np.int64}
+
+
+class LoadFailed(Exception):
+    """The version could not be loaded; the message says why."""
+
+
+@dataclass
+class LatentStats:
+    mean: np.ndarray  # [L]
+    cholesky: np.ndarray  # [L, L]
+
+
+class Graph:
+    """An onnxruntime session with the tensor names of its manifest entry."""
+
+    def __init__(self, session: ort.InferenceSession, inputs: list[str], outputs: list[str],
+                 batcher: Batcher | None) -> None:
+        self.session = session
+        self.inputs = inputs
+        self.outputs = outputs
+        self.batcher = batcher
+
+    def run(self, feeds: Feeds) -> Feeds:
+        values = self.session.run(self.outputs, {name: feeds[name] for name in self.inputs})
+        return dict(zip(self.outputs, values, strict=True))
+
+
+class LoadedVersion:
+    """What a request holds while it is served; dropping the last reference frees it."""
+
+    def __init__(self, manifest: Manifest, graphs: dict[str, Graph],
+                 latent_stats: LatentStats | None) -> None:
+        self.manifest = manifest
+        self.graphs = graphs
+        self.latent_stats = latent_stats
+        self.loaded_at = time.time()
+        batchers = [g.batcher for g in graphs.values() if g.batcher is not None]
+        # Closing batchers and logging must not keep this object alive: no self reference.
+        weakref.finalize(self, _released, manifest.ref, batchers)
+
+    @property
+    def ref(self) -> str:
+        return self.manifest.ref
+
+    @property
+    def task(self) -> Task:
+        return self.manifest.task
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.graphs["main"].session.get_providers())
+
+    def graph(self, role: str) -> Graph:
+        try:
+            return self.graphs[role]
+        except KeyError:
+            raise LoadFailed(f"{self.ref} has no {role!r} graph") from None
+
+
+def _released(ref: str, batchers: list[Batcher]) -> None:
+    for batcher in batchers:
+        batcher.close()
+    log.info("released %s: its last in-flight request has finished", ref)
+
+
+def session_options(settings: Settings) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.ort_intra_op_threads
+    options.inter_op_num_threads = settings.ort_inter_op_threads
+    # Spinning threads burn the cores other requests (and decode/encode) need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def usable_providers(settings: Settings) -> list[str]:
+    available = set(ort.get_available_providers())
+    chosen = [p for p in settings.providers if p in available]
+    return chosen or ["CPUExecutionProvider"]
+
+
+def _verify_files(vdir: Path, manifest: Manifest, graph_files: list[str]) -> None:
+    for file in graph_files:
+        if file not in manifest.files:
+            raise LoadFailed(f"{manifest.ref}: {file} is not listed in the manifest's files")
+    for file, entry in manifest.files.items():
+        if file == WEIGHTS_FILE:
+            continue  # PyTorch state for fine-tuning; the API never reads it
+        path = vdir / file
+        if not path.is_file():
+            raise LoadFailed(f"{manifest.ref}: {file} is missing")
+        if sha256_file(path) != entry.sha256:
+            raise LoadFailed(f"{manifest.ref}: {file} does not match its sha256 in the manifest")
+
+
+def _warm_up(graph: Graph) -> None:
+    feeds = {}
+    for meta in graph.session.get_inputs():
+        shape = [
+            dim if isinstance(dim, int) and dim > 0 else (1 if axis == 0 else WARMUP_SIDE)
+            for axis, dim in enumerate(meta.shape)
+        ]
+        feeds[meta.name] = np.zeros(shape, dtype=_DTYPES.get(meta.type, np.float32))
+    graph.run(feeds)
+
+
+def _latent_stats(path: Path, ref: str) -> LatentStats | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            mean = np.asarray(data["mean"], np.float32).reshape(-1)
+            cholesky = np.asarray(data["cholesky"], np.float32)
+    except Exception as exc:
+        raise LoadFailed(f"{ref}: {LATENT_STATS_FILE} is unreadable: {exc}") from exc
+    if cholesky.shape != (mean.shape[0], mean.shape[0]):
+        raise LoadFailed(f"{ref}: {LATENT_STATS_FILE} has mean {mean.shape} but cholesky"
+                         f" {cholesky.shape}")
+    return LatentStats(mean, cholesky)
+
+
+def load_version(store: ModelStore, name: str, version: int, settings: Settings) -> LoadedVersion:
+    """Load, verify and warm up ``name@version`` (blocking; run it off the event loop)."""
+    started = time.perf_counter()
+    manifest = store.manifest(name, version)
+    vdir = store.version_dir(name, version)
+    expected = GRAPH_IO.get(manifest.task, {})
+    missing = [role for role in expected if role not in manifest.graphs]
+    if missing:
+        raise LoadFailed(f"{manifest.ref}: the manifest lacks graphs {missing}")
+    _verify_files(vdir, manifest, [spec.file for spec in manifest.graphs.values()])
+    options, providers = session_options(settings), usable_providers(settings)
+    graphs: dict[str, Graph] = {}
+    for role, spec in manifest.graphs.items():
+        try:
+            session = ort.InferenceSession(str(vdir / spec.file), options, providers=providers)
+        except Exception as exc:
+            raise LoadFailed(f"{manifest.ref}: onnxruntime cannot load {spec.file}: {exc}") from exc
+        inputs = [t.name for t in spec.inputs]
+        outputs = [t.name for t in spec.outputs]
+        actual_in = {i.name for i in session.get_inputs()}
+        actual_out = {o.name for o in session.get_outputs()}
+        if set(inputs) != actual_in or not set(outputs) <= actual_out:
+            raise LoadFailed(f"{manifest.ref}: {spec.file} has inputs {sorted(actual_in)} and"
+                             f" outputs {sorted(actual_out)}; the manifest says {inputs} ->"
+                             f" {outputs}")
+        graphs[role] = Graph(session, inputs, outputs, None)
+        try:
+            _warm_up(graphs[role])
+        except Exception as exc:
+            raise LoadFailed(f"{manifest.ref}: warm-up of {spec.file} failed: {exc}") from exc
+    stats = _latent_stats(vdir / LATENT_STATS_FILE, manifest.ref)
+    if settings.batching:  # threads start only once nothing else can fail
+        for role, graph in graphs.items():
+            if (manifest.task, role) in BATCHABLE:
+                graph.batcher = Batcher(graph.run, settings.batch_max_size,
+                                        settings.batch_max_delay_ms / 1000.0,
+                                        f"{manifest.ref}:{role}")
+    loaded = LoadedVersion(manifest, graphs, stats)
+    log.info("loaded %s (%s) in %.2fs on %s", manifest.ref, manifest.arch,
+             time.perf_counter() - started, loaded.providers)
+    return loaded

@@ -1,0 +1,181 @@
+"""Inference routes: parse the request, call one pipeline, answer with X-Model-Version."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ValidationError
+
+from service.deps import PoolDep
+from service.errors import InvalidParameter, error_responses
+from service.imaging import read_uploads
+from service.inference import pipelines
+from service.schemas import (
+    AutoencodeParams,
+    CartoonizeParams,
+    ClassifyParams,
+    ClassifyResponse,
+    GenerateBody,
+    GenerateOptions,
+    ImagesResponse,
+    InterpolateParams,
+    MatteParams,
+    ModelChoice,
+    SampleParams,
+)
+
+router = APIRouter(tags=["inference"])
+P = TypeVar("P", bound=BaseModel)
+
+_BINARY = {"type": "string", "format": "binary"}
+
+
+def _upload_body(*fields: str) -> dict[str, Any]:
+    """OpenAPI text for bodies we read ourselves (to bound them while reading)."""
+    content: dict[str, Any] = {
+        "multipart/form-data": {"schema": {
+            "type": "object",
+            "properties": {name: _BINARY for name in fields},
+            "required": list(fields),
+        }},
+    }
+    if len(fields) == 1:
+        content["image/*"] = {"schema": _BINARY}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def _image_ok(*media_types: str, headers: dict[str, str] | None = None) -> dict[int | str, Any]:
+    ok: dict[str, Any] = {
+        "description": "The image; X-Model-Version names the version that made it.",
+        "content": {media: {"schema": _BINARY} for media in media_types},
+        "headers": {"X-Model-Version": {"schema": {"type": "string"}, "description": "model@n"},
+                    **{k: {"schema": {"type": "string"}, "description": v}
+                       for k, v in (headers or {}).items()}},
+    }
+    return {200: ok}
+
+
+_UPLOAD_ERRORS = error_responses(400, 404, 409, 413, 415, 422, 500, 503)
+# No upload, but a JSON body (generate) is still bounded by the body-limit middleware.
+_NO_UPLOAD_ERRORS = error_responses(404, 409, 413, 422, 500, 503)
+
+
+def _respond(served: pipelines.Served) -> Response:
+    headers = pipelines.describe(served)
+    if isinstance(served.content, BaseModel):
+        return Response(served.content.model_dump_json(), media_type="application/json",
+                        headers=headers)
+    return Response(served.content, media_type=served.media_type, headers=headers)
+
+
+def _merge(params: P, fields: dict[str, Any]) -> P:
+    """Add form fields (or body fields) to parameters already read from the query."""
+    if not fields:
+        return params
+    try:
+        return type(params).model_validate({**params.model_dump(exclude_unset=True), **fields})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidParameter(name, first["msg"]) from exc
+
+
+async def _one_image(request: Request, pool: PoolDep) -> bytes:
+    images, _ = await read_uploads(request, ("image",), pool.settings.max_upload_bytes)
+    return images["image"]
+
+
+@router.post("/cartoonize", operation_id="cartoonize", response_class=Response,
+             responses={**_image_ok("image/png", "image/jpeg", "image/webp"), **_UPLOAD_ERRORS},
+             openapi_extra=_upload_body("image"))
+async def cartoonize(
+    request: Request, pool: PoolDep, params: Annotated[CartoonizeParams, Query()]
+) -> Response:
+    """Turn a photo into a cartoon of the same size."""
+    data = await _one_image(request, pool)
+    return _respond(await pipelines.cartoonize(pool, data, params))
+
+
+@router.post("/matte", operation_id="matte", response_class=Response,
+             responses={**_image_ok("image/png", "image/webp", "image/jpeg"), **_UPLOAD_ERRORS},
+             openapi_extra=_upload_body("image"))
+async def matte(request: Request, pool: PoolDep, params: Annotated[MatteParams, Query()]
+                ) -> Response:
+    """Separate the foreground: alpha mask, RGBA cut-out or composite on a colour."""
+    data = await _one_image(request, pool)
+    return _respond(await pipelines.matte(pool, data, params))
+
+
+@router.post("/classify", operation_id="classify", response_class=Response,
+             responses={200: {"model": ClassifyResponse, "description": "Top-k labels."},
+                        **_UPLOAD_ERRORS},
+             openapi_extra=_upload_body("image"))
+async def classify(
+    request: Request, pool: PoolDep, params: Annotated[ClassifyParams, Query()]
+) -> Response:
+    """The most probable labels of an image, with softmax scores."""
+    data = await _one_image(request, pool)
+    return _respond(await pipelines.classify(pool, data, params))
+
+
+class GenerateQuery(ModelChoice, GenerateOptions):
+    pass
+
+
+@router.post("/generate", operation_id="generate", response_class=Response,
+             responses={200: {**_image_ok("image/png", headers={"X-Seed": "The seed used"})[200],
+                              "model": ImagesResponse},
+                        **_NO_UPLOAD_ERRORS})
+async def generate(
+    pool: PoolDep,
+    query: Annotated[GenerateQuery, Query()],
+    body: Annotated[GenerateBody | None, Body()] = None,
+) -> Response:
+    """Generate images from a seed or explicit latents: a PNG grid or JSON (format=json)."""
+    options = GenerateBody.model_validate(
+        query.model_dump(exclude_unset=True, exclude={"model", "version"})
+    )
+    if body is not None:
+        options = _merge(options, body.model_dump(exclude_unset=True))
+    return _respond(await pipelines.generate(pool, options, query.model, query.version))
+
+
+@router.post("/autoencode", operation_id="autoencode", response_class=Response,
+             responses={**_image_ok("image/png"), **_UPLOAD_ERRORS},
+             openapi_extra=_upload_body("image"))
+async def autoencode(
+    request: Request, pool: PoolDep, params: Annotated[AutoencodeParams, Query()]
+) -> Response:
+    """Reconstruct an image through the autoencoder (64x64 unless size asks for more)."""
+    data = await _one_image(request, pool)
+    return _respond(await pipelines.autoencode(pool, data, params))
+
+
+@router.post("/autoencode/interpolate", operation_id="autoencode_interpolate",
+             response_class=Response,
+             responses={200: {**_image_ok("image/png")[200], "model": ImagesResponse},
+                        **_UPLOAD_ERRORS},
+             openapi_extra=_upload_body("image_a", "image_b"))
+async def autoencode_interpolate(
+    request: Request, pool: PoolDep, params: Annotated[InterpolateParams, Query()]
+) -> Response:
+    """Decode a straight path between the latents of image_a and image_b (a PNG strip)."""
+    images, texts = await read_uploads(
+        request, ("image_a", "image_b"), pool.settings.max_upload_bytes
+    )
+    params = _merge(params, {k: v for k, v in texts.items() if k in ("steps", "format")})
+    return _respond(
+        await pipelines.interpolate(pool, images["image_a"], images["image_b"], params)
+    )
+
+
+@router.post("/autoencode/sample", operation_id="autoencode_sample", response_class=Response,
+             responses={**_image_ok("image/png", headers={
+                 "X-Seed": "The seed used",
+                 "X-Latent-Distribution": "fitted (the version's latent_stats) or prior (N(0, I))",
+             }), **_NO_UPLOAD_ERRORS})
+async def autoencode_sample(pool: PoolDep, params: Annotated[SampleParams, Query()]) -> Response:
+    """Decode latents sampled from the fitted latent distribution into a PNG grid."""
+    return _respond(await pipelines.sample(pool, params))

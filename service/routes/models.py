@@ -1,0 +1,54 @@
+"""The model catalogue: list, inspect, activate (promote or roll back)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Path
+
+from model_store.manifest import Manifest
+from service import catalog
+from service.deps import PoolDep
+from service.errors import error_responses
+from service.schemas import ActivateRequest, ActivateResponse, ModelDetail, ModelInfo
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+@router.get("", operation_id="list_models", responses=error_responses(500))
+async def list_models(pool: PoolDep) -> list[ModelInfo]:
+    """Every model: task, versions, active version, whether it is its task's default."""
+    return await pool.read_store(catalog.list_models, pool.store, pool.settings)
+
+
+@router.get("/{name}", operation_id="get_model", responses=error_responses(404, 422, 500))
+async def get_model(pool: PoolDep, name: str) -> ModelDetail:
+    """One model with a summary of each version."""
+    loaded = pool.loaded(name)
+    loaded_version = loaded.manifest.version if loaded else None
+    return await pool.read_store(
+        catalog.model_detail, pool.store, pool.settings, name, loaded_version
+    )
+
+
+@router.get(
+    "/{name}/versions/{version}",
+    operation_id="get_model_version",
+    responses=error_responses(404, 422, 500),
+)
+async def get_model_version(
+    pool: PoolDep, name: str, version: int = Path(ge=1)
+) -> Manifest:
+    """The manifest of one version."""
+    return await pool.read_store(pool.store.manifest, name, version)
+
+
+@router.post(
+    "/{name}/activate",
+    operation_id="activate_model_version",
+    responses=error_responses(404, 409, 413, 422, 500),
+)
+async def activate_model_version(
+    pool: PoolDep, name: str, request: ActivateRequest
+) -> ActivateResponse:
+    """Make a version active (promote or roll back); this process serves it before answering."""
+    previous = await pool.activate(name, request.version)
+    return ActivateResponse(name=name, active=request.version, previous=previous)

@@ -1,0 +1,156 @@
+"""The model catalogue, activation, readiness, and the 404/409/503 answers around them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from model_store.store import ModelStore
+from model_store.tasks import MAIN_GRAPH, Task
+from tests.api.conftest import encode
+from tests.api.test_inputs import assert_error
+from tests.api.tiny_models import build_tiny_store, publish_tiny
+
+
+@pytest.fixture()
+def store_root(tmp_path: Path) -> Path:
+    root = tmp_path / "store"
+    build_tiny_store(root)
+    return root
+
+
+def matte_file(image) -> dict:
+    return {"image": ("cat.jpg", encode(image, "JPEG"), "image/jpeg")}
+
+
+def test_health_and_catalogue(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    models = {m["name"]: m for m in client.get("/models").json()}
+    assert models["matte"] == {"name": "matte", "task": "matte", "versions": [1, 2],
+                               "active": 1, "is_default": True}
+    assert set(models) == {"cartoon", "matte", "classify", "anime-faces", "faces-ae"}
+
+    detail = client.get("/models/matte").json()
+    assert detail["loaded_version"] == 1
+    assert [v["version"] for v in detail["version_summaries"]] == [1, 2]
+    assert all(v["parity_passed"] for v in detail["version_summaries"])
+
+    manifest = client.get("/models/matte/versions/2").json()
+    assert (manifest["model"], manifest["version"], manifest["task"]) == ("matte", 2, "matte")
+    assert "model.onnx" in manifest["files"]
+
+
+def test_catalogue_errors(client):
+    assert_error(client.get("/models/nope"), 404, "model_not_found")
+    assert_error(client.get("/models/matte/versions/9"), 404, "version_not_found")
+    assert_error(client.get("/models/matte/versions/x"), 422, "invalid_parameter")
+    assert_error(client.post("/models/matte/activate", json={"version": 9}),
+                 404, "version_not_found")
+    assert_error(client.post("/models/nope/activate", json={"version": 1}),
+                 404, "model_not_found")
+    assert_error(client.post("/models/matte/activate", json={"v": 1}), 422, "invalid_parameter")
+
+
+def test_readyz_lists_every_model(client):
+    response = client.get("/readyz")
+    body = response.json()
+    assert response.status_code == 200 and body["ready"] is True
+    by_name = {m["name"]: m for m in body["models"]}
+    assert by_name["matte"]["loaded_version"] == by_name["matte"]["active_version"] == 1
+    assert by_name["matte"]["providers"] == ["CPUExecutionProvider"]
+    assert all(m["error"] is None for m in body["models"])
+
+
+def test_activation_swaps_before_answering(start_server, store_root, chelsea):
+    server = start_server(store_root, reload_poll_s="30")  # only the route can swap here
+    with server.client() as http:
+        response = http.post("/models/matte/activate", json={"version": 2})
+        assert response.json() == {"name": "matte", "active": 2, "previous": 1}
+        assert http.post("/matte", files=matte_file(chelsea)).headers["x-model-version"] == \
+            "matte@2"
+        assert http.get("/models/matte").json()["active"] == 2
+        back = http.post("/models/matte/activate", json={"version": 1}).json()
+        assert back["previous"] == 2
+        assert http.post("/matte", files=matte_file(chelsea)).headers["x-model-version"] == \
+            "matte@1"
+    assert ModelStore(store_root).active_version("matte") == 1
+    assert "retired matte@2" in server.log()
+
+
+def test_parity_failed_version_is_refused(start_server, store_root, chelsea):
+    publish_tiny(ModelStore(store_root), Task.MATTE, seed=3, activate=False, parity=False)
+    server = start_server(store_root)
+    with server.client() as http:
+        error = assert_error(http.post("/models/matte/activate", json={"version": 3}),
+                             409, "activation_refused")
+        assert "parity" in error["message"]
+        assert_error(http.post("/matte?version=3", files=matte_file(chelsea)),
+                     409, "activation_refused")
+        assert http.get("/models/matte").json()["active"] == 1
+
+
+def test_empty_store(start_server, tmp_path, chelsea):
+    server = start_server(tmp_path / "empty")
+    with server.client() as http:
+        assert http.get("/readyz").json() == {"ready": True, "models": []}
+        assert http.get("/models").json() == []
+        error = assert_error(http.post("/matte", files=matte_file(chelsea)),
+                             503, "no_active_version")
+        assert "toonforge import --task matte" in error["message"]
+        assert_error(http.post("/generate"), 503, "no_active_version")
+
+
+def test_model_without_active_version(start_server, store_root, chelsea):
+    publish_tiny(ModelStore(store_root), Task.MATTE, model="matte-draft", activate=False)
+    server = start_server(store_root)
+    with server.client() as http:
+        error = assert_error(http.post("/matte?model=matte-draft", files=matte_file(chelsea)),
+                             503, "no_active_version")
+        assert "--model matte-draft" in error["message"]
+        # An explicit version is served although none is active.
+        ok = http.post("/matte?model=matte-draft&version=1", files=matte_file(chelsea))
+        assert ok.headers["x-model-version"] == "matte-draft@1"
+
+
+def corrupt(store: ModelStore, name: str, version: int) -> None:
+    path = store.version_dir(name, version) / MAIN_GRAPH
+    path.chmod(0o644)
+    with path.open("ab") as fh:
+        fh.write(b"tampered")
+
+
+def test_version_that_fails_to_load(start_server, store_root, chelsea):
+    store = ModelStore(store_root)
+    corrupt(store, "classify", 1)
+    version = publish_tiny(store, Task.MATTE, seed=4, activate=False)
+    corrupt(store, "matte", version)
+    server = start_server(store_root)
+    with server.client() as http:
+        ready = http.get("/readyz")
+        assert ready.status_code == 503
+        by_name = {m["name"]: m for m in ready.json()["models"]}
+        assert "sha256" in by_name["classify"]["error"]
+        assert by_name["classify"]["loaded_version"] is None
+        assert by_name["matte"]["ready"] is True
+        error = assert_error(http.post("/classify", files=matte_file(chelsea)),
+                             503, "model_not_ready")
+        assert "sha256" in error["message"]
+        # Activating a version that cannot load changes nothing.
+        assert_error(http.post("/models/matte/activate", json={"version": version}),
+                     409, "activation_refused")
+        assert store.active_version("matte") == 1
+        # Activated behind the server's back: the old version keeps serving, readyz says why.
+        store.activate("matte", version)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            states = {m["name"]: m for m in http.get("/readyz").json()["models"]}
+            if states["matte"]["error"]:
+                break
+            time.sleep(0.1)
+        assert "sha256" in states["matte"]["error"]
+        assert states["matte"]["loaded_version"] == 1
+        served = http.post("/matte", files=matte_file(chelsea))
+        assert served.headers["x-model-version"] == "matte@1"
+    assert "keeps serving" in server.log()

@@ -1,0 +1,204 @@
+"""The inference pool without HTTP: batching, loading, swapping, processing."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model_store.store import ModelStore
+from model_store.tasks import Task
+from service.config import Settings
+from service.errors import ModelNotReady, NoActiveVersion, TooManyPixels, Undecodable
+from service.imaging import decode_image, encode_image
+from service.inference import pipelines
+from service.inference import processing as proc
+from service.inference.batching import Batcher
+from service.inference.pool import InferencePool
+from service.inference.sessions import LoadFailed, load_version
+from service.schemas import ClassifyParams, MatteParams
+from tests.api.tiny_models import build_tiny_store
+
+
+# ------------------------------------------------------------------ batching
+def test_batcher_groups_concurrent_requests_and_splits_results():
+    calls: list[int] = []
+
+    def run(feeds):
+        calls.append(feeds["x"].shape[0])
+        time.sleep(0.01)
+        return {"y": feeds["x"] * 2}
+
+    batcher = Batcher(run, max_size=8, max_delay_s=0.05, name="t")
+    futures = [batcher.submit({"x": np.full((1, 2), i, np.float32)}) for i in range(8)]
+    results = [f.result(timeout=5) for f in futures]
+    batcher.close()
+    assert [r["y"][0, 0] for r in results] == [2.0 * i for i in range(8)]
+    assert sum(calls) == 8 and max(calls) > 1
+
+
+def test_batcher_respects_max_size_with_multi_row_requests():
+    sizes: list[int] = []
+    gate = threading.Event()
+
+    def run(feeds):
+        gate.wait(5)
+        sizes.append(feeds["x"].shape[0])
+        return {"y": feeds["x"]}
+
+    batcher = Batcher(run, max_size=4, max_delay_s=0.05, name="t")
+    futures = [batcher.submit({"x": np.zeros((rows, 1), np.float32)}) for rows in (3, 2, 1, 2)]
+    gate.set()
+    assert [f.result(timeout=5)["y"].shape[0] for f in futures] == [3, 2, 1, 2]
+    assert max(sizes) <= 4
+    batcher.close()
+
+
+def test_batcher_failure_reaches_every_waiter():
+    def run(feeds):
+        raise RuntimeError("boom")
+
+    batcher = Batcher(run, max_size=4, max_delay_s=0.02, name="t")
+    futures = [batcher.submit({"x": np.zeros((1, 1), np.float32)}) for _ in range(3)]
+    for future in futures:
+        with pytest.raises(RuntimeError, match="boom"):
+            future.result(timeout=5)
+    batcher.close()
+
+
+def test_batcher_serves_what_was_queued_before_close():
+    batcher = Batcher(lambda feeds: {"y": feeds["x"]}, max_size=2, max_delay_s=0.0, name="t")
+    futures = [batcher.submit({"x": np.ones((1, 1), np.float32)}) for _ in range(5)]
+    batcher.close()
+    assert all(f.result(timeout=5)["y"][0, 0] == 1 for f in futures)
+
+
+# ------------------------------------------------------------------ processing
+def test_cartoon_graph_size_caps_and_rounds():
+    assert proc.cartoon_graph_size((1000, 500), 720, 4) == (720, 360)
+    assert proc.cartoon_graph_size((451, 301), 720, 4) == (448, 300)
+    assert proc.cartoon_graph_size((2, 3), 720, 4) == (4, 4)
+
+
+def test_matte_input_divides_by_the_max():
+    image = Image.new("RGB", (10, 10), (100, 50, 25))
+    x = proc.matte_input(image, 8)
+    assert x.shape == (1, 3, 8, 8) and x.dtype == np.float32
+    assert x[0, 0, 0, 0] == pytest.approx((1.0 - 0.485) / 0.229, rel=1e-5)
+
+
+def test_classify_input_matches_torchvision_geometry():
+    x = proc.classify_input(Image.new("RGB", (400, 300)), 256, 224)
+    assert x.shape == (1, 3, 224, 224)
+
+
+def test_top_k_and_label_fallback():
+    labels = proc.label_names(None, 3)
+    assert labels == ["class_0", "class_1", "class_2"]
+    best = proc.top_k(np.array([0.0, 2.0, 1.0]), labels, 2)
+    assert [label for label, _ in best] == ["class_1", "class_2"]
+
+
+def test_sixteen_bit_is_scaled():
+    ramp = np.linspace(0, 65535, 256).astype(np.uint16).reshape(1, 256).repeat(4, 0)
+    rgb = decode_image(encode_image(Image.fromarray(ramp), "png"), 10**6)
+    values = np.asarray(rgb)[0, :, 0]
+    assert rgb.mode == "RGB" and values[0] == 0 and values[-1] == 255 and values[128] > 100
+
+
+def test_decode_refuses_bombs_and_garbage():
+    with pytest.raises(Undecodable):
+        decode_image(b"nope", 100)
+    with pytest.raises(TooManyPixels):
+        decode_image(encode_image(Image.new("RGB", (20, 20)), "png"), 100)
+
+
+def test_fitted_latents_follow_the_distribution():
+    rng = np.random.default_rng(0)
+    mean, chol = np.array([1.0, -1.0], np.float32), np.diag([0.1, 2.0]).astype(np.float32)
+    samples = proc.fitted_latents(rng, 20000, mean, chol)
+    assert samples.mean(0) == pytest.approx(mean, abs=0.05)
+    assert samples.std(0) == pytest.approx([0.1, 2.0], rel=0.05)
+
+
+# ------------------------------------------------------------------ pool
+@pytest.fixture()
+def tiny(tmp_path: Path) -> ModelStore:
+    return build_tiny_store(tmp_path / "store")
+
+
+def settings_for(store: ModelStore, **overrides) -> Settings:
+    return Settings(store_dir=store.root, **overrides)
+
+
+def test_load_version_checks_hashes(tiny: ModelStore):
+    loaded = load_version(tiny, "matte", 1, settings_for(tiny))
+    assert loaded.ref == "matte@1" and loaded.providers == ["CPUExecutionProvider"]
+    path = tiny.version_dir("matte", 2) / "model.onnx"
+    path.write_bytes(path.read_bytes() + b"x")
+    with pytest.raises(LoadFailed, match="sha256"):
+        load_version(tiny, "matte", 2, settings_for(tiny))
+
+
+@pytest.mark.parametrize("batching", [False, True])
+def test_pipelines_agree_with_and_without_batching(tiny: ModelStore, batching: bool):
+    image = encode_image(Image.new("RGB", (40, 30), (10, 200, 30)), "png")
+
+    async def scenario() -> tuple[list[bytes], list[str]]:
+        pool = InferencePool(tiny, settings_for(tiny, batching=batching, batch_max_delay_ms=20))
+        await pool.sync_all()
+        try:
+            version = await pool.resolve(Task.MATTE, None, None)
+            assert (version.graph("main").batcher is not None) == batching
+            masks = await asyncio.gather(*(pipelines.matte(pool, image, MatteParams())
+                                           for _ in range(6)))
+            labels = await pipelines.classify(pool, image, ClassifyParams(top_k=2))
+            return [m.content for m in masks], [p.label for p in labels.content.predictions]
+        finally:
+            pool.close()
+
+    masks, labels = asyncio.run(scenario())
+    assert len(set(masks)) == 1 and len(labels) == 2
+
+
+def test_pool_swap_keeps_the_old_version_for_holders(tiny: ModelStore):
+    async def scenario() -> None:
+        pool = InferencePool(tiny, settings_for(tiny))
+        await pool.sync_all()
+        held = await pool.resolve(Task.MATTE, None, None)
+        tiny.activate("matte", 2)
+        await pool.sync_all()
+        assert (await pool.resolve(Task.MATTE, None, None)).ref == "matte@2"
+        assert held.graph("main").run({"image": np.zeros((1, 3, 32, 32), np.float32)})
+        pool.close()
+
+    asyncio.run(scenario())
+    gc.collect()
+
+
+def test_pool_reports_failures_and_missing_models(tiny: ModelStore):
+    async def scenario() -> None:
+        pool = InferencePool(tiny, settings_for(tiny))
+        await pool.sync_all()
+        empty = InferencePool(ModelStore(tiny.root.parent / "empty"), settings_for(tiny))
+        with pytest.raises(NoActiveVersion, match="toonforge import --task matte"):
+            await empty.resolve(Task.MATTE, None, None)
+        empty.close()
+        path = tiny.version_dir("matte", 2) / "model.onnx"
+        path.write_bytes(b"broken")
+        tiny.activate("matte", 2)
+        await pool.sync_all()
+        states = {s.name: s for s in await pool.states()}
+        assert not states["matte"].ready and "sha256" in states["matte"].error
+        assert (await pool.resolve(Task.MATTE, None, None)).ref == "matte@1"
+        with pytest.raises(ModelNotReady):
+            await pool.resolve(Task.MATTE, None, 2)
+        pool.close()
+
+    asyncio.run(scenario())
