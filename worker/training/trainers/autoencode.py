@@ -1,0 +1,105 @@
+"""Convolutional autoencoder fine-tune: MSE + ssim_weight * (1 - SSIM), Adam with cosine LR,
+early stopping on the validation loss; at the end a full-covariance Gaussian is fitted to the
+training-set latents (for /autoencode/sample)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from jobs.hyperparams import AutoencodeHyperparameters
+from model_store.tasks import Task
+from worker.nets.autoencoder import SIZE
+from worker.nets.registry import create_model
+from worker.training import augment as A
+from worker.training.datasets import Images
+from worker.training.losses import ssim
+from worker.training.metrics import Mean
+from worker.training.publish import fit_latent_distribution
+from worker.training.trainers.base import TrainContext, Trainer, TrainResult
+
+
+class _Transform:
+    def __call__(self, img: Image.Image, gen: torch.Generator | None) -> torch.Tensor:
+        return A.square(A.to_tensor(img), SIZE)
+
+
+class AutoencodeTrainer(Trainer):
+    task = Task.AUTOENCODE
+    hyperparams = AutoencodeHyperparameters
+    default_arch = "ae"
+    monitor = "loss"
+    hp: AutoencodeHyperparameters
+
+    def setup(self) -> None:
+        hp, base = self.hp, self.ctx.base_module
+        if base is not None:
+            if base.latent_dim != hp.latent_dim:
+                raise ValueError(f"base model has latent_dim={base.latent_dim}, "
+                                 f"hyper-parameters ask {hp.latent_dim}")
+            self.model = copy.deepcopy(base).to(self.device)
+        else:
+            self.model = create_model(self.ctx.arch, latent_dim=hp.latent_dim).to(self.device)
+        opt = torch.optim.Adam(self.model.parameters(), lr=hp.lr)
+        self.optimizers["main"] = opt
+        self.schedulers["main"] = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=hp.epochs)
+        self.train_set = Images(self.splits.train, _Transform())
+        self.val_loader = self.eval_loader(self.splits.val)
+
+    def train_step(self, batch: Any) -> dict[str, float]:
+        with self.autocast():
+            _, recon = self.model(batch)
+        mse = F.mse_loss(recon.float(), batch)
+        s = ssim(recon, batch, data_range=1.0)
+        loss = mse + self.hp.ssim_weight * (1.0 - s)
+        self.optimize(loss)
+        return {"loss": loss.item(), "mse": mse.item(), "ssim": s.item()}
+
+    @classmethod
+    def eval_dataset(cls, items: list, hp: Any) -> Dataset:
+        return Images(items, _Transform())
+
+    @classmethod
+    def measure(cls, module: nn.Module, loader: DataLoader, device: torch.device,
+                hp: Any, labels: list[str] | None) -> dict[str, float]:
+        mse, ss = Mean(), Mean()
+        for x in loader:
+            x = x.to(device)
+            _, recon = module(x)
+            mse.add(F.mse_loss(recon.float(), x), len(x))
+            ss.add(ssim(recon, x, data_range=1.0), len(x))
+        return {"loss": mse.value() + hp.ssim_weight * (1 - ss.value()),
+                "mse": mse.value(), "ssim": ss.value()}
+
+    def arch_kwargs(self) -> dict[str, Any]:
+        return {"latent_dim": int(self.model.latent_dim)}
+
+    def write_samples(self, epoch: int, folder: Path) -> list[Path]:
+        x = next(iter(self.val_loader))[:8].to(self.device)
+        with torch.no_grad():
+            _, recon = self.model(x)
+        rows = [list(x.cpu()), list(recon.float().cpu())]
+        return [A.save_grid(rows, folder / f"autoencode_epoch_{epoch:03d}.png")]
+
+    def finish(self, result: TrainResult) -> None:
+        # Latents of the un-augmented training images, encoded by the returned weights.
+        loader = self.eval_loader(self.splits.train)
+        module = result.module
+        with torch.no_grad():
+            latents = np.concatenate([module.encode(x).float().numpy() for x in loader])
+        result.latent_stats = fit_latent_distribution(latents)
+
+
+def train(ctx: TrainContext) -> TrainResult:
+    return AutoencodeTrainer.train(ctx)
+
+
+evaluate = AutoencodeTrainer.evaluate

@@ -1,0 +1,456 @@
+"""The training loop shared by the five task trainers.
+
+A task trainer subclasses :class:`Trainer` and fills in the hooks (``setup``, ``train_step``,
+``measure``, ``eval_dataset``, ``write_samples``); the loop here owns everything that must
+behave the same for every task: seeding, per-epoch batch order, cancellation at step
+boundaries, progress events, atomic checkpoints with RNG state, exact resume (also from the
+middle of an epoch), best-weights tracking and early stopping.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from jobs.hyperparams import CommonHyperparameters
+from model_store.tasks import Task
+from worker.training.datasets import SPLITTERS, Splits
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+SAMPLES_DIR = "samples"
+_CKPT_VERSION = 1
+# Settings that do not change the numbers a run produces; they may differ on resume.
+_RESUME_FREE = {"num_workers"}
+
+
+@dataclass
+class ProgressEvent:
+    kind: Literal["step", "epoch"]
+    epoch: int  # 1-based epoch in progress ("step") or just finished ("epoch")
+    epochs: int
+    step: int  # global steps done
+    total_steps: int
+    losses: dict[str, float]  # this step's ("step") or the epoch's mean ("epoch") train losses
+    val_metrics: dict[str, float] = field(default_factory=dict)
+    samples: list[Path] = field(default_factory=list)
+
+
+def _no_progress(event: ProgressEvent) -> None:
+    return None
+
+
+def _never() -> bool:
+    return False
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class TrainContext:
+    dataset_dir: Path
+    work_dir: Path  # checkpoint.pt, best.pt, samples/ (and snapshots/ for cartoonize)
+    hyperparameters: CommonHyperparameters
+    arch: str
+    base_module: nn.Module | None = None  # fine-tune from these weights; None: fresh model
+    device: torch.device = field(default_factory=default_device)
+    on_progress: Callable[[ProgressEvent], None] = _no_progress
+    should_cancel: Callable[[], bool] = _never
+    # Labels of base_module (classify): its fc is kept when they equal the dataset's classes.
+    base_labels: list[str] | None = None
+
+
+@dataclass
+class TrainResult:
+    module: nn.Module  # eval mode, on CPU
+    arch: str
+    arch_kwargs: dict[str, Any]
+    labels: list[str] | None
+    metrics: dict[str, float]  # validation metrics of the returned weights
+    history: list[dict[str, Any]]
+    latent_stats: dict[str, np.ndarray] | None
+    cancelled: bool
+    epochs_completed: int
+    best_epoch: int | None = None
+    dataset: dict[str, Any] = field(default_factory=dict)  # split sizes, unmatched files
+
+
+class ResumeMismatch(ValueError):
+    """checkpoint.pt was written by a job with other hyper-parameters or another arch."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temp file in the same folder, then os.replace: never half-written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _quiet_generator() -> torch.Generator:
+    """For loaders that do not shuffle: keeps iterator creation off the global RNG."""
+    return torch.Generator().manual_seed(0)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_device(b, device) for b in batch)
+    return batch
+
+
+class Trainer(ABC):
+    task: ClassVar[Task]
+    hyperparams: ClassVar[type[CommonHyperparameters]]
+    default_arch: ClassVar[str]
+    monitor: ClassVar[str | None] = None  # val metric that picks the returned weights
+    monitor_mode: ClassVar[Literal["min", "max"]] = "min"
+
+    def __init__(self, ctx: TrainContext) -> None:
+        hp = ctx.hyperparameters
+        if isinstance(hp, dict):
+            hp = self.hyperparams(**hp)
+        if not isinstance(hp, self.hyperparams):
+            raise TypeError(f"{self.task} needs {self.hyperparams.__name__}, got {type(hp)}")
+        self.ctx, self.hp, self.device = ctx, hp, ctx.device
+        self.use_amp = bool(hp.mixed_precision) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        self.splits: Splits = SPLITTERS[self.task](Path(ctx.dataset_dir), hp.seed)
+        self.model: nn.Module
+        self.train_set: Dataset
+        self.val_loader: DataLoader
+        # Loop state (all of it goes into checkpoint.pt).
+        self.epoch = 0  # completed epochs
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.accum: dict[str, float] = {}
+        self.history: list[dict[str, Any]] = []
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.best_metrics: dict[str, float] = {}
+        self.bad_epochs = 0
+        self.finished = False
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    @abstractmethod
+    def setup(self) -> None:
+        """Build self.model (on self.device), optimizers, schedulers, train_set, val_loader."""
+
+    @abstractmethod
+    def train_step(self, batch: Any) -> dict[str, float]:
+        """One optimisation step on a batch already on the device; returns its losses."""
+
+    @classmethod
+    @abstractmethod
+    def eval_dataset(cls, items: list, hp: CommonHyperparameters) -> Dataset:
+        """Dataset of un-augmented evaluation samples for ``items`` of a split."""
+
+    @classmethod
+    @abstractmethod
+    def measure(cls, module: nn.Module, loader: DataLoader, device: torch.device,
+                hp: CommonHyperparameters, labels: list[str] | None) -> dict[str, float]:
+        """Metrics of ``module`` (eval mode, no grad) over ``loader``'s batches."""
+
+    def write_samples(self, epoch: int, folder: Path) -> list[Path]:
+        return []
+
+    def sample_weights(self) -> Sequence[float] | None:
+        """Per-item draw weights for a weighted sampler, or None for a plain shuffle."""
+        return None
+
+    def arch_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def labels(self) -> list[str] | None:
+        return None
+
+    def train_mode(self) -> None:
+        self.model.train()
+
+    def on_epoch_end(self) -> None:
+        for sched in self.schedulers.values():
+            sched.step()
+
+    def after_checkpoint(self, epoch: int) -> None:
+        """Called after the end-of-epoch checkpoint (extra snapshots)."""
+        return None
+
+    def finish(self, result: TrainResult) -> None:
+        """Last touches on the result (autoencode fits the latent distribution here)."""
+        return None
+
+    # -- shared helpers for the hooks ----------------------------------------------------------
+
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast(self.device.type, enabled=self.use_amp)
+
+    def optimize(self, loss: torch.Tensor, name: str = "main") -> None:
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(opt)
+        self.scaler.update()
+
+    def eval_loader(self, items: list) -> DataLoader:
+        return DataLoader(self.eval_dataset(items, self.hp), batch_size=self.hp.batch_size,
+                          num_workers=self.hp.num_workers, generator=_quiet_generator())
+
+    def validate(self) -> dict[str, float]:
+        self.model.eval()
+        with torch.no_grad():
+            return self.measure(self.model, self.val_loader, self.device, self.hp, self.labels())
+
+    # -- evaluation outside training -----------------------------------------------------------
+
+    @classmethod
+    def evaluate(
+        cls,
+        module: nn.Module,
+        data: Path | str | DataLoader,
+        hyperparameters: CommonHyperparameters | None = None,
+        *,
+        device: torch.device | None = None,
+        labels: list[str] | None = None,
+        split: Literal["val", "test"] = "val",
+    ) -> dict[str, float]:
+        """Metrics of ``module`` on a dataset folder's val (or test) split, or on a loader
+        that yields batches like the trainer's evaluation loader. Leaves ``module`` in eval
+        mode on ``device``."""
+        hp = hyperparameters or cls.hyperparams()
+        device = device or default_device()
+        if isinstance(data, DataLoader):
+            loader = data
+        else:
+            splits = SPLITTERS[cls.task](Path(data), hp.seed)
+            items = splits.test if split == "test" else splits.val
+            if not items:
+                raise ValueError(f"dataset {data} has no {split} split")
+            labels = labels or splits.classes
+            loader = DataLoader(cls.eval_dataset(items, hp), batch_size=hp.batch_size,
+                                num_workers=hp.num_workers, generator=_quiet_generator())
+        module.to(device).eval()
+        with torch.no_grad():
+            return cls.measure(module, loader, device, hp, labels)
+
+    @classmethod
+    def train(cls, ctx: TrainContext) -> TrainResult:
+        return cls(ctx).run()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _epoch_batches(self, epoch: int) -> list[list[tuple[int, int]]]:
+        """This epoch's batches of (index, augmentation seed), a pure function of (seed,
+        epoch), so a resumed run replays the same order and the same augmentations."""
+        g = torch.Generator().manual_seed(self.hp.seed * 1_000_003 + epoch)
+        n = len(self.train_set)
+        weights = self.sample_weights()
+        if weights is not None:
+            order = torch.multinomial(torch.as_tensor(weights, dtype=torch.double), n,
+                                      replacement=True, generator=g)
+        else:
+            order = torch.randperm(n, generator=g)
+        seeds = torch.randint(0, 2**62, (n,), generator=g)
+        keys = list(zip(order.tolist(), seeds.tolist(), strict=True))
+        bs = self.hp.batch_size
+        batches = [keys[i:i + bs] for i in range(0, n, bs)]
+        # A last batch of one breaks BatchNorm in train mode; drop it (it is reshuffled next
+        # epoch, so no image is lost for good).
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            batches.pop()
+        return batches
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self._epoch_batches(0))
+
+    def run(self) -> TrainResult:
+        ctx, hp = self.ctx, self.hp
+        work = Path(ctx.work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+        seed_everything(hp.seed)
+        self.setup()
+        if (work / CHECKPOINT).exists():
+            self._load_checkpoint(work / CHECKPOINT)
+        total = self.steps_per_epoch * hp.epochs
+        cancelled = False
+        while self.epoch < hp.epochs and not self.finished:
+            batches = self._epoch_batches(self.epoch)
+            self.train_mode()
+            # An own generator: otherwise creating the iterator draws its worker base seed
+            # from the global RNG, which a resumed run would then draw twice.
+            loader = DataLoader(self.train_set, batch_sampler=batches[self.step_in_epoch:],
+                                num_workers=hp.num_workers,
+                                generator=torch.Generator().manual_seed(hp.seed + self.epoch))
+            it = iter(loader)
+            for _ in range(self.step_in_epoch, len(batches)):
+                if ctx.should_cancel():
+                    cancelled = True
+                    break
+                losses = self.train_step(to_device(next(it), self.device))
+                for k, v in losses.items():
+                    self.accum[k] = self.accum.get(k, 0.0) + float(v)
+                self.accum["_steps"] = self.accum.get("_steps", 0.0) + 1
+                self.step_in_epoch += 1
+                self.global_step += 1
+                ctx.on_progress(ProgressEvent("step", self.epoch + 1, hp.epochs,
+                                              self.global_step, total, losses))
+            del it, loader
+            if cancelled:
+                # Mid-epoch checkpoint: a redelivered job continues from this very step.
+                self._save_checkpoint(work / CHECKPOINT)
+                break
+            self._end_epoch(work, total)
+        return self._result(work, cancelled)
+
+    def _end_epoch(self, work: Path, total: int) -> None:
+        self.on_epoch_end()
+        metrics = self.validate()
+        samples_dir = work / SAMPLES_DIR
+        samples_dir.mkdir(exist_ok=True)
+        samples = self.write_samples(self.epoch + 1, samples_dir)
+        steps = max(self.accum.pop("_steps", 1.0), 1.0)
+        train_losses = {k: v / steps for k, v in self.accum.items()}
+        lrs = {n: opt.param_groups[0]["lr"] for n, opt in self.optimizers.items()}
+        self.epoch += 1
+        self.history.append({"epoch": self.epoch, "train": train_losses, "val": metrics,
+                             "lr": lrs, "samples": [str(p) for p in samples]})
+        self._track_best(work, metrics)
+        self.step_in_epoch, self.accum = 0, {}
+        self._save_checkpoint(work / CHECKPOINT)
+        self.after_checkpoint(self.epoch)
+        self.ctx.on_progress(ProgressEvent("epoch", self.epoch, self.hp.epochs, self.global_step,
+                                           total, train_losses, metrics, samples))
+
+    def _track_best(self, work: Path, metrics: dict[str, float]) -> None:
+        if self.monitor is None:
+            return
+        value = metrics[self.monitor]
+        better = self.best is None or (
+            value < self.best if self.monitor_mode == "min" else value > self.best
+        )
+        if better and math.isfinite(value):
+            self.best, self.best_epoch, self.best_metrics = value, self.epoch, dict(metrics)
+            self.bad_epochs = 0
+            atomic_save({"model": self.model.state_dict(), "epoch": self.epoch,
+                         "metrics": metrics}, work / BEST)
+        else:
+            self.bad_epochs += 1
+            patience = getattr(self.hp, "early_stop_patience", None)
+            if patience is not None and self.bad_epochs >= patience:
+                self.finished = True
+
+    def _result(self, work: Path, cancelled: bool) -> TrainResult:
+        metrics = self.history[-1]["val"] if self.history else {}
+        if not cancelled and self.best_epoch is not None and (work / BEST).exists():
+            # Hand back the best validated weights, not merely the last ones.
+            best = torch.load(work / BEST, map_location=self.device, weights_only=True)
+            self.model.load_state_dict(best["model"])
+            metrics = self.best_metrics
+        result = TrainResult(
+            module=self.model.cpu().eval(),
+            arch=self.ctx.arch,
+            arch_kwargs=self.arch_kwargs(),
+            labels=self.labels(),
+            metrics=dict(metrics),
+            history=list(self.history),
+            latent_stats=None,
+            cancelled=cancelled,
+            epochs_completed=self.epoch,
+            best_epoch=self.best_epoch,
+            dataset=self.splits.summary(),
+        )
+        if not cancelled:
+            self.finish(result)
+        return result
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def _hp_fingerprint(self) -> dict[str, Any]:
+        return {k: v for k, v in self.hp.model_dump(mode="json").items() if k not in _RESUME_FREE}
+
+    def _save_checkpoint(self, path: Path) -> None:
+        atomic_save({
+            "version": _CKPT_VERSION,
+            "task": str(self.task),
+            "arch": self.ctx.arch,
+            "hyperparameters": self._hp_fingerprint(),
+            "model": self.model.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "accum": dict(self.accum),
+            "history": self.history,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "best_metrics": self.best_metrics,
+            "bad_epochs": self.bad_epochs,
+            "finished": self.finished,
+            "rng": _rng_state(),
+        }, path)
+
+    def _load_checkpoint(self, path: Path) -> None:
+        # Our own file in the job's work dir (it holds numpy/python RNG state, which the
+        # weights-only unpickler refuses).
+        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        if ckpt.get("task") != str(self.task) or ckpt.get("arch") != self.ctx.arch:
+            raise ResumeMismatch(
+                f"{path} belongs to {ckpt.get('task')}/{ckpt.get('arch')}, "
+                f"not {self.task}/{self.ctx.arch}"
+            )
+        mine, theirs = self._hp_fingerprint(), ckpt["hyperparameters"]
+        differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        if differ:
+            raise ResumeMismatch(f"{path} was written with other hyper-parameters: {differ}")
+        self.model.load_state_dict(ckpt["model"])
+        for k, opt in self.optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][k])
+        for k, sched in self.schedulers.items():
+            sched.load_state_dict(ckpt["schedulers"][k])
+        if ckpt["scaler"]:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        for k in ("epoch", "step_in_epoch", "global_step", "accum", "history", "best",
+                  "best_epoch", "best_metrics", "bad_epochs", "finished"):
+            setattr(self, k, ckpt[k])
+        _set_rng_state(ckpt["rng"])

@@ -1,0 +1,143 @@
+"""DCGAN generate fine-tune (pytorch-book chapter 7): BCE GAN, Adam(beta1, beta2), separate
+G/D learning rates, D trained on every ``d_every``-th batch and G on every ``g_every``-th,
+both learning rates halved every ``lr_halve_every`` epochs, a fixed-noise grid per epoch.
+
+Data: images centre-cropped, resized to 96x96 and scaled to [-1, 1] (the book's
+Resize/CenterCrop/Normalize(0.5, 0.5)).
+
+Evaluation has no ground truth, so it reports what a GAN run can honestly be judged by:
+the discriminator's mean score on real validation images and on generated ones, the
+diversity of generated samples (mean pairwise distance; 0 means mode collapse) and the
+distance between the per-channel mean/std of generated and real images.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from jobs.hyperparams import GenerateHyperparameters
+from model_store.tasks import Task
+from worker.nets.dcgan import IMAGE_SIZE
+from worker.nets.registry import create_model
+from worker.training import augment as A
+from worker.training.datasets import Images
+from worker.training.metrics import Mean, mean_pairwise_l2, moment_distance
+from worker.training.trainers.base import TrainContext, Trainer, TrainResult
+
+
+class _Transform:
+    def __call__(self, img: Image.Image, gen: torch.Generator | None) -> torch.Tensor:
+        return A.square(A.to_tensor(img), IMAGE_SIZE) * 2.0 - 1.0
+
+
+def _noise(n: int, nz: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, nz, 1, 1, generator=torch.Generator().manual_seed(seed))
+
+
+def _bce(p: torch.Tensor, target: float) -> torch.Tensor:
+    # Probabilities from NetD's sigmoid: BCE in float32 outside autocast (not autocast-safe).
+    with torch.autocast(device_type=p.device.type, enabled=False):
+        p = p.float()
+        return F.binary_cross_entropy(p, torch.full_like(p, target))
+
+
+class GenerateTrainer(Trainer):
+    task = Task.GENERATE
+    hyperparams = GenerateHyperparameters
+    default_arch = "dcgan"
+    monitor = None  # no validation loss says one GAN epoch is better than another
+    hp: GenerateHyperparameters
+
+    def setup(self) -> None:
+        hp, base = self.hp, self.ctx.base_module
+        if base is not None:
+            if base.nz != hp.nz:
+                raise ValueError(f"base model has nz={base.nz}, hyper-parameters ask {hp.nz}")
+            self.model = copy.deepcopy(base).to(self.device)
+        else:
+            self.model = create_model(self.ctx.arch, nz=hp.nz, ngf=hp.ngf,
+                                      ndf=hp.ndf).to(self.device)
+        betas = (hp.beta1, hp.beta2)
+        self.optimizers["g"] = torch.optim.Adam(self.model.netg.parameters(), hp.lr_g,
+                                                betas=betas)
+        self.optimizers["d"] = torch.optim.Adam(self.model.netd.parameters(), hp.lr_d,
+                                                betas=betas)
+        for k, opt in self.optimizers.items():
+            self.schedulers[k] = torch.optim.lr_scheduler.StepLR(opt, hp.lr_halve_every, 0.5)
+        self.train_set = Images(self.splits.train, _Transform())
+        self.val_loader = self.eval_loader(self.splits.val)
+        # Fixed noise (from the seed, not the global RNG) so the grids show one evolution.
+        self.fixed_noise = _noise(hp.num_samples, hp.nz, hp.seed + 7).to(self.device)
+
+    def train_step(self, batch: Any) -> dict[str, float]:
+        real, hp, netg, netd = batch, self.hp, self.model.netg, self.model.netd
+        n = len(real)
+        # Noise from the global CPU RNG: restored with the checkpoint, so resume is exact.
+        z = torch.randn(n, hp.nz, 1, 1).to(self.device)
+        step = self.global_step
+        out: dict[str, float] = {}
+        if step % hp.d_every == 0:
+            with self.autocast():
+                fake = netg(z).detach()
+                d_real, d_fake = netd(real), netd(fake)
+            loss_d = _bce(d_real, 1.0) + _bce(d_fake, 0.0)
+            self.optimize(loss_d, "d")
+            out.update(loss_d=loss_d.item(), d_real=d_real.float().mean().item(),
+                       d_fake=d_fake.float().mean().item())
+        if step % hp.g_every == 0:
+            with self.autocast():
+                scores = netd(netg(z))
+            loss_g = _bce(scores, 1.0)
+            self.optimize(loss_g, "g")
+            out["loss_g"] = loss_g.item()
+        return out
+
+    @classmethod
+    def eval_dataset(cls, items: list, hp: Any) -> Dataset:
+        return Images(items, _Transform())
+
+    @classmethod
+    def measure(cls, module: nn.Module, loader: DataLoader, device: torch.device,
+                hp: Any, labels: list[str] | None) -> dict[str, float]:
+        d_real, reals = Mean(), []
+        for real in loader:
+            real = real.to(device)
+            d_real.add(module.netd(real).float().mean(), len(real))
+            reals.append(real.float().cpu())
+        z = _noise(max(16, hp.num_samples), module.nz, hp.seed + 11).to(device)
+        fake = module.netg(z).float()
+        d_fake = float(module.netd(fake).float().mean())
+        real_all = torch.cat(reals)
+        return {"d_real": d_real.value(), "d_fake": d_fake,
+                "d_gap": d_real.value() - d_fake,
+                "diversity": mean_pairwise_l2(fake.cpu()),
+                "moment_distance": moment_distance(fake.cpu(), real_all)}
+
+    def arch_kwargs(self) -> dict[str, Any]:
+        # Read back from the layers: a fine-tuned base keeps its own widths.
+        return {"nz": int(self.model.nz),
+                "ngf": int(self.model.netg.main[0].out_channels) // 8,
+                "ndf": int(self.model.netd.main[0].out_channels)}
+
+    def write_samples(self, epoch: int, folder: Path) -> list[Path]:
+        self.model.eval()
+        with torch.no_grad():
+            imgs = ((self.model.netg(self.fixed_noise).float().cpu() + 1) / 2).clamp(0, 1)
+        ncol = max(1, int(len(imgs) ** 0.5))
+        rows = [list(imgs[i:i + ncol]) for i in range(0, len(imgs), ncol)]
+        return [A.save_grid(rows, folder / f"generate_epoch_{epoch:03d}.png")]
+
+
+def train(ctx: TrainContext) -> TrainResult:
+    return GenerateTrainer.train(ctx)
+
+
+evaluate = GenerateTrainer.evaluate
