@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from model_store.datasets import DatasetStore
 from model_store.store import ModelStore
 from service.config import Settings, get_settings
 from service.errors import install_error_handlers
@@ -15,7 +17,7 @@ from service.imaging import MULTIPART_OVERHEAD
 from service.inference.pool import InferencePool
 from service.inference.reload import ReloadWatcher
 from service.limits import BodyLimitMiddleware
-from service.routes import health, inference, models
+from service.routes import datasets, health, inference, models
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _configure_logging()
         pool = InferencePool(ModelStore(settings.store_dir), settings)
+        # Leftovers of uploads a crashed process never finished (none in normal operation).
+        await asyncio.to_thread(DatasetStore(settings.store_dir).sweep_staging)
         app.state.pool = pool
         try:
             await pool.sync_all()  # a model that fails to load is reported by /readyz
@@ -60,10 +64,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     # The largest legitimate body: two images for /autoencode/interpolate, plus framing.
-    app.add_middleware(BodyLimitMiddleware,
-                       max_bytes=2 * settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=2 * settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        path_limits={"/datasets": settings.dataset_max_upload_bytes + MULTIPART_OVERHEAD},
+    )
     app.include_router(inference.router)
     app.include_router(models.router)
+    app.include_router(datasets.router)
     app.include_router(health.router)
     return app
 

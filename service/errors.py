@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model_store import errors as store_errors
@@ -25,9 +25,10 @@ class ApiError(Exception):
 
     code = "error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.details = details
 
 
 class Undecodable(ApiError):
@@ -74,6 +75,24 @@ class ModelNotReady(ApiError):
     code = "model_not_ready"
 
 
+class DatasetNotFound(ApiError):
+    code = "dataset_not_found"
+
+
+class DatasetConflict(ApiError):
+    code = "dataset_conflict"
+
+
+class DatasetRefused(ApiError):
+    """The upload cannot become a dataset; ``details`` holds the intake report or the rule."""
+
+    code = "dataset_invalid"
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details)
+        self.code = code
+
+
 STATUS: dict[type[ApiError], int] = {
     Undecodable: 400,
     TooLarge: 413,
@@ -85,6 +104,9 @@ STATUS: dict[type[ApiError], int] = {
     ActivationRefused: 409,
     NoActiveVersion: 503,
     ModelNotReady: 503,
+    DatasetNotFound: 404,
+    DatasetConflict: 409,
+    DatasetRefused: 422,
 }
 
 # The model store raises its own types; they translate one to one.
@@ -96,7 +118,24 @@ _FROM_STORE: dict[type[Exception], type[ApiError]] = {
     store_errors.NoActiveVersion: NoActiveVersion,
     store_errors.ActivationRefused: ActivationRefused,
     store_errors.ManifestInvalid: ModelNotReady,
+    store_errors.DatasetNotFound: DatasetNotFound,
+    store_errors.DatasetExists: DatasetConflict,
+    store_errors.DatasetInUse: DatasetConflict,
+    store_errors.UploadTooLarge: TooLarge,
+    store_errors.NotAnArchive: UnsupportedMediaType,
 }
+
+
+def _dataset_refusal(exc: Exception) -> ApiError | None:
+    """Uploads that are archives but cannot become datasets: 422 with what the client needs."""
+    if isinstance(exc, store_errors.DatasetInvalid):
+        report = exc.report.model_dump(mode="json") if isinstance(exc.report, BaseModel) else {}
+        return DatasetRefused("dataset_invalid", str(exc), {"report": report})
+    if isinstance(exc, store_errors.ArchiveUnsafe):
+        return DatasetRefused("archive_unsafe", str(exc), {"entry": exc.entry, "rule": exc.rule})
+    if isinstance(exc, store_errors.ArchiveTooLarge):
+        return DatasetRefused("archive_too_large", str(exc))
+    return None
 
 IMPORT_HINT = (
     "import one with `toonforge import --task {task} --arch <arch> --weights <file>"
@@ -109,6 +148,9 @@ IMPORT_HINT = (
 class ErrorBody(BaseModel):
     code: str
     message: str
+    details: dict[str, Any] | None = Field(
+        None, description="Machine-readable context, e.g. a dataset's intake report."
+    )
 
 
 class ErrorEnvelope(BaseModel):
@@ -130,23 +172,28 @@ _DESCRIPTIONS = {
 }
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def error_responses(
+    *statuses: int, descriptions: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
     """The ``responses=`` of a route: each status documented with the error envelope."""
-    return {
-        status: {"model": ErrorEnvelope, "description": _DESCRIPTIONS[status]}
-        for status in statuses
-    }
+    text = {**_DESCRIPTIONS, **(descriptions or {})}
+    return {status: {"model": ErrorEnvelope, "description": text[status]} for status in statuses}
 
 
-def envelope(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(
-        status_code=status, content={"error": {"code": code, "message": message}}
-    )
+def envelope(status: int, code: str, message: str,
+             details: dict[str, Any] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse(status_code=status, content={"error": body})
 
 
 def to_api_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, ApiError):
         return exc
+    refusal = _dataset_refusal(exc)
+    if refusal is not None:
+        return refusal
     for store_type, api_type in _FROM_STORE.items():
         if isinstance(exc, store_type):
             return api_type(str(exc))
@@ -168,7 +215,7 @@ def install_error_handlers(app: FastAPI) -> None:
         error = to_api_error(exc)
         assert error is not None  # only registered for types to_api_error knows
         status = next((STATUS[t] for t in type(error).__mro__ if t in STATUS), 500)
-        return envelope(status, error.code, error.message)
+        return envelope(status, error.code, error.message, error.details)
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -190,7 +237,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return envelope(500, "internal", "internal error; the server log has the details")
 
     app.add_exception_handler(ApiError, api_error)
-    for store_type in _FROM_STORE:
+    for store_type in (*_FROM_STORE, store_errors.DatasetInvalid, store_errors.ArchiveUnsafe,
+                       store_errors.ArchiveTooLarge):
         app.add_exception_handler(store_type, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

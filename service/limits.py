@@ -14,18 +14,29 @@ from service.errors import envelope
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 path_limits: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Path prefix -> cap, for routes whose bodies are legitimately larger (dataset
+        # archives); those routes still enforce their own cap while streaming.
+        self.path_limits = path_limits or {}
+
+    def _limit(self, path: str) -> int:
+        for prefix, limit in self.path_limits.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return limit
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self._limit(scope.get("path", ""))
         for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+            if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
                 response = envelope(413, "too_large", f"the body has {int(value)} bytes;"
-                                    f" the limit is {self.max_bytes}")
+                                    f" the limit is {max_bytes}")
                 await response(scope, receive, send)
                 return
         received = 0
@@ -35,11 +46,10 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     # An HTTPException passes through FastAPI's body parsing untouched and
                     # reaches the error handlers, which answer with the envelope.
-                    raise HTTPException(413, f"the body exceeds the limit of {self.max_bytes}"
-                                        " bytes")
+                    raise HTTPException(413, f"the body exceeds the limit of {max_bytes} bytes")
             return message
 
         await self.app(scope, limited_receive, send)

@@ -1,0 +1,51 @@
+"""Dataset uploads: stream the body (raw or the multipart field ``file``) to disk under the
+cap, then hand the file to the intake (model_store/intake.py) on a worker thread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from model_store.dataset_schema import IngestResult
+from model_store.datasets import DatasetStore
+from model_store.intake import ingest_upload, receive_upload, receive_upload_async
+from model_store.tasks import Task
+from service.config import Settings
+from service.errors import InvalidParameter
+
+
+async def _receive(request: Request, dest: Path, max_bytes: int) -> str:
+    """Write the archive to ``dest``; returns the client's file name."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        await receive_upload_async(request.stream(), dest, max_bytes)
+        return request.headers.get("x-filename", "upload")
+    # Starlette spools the part to a temporary file; the body itself is already capped by
+    # BodyLimitMiddleware, and the copy below enforces the cap on the part alone.
+    async with request.form(max_files=1, max_fields=8) as form:
+        part = form.get("file")
+        if not isinstance(part, UploadFile):
+            raise InvalidParameter("file", "send the archive as the multipart file field 'file'"
+                                   " or as the raw body")
+        await run_in_threadpool(receive_upload, part.file, dest, max_bytes)
+        return part.filename or "upload"
+
+
+async def create_dataset(request: Request, settings: Settings, task: Task, name: str | None,
+                         dataset_id: str | None) -> IngestResult:
+    store = DatasetStore(settings.store_dir)
+    with store.upload_file() as tmp:
+        filename = await _receive(request, tmp, settings.dataset_max_upload_bytes)
+        return await run_in_threadpool(
+            ingest_upload, settings.store_dir, task, tmp, filename, settings,
+            name=name, dataset_id=dataset_id,
+        )
+
+
+def delete_dataset(settings: Settings, dataset_id: str) -> None:
+    store = DatasetStore(settings.store_dir)
+    store.delete(dataset_id)
+
