@@ -12,7 +12,8 @@ import pytest
 def test_api_side_never_imports_torch(module: str) -> None:
     code = (
         f"import sys, {module}\n"
-        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'worker')))\n"
+        "bad = sorted(m for m in sys.modules\n"
+        "             if m == 'torch' or m.startswith(('torch.', 'worker')))\n"
         "print(','.join(bad))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

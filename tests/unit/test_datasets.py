@@ -1,34 +1,64 @@
-"""Dataset layouts, pairing, deterministic splits, paired augmentation, synthetic data."""
+"""The worker reads the intake's split (index.json): pairing by stem, reported leftovers,
+deterministic splits, stored vs raw folders, paired augmentation, synthetic data."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+from model_store.dataset_scan import scan_dataset
+from model_store.datasets import DatasetStore
+from model_store.intake import ingest_upload
+from model_store.tasks import Task
 from worker.training import augment as A
 from worker.training.datasets import (
     DatasetError,
     PairedImages,
-    cartoonize_splits,
-    classify_splits,
-    image_splits,
-    list_images,
-    matte_splits,
-    pair_by_stem,
-    split_off,
-    stratified_split,
+    load_dataset,
+    load_index,
+    load_splits,
 )
 from worker.training.synthetic import make_dataset
+
+MAX_PIXELS = 40_000_000
+
+
+@dataclass
+class _IntakeSettings:
+    dataset_max_entries: int = 10_000
+    dataset_max_extracted_bytes: int = 1 << 30
+    dataset_max_compression_ratio: float = 1000.0
+    max_pixels: int = MAX_PIXELS
+
+
+def store_dataset(folder: Path, task: str, store: Path, dataset_id: str = "ds") -> Path:
+    """Upload ``folder`` (zipped, with a wrapper folder like people make) through intake;
+    returns ``<store>/datasets/<id>/``."""
+    archive = folder.parent / f"{folder.name}.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, f"upload/{p.relative_to(folder).as_posix()}")
+    ingest_upload(store, task, archive, archive.name, _IntakeSettings(), dataset_id=dataset_id)
+    return DatasetStore(store).path(dataset_id)
 
 
 def _img(path: Path, colour=(255, 0, 0), size=(8, 8), mode="RGB") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new(mode, size, colour if mode == "RGB" else 128).save(path)
     return path
+
+
+def _names(items) -> list[str]:
+    return [p.name for p in items]
 
 
 def test_pairs_match_by_stem_and_unmatched_are_reported(tmp_path):
@@ -38,14 +68,19 @@ def test_pairs_match_by_stem_and_unmatched_are_reported(tmp_path):
     for stem in ("a", "b", "c", "only_cartoon"):
         _img(cartoon / f"{stem}.png")  # extensions may differ: the stem decides
     (photo / "notes.txt").write_text("not an image")
-    pairing = pair_by_stem(photo, cartoon)
-    assert [(a.name, b.name) for a, b in pairing.pairs] == [
+    splits = load_splits(tmp_path, "cartoonize")
+    pairs = sorted(splits.train + splits.val)
+    assert [(a.name, b.name) for a, b in pairs] == [
         ("a.jpg", "a.png"), ("b.jpg", "b.png"), ("c.jpg", "c.png")]
-    assert sorted(p.name for p in pairing.unmatched) == ["only_cartoon.png", "only_photo.jpg"]
-    splits = cartoonize_splits(tmp_path)
-    assert len(splits.train) + len(splits.val) == 3 and len(splits.val) == 1
-    assert sorted(p.name for p in splits.unmatched) == ["only_cartoon.png", "only_photo.jpg"]
-    assert splits.summary()["unmatched"]
+    assert len(splits.val) == 1 and splits.test == []
+    # The leftovers are in the intake report, never silently used.
+    reasons = {s.path: s.reason for s in splits.report.skipped}
+    assert reasons["train/photo/only_photo.jpg"].startswith("no matching cartoon")
+    assert reasons["train/cartoon/only_cartoon.png"].startswith("no matching photo")
+    assert "train/photo/notes.txt" in reasons  # skipped, whatever the reason
+    summary = splits.summary()
+    assert (summary["train"], summary["val"]) == (2, 1)
+    assert {s["path"] for s in summary["skipped"]} == set(reasons)
 
 
 def test_explicit_val_split_is_used(tmp_path):
@@ -55,67 +90,144 @@ def test_explicit_val_split_is_used(tmp_path):
     for stem in "xy":
         _img(tmp_path / "val" / "images" / f"{stem}.png")
         _img(tmp_path / "val" / "masks" / f"{stem}.png", mode="L")
-    splits = matte_splits(tmp_path)
+    splits = load_splits(tmp_path, Task.MATTE)
     assert [a.stem for a, _ in splits.train] == list("abcd")
     assert [a.stem for a, _ in splits.val] == list("xy")
+    assert splits.report.split_source == "given"
 
 
-def test_missing_layout_is_an_explicit_error(tmp_path):
-    with pytest.raises(DatasetError, match="no pairs"):
-        cartoonize_splits(tmp_path)
+def test_a_layout_that_cannot_train_is_an_explicit_error(tmp_path):
+    with pytest.raises(DatasetError, match="expected train/photo/"):
+        load_index(tmp_path, "cartoonize")
     _img(tmp_path / "only" / "x.png")
-    with pytest.raises(DatasetError, match="2 class folders"):
-        classify_splits(tmp_path)
-    with pytest.raises(DatasetError, match="at least 2 images"):
-        image_splits(tmp_path)
+    with pytest.raises(DatasetError, match="at least 2 are needed"):
+        load_index(tmp_path, "classify")
+    with pytest.raises(DatasetError, match="expected images/"):
+        load_index(tmp_path, "generate")
+    with pytest.raises(DatasetError, match="name the task"):
+        load_index(tmp_path)  # a raw folder cannot say its own task
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_index(tmp_path / "missing", "generate")
 
 
-def test_list_images_filters_extensions(tmp_path):
-    for name in ("a.PNG", "b.jpeg", "c.webp", "d.bmp", "e.gif", ".hidden.png", "f.txt"):
-        (tmp_path / name).write_bytes(b"x")
-    assert [p.name for p in list_images(tmp_path)] == ["a.PNG", "b.jpeg", "c.webp", "d.bmp"]
+def test_files_that_are_not_images_are_skipped(tmp_path):
+    for i in range(4):
+        _img(tmp_path / "images" / f"{i}.png")
+    for name in ("e.gif.txt", "f.txt", "g.png"):
+        (tmp_path / "images" / name).write_bytes(b"x")
+    index, root = load_index(tmp_path, "autoencode")
+    assert root == tmp_path
+    used = sorted(str(s["path"]) for samples in index.splits.values() for s in samples)
+    assert used == [f"images/{i}.png" for i in range(4)]
+
+
+def _classify_folder(root: Path, sizes: dict[str, int]) -> Path:
+    for c, n in sizes.items():
+        for i in range(n):
+            _img(root / c / f"{i:02d}.png", colour=(10 * i, 0, 0))
+    return root
 
 
 def test_stratified_8_1_1_split_is_deterministic(tmp_path):
-    items = [(Path(f"c{c}/{i}.png"), c) for c in range(3) for i in range(20 if c else 10)]
-    train, val, test = stratified_split(items, seed=7)
-    assert (train, val, test) == stratified_split(items, seed=7)
-    assert stratified_split(items, seed=8) != (train, val, test)
-    for c, n in ((0, 10), (1, 20), (2, 20)):
-        counts = [sum(1 for _, y in part if y == c) for part in (train, val, test)]
+    sizes = {"c0": 10, "c1": 20, "c2": 20}
+    a = load_splits(_classify_folder(tmp_path / "a", sizes), "classify")
+    assert a.classes == ["c0", "c1", "c2"]
+    for c, n in enumerate(sizes.values()):
+        counts = [sum(1 for _, y in part if y == c) for part in (a.train, a.val, a.test)]
         assert counts == [n * 8 // 10, n // 10, n // 10]
-    all_paths = [p for part in (train, val, test) for p, _ in part]
-    assert len(all_paths) == len(set(all_paths)) == len(items)
+    rel = [[p.relative_to(a.data_root) for p, _ in part] for part in (a.train, a.val, a.test)]
+    flat = [p for part in rel for p in part]
+    assert len(flat) == len(set(flat)) == sum(sizes.values())
+    # Same files elsewhere (another host, another run): the very same split.
+    b = load_splits(shutil.copytree(tmp_path / "a", tmp_path / "b"), "classify")
+    assert rel == [[p.relative_to(b.data_root) for p, _ in part]
+                   for part in (b.train, b.val, b.test)]
+    assert a.index == b.index
 
 
-def test_small_classes_still_get_val_and_test():
-    items = [(Path(f"a/{i}.png"), 0) for i in range(3)] + [(Path("b/0.png"), 1)]
-    train, val, test = stratified_split(items, seed=0)
-    assert (len(train), len(val), len(test)) == (2, 1, 1)  # class b (1 image) trains only
+def test_small_classes_still_get_val_and_test(tmp_path):
+    s = load_splits(_classify_folder(tmp_path, {"a": 3, "b": 1}), "classify")
+    assert (len(s.train), len(s.val), len(s.test)) == (2, 1, 1)  # class b (1 image) trains only
+    assert [y for _, y in s.train].count(1) == 1
 
 
 def test_classify_layouts(tmp_path):
     root = make_dataset("classify", tmp_path / "flat", per_class=10, classes=3)
-    splits = classify_splits(root, seed=0)
+    splits = load_splits(root, "classify")
     assert splits.classes == ["class_circle", "class_square", "class_triangle"]
     assert (len(splits.train), len(splits.val), len(splits.test)) == (24, 3, 3)
-    assert classify_splits(root, seed=0).val == splits.val
+    assert load_splits(root, "classify").val == splits.val
     nested = tmp_path / "nested"
     for split, n in (("train", 4), ("val", 2)):
         for cls in ("cat", "dog"):
             for i in range(n):
                 _img(nested / split / cls / f"{i}.png")
     _img(nested / "val" / "bird" / "0.png")  # a val class the train split does not have
-    s = classify_splits(nested)
+    s = load_splits(nested, "classify")
     assert s.classes == ["cat", "dog"] and len(s.train) == 8 and len(s.val) == 4
-    assert s.test == [] and [p.name for p in s.unmatched] == ["0.png"]
+    assert s.test == []
+    assert [(k.path, k.reason) for k in s.report.skipped] == [
+        ("val/bird/0.png", "class 'bird' has no train/bird/ folder")]
 
 
-def test_val_fraction_split():
-    train, val = split_off(list(range(30)), seed=1)
-    assert len(val) == 3 and sorted(train + val) == list(range(30))
-    assert split_off(list(range(30)), seed=1) == (train, val)
-    assert len(split_off([1, 2], seed=0)[1]) == 1  # at least one val item
+def test_val_fraction_split(tmp_path):
+    root = make_dataset("autoencode", tmp_path / "data", n=30, size=16)
+    splits = load_splits(root, "autoencode")
+    assert len(splits.val) == 3 and len(splits.train) == 27
+    assert sorted(splits.train + splits.val) == sorted((root / "images").iterdir())
+    assert load_splits(root, "autoencode").val == splits.val
+    two = make_dataset("autoencode", tmp_path / "two", n=2, size=16)
+    with pytest.raises(DatasetError, match="at least 4"):
+        load_splits(two, "autoencode")  # below the intake's minimum
+
+
+def test_stored_dataset_index_is_the_split(tmp_path):
+    raw = make_dataset("classify", tmp_path / "raw", per_class=10, classes=2, size=32)
+    stored = store_dataset(raw, "classify", tmp_path / "store")
+    index_file = stored / "index.json"
+    # The stored dataset and its data/ (what DatasetStore.data_dir gives) read index.json.
+    for where in (stored, stored / "data"):
+        index, root = load_index(where, "classify")
+        assert root == stored / "data"
+        assert index == DatasetStore(tmp_path / "store").index("ds")
+    assert load_index(stored)[0].task == Task.CLASSIFY  # the index names its task
+    # Whatever index.json says wins: no re-scan, no re-split.
+    data = json.loads(index_file.read_text())
+    moved = data["splits"]["train"][:3]
+    data["splits"]["train"] = data["splits"]["train"][3:]
+    data["splits"]["val"] = data["splits"]["val"] + moved
+    index_file.write_text(json.dumps(data))
+    splits = load_splits(stored, "classify")
+    assert [p.relative_to(splits.data_root).as_posix() for p, _ in splits.val] == [
+        s["path"] for s in data["splits"]["val"]]
+    assert len(splits.train) == 20 - 2 - 2 - 3
+    assert splits.report.counts == {"train": 16, "val": 2, "test": 2}  # report.json as stored
+    _index, _root, report = load_dataset(stored / "data")
+    assert report == splits.report
+
+
+def test_stored_index_is_checked(tmp_path):
+    raw = make_dataset("matte", tmp_path / "raw", n=4, size=16)
+    stored = store_dataset(raw, "matte", tmp_path / "store")
+    with pytest.raises(DatasetError, match="is a matte dataset, not cartoonize"):
+        load_index(stored, "cartoonize")
+    index_file = stored / "index.json"
+    data = json.loads(index_file.read_text())
+    data["splits"]["train"][0]["mask"] = "../../outside.png"
+    index_file.write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match="bad 'mask'"):
+        load_index(stored, "matte")
+    index_file.write_text("{}")
+    with pytest.raises(DatasetError, match="not a valid index"):
+        load_index(stored, "matte")
+
+
+def test_raw_scan_matches_the_intake(tmp_path):
+    raw = make_dataset("cartoonize", tmp_path / "raw", n=12, size=16)
+    stored = store_dataset(raw, "cartoonize", tmp_path / "store")
+    assert load_index(raw, "cartoonize")[0] == load_index(stored)[0]
+    report, index = scan_dataset(raw, Task.CARTOONIZE, MAX_PIXELS)
+    assert load_index(raw, "cartoonize")[0] == index and report.can_train
 
 
 def test_paired_augmentation_keeps_pairs_aligned():
@@ -133,7 +245,7 @@ def test_paired_augmentation_keeps_pairs_aligned():
 
 def test_paired_dataset_keys(tmp_path):
     root = make_dataset("matte", tmp_path, n=4, size=32)
-    splits = matte_splits(root)
+    splits = load_splits(root, "matte")
 
     def transform(image, mask, gen):
         t = [A.to_tensor(image), A.to_tensor(mask)]
@@ -163,3 +275,11 @@ def test_synthetic_datasets_are_deterministic(tmp_path, task):
     b = make_dataset(task, tmp_path / "b", seed=5, **kw)
     c = make_dataset(task, tmp_path / "c", seed=6, **kw)
     assert digest(a) == digest(b) != digest(c)
+
+
+@pytest.mark.parametrize("task", ["cartoonize", "matte", "classify", "generate", "autoencode"])
+def test_synthetic_datasets_pass_intake(tmp_path, task):
+    kw = {"per_class": 5} if task == "classify" else {"n": 6}
+    root = make_dataset(task, tmp_path / "raw", **kw)
+    report, _index = scan_dataset(root, Task(task), MAX_PIXELS)
+    assert report.can_train and not report.skipped

@@ -5,6 +5,7 @@ at a step boundary, and the hyper-parameter schemas hold the recipe defaults."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,9 @@ from jobs.hyperparams import (
     hyperparams_model,
 )
 from model_store.tasks import Task
+from tests.unit.test_datasets import store_dataset
 from worker.nets.registry import create_model
-from worker.training.datasets import image_splits
+from worker.training.datasets import load_index, load_splits
 from worker.training.losses import ssim
 from worker.training.metrics import SaliencyMetrics, classification_metrics
 from worker.training.synthetic import make_dataset
@@ -32,6 +34,7 @@ from worker.training.trainers import (
     TrainContext,
     get_trainer,
 )
+from worker.training.trainers.autoencode import AutoencodeTrainer
 
 CPU = torch.device("cpu")
 
@@ -187,7 +190,8 @@ def test_matte_learns(tmp_path):
 
 
 def test_classify_learns(tmp_path):
-    data = make_dataset("classify", tmp_path / "data", per_class=20, classes=3, size=64)
+    # 30 a class: the intake's 8:1:1 split leaves 9 val images (6 made top1 a coin toss).
+    data = make_dataset("classify", tmp_path / "data", per_class=30, classes=3, size=64)
     hp = ClassifyHyperparameters(epochs=8, batch_size=8, image_size=64, lr=0.01,
                                  freeze_layers=1)
     trainer = get_trainer("classify")
@@ -277,6 +281,44 @@ def test_autoencode_learns_and_fits_latents(ae_data, tmp_path):
     assert res.arch_kwargs == {"latent_dim": 32}
 
 
+def test_stored_dataset_trains_and_evaluates_on_its_index_val_split(tmp_path, monkeypatch):
+    """The gate compares versions on the intake's validation split: evaluate (and the
+    trainer's own validation) must use exactly index.json's val samples, not a re-split."""
+    raw = make_dataset("autoencode", tmp_path / "raw", n=24)
+    stored = store_dataset(raw, "autoencode", tmp_path / "store")
+    # Move train samples to val, so that a re-scan of data/ would give another split.
+    index_file = stored / "index.json"
+    data = json.loads(index_file.read_text())
+    data["splits"]["val"] += data["splits"]["train"][:5]
+    data["splits"]["train"] = data["splits"]["train"][5:]
+    index_file.write_text(json.dumps(data))
+    index, root = load_index(stored)
+    want_val = [root / str(s["path"]) for s in index.splits["val"]]
+    want_train = [root / str(s["path"]) for s in index.splits["train"]]
+    assert len(want_val) == 2 + 5 and len(want_train) == 24 - 7
+
+    seen: list[list[Path]] = []
+    measure = AutoencodeTrainer.measure.__func__
+
+    def spy(cls, module, loader, device, hp, labels):
+        seen.append(list(loader.dataset.paths))
+        return measure(cls, module, loader, device, hp, labels)
+
+    monkeypatch.setattr(AutoencodeTrainer, "measure", classmethod(spy))
+    hp = AutoencodeHyperparameters(epochs=1, batch_size=8, latent_dim=32)
+    trainer = get_trainer("autoencode")
+    # The stored dataset, and its data/ (what DatasetStore.data_dir hands the worker).
+    for where in (stored, stored / "data"):
+        trainer.evaluate(_fresh("ae", hp.seed, latent_dim=32), where, hp, device=CPU)
+        assert seen.pop() == want_val
+    res = trainer.train(_ctx(stored / "data", tmp_path / "work", hp, "ae"))
+    assert seen[0] == want_val  # the end-of-epoch validation
+    assert (res.dataset["train"], res.dataset["val"]) == (len(want_train), len(want_val))
+    assert res.dataset["split_source"] == "auto" and res.dataset["skipped"] == []
+    t = AutoencodeTrainer(_ctx(stored, tmp_path / "work2", hp, "ae"))
+    assert (t.splits.train, t.splits.val) == (want_train, want_val)
+
+
 # -- checkpoints: resume and cancel ------------------------------------------------------------
 
 
@@ -298,7 +340,7 @@ def _same_run(a, b) -> None:
 def test_resume_equals_straight_run(ae_data, tmp_path, cancel_after):
     # 29 train images / batch 8 -> 4 steps an epoch: 8 steps = 2 epochs, 6 = mid epoch 2.
     hp = AutoencodeHyperparameters(epochs=3, batch_size=8, latent_dim=32, seed=3)
-    assert len(image_splits(ae_data, hp.seed).train) == 29
+    assert len(load_splits(ae_data, "autoencode").train) == 29
     straight = _ae_run(ae_data, tmp_path / "straight", hp)
     first = _ae_run(ae_data, tmp_path / "resumed", hp, cancel_after=cancel_after)
     assert first.cancelled and first.latent_stats is None

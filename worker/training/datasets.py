@@ -1,14 +1,11 @@
-"""Dataset folder layouts -> file lists with deterministic splits -> torch Datasets.
+"""A dataset's split assignment (the intake's ``DatasetIndex``) -> torch Datasets.
 
-Layouts (``root`` is the extracted upload):
-
-- cartoonize: ``train/photo/*`` + ``train/cartoon/*`` (optional ``val/photo``, ``val/cartoon``)
-- matte: ``images/*`` + ``masks/*`` (optional ``val/images``, ``val/masks``)
-- classify: one folder per class at the root or under ``train/`` (optional ``val/``)
-- generate, autoencode: ``images/*``
-
-Pairs match by file stem; files without a partner are reported, not silently used. Splits are
-seeded so a redelivered job sees exactly the same train/val files.
+The layout, pairing and train/val(/test) split of a dataset are decided once, by the
+torch-free intake (``model_store.dataset_scan.scan_dataset``), and stored as
+``<store>/datasets/<id>/index.json`` beside ``data/``. Trainers and evaluation read that
+index, so they train and validate on exactly the samples the intake reported; nothing here
+pairs, filters or splits files on its own. A raw folder in the upload layout (tests, demo
+data) goes through the same ``scan_dataset`` first.
 
 Train datasets take keys ``(index, aug_seed)``: each sample's augmentation draws from its own
 ``torch.Generator`` seeded per (epoch, position), so augmentation is the same whatever the
@@ -17,34 +14,190 @@ number of DataLoader workers and after a mid-epoch resume.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
 from PIL import Image
+from pydantic import ValidationError
 from torch.utils.data import Dataset
 
-IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
-VAL_FRACTION = 0.1
+from model_store.dataset_scan import scan_dataset
+from model_store.dataset_schema import (
+    INDEX_SCHEMA_VERSION,
+    SAMPLE_KEYS,
+    DatasetIndex,
+    IntakeReport,
+    Sample,
+)
+from model_store.datasets import DATA_DIR, INDEX_FILE, REPORT_FILE
+from model_store.tasks import Task
+
+# Same default as the service's Settings.max_pixels (the worker does not import service/).
+DEFAULT_MAX_PIXELS = 40_000_000
 
 Key = int | tuple[int, int]
 
 
 class DatasetError(ValueError):
-    """The dataset folder does not have the layout the task needs."""
+    """The dataset cannot train the task (bad layout, wrong task, unreadable index)."""
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder`` (sorted; hidden files skipped)."""
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
-    )
+# ---- the index: stored, or scanned from a raw folder ----------------------------------------
+
+
+def _stored_dir(dataset_dir: Path) -> Path | None:
+    """The stored dataset directory (holding index.json and data/) that ``dataset_dir`` is,
+    or whose ``data/`` it is; None for a raw folder."""
+    if (dataset_dir / INDEX_FILE).is_file() and (dataset_dir / DATA_DIR).is_dir():
+        return dataset_dir
+    if dataset_dir.name == DATA_DIR and (dataset_dir.parent / INDEX_FILE).is_file():
+        return dataset_dir.parent
+    return None
+
+
+def _check_paths(index: DatasetIndex, source: Path) -> None:
+    for split, samples in index.splits.items():
+        for sample in samples:
+            for key in SAMPLE_KEYS[index.task]:
+                if key == "label":
+                    continue
+                rel = PurePosixPath(str(sample.get(key, "")))
+                if not rel.parts or rel.is_absolute() or ".." in rel.parts:
+                    raise DatasetError(f"{source}: {split} sample has a bad {key!r}: {rel}")
+
+
+def load_dataset(
+    dataset_dir: Path | str,
+    task: Task | str | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[DatasetIndex, Path, IntakeReport | None]:
+    """``(index, data_root, report)`` of a stored dataset or of a raw folder.
+
+    ``dataset_dir`` is a stored dataset (``<store>/datasets/<id>/``, or its ``data/``): its
+    ``index.json`` is used as is, ``report.json`` when present. Otherwise it is a raw folder
+    in the task's upload layout, scanned with the intake's ``scan_dataset`` (``task`` is
+    then required); a scan that cannot train raises ``DatasetError`` with its problems.
+    Sample paths in the index are relative to ``data_root``.
+    """
+    dataset_dir = Path(dataset_dir)
+    want = Task(task) if task is not None else None
+    stored = _stored_dir(dataset_dir)
+    if stored is not None:
+        try:
+            index = DatasetIndex.model_validate_json((stored / INDEX_FILE).read_bytes())
+        except ValidationError as exc:
+            raise DatasetError(f"{stored / INDEX_FILE} is not a valid index: {exc}") from None
+        if index.schema_version != INDEX_SCHEMA_VERSION:
+            raise DatasetError(f"{stored / INDEX_FILE} has schema version "
+                               f"{index.schema_version}, expected {INDEX_SCHEMA_VERSION}")
+        if want is not None and index.task != want:
+            raise DatasetError(f"dataset {stored.name} is a {index.task.value} dataset,"
+                               f" not {want.value}")
+        _check_paths(index, stored / INDEX_FILE)
+        report_path = stored / REPORT_FILE
+        report = (IntakeReport.model_validate_json(report_path.read_bytes())
+                  if report_path.is_file() else None)
+        return index, stored / DATA_DIR, report
+    if want is None:
+        raise DatasetError(f"{dataset_dir} has no {INDEX_FILE}: name the task to scan it")
+    if not dataset_dir.is_dir():
+        raise DatasetError(f"dataset folder {dataset_dir} does not exist")
+    report, index = scan_dataset(dataset_dir, want, max_pixels)
+    if not report.can_train:
+        raise DatasetError("; ".join(report.problems) or f"{dataset_dir} cannot train")
+    return index, dataset_dir, report
+
+
+def load_index(
+    dataset_dir: Path | str,
+    task: Task | str | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[DatasetIndex, Path]:
+    """``(index, data_root)``: see ``load_dataset`` (which also returns the intake report)."""
+    index, data_root, _report = load_dataset(dataset_dir, task, max_pixels=max_pixels)
+    return index, data_root
+
+
+# ---- index samples -> the items the Datasets below take --------------------------------------
+
+
+def _item(task: Task, sample: Sample, root: Path, label_ids: dict[str, int]) -> Any:
+    if task == Task.CARTOONIZE:
+        return root / str(sample["photo"]), root / str(sample["cartoon"])
+    if task == Task.MATTE:
+        return root / str(sample["image"]), root / str(sample["mask"])
+    if task == Task.CLASSIFY:
+        label = sample["label"]
+        if isinstance(label, int):
+            return root / str(sample["path"]), label
+        if label not in label_ids:
+            raise DatasetError(f"sample {sample['path']} has label {label!r}, not one of the"
+                               f" index's labels {sorted(label_ids)}")
+        return root / str(sample["path"]), label_ids[label]
+    return root / str(sample["path"])
+
+
+@dataclass
+class Splits:
+    """The index's splits as item lists: (path, path) pairs (cartoonize, matte), (path,
+    class id) (classify) or paths (generate, autoencode), in the index's order."""
+
+    index: DatasetIndex
+    data_root: Path
+    report: IntakeReport | None = None
+    train: list = field(init=False)
+    val: list = field(init=False)
+    test: list = field(init=False)
+
+    def __post_init__(self) -> None:
+        task = self.index.task
+        if task == Task.CLASSIFY and not self.index.labels:
+            raise DatasetError("a classify index needs its labels")
+        label_ids = {name: i for i, name in enumerate(self.index.labels or [])}
+        items = {s: [_item(task, sample, self.data_root, label_ids) for sample in samples]
+                 for s, samples in self.index.splits.items()}
+        self.train = items.get("train", [])
+        self.val = items.get("val", [])
+        self.test = items.get("test", [])
+
+    @property
+    def task(self) -> Task:
+        return self.index.task
+
+    @property
+    def classes(self) -> list[str] | None:
+        return list(self.index.labels) if self.index.labels is not None else None
+
+    def split(self, name: str) -> list:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"train": len(self.train), "val": len(self.val),
+                               "test": len(self.test), "classes": self.classes}
+        if self.report is not None:
+            out["split_source"] = self.report.split_source
+            # What intake left out (unmatched pair halves, unreadable files, ...).
+            out["skipped"] = [s.model_dump() for s in self.report.skipped]
+        return out
+
+
+def load_splits(
+    dataset_dir: Path | str,
+    task: Task | str | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Splits:
+    """The splits of a stored dataset or raw folder (see ``load_dataset``)."""
+    index, data_root, report = load_dataset(dataset_dir, task, max_pixels=max_pixels)
+    return Splits(index, data_root, report)
+
+
+# ---- torch Datasets ---------------------------------------------------------------------------
 
 
 def load_rgb(path: Path) -> Image.Image:
@@ -55,128 +208,6 @@ def load_rgb(path: Path) -> Image.Image:
 def load_mask(path: Path) -> Image.Image:
     with Image.open(path) as im:
         return im.convert("L")
-
-
-@dataclass
-class Pairing:
-    pairs: list[tuple[Path, Path]]
-    unmatched: list[Path]  # files of either folder without a partner of the same stem
-
-
-def pair_by_stem(a_dir: Path, b_dir: Path) -> Pairing:
-    a = {p.stem: p for p in list_images(a_dir)}
-    b = {p.stem: p for p in list_images(b_dir)}
-    pairs = [(a[s], b[s]) for s in sorted(a.keys() & b.keys())]
-    unmatched = sorted([a[s] for s in a.keys() - b.keys()] + [b[s] for s in b.keys() - a.keys()])
-    return Pairing(pairs, unmatched)
-
-
-def split_off(items: Sequence[Any], seed: int, fraction: float = VAL_FRACTION) -> tuple[list, list]:
-    """Deterministic (train, val): ``fraction`` of the items (at least 1 when n >= 2) to val."""
-    n = len(items)
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(n * fraction)) if n >= 2 else 0
-    val_idx = set(order[:n_val])
-    return ([x for i, x in enumerate(items) if i not in val_idx],
-            [x for i, x in enumerate(items) if i in val_idx])
-
-
-def stratified_split(
-    items: Sequence[tuple[Path, int]], seed: int, ratios: tuple[int, int, int] = (8, 1, 1)
-) -> tuple[list, list, list]:
-    """Per-class seeded 8:1:1 split; a class with >= 3 images gets at least one val and test."""
-    out: tuple[list, list, list] = ([], [], [])
-    total = sum(ratios)
-    for label in sorted({y for _, y in items}):
-        members = [it for it in items if it[1] == label]
-        random.Random(f"{seed}:{label}").shuffle(members)
-        n = len(members)
-        n_val = max(1, round(n * ratios[1] / total)) if n >= 3 else 0
-        n_test = max(1, round(n * ratios[2] / total)) if n >= 3 else 0
-        out[1].extend(members[:n_val])
-        out[2].extend(members[n_val:n_val + n_test])
-        out[0].extend(members[n_val + n_test:])
-    return tuple(sorted(part, key=lambda it: (it[1], str(it[0]))) for part in out)  # type: ignore[return-value]
-
-
-@dataclass
-class Splits:
-    """File lists of one dataset: items are paths, (path, path) pairs or (path, label)."""
-
-    train: list
-    val: list
-    test: list = field(default_factory=list)
-    unmatched: list[Path] = field(default_factory=list)
-    classes: list[str] | None = None
-
-    def summary(self) -> dict[str, Any]:
-        return {"train": len(self.train), "val": len(self.val), "test": len(self.test),
-                "unmatched": [str(p) for p in self.unmatched], "classes": self.classes}
-
-
-def _paired(root: Path, train: tuple[Path, Path], val: tuple[Path, Path], seed: int) -> Splits:
-    tr = pair_by_stem(*train)
-    if not tr.pairs:
-        raise DatasetError(f"no pairs matched by file stem in {train[0]} and {train[1]}")
-    va = pair_by_stem(*val)
-    unmatched = tr.unmatched + va.unmatched
-    if va.pairs:
-        return Splits(tr.pairs, va.pairs, unmatched=unmatched)
-    train_pairs, val_pairs = split_off(tr.pairs, seed)
-    return Splits(train_pairs, val_pairs, unmatched=unmatched)
-
-
-def cartoonize_splits(root: Path, seed: int = 0) -> Splits:
-    return _paired(root, (root / "train" / "photo", root / "train" / "cartoon"),
-                   (root / "val" / "photo", root / "val" / "cartoon"), seed)
-
-
-def matte_splits(root: Path, seed: int = 0) -> Splits:
-    return _paired(root, (root / "images", root / "masks"),
-                   (root / "val" / "images", root / "val" / "masks"), seed)
-
-
-def image_splits(root: Path, seed: int = 0) -> Splits:
-    images = list_images(root / "images")
-    if len(images) < 2:
-        raise DatasetError(f"need at least 2 images in {root / 'images'}, found {len(images)}")
-    train, val = split_off(images, seed)
-    return Splits(train, val)
-
-
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(d for d in folder.iterdir() if d.is_dir() and list_images(d)) \
-        if folder.is_dir() else []
-
-
-def classify_splits(root: Path, seed: int = 0) -> Splits:
-    """Labels are the sorted class folder names of the train split."""
-    base = root / "train" if (root / "train").is_dir() else root
-    dirs = [d for d in _class_dirs(base) if d.name not in {"train", "val", "test"}]
-    if len(dirs) < 2:
-        raise DatasetError(f"need at least 2 class folders with images in {base}")
-    classes = [d.name for d in dirs]
-    items = [(p, i) for i, d in enumerate(dirs) for p in list_images(d)]
-    val_dir = root / "val"
-    if base != root and val_dir.is_dir():
-        index = {c: i for i, c in enumerate(classes)}
-        val, unknown = [], []
-        for d in _class_dirs(val_dir):
-            (val.extend((p, index[d.name]) for p in list_images(d)) if d.name in index
-             else unknown.extend(list_images(d)))
-        return Splits(items, val, unmatched=unknown, classes=classes)
-    train, val, test = stratified_split(items, seed)
-    return Splits(train, val, test, classes=classes)
-
-
-SPLITTERS: dict[str, Callable[[Path, int], Splits]] = {
-    "cartoonize": cartoonize_splits,
-    "matte": matte_splits,
-    "classify": classify_splits,
-    "generate": image_splits,
-    "autoencode": image_splits,
-}
 
 
 def _generator(key: Key) -> tuple[int, torch.Generator | None]:

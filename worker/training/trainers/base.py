@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from jobs.hyperparams import CommonHyperparameters
 from model_store.tasks import Task
-from worker.training.datasets import SPLITTERS, Splits
+from worker.training.datasets import DatasetError, Splits, load_splits
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -62,6 +62,8 @@ def default_device() -> torch.device:
 
 @dataclass
 class TrainContext:
+    # A stored dataset (``<store>/datasets/<id>/`` or its ``data/``: its index.json decides
+    # the splits) or a raw folder in the task's upload layout (scanned like an upload).
     dataset_dir: Path
     work_dir: Path  # checkpoint.pt, best.pt, samples/ (and snapshots/ for cartoonize)
     hyperparameters: CommonHyperparameters
@@ -86,7 +88,7 @@ class TrainResult:
     cancelled: bool
     epochs_completed: int
     best_epoch: int | None = None
-    dataset: dict[str, Any] = field(default_factory=dict)  # split sizes, unmatched files
+    dataset: dict[str, Any] = field(default_factory=dict)  # split sizes, intake's skipped files
 
 
 class ResumeMismatch(ValueError):
@@ -153,7 +155,10 @@ class Trainer(ABC):
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
-        self.splits: Splits = SPLITTERS[self.task](Path(ctx.dataset_dir), hp.seed)
+        self.splits: Splits = load_splits(ctx.dataset_dir, self.task)
+        if not self.splits.train or not self.splits.val:
+            raise DatasetError(f"the dataset has {len(self.splits.train)} train and"
+                               f" {len(self.splits.val)} val samples; both are needed")
         self.model: nn.Module
         self.train_set: Dataset
         self.val_loader: DataLoader
@@ -252,16 +257,17 @@ class Trainer(ABC):
         labels: list[str] | None = None,
         split: Literal["val", "test"] = "val",
     ) -> dict[str, float]:
-        """Metrics of ``module`` on a dataset folder's val (or test) split, or on a loader
-        that yields batches like the trainer's evaluation loader. Leaves ``module`` in eval
-        mode on ``device``."""
+        """Metrics of ``module`` on a dataset's val (or test) split, or on a loader that
+        yields batches like the trainer's evaluation loader. ``data`` is a stored dataset
+        (its index.json's split is used, exactly) or a raw folder (scanned as intake
+        would). Leaves ``module`` in eval mode on ``device``."""
         hp = hyperparameters or cls.hyperparams()
         device = device or default_device()
         if isinstance(data, DataLoader):
             loader = data
         else:
-            splits = SPLITTERS[cls.task](Path(data), hp.seed)
-            items = splits.test if split == "test" else splits.val
+            splits = load_splits(data, cls.task)
+            items = splits.split(split)
             if not items:
                 raise ValueError(f"dataset {data} has no {split} split")
             labels = labels or splits.classes
