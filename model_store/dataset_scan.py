@@ -260,6 +260,13 @@ def _check_minimums(scan: _Scan, splits: dict[str, list[Sample]], labels: list[s
             )
     elif total < MIN_IMAGES:
         scan.problems.append(f"found {total} usable images; at least {MIN_IMAGES} are needed")
+    if not scan.problems and (not splits.get("train") or not splits.get("val")):
+        # Training needs both: validation decides early stopping and the activation gate.
+        scan.problems.append(
+            f"the split has {len(splits.get('train', []))} train and"
+            f" {len(splits.get('val', []))} validation samples; both must be non-empty"
+            " (add images, or give a val/ split)"
+        )
 
 
 def _report(scan: _Scan, splits: dict[str, list[Sample]], given: bool,

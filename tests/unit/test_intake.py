@@ -425,3 +425,16 @@ def test_upload_file_is_removed(store):
 def test_zip_stored_entries_work(store, settings, tmp_path):
     path = write_zip(tmp_path / "a.zip", good_files("generate"), zipfile.ZIP_STORED)
     assert ingest(store, "generate", path, settings).report.can_train
+
+
+def test_classify_too_small_for_a_validation_split_is_refused(tmp_path: Path) -> None:
+    """Two images per class give an 8:1:1 split with no validation sample: refuse up front."""
+    from model_store.dataset_scan import scan_dataset
+
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+        for i in range(2):
+            (tmp_path / label / f"{i}.png").write_bytes(image_bytes(seed=i))
+    report, _ = scan_dataset(tmp_path, Task.CLASSIFY, 10_000_000)
+    assert not report.can_train
+    assert any("validation" in p for p in report.problems)
