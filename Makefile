@@ -1,4 +1,5 @@
-# make run   - create .venv, install, start the API on 127.0.0.1:8000 (store: ./data/store)
+# make run   - create .venv, install, start the API on 127.0.0.1:8000 and a job worker
+#              (store: ./data/store; jobs database and broker: ./data)
 # make test  - install with dev extras and run the whole suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +18,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m service
+	# A real job worker beside the API (embedded broker + SQLite under ./data); Ctrl-C stops both.
+	$(PY) -m worker & worker=$$!; trap 'kill $$worker 2>/dev/null' EXIT INT TERM; $(PY) -m service
 
 test: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,0 +1,187 @@
+"""The producer side of the job queue: Celery configuration and sending jobs to the broker.
+
+Torch-free (the API imports it). The message carries only the job id; the job itself lives in
+SQL, so a message may be lost or duplicated without harm: ``reclaim_stale`` re-sends lost
+ones and the worker's claim ignores duplicates.
+
+Brokers:
+- ``TOONFORGE_BROKER_URL=redis://host:6379/0`` in production.
+- unset: kombu's ``filesystem://`` transport under ``<data_dir>/broker/`` -- no server, and
+  still a real, separate worker process. Messages are files; consuming one is an atomic
+  ``rename`` into ``processed/`` (same file system), so two workers never take the same one.
+  We write each message under a temporary name and rename it into place, because kombu
+  writes it in place and a polling consumer could otherwise read a half-written file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery
+from kombu.exceptions import KombuError, OperationalError
+from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import filesystem as kombu_fs
+from kombu.utils.json import dumps
+
+from jobs.errors import BrokerUnavailable
+from jobs.records import JobRecord
+from jobs.spec import check_references
+
+if TYPE_CHECKING:
+    from jobs.repository import JobRepository, ReclaimResult
+    from jobs.spec import FinetuneRequest
+    from service.config import Settings
+
+log = logging.getLogger(__name__)
+
+FINETUNE_TASK = "toonforge.finetune"
+EMBEDDED_SCHEME = "filesystem"
+
+
+class _AtomicFilesystemChannel(kombu_fs.Channel):
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+        # Same name scheme as kombu (time-ordered, queue name as the suffix); the temporary
+        # name has no ".msg" suffix, so consumers skip it until the rename.
+        name = f"{int(kombu_fs.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        tmp = os.path.join(self.data_folder_out, f".tmp-{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(dumps(payload).encode())
+            os.rename(tmp, final)
+        except OSError as exc:
+            raise kombu_fs.ChannelError(f"cannot write message {final!r}: {exc}") from exc
+
+
+class AtomicFilesystemTransport(kombu_fs.Transport):
+    Channel = _AtomicFilesystemChannel
+
+
+# "filesystem://" resolves to our transport in every process that imports this module (the
+# API, the worker and `python -m worker`), so producer and consumer always agree.
+TRANSPORT_ALIASES[EMBEDDED_SCHEME] = "jobs.queue:AtomicFilesystemTransport"
+
+
+def broker_url(settings: Settings) -> str:
+    # A host part keeps kombu from warning about a missing one; the transport ignores it.
+    return settings.broker_url or f"{EMBEDDED_SCHEME}://localhost/"
+
+
+def is_embedded(settings: Settings) -> bool:
+    return broker_url(settings).startswith(f"{EMBEDDED_SCHEME}://")
+
+
+def embedded_broker_dirs(settings: Settings) -> dict[str, Path]:
+    root = Path(settings.data_dir).resolve() / "broker"
+    return {"queue": root / "queue", "processed": root / "processed", "control": root / "control"}
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings shared by the producer (API) and the worker."""
+    config: dict[str, Any] = {
+        "broker_url": broker_url(settings),
+        # Producers give up after this long (POST /jobs/finetune answers 503 instead of
+        # hanging); kombu uses it as the total time for connecting, retries included.
+        "broker_connection_timeout": settings.broker_connect_timeout_s,
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": settings.job_queue,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # Job state lives in SQL; a result backend would be a second, stale copy.
+        "task_ignore_result": True,
+        "result_backend": None,
+    }
+    if is_embedded(settings):
+        dirs = embedded_broker_dirs(settings)
+        for path in dirs.values():
+            path.mkdir(parents=True, exist_ok=True)
+        config["broker_transport_options"] = {
+            "data_folder_in": str(dirs["queue"]),
+            "data_folder_out": str(dirs["queue"]),
+            "control_folder": str(dirs["control"]),
+            # Consuming moves the file here: a rename on the same file system is atomic.
+            "store_processed": True,
+            "processed_folder": str(dirs["processed"]),
+            "polling_interval": 0.5,
+        }
+        # Remote control uses fanout messages that would pile up as files for dead workers.
+        config["worker_enable_remote_control"] = False
+    else:
+        config["broker_transport_options"] = {
+            # Redis redelivers an unacknowledged message after this long; a job may run for
+            # hours, so this must exceed the longest job (a lost worker is handled sooner by
+            # reclaim_stale, through the heartbeat lease).
+            "visibility_timeout": settings.broker_visibility_timeout_s,
+            "socket_connect_timeout": settings.broker_connect_timeout_s,
+            "socket_timeout": max(settings.broker_connect_timeout_s, 5.0),
+        }
+    return config
+
+
+def make_celery(settings: Settings, name: str = "toonforge") -> Celery:
+    app = Celery(name, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+class JobQueue:
+    """Sends jobs to the broker. Create one per process (it pools broker connections)."""
+
+    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
+        self.settings = settings
+        self.app = app or make_celery(settings)
+
+    def enqueue_finetune(self, job_id: str) -> None:
+        """Send the job to the workers; ``BrokerUnavailable`` when the broker refuses it."""
+        try:
+            # retry=False: fail fast and let the caller answer 503; the job row is not
+            # committed unless this returns.
+            self.app.send_task(FINETUNE_TASK, args=[job_id], queue=self.settings.job_queue,
+                               retry=False, ignore_result=True)
+        except (KombuError, OperationalError, OSError, ConnectionError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"the job broker is unavailable: {exc}") from exc
+        except Exception as exc:
+            # Transport libraries raise their own types (redis.exceptions.ConnectionError is
+            # not an OSError); any failure to hand the message over means the same thing.
+            raise BrokerUnavailable(f"the job broker did not accept the job: {exc!r}") from exc
+
+    def close(self) -> None:
+        self.app.close()
+
+
+def create_and_enqueue(
+    repo: JobRepository,
+    request: FinetuneRequest,
+    idempotency_key: str | None = None,
+    *,
+    queue: JobQueue,
+    store_root: Path | str | None = None,
+) -> tuple[JobRecord, bool]:
+    """Create the job and send it, in one transaction: the row is committed only after the
+    broker accepted the message, so a broker outage writes nothing.
+
+    With ``store_root`` the dataset and models it names are checked first. Returns (job,
+    created); a repeated idempotency key returns the existing job unsent. Raises
+    ``InvalidJobSpec``, ``IdempotencyConflict`` or ``BrokerUnavailable``.
+    """
+    if store_root is not None:
+        check_references(request, store_root)
+    return repo.create(request, idempotency_key,
+                       before_commit=lambda job: queue.enqueue_finetune(job.id))
+
+
+def requeue_stale_jobs(repo: JobRepository, queue: JobQueue) -> ReclaimResult:
+    """Re-send jobs whose worker was lost, fail those out of attempts, cancel those whose
+    cancel was requested. Any process may call it; the compare-and-set makes repeats
+    harmless."""
+    settings = queue.settings
+    result = repo.reclaim_stale(settings.job_lease_s, settings.job_max_attempts,
+                                requeue=queue.enqueue_finetune)
+    if result.requeued or result.failed or result.cancelled:
+        log.warning("reclaimed stale jobs: requeued=%s failed=%s cancelled=%s",
+                    result.requeued, result.failed, result.cancelled)
+    return result

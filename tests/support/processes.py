@@ -1,0 +1,94 @@
+"""Real worker processes for tests: ``python -m worker`` with a test's environment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class WorkerProcess:
+    """One ``python -m worker`` subprocess; its output goes to ``log_path``."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, name: str = "test") -> None:
+        self.env = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+        self.log_path = log_path
+        self.name = name
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", f"--hostname={self.name}@%h", "--loglevel=INFO"],
+            cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> WorkerProcess:
+        """Until Celery says "<name>@host ready." (the consumer is listening)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if f"{self.name}@" in self.log() and " ready." in self.log():
+                return self
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.1)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """kill -9: no cleanup, no acknowledgement, no shutdown hooks."""
+        if self.alive:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM (Celery's warm shutdown); kill -9 if it does not exit in time."""
+        assert self.proc is not None
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+
+class WorkerPool:
+    """Starts workers for one test and makes sure none outlives it."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env, self.log_dir = env, log_dir
+        self.workers: list[WorkerProcess] = []
+
+    def start(self, name: str | None = None, wait: bool = True) -> WorkerProcess:
+        name = name or f"w{len(self.workers) + 1}"
+        worker = WorkerProcess(self.env, self.log_dir / f"{name}.log", name).start()
+        self.workers.append(worker)
+        return worker.wait_ready() if wait else worker
+
+    def logs(self) -> str:
+        return "\n".join(f"----- {w.name}\n{w.log()[-6000:]}" for w in self.workers)
+
+    def stop_all(self) -> None:
+        # The tests are over: no need for Celery's (seconds-long) warm shutdown.
+        for worker in self.workers:
+            worker.kill()

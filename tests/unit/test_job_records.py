@@ -1,0 +1,176 @@
+"""Job states, the job spec and the repository on SQLite (no broker, no worker)."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from jobs.db import Database
+from jobs.errors import InvalidJobSpec, InvalidTransition, JobNotFound
+from jobs.repository import ClaimOutcome, JobRepository, ProgressUpdate
+from jobs.spec import FinetuneRequest, JobView, check_references, validate_hyperparameters
+from jobs.states import JobStatus, can_transition
+from worker import webhooks
+
+
+def request(**overrides: object) -> FinetuneRequest:
+    body: dict = {"task": "autoencode", "dataset_id": "faces", "base": "ae",
+                  "target_model": "faces-ae", "hyperparameters": {"epochs": 2}}
+    return FinetuneRequest(**{**body, **overrides})
+
+
+@pytest.fixture()
+def repo(tmp_path: Path) -> Iterator[JobRepository]:
+    db = Database(f"sqlite:///{tmp_path / 'jobs.db'}")
+    db.create_schema()
+    yield JobRepository(db.sessions)
+    db.dispose()
+
+
+def test_states() -> None:
+    assert {s for s in JobStatus if s.is_terminal} == {"succeeded", "failed", "cancelled"}
+    assert can_transition("queued", "running") and can_transition("running", "exporting")
+    assert not can_transition("succeeded", "running")
+    assert not can_transition("queued", "succeeded")  # only through exporting
+
+
+def test_hyperparameter_errors_name_the_field() -> None:
+    with pytest.raises(InvalidJobSpec) as err:
+        validate_hyperparameters("autoencode", {"lr": -1, "learning_rate": 0.1})
+    locs = {tuple(e["loc"]) for e in err.value.errors}
+    assert locs == {("body", "hyperparameters", "lr"),
+                    ("body", "hyperparameters", "learning_rate")}
+    filled = validate_hyperparameters("autoencode", {"epochs": 3})
+    assert filled["epochs"] == 3 and filled["lr"] == 1e-3
+
+
+def test_create_get_list(repo: JobRepository) -> None:
+    a, created = repo.create(request())
+    b, _ = repo.create(request(task="classify", base="googlenet", target_model="cls",
+                               hyperparameters={}))
+    assert created and repo.get(a.id).status == "queued"
+    assert repo.get(a.id).total_epochs == 2
+    assert [j.id for j in repo.list()] == [b.id, a.id]  # newest first
+    assert [j.id for j in repo.list(task="autoencode")] == [a.id]
+    assert [j.id for j in repo.list(limit=1, offset=1)] == [a.id]
+    assert repo.list(status="running") == []
+    with pytest.raises(JobNotFound):
+        repo.get("nope")
+
+
+def test_failed_send_writes_nothing(repo: JobRepository) -> None:
+    def refuse(job: object) -> None:
+        raise RuntimeError("broker down")
+
+    with pytest.raises(RuntimeError):
+        repo.create(request(), "key", before_commit=refuse)
+    assert repo.list() == []
+    job, created = repo.create(request(), "key")  # the key was not burnt
+    assert created
+
+
+def test_claim_is_exclusive(repo: JobRepository) -> None:
+    job, _ = repo.create(request())
+    assert repo.claim(job.id, "w1", lease_s=60, max_attempts=3).outcome == ClaimOutcome.CLAIMED
+    # a duplicate delivery to another worker while w1's lease is live
+    assert repo.claim(job.id, "w2", lease_s=60, max_attempts=3).outcome == ClaimOutcome.HELD
+    # a redelivery to the same worker resumes
+    again = repo.claim(job.id, "w1", lease_s=60, max_attempts=3)
+    assert again.outcome == ClaimOutcome.CLAIMED and again.job.attempts == 2
+    with pytest.raises(InvalidTransition):
+        repo.transition(job.id, JobStatus.EXPORTING, worker_id="w2")  # not w2's job
+    repo.transition(job.id, JobStatus.EXPORTING, worker_id="w1")
+    repo.transition(job.id, JobStatus.SUCCEEDED, worker_id="w1", result_version="m@1")
+    late = repo.claim(job.id, "w3", lease_s=0, max_attempts=3)
+    assert late.outcome == ClaimOutcome.FINISHED and late.job.result_version == "m@1"
+    assert repo.claim("missing", "w1", lease_s=60, max_attempts=3).outcome == "missing"
+
+
+def test_progress_and_events(repo: JobRepository) -> None:
+    job, _ = repo.create(request())
+    repo.claim(job.id, "w1", lease_s=60, max_attempts=3)
+    update = ProgressUpdate(epoch=1, step=4, total_steps=8,
+                            losses={"loss": 0.5}, val_metrics={"acc": math.nan})
+    assert repo.record_progress(job.id, "w1", update)
+    assert not repo.record_progress(job.id, "w2", update)  # lost lease: nothing written
+    row = repo.get(job.id)
+    assert (row.epoch, row.step, row.losses, row.val_metrics) == (1, 4, {"loss": 0.5},
+                                                                   {"acc": None})
+    events = repo.events_after(job.id)
+    assert [e.kind for e in events] == ["status", "status", "progress"]
+    assert [e.id for e in repo.events_after(job.id, after_id=events[1].id)] == [events[2].id]
+    view = JobView.from_record(row)
+    assert view.status == "running" and json.loads(view.model_dump_json())["step"] == 4
+
+
+def test_cancel(repo: JobRepository) -> None:
+    queued, _ = repo.create(request())
+    assert repo.request_cancel(queued.id).status == "cancelled"
+    assert repo.request_cancel(queued.id).status == "cancelled"  # idempotent
+    running, _ = repo.create(request())
+    repo.claim(running.id, "w1", lease_s=60, max_attempts=3)
+    flagged = repo.request_cancel(running.id)
+    assert flagged.status == "running" and repo.is_cancel_requested(running.id)
+    repo.transition(running.id, JobStatus.FAILED, worker_id="w1", error="boom")
+    with pytest.raises(InvalidTransition):
+        repo.request_cancel(running.id)
+
+
+def test_release_gives_the_attempt_back(repo: JobRepository) -> None:
+    job, _ = repo.create(request())
+    repo.claim(job.id, "w1", lease_s=60, max_attempts=3)
+    sent: list[str] = []
+    assert repo.release(job.id, "w1", sent.append)
+    row = repo.get(job.id)
+    assert (row.status, row.attempts, row.worker_id, sent) == ("queued", 0, None, [job.id])
+
+
+def test_check_references(tmp_path: Path) -> None:
+    from tests.support.jobs import publish_synthetic_dataset
+
+    publish_synthetic_dataset(tmp_path, "autoencode", "faces", n=4)
+    check_references(request(), tmp_path)
+    for field, bad in (("dataset_id", request(dataset_id="other")),
+                       ("dataset_id", request(task="generate", base="dcgan")),
+                       ("base", request(base="faces-ae@3"))):
+        with pytest.raises(InvalidJobSpec) as err:
+            check_references(bad, tmp_path)
+        assert err.value.errors[0]["loc"] == ["body", field]
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    codes: list[int] = []
+    seen: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append({"delivery": self.headers["X-Toonforge-Delivery"], **body})
+        self.send_response(type(self).codes.pop(0))
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("codes", "delivered", "tries"),
+                         [([500, 503, 200], True, 3), ([404], False, 1), ([500] * 3, False, 3)])
+def test_webhook_retries(codes: list[int], delivered: bool, tries: int,
+                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(webhooks, "BACKOFF_S", 0.01)
+    _Flaky.codes, _Flaky.seen = list(codes), []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ok = webhooks.deliver(f"http://127.0.0.1:{server.server_port}/", b'{"id": "j"}',
+                              {"Content-Type": "application/json",
+                               "X-Toonforge-Delivery": "d1"}, timeout_s=2, tries=3)
+    finally:
+        server.shutdown()
+    assert ok is delivered and len(_Flaky.seen) == tries
+    assert {s["delivery"] for s in _Flaky.seen} == {"d1"}

@@ -1,0 +1,48 @@
+"""``python -m worker``: start one job worker (one per GPU; see worker/celery_app.py).
+
+Settings come from the environment (``TOONFORGE_*``) like the API's, so both processes see
+the same database, broker and store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from service.config import get_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    parser.add_argument("--hostname", default=os.environ.get("TOONFORGE_WORKER_NAME",
+                                                             "toonforge@%h"),
+                        help="worker node name (%%h: host name); one per GPU")
+    parser.add_argument("--loglevel", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.loglevel.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from worker.celery_app import app
+
+    settings = get_settings()
+    celery_args = [
+        "worker",
+        "--pool=solo",
+        "--concurrency=1",
+        f"--hostname={args.hostname}",
+        f"--queues={settings.job_queue}",
+        f"--loglevel={args.loglevel}",
+        # Gossip, mingle and event heartbeats are cluster chatter for monitoring tools;
+        # job liveness is tracked in SQL, so they would only add broker traffic.
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    app.worker_main(celery_args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The worker-side Celery app: the shared queue config plus what long GPU jobs need.
+
+Start it with ``python -m worker`` (worker/__main__.py), or ``celery -A worker.celery_app
+worker --pool=solo``. One worker process per GPU, each pinned with ``CUDA_VISIBLE_DEVICES``::
+
+    CUDA_VISIBLE_DEVICES=0 python -m worker --hostname gpu0@%h
+    CUDA_VISIBLE_DEVICES=1 python -m worker --hostname gpu1@%h
+
+Pool: ``solo``. A worker runs one job at a time anyway (one GPU, one job), and with solo
+nothing forks: CUDA is never initialised in a parent that forks a child (which breaks CUDA),
+the heartbeat and cancel threads live in the process that trains, and ``kill -9`` of the
+worker is the loss of exactly one process and one job, which the lease then recovers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from jobs.queue import celery_config, make_celery
+from service.config import Settings, get_settings
+
+
+def worker_config(settings: Settings) -> dict[str, Any]:
+    config = celery_config(settings)
+    config.update(
+        worker_pool="solo",
+        worker_concurrency=1,
+        # Take one message at a time: a job waiting behind a long one on this worker could
+        # be running on another GPU instead.
+        worker_prefetch_multiplier=1,
+        # Acknowledge after the job, not before: a worker lost mid-job leaves its message
+        # unacknowledged, so Redis redelivers it after the visibility timeout. (The lease in
+        # SQL usually recovers the job much sooner; the claim ignores the late duplicate.)
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # The worker keeps trying to reach the broker (Redis restarts, deploys).
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        worker_send_task_events=False,
+    )
+    return config
+
+
+def make_worker_app(settings: Settings) -> Celery:
+    app = make_celery(settings, name="toonforge-worker")
+    app.conf.update(worker_config(settings))
+    return app
+
+
+app = make_worker_app(get_settings())
+
+# Registers the tasks on `app` (tasks.py imports `app` from here).
+from worker import tasks  # noqa: E402,F401
+
+
+@signals.worker_ready.connect
+def _on_ready(**_: Any) -> None:
+    from worker.runtime import Reclaimer, get_runtime
+
+    # Recover jobs of workers that died, now and every half lease.
+    Reclaimer(get_runtime()).start()
+    # Import torch and the trainers now rather than when the first job arrives.
+    import worker.runner  # noqa: F401
+
+
+@signals.worker_shutting_down.connect
+def _on_warm_shutdown(**_: Any) -> None:
+    from worker.control import SHUTDOWN
+
+    # The running job stops at its next step, checkpoints and goes back to the queue.
+    # (This runs inside a signal handler: set a flag, nothing more.)
+    SHUTDOWN.set()

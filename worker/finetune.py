@@ -1,0 +1,205 @@
+"""One fine-tune job's work, from its row to a published version: resolve the base weights and
+the dataset, train, export + parity + publish, and the activation gate.
+
+The lifecycle around it (claim, heartbeat, states, errors) is in worker/runner.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from jobs.hyperparams import hyperparams_model
+from jobs.records import JobRecord
+from jobs.spec import parse_base
+from model_store.datasets import DatasetStore
+from model_store.errors import ModelNotFound, NoActiveVersion
+from model_store.manifest import Lineage, Manifest
+from model_store.store import ModelStore
+from model_store.tasks import WEIGHTS_FILE, Task
+from worker.nets.checkpoints import load_state_dict_strict
+from worker.nets.registry import create_model, get_arch
+from worker.training.publish import publish_version
+from worker.training.trainers import TrainContext, TrainResult, get_trainer
+
+log = logging.getLogger(__name__)
+
+# The validation metric each task's activation gate compares, and which way is better.
+# generate has none: no validation number says one GAN is better than another.
+GATE_METRICS: dict[Task, tuple[str, Literal["min", "max"]]] = {
+    Task.CARTOONIZE: ("loss", "min"),  # L1 + ssim_weight * (1 - SSIM) against the cartoons
+    Task.MATTE: ("mae", "min"),  # mean absolute error of the alpha mask
+    Task.CLASSIFY: ("top1", "max"),  # top-1 accuracy
+    Task.AUTOENCODE: ("loss", "min"),  # MSE + ssim_weight * (1 - SSIM) of reconstructions
+}
+
+
+class JobFailed(Exception):
+    """A job that cannot go on, with a message for the user."""
+
+
+@dataclass
+class BaseWeights:
+    arch: str
+    module: nn.Module | None  # None: train from scratch
+    parent: str | None  # "model@n"
+    labels: list[str] | None = None
+
+
+@dataclass
+class GateDecision:
+    activate: bool
+    reason: str
+    metric: str | None = None
+    new: float | None = None
+    active: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def job_work_dir(store_root: Path, job_id: str) -> Path:
+    """checkpoint.pt, best.pt and samples/ of a job: what lets a redelivered job resume."""
+    return Path(store_root) / "jobs" / job_id
+
+
+def load_version(store: ModelStore, name: str, version: int) -> tuple[nn.Module, Manifest]:
+    manifest = store.manifest(name, version)
+    payload = torch.load(store.version_dir(name, version) / WEIGHTS_FILE, map_location="cpu",
+                         weights_only=True)
+    module = create_model(payload["arch"], **(payload.get("arch_kwargs") or {}))
+    load_state_dict_strict(module, payload["state_dict"], source=f"{name}@{version}")
+    return module.eval(), manifest
+
+
+def resolve_base(store: ModelStore, job: JobRecord) -> BaseWeights:
+    """``model`` -> its active version, ``model@n`` -> that version, else an arch name."""
+    name, version = parse_base(job.base)
+    task = Task(job.task)
+    if version is None and name in store.model_names():
+        version = store.active_version(name)
+        if version is None:
+            raise NoActiveVersion(f"base model {name!r} has no active version: name one as"
+                                  f" {name}@<n>")
+    if version is not None:
+        module, manifest = load_version(store, name, version)
+        if manifest.task != task:
+            raise JobFailed(f"base {name}@{version} serves {manifest.task.value}, not {task}")
+        return BaseWeights(manifest.arch, module, manifest.ref, manifest.labels)
+    spec = get_arch(name)  # UnknownArch names the known ones
+    if spec.task != task:
+        raise JobFailed(f"architecture {name!r} serves {spec.task.value}, not {task}")
+    return BaseWeights(name, None, None)
+
+
+def check_target(store: ModelStore, job: JobRecord) -> None:
+    """Fail before training, not after, when the target line serves another task."""
+    try:
+        task = store.task_of(job.target_model)
+    except ModelNotFound:
+        return
+    if task != Task(job.task):
+        raise JobFailed(f"target model {job.target_model!r} serves {task.value}, not {job.task}")
+
+
+def train(
+    store_root: Path,
+    job: JobRecord,
+    base: BaseWeights,
+    *,
+    on_progress: Callable[[Any], None],
+    should_cancel: Callable[[], bool],
+) -> TrainResult:
+    hp = hyperparams_model(job.task).model_validate(job.hyperparameters)
+    ctx = TrainContext(
+        dataset_dir=DatasetStore(store_root).data_dir(job.dataset_id),
+        work_dir=job_work_dir(store_root, job.id),
+        hyperparameters=hp,
+        arch=base.arch,
+        base_module=base.module,
+        on_progress=on_progress,
+        should_cancel=should_cancel,
+        base_labels=base.labels,
+    )
+    return get_trainer(job.task).train(ctx)
+
+
+def already_published(store: ModelStore, model: str, job_id: str) -> Manifest | None:
+    """The version this job published before its worker was lost, if any (so a resumed job
+    does not publish twice)."""
+    try:
+        versions = store.versions(model)
+    except ModelNotFound:
+        return None
+    for version in reversed(versions):
+        manifest = store.manifest(model, version)
+        if manifest.lineage.job_id == job_id:
+            return manifest
+    return None
+
+
+def publish(store: ModelStore, job: JobRecord, base: BaseWeights, result: TrainResult
+            ) -> Manifest:
+    """Export, prove parity, publish (never activates). Raises ParityFailed."""
+    previous = already_published(store, job.target_model, job.id)
+    if previous is not None:
+        log.warning("job %s already published %s; reusing it", job.id, previous.ref)
+        return previous
+    synthetic = DatasetStore(store.root).get(job.dataset_id).synthetic
+    lineage = Lineage(
+        source="finetune" if base.parent else "scratch",
+        dataset=job.dataset_id,
+        parent=base.parent,
+        hyperparameters=dict(job.hyperparameters or {}),
+        job_id=job.id,
+        synthetic_data=synthetic,
+    )
+    metrics = {**result.metrics, "epochs_completed": result.epochs_completed}
+    if result.best_epoch is not None:
+        metrics["best_epoch"] = result.best_epoch
+    return publish_version(
+        store, model_name=job.target_model, arch_name=result.arch, module=result.module,
+        arch_kwargs=result.arch_kwargs, labels=result.labels, metrics=metrics,
+        latent_stats=result.latent_stats, lineage=lineage,
+        description=f"fine-tuned by job {job.id} on dataset {job.dataset_id}",
+    )
+
+
+def gate(store: ModelStore, job: JobRecord, new: Manifest, module: nn.Module) -> GateDecision:
+    """Should the new version become active? Both versions are evaluated here, on the same
+    validation split with the same settings, so the comparison is fair."""
+    task = Task(job.task)
+    try:
+        active = store.active_version(job.target_model)
+    except ModelNotFound:
+        active = None
+    if active is None:
+        return GateDecision(True, f"{job.target_model} had no active version")
+    if task not in GATE_METRICS:
+        return GateDecision(True, f"{task.value} has no validation metric to compare;"
+                                  " activated because the job asked for it")
+    metric, mode = GATE_METRICS[task]
+    old_module, old_manifest = load_version(store, job.target_model, active)
+    if task == Task.CLASSIFY and old_manifest.labels != new.labels:
+        return GateDecision(False, f"active {old_manifest.ref} has other labels; the two"
+                                   " cannot be compared on this dataset: activate by hand",
+                            metric=metric)
+    trainer = get_trainer(task)
+    hp = hyperparams_model(task).model_validate(job.hyperparameters)
+    data = DatasetStore(store.root).data_dir(job.dataset_id)
+    new_metrics = trainer.evaluate(module, data, hp, labels=new.labels)
+    old_metrics = trainer.evaluate(old_module, data, hp, labels=old_manifest.labels)
+    new_value, old_value = float(new_metrics[metric]), float(old_metrics[metric])
+    better_or_equal = new_value <= old_value if mode == "min" else new_value >= old_value
+    verdict = "at least as good as" if better_or_equal else "worse than"
+    return GateDecision(
+        better_or_equal,
+        f"{new.ref} {metric}={new_value:.6g} is {verdict} active {old_manifest.ref}"
+        f" {metric}={old_value:.6g} ({'lower' if mode == 'min' else 'higher'} is better)",
+        metric=metric, new=new_value, active=old_value,
+        details={"new": new_metrics, "active": old_metrics},
+    )

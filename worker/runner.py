@@ -1,0 +1,181 @@
+"""``run_job(job_id)``: one fine-tune job from claim to a terminal state.
+
+    claim (queued -> running, or take over an expired lease; attempts + 1)
+      -> heartbeat thread for the whole run
+      -> resolve base + dataset -> train (progress, cancel checks, checkpoints in
+         <store>/jobs/<id>/, which is what a redelivered job resumes from)
+      -> exporting -> export + parity + publish -> gate -> activate?
+      -> succeeded | failed (with the reason) | cancelled (checkpoint kept)
+
+Whatever happens, the job ends in a terminal state or, if this worker lost it (lease expired,
+process killed), in the hands of the next one: never "running" forever. Every state change
+is guarded by this worker's id, so a worker that lost its lease cannot overwrite anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+
+from jobs.errors import InvalidTransition
+from jobs.records import JobRecord
+from jobs.repository import Claim, ClaimOutcome
+from jobs.states import JobStatus
+from model_store.store import ModelStore
+from worker import finetune
+from worker.control import JobControl
+from worker.runtime import WorkerRuntime, get_runtime
+from worker.webhooks import notify_terminal
+
+log = logging.getLogger(__name__)
+
+# The producer commits the row right after the broker took the message; a fast worker may
+# see the message first.
+ROW_WAIT_S = 10.0
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now; this one must not touch it any more."""
+
+
+def run_job(job_id: str, runtime: WorkerRuntime | None = None) -> JobStatus | None:
+    """Run the job; returns its terminal status, or None when this worker did not finish it
+    (a duplicate delivery, a lost lease, or a graceful shutdown that re-queued it)."""
+    rt = runtime or get_runtime()
+    claim = _claim(rt, job_id)
+    if claim.outcome is not ClaimOutcome.CLAIMED:
+        return _not_claimed(rt, job_id, claim)
+    job = claim.job
+    assert job is not None
+    work_dir = finetune.job_work_dir(rt.store_root, job.id)
+    resumed = (work_dir / "checkpoint.pt").exists()
+    log.info("job %s: attempt %d on %s%s", job.id, job.attempts, rt.worker_id,
+             " (resuming from checkpoint)" if resumed else "")
+    s = rt.settings
+    control = JobControl(rt.repo, job.id, rt.worker_id, heartbeat_s=s.job_heartbeat_s,
+                         cancel_poll_s=s.job_cancel_poll_s,
+                         progress_interval_s=s.job_progress_interval_s, work_dir=work_dir)
+    control.log_event(f"attempt {job.attempts} started on {rt.worker_id}",
+                      attempt=job.attempts, resumed_from_checkpoint=resumed)
+    final: JobRecord | None
+    with control:
+        try:
+            final = _execute(rt, job, control)
+        except (LeaseLost, InvalidTransition) as exc:
+            log.error("job %s: lost to another worker (%s); leaving it alone", job.id, exc)
+            return None
+        except Exception as exc:
+            log.exception("job %s failed", job.id)
+            final = _fail(rt, job, exc, control)
+            if final is None:
+                return None
+    if final is None:  # shut down gracefully: hand it back after the heartbeat stopped
+        _release(rt, job)
+        return None
+    notify_terminal(final, s)
+    return JobStatus(final.status)
+
+
+def _claim(rt: WorkerRuntime, job_id: str) -> Claim:
+    s = rt.settings
+    deadline = time.monotonic() + ROW_WAIT_S
+    while True:
+        claim = rt.repo.claim(job_id, rt.worker_id, lease_s=s.job_lease_s,
+                              max_attempts=s.job_max_attempts)
+        if claim.outcome is not ClaimOutcome.MISSING or time.monotonic() > deadline:
+            return claim
+        time.sleep(0.2)
+
+
+def _not_claimed(rt: WorkerRuntime, job_id: str, claim: Claim) -> JobStatus | None:
+    job = claim.job
+    if claim.outcome is ClaimOutcome.MISSING:
+        log.error("job %s: no such job; dropping the message", job_id)
+        return None
+    assert job is not None
+    if claim.outcome is ClaimOutcome.HELD:
+        log.info("job %s: held by %s; ignoring a duplicate delivery", job_id, job.worker_id)
+        return None
+    status = JobStatus(job.status)
+    # A job cancelled while still queued never had a worker to announce it: do it now.
+    never_started = claim.outcome is ClaimOutcome.FINISHED and job.started_at is None
+    if claim.outcome in (ClaimOutcome.CANCELLED, ClaimOutcome.EXHAUSTED) or never_started:
+        notify_terminal(job, rt.settings)
+    log.info("job %s: %s (%s); nothing to run", job_id, claim.outcome.value, status.value)
+    return status
+
+
+def _execute(rt: WorkerRuntime, job: JobRecord, control: JobControl) -> JobRecord | None:
+    repo, wid = rt.repo, rt.worker_id
+    store = ModelStore(rt.store_root)
+    finetune.check_target(store, job)
+    base = finetune.resolve_base(store, job)
+    result = finetune.train(rt.store_root, job, base, on_progress=control.on_progress,
+                            should_cancel=control.should_cancel)
+    if control.lease_lost.is_set():
+        raise LeaseLost(f"job {job.id}: heartbeat refused")
+    if control.user_cancelled:
+        return repo.transition(job.id, JobStatus.CANCELLED, worker_id=wid,
+                               epoch=result.epochs_completed)
+    if result.cancelled:  # stopped for a warm shutdown, checkpoint written
+        return None
+    repo.transition(job.id, JobStatus.EXPORTING, worker_id=wid, epoch=result.epochs_completed,
+                    val_metrics=result.metrics)
+    manifest = finetune.publish(store, job, base, result)
+    control.log_event(f"published {manifest.ref}", version=manifest.ref,
+                      parity=manifest.parity.max_abs_error)
+    activated = False
+    if job.auto_activate:
+        try:
+            decision = finetune.gate(store, job, manifest, result.module)
+        except Exception as exc:  # the version is published; only the promotion is off
+            log.exception("job %s: gate evaluation failed", job.id)
+            decision = finetune.GateDecision(False, f"gate evaluation failed: {exc}")
+        if decision.activate:
+            store.activate(job.target_model, manifest.version)
+            activated = True
+        control.log_event(f"gate: {decision.reason}", activated=activated,
+                          metric=decision.metric, new=decision.new, active=decision.active)
+    return repo.transition(job.id, JobStatus.SUCCEEDED, worker_id=wid,
+                           result_version=manifest.ref, activated=activated, eta_seconds=0.0)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason a user can act on."""
+    name = type(exc).__name__
+    prefixes = {
+        "ParityFailed": "ONNX parity check failed (nothing was published)",
+        "ExportFailed": "ONNX export failed (nothing was published)",
+        "ResumeMismatch": "cannot resume from the job's checkpoint",
+        "DatasetError": "the dataset cannot train this task",
+        "CheckpointMismatch": "the base weights do not fit their architecture",
+    }
+    text = str(exc) or name
+    if name in prefixes:
+        return f"{prefixes[name]}: {text}"
+    if isinstance(exc, (finetune.JobFailed, LookupError)) or name.endswith(
+            ("NotFound", "NoActiveVersion")):
+        return text
+    return f"{name}: {text}"
+
+
+def _fail(rt: WorkerRuntime, job: JobRecord, exc: BaseException, control: JobControl
+          ) -> JobRecord | None:
+    control.log_event("job failed", error=describe(exc),
+                      traceback=traceback.format_exc(limit=20)[-4000:])
+    try:
+        return rt.repo.transition(job.id, JobStatus.FAILED, worker_id=rt.worker_id,
+                                  error=describe(exc))
+    except InvalidTransition:
+        log.error("job %s: could not mark failed: no longer ours", job.id)
+        return None
+
+
+def _release(rt: WorkerRuntime, job: JobRecord) -> None:
+    try:
+        if rt.repo.release(job.id, rt.worker_id, rt.queue.enqueue_finetune):
+            log.warning("job %s: worker shutting down; re-queued from its checkpoint", job.id)
+    except Exception:
+        log.exception("job %s: could not re-queue on shutdown; its lease will expire and "
+                      "the reclaimer re-sends it", job.id)

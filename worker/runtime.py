@@ -1,0 +1,88 @@
+"""Per-process worker state: settings, database, job repository, queue producer, worker id,
+and the reclaimer thread that recovers jobs of lost workers.
+
+Torch-free; built lazily once per worker process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobs.db import Database
+from jobs.queue import JobQueue, requeue_stale_jobs
+from jobs.repository import JobRepository
+from service.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerRuntime:
+    settings: Settings
+    db: Database
+    repo: JobRepository
+    queue: JobQueue
+    worker_id: str
+
+    @property
+    def store_root(self) -> Path:
+        return Path(self.settings.store_dir)
+
+    @classmethod
+    def create(cls, settings: Settings, worker_id: str | None = None) -> WorkerRuntime:
+        db = Database.from_settings(settings)
+        db.create_schema()
+        return cls(
+            settings=settings,
+            db=db,
+            repo=JobRepository(db.sessions),
+            queue=JobQueue(settings),
+            # host:pid is unique among live workers; a restarted worker is a new one, so its
+            # predecessor's jobs are taken over only once their lease expired.
+            worker_id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
+        )
+
+
+_runtime: WorkerRuntime | None = None
+_lock = threading.Lock()
+
+
+def get_runtime() -> WorkerRuntime:
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = WorkerRuntime.create(get_settings())
+        return _runtime
+
+
+class Reclaimer(threading.Thread):
+    """Every half lease, re-queue jobs whose worker stopped heart-beating and fail those out
+    of attempts. It runs in every worker; the compare-and-set makes that safe, and a worker
+    that starts after a crash picks up its predecessor's job within one lease."""
+
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        super().__init__(name="job-reclaimer", daemon=True)
+        self.runtime = runtime
+        self.interval = max(runtime.settings.job_lease_s / 2, 0.5)
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        from worker.webhooks import notify_terminal
+
+        while True:
+            try:
+                result = requeue_stale_jobs(self.runtime.repo, self.runtime.queue)
+                for job_id in result.failed + result.cancelled:
+                    notify_terminal(self.runtime.repo.get(job_id), self.runtime.settings)
+            except Exception:
+                log.exception("reclaiming stale jobs failed; trying again later")
+            if self.stopped.wait(self.interval):
+                return
+
+    def stop(self) -> None:
+        self.stopped.set()
