@@ -180,8 +180,11 @@ def gate(store: ModelStore, job: JobRecord, new: Manifest, module: nn.Module) ->
     if active is None:
         return GateDecision(True, f"{job.target_model} had no active version")
     if task not in GATE_METRICS:
-        return GateDecision(True, f"{task.value} has no validation metric to compare;"
-                                  " activated because the job asked for it")
+        # No validation number says one GAN is better than another, so a person decides:
+        # only the first version of a line (nothing to regress from) goes live by itself.
+        return GateDecision(False, f"{task.value} versions are never activated automatically"
+                                   f" while {job.target_model}@{active} is active: look at"
+                                   " the samples and activate by hand")
     metric, mode = GATE_METRICS[task]
     old_module, old_manifest = load_version(store, job.target_model, active)
     if task == Task.CLASSIFY and old_manifest.labels != new.labels:

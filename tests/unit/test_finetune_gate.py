@@ -41,3 +41,17 @@ def test_gate_compares_with_the_active_version(tmp_path: Path) -> None:
                                                           "auto_activate", "hyperparameters")},
                          "target_model": "new-line"})
     assert gate(store, fresh, manifest, worse).activate  # nothing active to beat
+
+
+def test_generate_is_never_activated_over_an_active_version(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    import_test_model(store, Task.GENERATE, tmp_path / "ckpt", model="anime-faces")
+    module, manifest = load_version(store, "anime-faces", 1)
+    job = JobRecord(id="job2", task="generate", dataset_id="unused", target_model="anime-faces",
+                    auto_activate=True, hyperparameters={})
+    decision = gate(store, job, manifest, module)
+    assert not decision.activate
+    assert "never activated automatically" in decision.reason
+    first = JobRecord(id="job3", task="generate", dataset_id="unused", target_model="fresh",
+                      auto_activate=True, hyperparameters={})
+    assert gate(store, first, manifest, module).activate  # the first of a line may go live
