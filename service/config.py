@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,6 +70,9 @@ class Settings(BaseSettings):
     dataset_max_compression_ratio: float = 200.0
 
     # ---- jobs (job records, queue, worker; jobs/ and worker/runner.py)
+    # First start with an empty store: train each task's default model on synthetic data
+    # (worker/starter.py). Off for deployments that import real weights.
+    starter_models: bool = True
     # Job database and embedded broker live here (not in the store: the store may be shared).
     data_dir: Path = Path("data")
     # None: sqlite:///<data_dir>/toonforge.db. Production: postgresql+psycopg://user@host/db.
@@ -91,9 +95,18 @@ class Settings(BaseSettings):
     job_progress_interval_s: float = 0.5
     # The cancel flag is re-read from the database at most this often.
     job_cancel_poll_s: float = 0.5
+    # GET /jobs/{id}/events: how often the stream reads new events, and the longest silence
+    # before it sends a comment line (keeps proxies from closing an idle stream).
+    job_events_poll_s: float = 0.5
+    job_events_heartbeat_s: float = 15.0
     # Webhook POST timeout and tries (with backoff) on each terminal state.
     webhook_timeout_s: float = 5.0
     webhook_tries: int = 3
+
+    # ---- observability (service/logs.py, service/metrics.py; docs/OPERATIONS.md)
+    # One JSON object per line (for log collectors), or "text" for reading in a terminal.
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
 
 
 @lru_cache

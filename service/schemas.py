@@ -41,7 +41,10 @@ class MatteParams(ModelChoice):
 
 
 class ClassifyParams(ModelChoice):
-    top_k: int = Field(5, ge=1, description="How many labels, at most the model's count.")
+    top_k: int | None = Field(
+        None, ge=1, description="How many labels (default 5, or every label of a model with"
+        " fewer); asking for more than the model has is an error."
+    )
 
 
 class GenerateOptions(BaseModel):

@@ -14,12 +14,15 @@ worker is the loss of exactly one process and one job, which the lease then reco
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery, signals
 
 from jobs.queue import celery_config, make_celery
 from service.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 
 def worker_config(settings: Settings) -> dict[str, Any]:
@@ -51,16 +54,24 @@ def make_worker_app(settings: Settings) -> Celery:
 
 app = make_worker_app(get_settings())
 
-# Registers the tasks on `app` (tasks.py imports `app` from here).
-from worker import tasks  # noqa: E402,F401
+# Registers the tasks on `app` (tasks.py imports `app` from here), and the log receivers
+# (our handler instead of Celery's, the job id on a job's lines: worker/logs.py).
+from worker import logs, tasks  # noqa: E402,F401
 
 
 @signals.worker_ready.connect
 def _on_ready(**_: Any) -> None:
     from worker.runtime import Reclaimer, get_runtime
+    from worker.starter import queue_starter_jobs
 
+    runtime = get_runtime()
     # Recover jobs of workers that died, now and every half lease.
-    Reclaimer(get_runtime()).start()
+    Reclaimer(runtime).start()
+    # A first start with an empty store trains the starter models (TOONFORGE_STARTER_MODELS).
+    try:
+        queue_starter_jobs(runtime)
+    except Exception:
+        log.exception("queueing the starter jobs failed; the worker serves jobs anyway")
     # Import torch and the trainers now rather than when the first job arrives.
     import worker.runner  # noqa: F401
 

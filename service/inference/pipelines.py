@@ -42,6 +42,7 @@ from service.schemas import (
 C = TypeVar("C")
 R = TypeVar("R")
 DEFAULT_N = 16
+DEFAULT_TOP_K = 5
 DEFAULT_STEPS = 8
 GENERATE_CHUNK = 64  # rows per generator run, so oversampling never builds one huge batch
 
@@ -149,7 +150,7 @@ async def classify(pool: InferencePool, data: bytes, params: ClassifyParams) -> 
     crop = _side(version, "main", "crop", 224)
     shorter = int(pre.get("resize_shorter", round(crop * 256 / 224)))
     mean, std = pre.get("mean", proc.IMAGENET_MEAN), pre.get("std", proc.IMAGENET_STD)
-    if manifest.labels and params.top_k > len(manifest.labels):
+    if manifest.labels and params.top_k and params.top_k > len(manifest.labels):
         raise InvalidParameter("top_k", f"{manifest.ref} has {len(manifest.labels)} labels")
     graph = version.graph("main")
 
@@ -159,10 +160,11 @@ async def classify(pool: InferencePool, data: bytes, params: ClassifyParams) -> 
 
     def finish(_: None, out: Feeds) -> ClassifyResponse:
         logits = np.ravel(out[graph.outputs[0]])
-        if params.top_k > logits.size:
+        top_k = params.top_k or min(DEFAULT_TOP_K, logits.size)
+        if top_k > logits.size:
             raise InvalidParameter("top_k", f"{manifest.ref} has {logits.size} labels")
         labels = proc.label_names(manifest.labels, logits.size)
-        best = proc.top_k(logits, labels, params.top_k)
+        best = proc.top_k(logits, labels, top_k)
         return ClassifyResponse(
             model=manifest.model, version=manifest.version,
             predictions=[Prediction(label=label, score=score) for label, score in best],

@@ -25,8 +25,8 @@ from jobs.repository import JobRepository
 from jobs.spec import FinetuneRequest
 from model_store.store import ModelStore
 from tests.integration.conftest import JobBackend
-from tests.support.jobs import publish_synthetic_dataset
 from tests.support.processes import WorkerPool
+from worker.starter import publish_synthetic_dataset
 
 pytestmark = pytest.mark.timeout(120)
 

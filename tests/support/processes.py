@@ -16,7 +16,9 @@ class WorkerProcess:
     """One ``python -m worker`` subprocess; its output goes to ``log_path``."""
 
     def __init__(self, env: dict[str, str], log_path: Path, name: str = "test") -> None:
-        self.env = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+        # Starter jobs would join every test's queue; the starter test turns them back on.
+        self.env = {**os.environ, "TOONFORGE_STARTER_MODELS": "false", **env,
+                    "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
         self.log_path = log_path
         self.name = name
         self.proc: subprocess.Popen | None = None

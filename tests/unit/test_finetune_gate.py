@@ -12,9 +12,9 @@ from jobs.records import JobRecord
 from jobs.spec import validate_hyperparameters
 from model_store.store import ModelStore
 from model_store.tasks import Task
-from tests.support.jobs import publish_synthetic_dataset
 from tests.support.store import import_test_model
 from worker.finetune import gate, load_version
+from worker.starter import publish_synthetic_dataset
 
 
 def test_gate_compares_with_the_active_version(tmp_path: Path) -> None:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from jobs import webhooks
 from jobs.db import Database
 from jobs.errors import InvalidJobSpec, InvalidTransition, JobNotFound
 from jobs.repository import ClaimOutcome, JobRepository, ProgressUpdate
 from jobs.spec import FinetuneRequest, JobView, check_references, validate_hyperparameters
 from jobs.states import JobStatus, can_transition
-from worker import webhooks
 
 
 def request(**overrides: object) -> FinetuneRequest:
@@ -132,7 +132,7 @@ def test_release_gives_the_attempt_back(repo: JobRepository) -> None:
 
 
 def test_check_references(tmp_path: Path) -> None:
-    from tests.support.jobs import publish_synthetic_dataset
+    from worker.starter import publish_synthetic_dataset
 
     publish_synthetic_dataset(tmp_path, "autoencode", "faces", n=4)
     check_references(request(), tmp_path)

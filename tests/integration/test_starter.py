@@ -1,0 +1,76 @@
+"""Starter models: a first start with an empty store trains every task's default model on
+synthetic data through ordinary jobs, and the API then serves all five."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from model_store.datasets import DatasetStore
+from model_store.store import ModelStore
+from model_store.tasks import Task
+from service.config import DEFAULT_MODELS
+from tests.integration.conftest import JobBackend
+from tests.support.processes import WorkerPool
+from tests.support.server import ApiServer
+from worker.runtime import WorkerRuntime
+from worker.starter import STARTERS, queue_starter_jobs
+
+
+def test_starter_jobs_are_queued_once(embedded_backend: JobBackend) -> None:
+    runtime = WorkerRuntime.create(embedded_backend.settings(starter_models=True))
+    first = queue_starter_jobs(runtime)
+    assert len(first) == len(STARTERS) == len(Task)
+    assert queue_starter_jobs(runtime) == first  # idempotent: a second worker adds nothing
+    jobs = [runtime.repo.get(job_id) for job_id in first]
+    assert {j.target_model for j in jobs} == set(DEFAULT_MODELS.values())
+    assert all(j.status == "queued" and j.auto_activate for j in jobs)
+    metas = DatasetStore(runtime.store_root).list_datasets()
+    assert len(metas) == len(Task) and all(m.synthetic for m in metas)
+
+    off = WorkerRuntime.create(embedded_backend.settings(starter_models=False))
+    assert queue_starter_jobs(off) == []
+
+
+def test_first_start_trains_and_serves_every_task(
+    embedded_backend: JobBackend, workers: WorkerPool
+) -> None:
+    workers.env = {**workers.env, "TOONFORGE_STARTER_MODELS": "true"}
+    workers.start()
+    store = ModelStore(embedded_backend.store_dir)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        active = {m.name: m.active for m in store.list_models()}
+        if all(active.get(name) for name in DEFAULT_MODELS.values()):
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"starter models not all active: {active}\n{workers.logs()}")
+
+    for model in DEFAULT_MODELS.values():
+        lineage = store.manifest(model, 1).lineage
+        assert lineage.source == "scratch" and lineage.synthetic_data
+
+    server = ApiServer(embedded_backend.store_dir, embedded_backend.root / "api.log",
+                       embedded_backend.env, wait_path="/readyz")
+    try:
+        photo = (embedded_backend.root / "photo.png")
+        from PIL import Image
+
+        Image.new("RGB", (96, 80), (200, 120, 40)).save(photo)
+        body = photo.read_bytes()
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            for path, model in [("/cartoonize", "cartoon"), ("/matte", "matte"),
+                                ("/classify", "classify"), ("/autoencode", "faces-ae")]:
+                r = http.post(path, content=body, headers={"content-type": "image/png"})
+                assert r.status_code == 200, (path, r.text)
+                assert r.headers["x-model-version"] == f"{model}@1"
+            r = http.post("/generate", params={"n": 4, "seed": 1})
+            assert r.status_code == 200 and r.headers["x-model-version"] == "anime-faces@1"
+            labels = {p["label"] for p in http.post(
+                "/classify", content=body, headers={"content-type": "image/png"}
+            ).json()["predictions"]}
+            assert labels and all(label.startswith("class_") for label in labels)
+    finally:
+        server.stop()
