@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from model_store.dataset_schema import DatasetIndex, DatasetMeta, IntakeReport
-from model_store.errors import DatasetExists, DatasetInUse, DatasetNotFound, InvalidName
-from model_store.store import NAME_RE, write_atomic
+from model_store.errors import DatasetExists, DatasetInUse, DatasetNotFound
+from model_store.store import NAME_RE, validate_name, write_atomic
 from model_store.tasks import Task
 
 DATA_DIR = "data"
@@ -29,13 +29,7 @@ STAGING = ".staging"
 
 
 def validate_dataset_id(dataset_id: str) -> str:
-    # Same alphabet as model names: no separators, no leading dot, so an id is never a path.
-    if not NAME_RE.fullmatch(dataset_id):
-        raise InvalidName(
-            f"invalid dataset id {dataset_id!r}: use 1-63 lowercase letters, digits, '.', '_'"
-            " or '-', starting with a letter or digit"
-        )
-    return dataset_id
+    return validate_name(dataset_id, "dataset id")
 
 
 def new_dataset_id() -> str:

@@ -39,10 +39,11 @@ from model_store.tasks import MANIFEST_FILE, Task
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 
-def validate_name(name: str) -> str:
+def validate_name(name: str, what: str = "model name") -> str:
+    # No separators and no leading dot, so a name is never a path.
     if not NAME_RE.fullmatch(name):
         raise InvalidName(
-            f"invalid model name {name!r}: use 1-63 lowercase letters, digits, '.', '_' or '-',"
+            f"invalid {what} {name!r}: use 1-63 lowercase letters, digits, '.', '_' or '-',"
             " starting with a letter or digit"
         )
     return name
