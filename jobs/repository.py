@@ -300,12 +300,10 @@ class JobRepository:
             session.add(JobEventRecord(job_id=job_id, created_at=utcnow(), kind=kind,
                                        data=json_safe(data)))
 
-    def request_cancel(self, job_id: str) -> JobRecord:
-        """Cancel a queued job now; ask a running one to stop (its worker checks the flag).
-
-        Cancelling a cancelled job returns it unchanged; any other finished job raises
-        ``InvalidTransition``.
-        """
+    def cancel(self, job_id: str) -> tuple[JobRecord, bool]:
+        """Cancel a queued job now, or ask an active one to stop (its worker checks the flag
+        at every step and keeps its checkpoint). Returns (job, cancelled_now): True when this
+        call moved a queued job to cancelled. A finished job raises ``InvalidTransition``."""
         now = utcnow()
         queued = (update(JobRecord)
                   .where(JobRecord.id == job_id, JobRecord.status == JobStatus.QUEUED.value)
@@ -315,15 +313,26 @@ class JobRepository:
                   .where(JobRecord.id == job_id, JobRecord.status.in_(_ACTIVE))
                   .values(cancel_requested=True, updated_at=now))
         with self._sessions.begin() as session:
-            if self._update(session, queued):
+            cancelled_now = self._update(session, queued)
+            if cancelled_now:
                 session.add(self._status_event(job_id, JobStatus.CANCELLED, now))
-            elif self._update(session, active):
+            requested = not cancelled_now and self._update(session, active)
+            if requested:
                 session.add(JobEventRecord(job_id=job_id, created_at=now, kind="log",
                                            data={"message": "cancel requested"}))
         job = self.get(job_id)
-        if JobStatus(job.status).is_terminal and job.status != JobStatus.CANCELLED:
+        if not (cancelled_now or requested) and JobStatus(job.status).is_terminal:
             raise InvalidTransition(job_id, job.status, JobStatus.CANCELLED.value)
-        return job
+        return job, cancelled_now
+
+    def request_cancel(self, job_id: str) -> JobRecord:
+        """``cancel``, except that cancelling a cancelled job returns it unchanged."""
+        try:
+            return self.cancel(job_id)[0]
+        except InvalidTransition as exc:
+            if exc.current == JobStatus.CANCELLED.value:
+                return self.get(job_id)
+            raise
 
     def is_cancel_requested(self, job_id: str) -> bool:
         with self._sessions() as session:
@@ -377,6 +386,19 @@ class JobRepository:
                     bucket.append(job.id)
         return result
 
+    def count(self, *, status: JobStatus | str | None = None, task: str | None = None) -> int:
+        stmt = _filtered(select(func.count()).select_from(JobRecord), status, task)
+        with self._sessions() as session:
+            return int(session.scalar(stmt) or 0)
+
+    def dataset_in_use(self, dataset_id: str) -> bool:
+        """A job that has not finished (queued, running, exporting) names the dataset."""
+        unfinished = [s.value for s in JobStatus if not s.is_terminal]
+        stmt = select(JobRecord.id).where(JobRecord.dataset_id == dataset_id,
+                                          JobRecord.status.in_(unfinished)).limit(1)
+        with self._sessions() as session:
+            return session.scalar(stmt) is not None
+
     # Defined last: inside the class body the name shadows the builtin for type checkers.
     def list(
         self,
@@ -387,11 +409,7 @@ class JobRepository:
         offset: int = 0,
     ) -> builtins.list[JobRecord]:
         """Jobs, newest first."""
-        stmt = select(JobRecord)
-        if status is not None:
-            stmt = stmt.where(JobRecord.status == JobStatus(status).value)
-        if task is not None:
-            stmt = stmt.where(JobRecord.task == str(task))
+        stmt = _filtered(select(JobRecord), status, task)
         stmt = stmt.order_by(JobRecord.created_at.desc(), JobRecord.id.desc())
         with self._sessions() as session:
             return list(session.scalars(stmt.limit(limit).offset(offset)))
@@ -408,6 +426,14 @@ class JobRepository:
         payload = {"status": status.value, **{k: v for k, v in data.items() if v is not None}}
         return JobEventRecord(job_id=job_id, created_at=at, kind="status",
                               data=json_safe(payload))
+
+
+def _filtered(stmt: Any, status: JobStatus | str | None, task: str | None) -> Any:
+    if status is not None:
+        stmt = stmt.where(JobRecord.status == JobStatus(status).value)
+    if task is not None:
+        stmt = stmt.where(JobRecord.task == str(task))
+    return stmt
 
 
 def lost_message(attempts: int) -> str:

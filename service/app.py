@@ -9,6 +9,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from jobs.db import Database
+from jobs.queue import JobQueue
+from jobs.repository import JobRepository
 from model_store.datasets import DatasetStore
 from model_store.store import ModelStore
 from service.config import Settings, get_settings
@@ -17,20 +20,11 @@ from service.imaging import MULTIPART_OVERHEAD
 from service.inference.pool import InferencePool
 from service.inference.reload import ReloadWatcher
 from service.limits import BodyLimitMiddleware
-from service.routes import datasets, health, inference, models
+from service.observability import install_observability
+from service.routes import datasets, health, inference, jobs, models
+from service.routes.web import install_web
 
 log = logging.getLogger(__name__)
-
-
-def _configure_logging() -> None:
-    # Under a bare `uvicorn service.app:app` nothing else would show our INFO lines
-    # (loads, swaps, releases), which are how an operator follows a reload.
-    service_log = logging.getLogger("service")
-    if not service_log.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        service_log.addHandler(handler)
-    service_log.setLevel(logging.INFO)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,11 +32,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        _configure_logging()
         pool = InferencePool(ModelStore(settings.store_dir), settings)
         # Leftovers of uploads a crashed process never finished (none in normal operation).
         await asyncio.to_thread(DatasetStore(settings.store_dir).sweep_staging)
         app.state.pool = pool
+        # One job database and one broker producer per process (docs/JOBS.md).
+        jobs_db = Database.from_settings(settings)
+        await asyncio.to_thread(jobs_db.create_schema)
+        app.state.job_repository = JobRepository(jobs_db.sessions)
+        app.state.job_queue = job_queue = JobQueue(settings)
         try:
             await pool.sync_all()  # a model that fails to load is reported by /readyz
         except Exception:
@@ -54,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await watcher.stop()
             pool.close()
+            job_queue.close()
+            jobs_db.dispose()
 
     app = FastAPI(
         title="toonforge",
@@ -72,7 +72,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(inference.router)
     app.include_router(models.router)
     app.include_router(datasets.router)
+    app.include_router(jobs.router)
     app.include_router(health.router)
+    install_web(app)  # the web page: / and /static/* (not in the OpenAPI schema)
+    # Last: its middleware wraps all others (JSON logs, X-Request-ID, /metrics).
+    install_observability(app, settings)
     return app
 
 

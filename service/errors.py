@@ -15,7 +15,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from jobs import artifacts as job_artifacts
+from jobs import errors as job_errors
 from model_store import errors as store_errors
+from service.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,34 @@ class DatasetRefused(ApiError):
         self.code = code
 
 
+class InvalidJobSpec(ApiError):
+    """A fine-tune request naming a field that is wrong; ``details.errors`` locates each."""
+
+    code = InvalidParameter.code
+
+
+class JobNotFound(ApiError):
+    code = "job_not_found"
+
+
+class SampleNotFound(ApiError):
+    code = "sample_not_found"
+
+
+class JobConflict(ApiError):
+    """The job is not in a state the request may change (e.g. cancelling a finished job)."""
+
+    code = "job_conflict"
+
+
+class IdempotencyConflict(ApiError):
+    code = "idempotency_conflict"
+
+
+class BrokerUnavailable(ApiError):
+    code = "broker_unavailable"
+
+
 STATUS: dict[type[ApiError], int] = {
     Undecodable: 400,
     TooLarge: 413,
@@ -107,6 +138,12 @@ STATUS: dict[type[ApiError], int] = {
     DatasetNotFound: 404,
     DatasetConflict: 409,
     DatasetRefused: 422,
+    InvalidJobSpec: 422,
+    JobNotFound: 404,
+    SampleNotFound: 404,
+    JobConflict: 409,
+    IdempotencyConflict: 409,
+    BrokerUnavailable: 503,
 }
 
 # The model store raises its own types; they translate one to one.
@@ -124,6 +161,26 @@ _FROM_STORE: dict[type[Exception], type[ApiError]] = {
     store_errors.UploadTooLarge: TooLarge,
     store_errors.NotAnArchive: UnsupportedMediaType,
 }
+
+# The job layer's types (jobs/errors.py, jobs/artifacts.py), likewise.
+_FROM_JOBS: dict[type[Exception], type[ApiError]] = {
+    job_errors.JobNotFound: JobNotFound,
+    job_errors.IdempotencyConflict: IdempotencyConflict,
+    job_errors.InvalidTransition: JobConflict,
+    job_errors.BrokerUnavailable: BrokerUnavailable,
+    job_artifacts.SampleNotFound: SampleNotFound,
+}
+
+
+def _job_spec_refusal(exc: Exception) -> ApiError | None:
+    """A fine-tune request that cannot become a job: 422 naming each offending field."""
+    if isinstance(exc, job_errors.InvalidJobSpec):
+        fields = [".".join(str(p) for p in e["loc"][1:]) or "body" for e in exc.errors]
+        message = "; ".join(f"{f}: {e['msg']}" for f, e in zip(fields, exc.errors, strict=True))
+        return InvalidJobSpec(message or str(exc), {"errors": exc.errors})
+    if isinstance(exc, job_artifacts.InvalidSampleName):
+        return InvalidParameter("name", str(exc))
+    return None
 
 
 def _dataset_refusal(exc: Exception) -> ApiError | None:
@@ -191,10 +248,10 @@ def envelope(status: int, code: str, message: str,
 def to_api_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, ApiError):
         return exc
-    refusal = _dataset_refusal(exc)
+    refusal = _dataset_refusal(exc) or _job_spec_refusal(exc)
     if refusal is not None:
         return refusal
-    for store_type, api_type in _FROM_STORE.items():
+    for store_type, api_type in (*_FROM_STORE.items(), *_FROM_JOBS.items()):
         if isinstance(exc, store_type):
             return api_type(str(exc))
     return None
@@ -234,11 +291,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path,
                       exc_info=exc)
-        return envelope(500, "internal", "internal error; the server log has the details")
+        response = envelope(500, "internal", "internal error; the server log has the details")
+        # Starlette answers this one outside every middleware: add the request id here.
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            response.headers["X-Request-ID"] = request_id
+        return response
 
     app.add_exception_handler(ApiError, api_error)
     for store_type in (*_FROM_STORE, store_errors.DatasetInvalid, store_errors.ArchiveUnsafe,
-                       store_errors.ArchiveTooLarge):
+                       store_errors.ArchiveTooLarge, *_FROM_JOBS, job_errors.InvalidJobSpec,
+                       job_artifacts.InvalidSampleName):
         app.add_exception_handler(store_type, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

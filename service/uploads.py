@@ -3,6 +3,7 @@ cap, then hand the file to the intake (model_store/intake.py) on a worker thread
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import Request
@@ -45,7 +46,7 @@ async def create_dataset(request: Request, settings: Settings, task: Task, name:
         )
 
 
-def delete_dataset(settings: Settings, dataset_id: str) -> None:
-    store = DatasetStore(settings.store_dir)
-    store.delete(dataset_id)
+def delete_dataset(settings: Settings, dataset_id: str, in_use: Callable[[str], bool]) -> None:
+    """Delete unless ``in_use(id)`` (a queued, running or exporting job names it)."""
+    DatasetStore(settings.store_dir).delete(dataset_id, in_use=in_use)
 

@@ -7,11 +7,11 @@ the same database, broker and store.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
 from service.config import get_settings
+from service.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,21 +19,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hostname", default=os.environ.get("TOONFORGE_WORKER_NAME",
                                                              "toonforge@%h"),
                         help="worker node name (%%h: host name); one per GPU")
-    parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--loglevel", default=None, help="default: TOONFORGE_LOG_LEVEL")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.loglevel.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    loglevel = (args.loglevel or settings.log_level).upper()
+    configure_logging(settings.log_format, loglevel)
 
     from worker.celery_app import app
 
-    settings = get_settings()
     celery_args = [
+        # Celery prints its start-up banner as plain text: keep a JSON log all JSON.
+        *(["--quiet"] if settings.log_format == "json" else []),
         "worker",
         "--pool=solo",
         "--concurrency=1",
         f"--hostname={args.hostname}",
         f"--queues={settings.job_queue}",
-        f"--loglevel={args.loglevel}",
+        f"--loglevel={loglevel}",
         # Gossip, mingle and event heartbeats are cluster chatter for monitoring tools;
         # job liveness is tracked in SQL, so they would only add broker traffic.
         "--without-gossip",

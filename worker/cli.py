@@ -1,6 +1,10 @@
-"""``toonforge``: the server-side admin command (import checkpoints, manage versions).
+"""The server-side admin commands: ``toonforge import`` (convert a checkpoint into a store
+version) and ``toonforge store`` (list, show, activate, roll back versions in the local store).
 
-It imports torch lazily, only for ``import``, so listing and activating stay quick.
+They plug into the client's ``toonforge`` command (toonforge_client/cli.py) through the
+entry-point group ``toonforge.admin`` (``import_command``, ``store_command``); ``python -m
+worker.cli [--store DIR] import|store ...`` runs them directly. It imports torch lazily,
+only for ``import``, so listing and activating stay quick.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_models(args: argparse.Namespace) -> int:
+def _cmd_store(args: argparse.Namespace) -> int:
     store = _store(args)
     if args.action == "list":
         for m in store.list_models():
@@ -55,7 +59,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
             print(store.manifest(args.name, args.version).model_dump_json(indent=2))
     elif args.action == "activate":
         if args.version is None:
-            raise SystemExit("toonforge models activate NAME VERSION")
+            raise SystemExit("toonforge store activate NAME VERSION")
         previous = store.activate(args.name, args.version)
         print(f"{args.name}: active {previous} -> {args.version}")
     elif args.action == "rollback":
@@ -63,12 +67,21 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+STORE_HELP = "model store root (default: TOONFORGE_STORE_DIR)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="toonforge", description=__doc__)
-    parser.add_argument("--store", help="model store root (default: TOONFORGE_STORE_DIR)")
+    parser = argparse.ArgumentParser(prog="toonforge", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", help=STORE_HELP)
+    # Also after the command (``toonforge import --store DIR``), where the client CLI passes
+    # it; SUPPRESS keeps a value given before the command.
+    store_option = argparse.ArgumentParser(add_help=False)
+    store_option.add_argument("--store", default=argparse.SUPPRESS, help=STORE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    imp = sub.add_parser("import", help="convert an official checkpoint into a store version")
+    imp = sub.add_parser("import", parents=[store_option],
+                         help="convert an official checkpoint into a store version")
     imp.add_argument("--task", required=True, choices=[t.value for t in Task])
     imp.add_argument("--arch", required=True)
     imp.add_argument("--weights", required=True, help="checkpoint file (.pth, or .npz for dctnet)")
@@ -78,18 +91,30 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--activate", action="store_true", help="make the new version active")
     imp.set_defaults(func=_cmd_import)
 
-    models = sub.add_parser("models", help="list, show, activate or roll back versions")
-    models.add_argument("action", choices=["list", "show", "activate", "rollback"])
-    models.add_argument("name", nargs="?")
-    models.add_argument("version", nargs="?", type=int)
-    models.set_defaults(func=_cmd_models)
+    # Named "store", not "models": ``toonforge models`` is the HTTP client's command.
+    store = sub.add_parser("store", parents=[store_option],
+                           help="list, show, activate or roll back versions in the local store")
+    store.add_argument("action", choices=["list", "show", "activate", "rollback"])
+    store.add_argument("name", nargs="?")
+    store.add_argument("version", nargs="?", type=int)
+    store.set_defaults(func=_cmd_store)
     return parser
+
+
+def import_command(argv: list[str]) -> int:
+    """``toonforge import ...`` (entry point ``toonforge.admin: import``)."""
+    return main(["import", *argv])
+
+
+def store_command(argv: list[str]) -> int:
+    """``toonforge store ...`` (entry point ``toonforge.admin: store``)."""
+    return main(["store", *argv])
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "models" and args.action != "list" and not args.name:
-        print("toonforge: error: models", args.action, "needs a model NAME", file=sys.stderr)
+    if args.command == "store" and args.action != "list" and not args.name:
+        print("toonforge: error: store", args.action, "needs a model NAME", file=sys.stderr)
         return 2
     try:
         return args.func(args)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import threading
@@ -62,7 +63,9 @@ class JobControl:
         self._last_write = -math.inf
         self._rate_origin: tuple[float, int] | None = None  # (time, step) of the first event
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id[:8]}",
+        # In a copy of this context, so its log lines carry the job id too (worker/logs.py).
+        self._thread = threading.Thread(target=contextvars.copy_context().run,
+                                        args=(self._beat,), name=f"heartbeat-{job_id[:8]}",
                                         daemon=True)
 
     # ----- lifecycle

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from jobs.artifacts import job_dir
 from jobs.hyperparams import hyperparams_model
 from jobs.records import JobRecord
 from jobs.spec import parse_base
@@ -64,7 +65,7 @@ class GateDecision:
 
 def job_work_dir(store_root: Path, job_id: str) -> Path:
     """checkpoint.pt, best.pt and samples/ of a job: what lets a redelivered job resume."""
-    return Path(store_root) / "jobs" / job_id
+    return job_dir(store_root, job_id)
 
 
 def load_version(store: ModelStore, name: str, version: int) -> tuple[nn.Module, Manifest]:

@@ -22,11 +22,11 @@ from jobs.errors import InvalidTransition
 from jobs.records import JobRecord
 from jobs.repository import Claim, ClaimOutcome
 from jobs.states import JobStatus
+from jobs.webhooks import notify_terminal
 from model_store.store import ModelStore
 from worker import finetune
 from worker.control import JobControl
 from worker.runtime import WorkerRuntime, get_runtime
-from worker.webhooks import notify_terminal
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,9 @@ def _not_claimed(rt: WorkerRuntime, job_id: str, claim: Claim) -> JobStatus | No
         log.info("job %s: held by %s; ignoring a duplicate delivery", job_id, job.worker_id)
         return None
     status = JobStatus(job.status)
-    # A job cancelled while still queued never had a worker to announce it: do it now.
-    never_started = claim.outcome is ClaimOutcome.FINISHED and job.started_at is None
-    if claim.outcome in (ClaimOutcome.CANCELLED, ClaimOutcome.EXHAUSTED) or never_started:
+    # Only the outcomes this claim itself caused are announced here; a job cancelled while
+    # queued was announced by the API process that cancelled it.
+    if claim.outcome in (ClaimOutcome.CANCELLED, ClaimOutcome.EXHAUSTED):
         notify_terminal(job, rt.settings)
     log.info("job %s: %s (%s); nothing to run", job_id, claim.outcome.value, status.value)
     return status

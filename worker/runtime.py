@@ -72,7 +72,7 @@ class Reclaimer(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        from worker.webhooks import notify_terminal
+        from jobs.webhooks import notify_terminal
 
         while True:
             try:

@@ -39,8 +39,10 @@ class BatcherClosed(RuntimeError):
 class Batcher:
     """Groups concurrent calls of ``run`` (a graph whose axis 0 is the batch)."""
 
-    def __init__(self, run: RunFn, max_size: int, max_delay_s: float, name: str) -> None:
+    def __init__(self, run: RunFn, max_size: int, max_delay_s: float, name: str,
+                 on_batch: Callable[[int], None] | None = None) -> None:
         self._run = run
+        self._on_batch = on_batch  # told the rows of every run (the batch-size metric)
         self._max_size = max(1, max_size)
         self._max_delay_s = max(0.0, max_delay_s)
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
@@ -55,6 +57,11 @@ class Batcher:
         request = _Request(feeds, rows)
         self._queue.put(request)
         return request.future
+
+    @property
+    def pending(self) -> int:
+        """Requests queued and not yet taken into a batch (approximate, for metrics)."""
+        return self._queue.qsize()
 
     def close(self) -> None:
         """Stop after serving whatever is already queued."""
@@ -106,6 +113,8 @@ class Batcher:
         live = [r for r in batch if r.future.set_running_or_notify_cancel()]
         if not live:
             return
+        if self._on_batch is not None:
+            self._on_batch(sum(r.rows for r in live))
         try:
             if len(live) == 1:
                 outputs = [self._run(live[0].feeds)]

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -35,6 +36,7 @@ from service.errors import (
 )
 from service.inference.batching import BatcherClosed, Feeds
 from service.inference.sessions import LoadedVersion, load_version
+from service.metrics import MODEL_RELOAD_FAILURES, MODEL_RELOADS, PoolBacklog
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,30 +73,52 @@ class InferencePool:
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="loader")
         self._io = ThreadPoolExecutor(2, thread_name_prefix="store-io")
         self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._slot_waiting = 0
+        self._slot_active = 0
         self._active: dict[str, LoadedVersion] = {}
         self._extra: OrderedDict[tuple[str, int], LoadedVersion] = OrderedDict()
         self._failures: dict[str, LoadFailure] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ executors
+    # Each call runs in a copy of the caller's context, so the request id of the request
+    # that asked tags the log lines of the thread (run_in_executor alone does not copy it).
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking work (decode, inference, encode) on the bounded work threads."""
-        return await asyncio.get_running_loop().run_in_executor(self._work, fn, *args)
+        return await _in_context(self._work, fn, *args)
 
     async def read_store(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+        return await _in_context(self._io, fn, *args)
 
     async def _load(self, name: str, version: int) -> LoadedVersion:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
+        return await _in_context(
             self._loader, load_version, self.store, name, version, self.settings
         )
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Bound the requests being processed at once (Settings.max_concurrency)."""
-        async with self._slots:
+        self._slot_waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._slot_waiting -= 1
+        self._slot_active += 1
+        try:
             yield
+        finally:
+            self._slot_active -= 1
+            self._slots.release()
+
+    def backlog(self) -> PoolBacklog:
+        """Requests waiting for or holding a slot, and queued in each batcher (/metrics)."""
+        batchers: dict[tuple[str, str], int] = {}
+        # Called from the scrape's thread: each list() copies a dict in one step (GIL).
+        for loaded in list(self._active.values()) + list(self._extra.values()):
+            for role, graph in loaded.graphs.items():
+                if graph.batcher is not None:
+                    batchers[(loaded.ref, role)] = graph.batcher.pending
+        return PoolBacklog(self._slot_waiting, self._slot_active, batchers)
 
     async def infer(self, version: LoadedVersion, role: str, feeds: Feeds) -> Feeds:
         """One graph run, through its batcher when batching is on for it."""
@@ -136,6 +160,7 @@ class InferencePool:
                 loaded = await self._obtain(name, active)
             except Exception as exc:
                 self._failures[name] = LoadFailure(active, str(exc), time.monotonic())
+                MODEL_RELOAD_FAILURES.labels(name).inc()
                 log.error("cannot load %s@%s; %s keeps serving: %s", name, active,
                           current.ref if current else "nothing", exc)
                 return
@@ -150,6 +175,8 @@ class InferencePool:
         previous = self._active.get(name)
         self._active[name] = loaded  # one assignment: readers see old or new, never neither
         self._failures.pop(name, None)
+        if loaded is not previous:  # re-activating the served version swaps nothing
+            MODEL_RELOADS.labels(name).inc()
         if previous is not None:
             log.info("now serving %s; retired %s (it finishes its in-flight requests)",
                      loaded.ref, previous.ref)
@@ -175,6 +202,7 @@ class InferencePool:
                 try:
                     loaded = await self._obtain(name, version)
                 except Exception as exc:
+                    MODEL_RELOAD_FAILURES.labels(name).inc()
                     raise ActivationRefused(
                         f"{manifest.ref} cannot be loaded, nothing changed: {exc}"
                     ) from exc
@@ -264,3 +292,8 @@ class InferencePool:
 
     async def states(self) -> list[ModelState]:
         return await self.read_store(self._states)
+
+
+async def _in_context(executor: Executor, fn: Callable[..., T], *args: Any) -> T:
+    context = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(executor, context.run, fn, *args)

@@ -21,6 +21,7 @@ from model_store.store import ModelStore
 from model_store.tasks import GRAPH_IO, LATENT_STATS_FILE, WEIGHTS_FILE, Task
 from service.config import Settings
 from service.inference.batching import Batcher, Feeds
+from service.metrics import BATCH_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,8 @@ def load_version(store: ModelStore, name: str, version: int, settings: Settings)
             if (manifest.task, role) in BATCHABLE:
                 graph.batcher = Batcher(graph.run, settings.batch_max_size,
                                         settings.batch_max_delay_ms / 1000.0,
-                                        f"{manifest.ref}:{role}")
+                                        f"{manifest.ref}:{role}",
+                                        BATCH_SIZE.labels(manifest.ref, role).observe)
     loaded = LoadedVersion(manifest, graphs, stats)
     log.info("loaded %s (%s) in %.2fs on %s", manifest.ref, manifest.arch,
              time.perf_counter() - started, loaded.providers)

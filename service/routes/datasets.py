@@ -9,7 +9,7 @@ from model_store.dataset_schema import DatasetMeta, IngestResult
 from model_store.datasets import DatasetStore
 from model_store.tasks import Task
 from service import uploads
-from service.deps import SettingsDep
+from service.deps import JobRepositoryDep, SettingsDep
 from service.errors import error_responses
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -73,7 +73,8 @@ async def get_dataset(settings: SettingsDep, dataset_id: str) -> IngestResult:
                responses=error_responses(404, 409, 500, descriptions={
                    404: "`dataset_not_found`.",
                    409: "A job that has not finished uses it (`dataset_conflict`)."}))
-async def delete_dataset(settings: SettingsDep, dataset_id: str) -> Response:
+async def delete_dataset(settings: SettingsDep, jobs: JobRepositoryDep, dataset_id: str
+                         ) -> Response:
     """Delete a dataset (refused while a queued or running job uses it)."""
-    await run_in_threadpool(uploads.delete_dataset, settings, dataset_id)
+    await run_in_threadpool(uploads.delete_dataset, settings, dataset_id, jobs.dataset_in_use)
     return Response(status_code=204)

@@ -53,9 +53,9 @@ def test_import_official_layout(task: str, arch: str, model: str, tmp_path: Path
     if task == "classify":
         assert len(manifest.labels) == 1000 and manifest.labels[0] == "tench"
 
-    listed = toonforge(tmp_path / "store", "models", "list")
+    listed = toonforge(tmp_path / "store", "store", "list")
     assert f"{model}\t{task}\tactive=1" in listed.stdout
-    shown = json.loads(toonforge(tmp_path / "store", "models", "show", model, "1").stdout)
+    shown = json.loads(toonforge(tmp_path / "store", "store", "show", model, "1").stdout)
     assert shown["version"] == 1
 
 

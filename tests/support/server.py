@@ -30,7 +30,11 @@ class ApiServer:
         self.log_path = log_path
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, "TOONFORGE_STORE_DIR": str(store), **(env or {})}
+        # The job database and embedded broker go beside the log unless the test shares
+        # them with workers (then it passes TOONFORGE_DATA_DIR): never into the repository.
+        data_dir = log_path.parent / f"{log_path.stem}-data"
+        full_env = {**os.environ, "TOONFORGE_STORE_DIR": str(store),
+                    "TOONFORGE_DATA_DIR": str(data_dir), **(env or {})}
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "service.app:app",

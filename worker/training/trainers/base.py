@@ -24,13 +24,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from jobs import artifacts
 from jobs.hyperparams import CommonHyperparameters
 from model_store.tasks import Task
 from worker.training.datasets import DatasetError, Splits, load_splits
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
-SAMPLES_DIR = "samples"
+SAMPLES_DIR = artifacts.SAMPLES_DIR  # the API lists and serves them from there
 _CKPT_VERSION = 1
 # Settings that do not change the numbers a run produces; they may differ on resume.
 _RESUME_FREE = {"num_workers"}

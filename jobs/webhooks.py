@@ -1,8 +1,9 @@
 """Job webhooks: POST the JobView JSON to the job's ``webhook_url`` on every terminal state.
 
 Delivery runs in a background thread with short timeouts and a few tries with backoff; it
-never blocks or fails the job. Each delivery carries one ``X-Toonforge-Delivery`` id for all
-its tries, so a receiver can drop duplicates. Torch-free (stdlib HTTP only).
+never blocks or fails the job, nor the API request that cancelled a queued job. Each
+delivery carries one ``X-Toonforge-Delivery`` id for all its tries, so a receiver can drop
+duplicates. Torch-free (stdlib HTTP only): the worker and the API both send them.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from typing import TYPE_CHECKING
 
 from jobs.records import JobRecord
 from jobs.spec import JobView
 from jobs.states import JobStatus
-from service.config import Settings
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 log = logging.getLogger(__name__)
 

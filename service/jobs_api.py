@@ -1,0 +1,193 @@
+"""Glue between the job routes and jobs/: blocking calls off the event loop, response shapes,
+and the server-sent-event stream of a job's event log.
+
+SSE format (``GET /jobs/{id}/events``), one message per row of ``job_events``:
+
+    id: <event id>
+    event: progress | status | sample | log
+    data: {"id": ..., "job_id": ..., "created_at": ..., "kind": ..., "data": {...}}
+
+A reconnecting client sends ``Last-Event-ID`` (or ``?after=``) and gets the events after it.
+The stream ends after the terminal status event (succeeded, failed, cancelled); a silence of
+``job_events_heartbeat_s`` is broken by a comment line (``: keep-alive``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from jobs import artifacts
+from jobs.queue import JobQueue, create_and_enqueue
+from jobs.records import JobEventRecord
+from jobs.repository import JobRepository
+from jobs.spec import FinetuneRequest, JobEvent, JobView
+from jobs.states import JobStatus
+from jobs.webhooks import notify_terminal
+from model_store.tasks import Task
+from service.config import Settings
+
+
+class JobPage(BaseModel):
+    """One page of jobs, newest first."""
+
+    jobs: list[JobView]
+    total: int = Field(description="jobs matching the filters, on every page")
+    limit: int
+    offset: int
+
+
+class MetricPoint(BaseModel):
+    """The state of a job at the end of one epoch."""
+
+    epoch: int
+    step: int
+    losses: dict[str, float | None] = Field(description="mean training losses of the epoch")
+    val_metrics: dict[str, float | None] = Field(description="validation metrics after it")
+    at: datetime
+
+
+class JobMetrics(BaseModel):
+    job_id: str
+    status: JobStatus
+    points: list[MetricPoint] = Field(description="one per completed epoch, in order")
+
+
+class SampleInfo(BaseModel):
+    name: str
+    epoch: int | None
+    bytes: int
+    url: str = Field(description="where GET answers the PNG")
+
+
+# ----------------------------------------------------------------- create, read, cancel
+
+
+async def create_job(repo: JobRepository, queue: JobQueue, settings: Settings,
+                     request: FinetuneRequest, idempotency_key: str | None
+                     ) -> tuple[JobView, bool]:
+    """Check, record and send the job; (view, created). created=False: an idempotent replay."""
+    job, created = await run_in_threadpool(
+        lambda: create_and_enqueue(repo, request, idempotency_key, queue=queue,
+                                   store_root=settings.store_dir))
+    return JobView.from_record(job), created
+
+
+async def get_job(repo: JobRepository, job_id: str) -> JobView:
+    return JobView.from_record(await run_in_threadpool(repo.get, job_id))
+
+
+async def list_jobs(repo: JobRepository, status: JobStatus | None, task: Task | None,
+                    limit: int, offset: int) -> JobPage:
+    def read() -> JobPage:
+        jobs = repo.list(status=status, task=task, limit=limit, offset=offset)
+        return JobPage(jobs=[JobView.from_record(j) for j in jobs],
+                       total=repo.count(status=status, task=task), limit=limit, offset=offset)
+
+    return await run_in_threadpool(read)
+
+
+async def cancel_job(repo: JobRepository, settings: Settings, job_id: str) -> JobView:
+    """A queued job is cancelled now (and its webhook fired from here: no worker will run
+    it); a running one is asked to stop at its next step. A finished job: InvalidTransition."""
+    job, cancelled_now = await run_in_threadpool(repo.cancel, job_id)
+    if cancelled_now:
+        notify_terminal(job, settings)
+    return JobView.from_record(job)
+
+
+# ----------------------------------------------------------------- metrics and samples
+
+
+def metric_points(events: list[JobEventRecord]) -> list[MetricPoint]:
+    """The epoch-end progress events as a series (a resumed job's repeat of an epoch wins)."""
+    points: dict[int, MetricPoint] = {}
+    for event in events:
+        data = event.data or {}
+        if event.kind == "progress" and data.get("kind") == "epoch":
+            epoch = int(data.get("epoch", 0))
+            points[epoch] = MetricPoint(epoch=epoch, step=int(data.get("step", 0)),
+                                        losses=data.get("losses") or {},
+                                        val_metrics=data.get("val_metrics") or {},
+                                        at=event.created_at)
+    return [points[e] for e in sorted(points)]
+
+
+async def job_metrics(repo: JobRepository, job_id: str) -> JobMetrics:
+    def read() -> JobMetrics:
+        job = repo.get(job_id)
+        events: list[JobEventRecord] = []
+        while batch := repo.events_after(job_id, events[-1].id if events else 0):
+            events.extend(batch)
+        return JobMetrics(job_id=job_id, status=JobStatus(job.status),
+                          points=metric_points(events))
+
+    return await run_in_threadpool(read)
+
+
+async def job_samples(repo: JobRepository, settings: Settings, job_id: str
+                      ) -> list[SampleInfo]:
+    def read() -> list[SampleInfo]:
+        repo.get(job_id)  # JobNotFound before looking at the disk
+        return [SampleInfo(name=s.name, epoch=s.epoch, bytes=s.bytes,
+                           url=f"/jobs/{job_id}/samples/{s.name}")
+                for s in artifacts.list_samples(settings.store_dir, job_id)]
+
+    return await run_in_threadpool(read)
+
+
+async def sample_file(repo: JobRepository, settings: Settings, job_id: str, name: str
+                      ) -> Path:
+    def find() -> Path:
+        repo.get(job_id)
+        return artifacts.sample_path(settings.store_dir, job_id, name)
+
+    return await run_in_threadpool(find)
+
+
+# ----------------------------------------------------------------- server-sent events
+
+
+EVENTS_PER_READ = 500
+
+
+def sse_message(event: JobEventRecord) -> str:
+    body = JobEvent.from_record(event).model_dump_json()
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {body}\n\n"
+
+
+def is_terminal_event(event: JobEventRecord) -> bool:
+    status = (event.data or {}).get("status")
+    return event.kind == "status" and status in {s.value for s in JobStatus if s.is_terminal}
+
+
+async def event_stream(repo: JobRepository, job_id: str, after: int, *, poll_s: float,
+                       heartbeat_s: float) -> AsyncIterator[str]:
+    """The job's events after ``after``, as they are written, until the terminal one."""
+    last, said_at = after, time.monotonic()
+    while True:
+        events = await asyncio.to_thread(repo.events_after, job_id, last, EVENTS_PER_READ)
+        if not events:
+            job = await asyncio.to_thread(repo.get, job_id)
+            if JobStatus(job.status).is_terminal:
+                # Events written between the read above and this one, then the end (also
+                # where a client resumes after the terminal event: it gets nothing more).
+                for event in await asyncio.to_thread(repo.events_after, job_id, last):
+                    yield sse_message(event)
+                return
+        for event in events:
+            yield sse_message(event)
+            last, said_at = event.id, time.monotonic()
+            if is_terminal_event(event):
+                return
+        if time.monotonic() - said_at >= heartbeat_s:
+            yield ": keep-alive\n\n"
+            said_at = time.monotonic()
+        if len(events) < EVENTS_PER_READ:  # a full page means more are waiting
+            await asyncio.sleep(poll_s)

@@ -1,0 +1,129 @@
+"""Fine-tune jobs: create, list, inspect, cancel, follow (SSE), metrics, sample pictures."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi.responses import FileResponse, StreamingResponse
+
+from jobs.spec import FinetuneRequest, JobView
+from jobs.states import JobStatus
+from model_store.tasks import Task
+from service import jobs_api
+from service.deps import JobQueueDep, JobRepositoryDep, SettingsDep
+from service.errors import error_responses
+from service.jobs_api import JobMetrics, JobPage, SampleInfo
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+_JOB_404 = {404: "Unknown job (`job_not_found`)."}
+_CREATE_ERRORS = {
+    409: "The Idempotency-Key was used with another body (`idempotency_conflict`).",
+    422: "A field is invalid (`invalid_parameter`; the message and details.errors name it):"
+    " an unknown or invalid hyper-parameter, an unknown dataset or one of another task, an"
+    " unknown base model or version, a target model of another task.",
+    503: "The job broker is unreachable (`broker_unavailable`); nothing was recorded.",
+}
+_CREATED = {201: {"description": "The job, queued."},
+            200: {"model": JobView, "description": "An Idempotency-Key replay: the job that"
+                  " key created (header Idempotent-Replayed: true)."}}
+_SSE = {200: {"description": "text/event-stream: `id:` the event id, `event:` progress |"
+              " status | sample | log, `data:` a JobEvent as JSON; ends after the terminal"
+              " status event; `: keep-alive` comments in long silences.",
+              "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+_PNG = {200: {"description": "The PNG.", "content": {"image/png": {"schema": {
+    "type": "string", "format": "binary"}}}}}
+
+
+@router.post("/finetune", operation_id="create_finetune_job", status_code=201,
+             responses={**_CREATED, **error_responses(409, 413, 422, 500, 503,
+                                                      descriptions=_CREATE_ERRORS)})
+async def create_finetune_job(
+    body: FinetuneRequest,
+    response: Response,
+    repo: JobRepositoryDep,
+    queue: JobQueueDep,
+    settings: SettingsDep,
+    idempotency_key: str | None = Header(
+        None, max_length=255, description="Repeat a request safely: the same key and body"
+        " answer the job it created; the same key with another body is a 409."),
+) -> JobView:
+    """Queue a fine-tune job on an uploaded dataset (201; 200 for an Idempotency-Key replay)."""
+    job, created = await jobs_api.create_job(repo, queue, settings, body, idempotency_key)
+    if not created:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return job
+
+
+@router.get("", operation_id="list_jobs", responses=error_responses(422, 500))
+async def list_jobs(
+    repo: JobRepositoryDep,
+    status: JobStatus | None = None,
+    task: Task | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+) -> JobPage:
+    """Jobs, newest first, optionally of one status and task (paginated by limit/offset)."""
+    return await jobs_api.list_jobs(repo, status, task, limit, offset)
+
+
+@router.get("/{job_id}", operation_id="get_job",
+            responses=error_responses(404, 500, descriptions=_JOB_404))
+async def get_job(repo: JobRepositoryDep, job_id: str) -> JobView:
+    """Where a job stands: status, epoch/step, latest losses and metrics, ETA, result, error."""
+    return await jobs_api.get_job(repo, job_id)
+
+
+@router.post("/{job_id}/cancel", operation_id="cancel_job",
+             responses=error_responses(404, 409, 500, descriptions={
+                 **_JOB_404, 409: "The job has finished (`job_conflict`)."}))
+async def cancel_job(repo: JobRepositoryDep, settings: SettingsDep, job_id: str) -> JobView:
+    """Cancel a job: a queued one at once, a running one at its next step (keeps its checkpoint)."""
+    return await jobs_api.cancel_job(repo, settings, job_id)
+
+
+@router.get("/{job_id}/events", operation_id="stream_job_events", response_class=Response,
+            responses={**_SSE, **error_responses(404, 422, 500, descriptions=_JOB_404)})
+async def stream_job_events(
+    repo: JobRepositoryDep,
+    settings: SettingsDep,
+    job_id: str,
+    last_event_id: int | None = Header(None, alias="Last-Event-ID", ge=0,
+                                       description="Resume after this event id."),
+    after: int = Query(0, ge=0, description="Resume after this event id (for clients that"
+                       " cannot set Last-Event-ID)."),
+) -> StreamingResponse:
+    """Follow a job as server-sent events until it finishes (resume with Last-Event-ID)."""
+    await jobs_api.get_job(repo, job_id)  # a 404 is JSON, before the stream starts
+    stream = jobs_api.event_stream(
+        repo, job_id, max(after, last_event_id or 0), poll_s=settings.job_events_poll_s,
+        heartbeat_s=settings.job_events_heartbeat_s)
+    return StreamingResponse(stream, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/{job_id}/metrics", operation_id="get_job_metrics",
+            responses=error_responses(404, 500, descriptions=_JOB_404))
+async def get_job_metrics(repo: JobRepositoryDep, job_id: str) -> JobMetrics:
+    """The job's per-epoch training losses and validation metrics."""
+    return await jobs_api.job_metrics(repo, job_id)
+
+
+@router.get("/{job_id}/samples", operation_id="list_job_samples",
+            responses=error_responses(404, 500, descriptions=_JOB_404))
+async def list_job_samples(repo: JobRepositoryDep, settings: SettingsDep, job_id: str
+                           ) -> list[SampleInfo]:
+    """The pictures the trainer drew after each epoch."""
+    return await jobs_api.job_samples(repo, settings, job_id)
+
+
+@router.get("/{job_id}/samples/{name}", operation_id="get_job_sample",
+            response_class=FileResponse,
+            responses={**_PNG, **error_responses(404, 422, 500, descriptions={
+                404: "Unknown job or sample (`job_not_found`, `sample_not_found`).",
+                422: "Not a sample file name (`invalid_parameter`)."})})
+async def get_job_sample(repo: JobRepositoryDep, settings: SettingsDep, job_id: str,
+                         name: str = Path(max_length=200)) -> FileResponse:
+    """One sample picture (a PNG named by GET /jobs/{id}/samples)."""
+    path = await jobs_api.sample_file(repo, settings, job_id, name)
+    return FileResponse(path, media_type="image/png")

@@ -1,0 +1,719 @@
+// toonforge web page: plain JS, no build step. Talks to the API of the same origin.
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+
+// ---------------------------------------------------------------- HTTP helpers
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+  toString() {
+    return `${this.status ? this.status + " " : ""}${this.code}: ${this.message}`;
+  }
+}
+
+/** fetch() that turns the error envelope {"error": {"code", "message"}} into an ApiError. */
+async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (err) {
+    throw new ApiError(0, "network_error", `could not reach the server (${err.message})`);
+  }
+  if (!response.ok) {
+    let code = "http_" + response.status;
+    let message = response.statusText || "request failed";
+    const text = await response.text().catch(() => "");
+    try {
+      const body = JSON.parse(text);
+      if (body && body.error) {
+        code = body.error.code || code;
+        message = body.error.message || message;
+      } else if (body && body.detail) {
+        message = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+      }
+    } catch (_) {
+      if (text) message = text.slice(0, 300);
+    }
+    throw new ApiError(response.status, code, message);
+  }
+  return response;
+}
+
+async function apiJson(path, options) {
+  return (await api(path, options)).json();
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function showError(node, err) {
+  if (!node) return;
+  if (!err) {
+    node.hidden = true;
+    node.textContent = "";
+    return;
+  }
+  node.textContent = err instanceof ApiError ? err.toString() : String(err);
+  node.hidden = false;
+}
+
+function fmtTime(iso) {
+  if (!iso) return "–";
+  const d = new Date(iso);
+  if (isNaN(d)) return iso;
+  return d.toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit",
+                                      minute: "2-digit", second: "2-digit" });
+}
+
+function fmtNum(x) {
+  if (x === null || x === undefined) return "–";
+  if (typeof x !== "number") return String(x);
+  if (Number.isInteger(x)) return String(x);
+  return Math.abs(x) >= 100 ? x.toFixed(1) : x.toPrecision(4);
+}
+
+// Object URLs we made for result images, released when replaced.
+const objectUrls = new Map();
+function setBlobImage(img, blob) {
+  const old = objectUrls.get(img);
+  if (old) URL.revokeObjectURL(old);
+  const url = URL.createObjectURL(blob);
+  objectUrls.set(img, url);
+  img.src = url;
+}
+
+// ---------------------------------------------------------------- result cards
+
+function card(id) {
+  const node = document.getElementById(id);
+  return {
+    node,
+    start() {
+      node.dataset.state = "loading";
+      showError($(".error", node), null);
+      $(".version", node).textContent = "working…";
+    },
+    done(response) {
+      node.dataset.state = "done";
+      const version = response.headers.get("X-Model-Version");
+      const seed = response.headers.get("X-Seed");
+      const parts = [];
+      if (version) parts.push(`X-Model-Version: ${version}`);
+      if (seed) parts.push(`X-Seed: ${seed}`);
+      $(".version", node).textContent = parts.join(" · ");
+    },
+    fail(err) {
+      node.dataset.state = "error";
+      showError($(".error", node), err);
+      $(".version", node).textContent = "";
+    },
+  };
+}
+
+/** Wait for an <img> to finish decoding the new src (or to fail). */
+function imageLoaded(img) {
+  if (img.complete && img.naturalWidth) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    img.addEventListener("load", () => resolve(), { once: true });
+    img.addEventListener("error", () => reject(new Error("the image could not be displayed")),
+                         { once: true });
+  });
+}
+
+async function runImageCard(cardId, path, file, imgs) {
+  const c = card(cardId);
+  c.start();
+  for (const img of imgs) img.removeAttribute("src");
+  try {
+    const responses = await Promise.all(path.map((p) => api(p, {
+      method: "POST", body: file, headers: { "Content-Type": file.type || "application/octet-stream" },
+    })));
+    const blobs = await Promise.all(responses.map((r) => r.blob()));
+    blobs.forEach((blob, i) => setBlobImage(imgs[i], blob));
+    await Promise.all(imgs.map(imageLoaded));
+    c.done(responses[0]);
+    if (responses.length > 1) {
+      const versions = new Set(responses.map((r) => r.headers.get("X-Model-Version")));
+      if (versions.size > 1) {
+        $(".version", c.node).textContent = "X-Model-Version: " + [...versions].join(" / ");
+      }
+    }
+  } catch (err) {
+    c.fail(err);
+  }
+}
+
+async function runClassify(file) {
+  const c = card("card-classify");
+  const bars = $("#bars");
+  c.start();
+  bars.replaceChildren();
+  try {
+    const response = await api("/classify?top_k=5", {
+      method: "POST", body: file, headers: { "Content-Type": file.type || "application/octet-stream" },
+    });
+    const body = await response.json();
+    for (const p of body.predictions) {
+      const pct = (p.score * 100).toFixed(1);
+      bars.append(el("li", { class: "bar" },
+        el("span", { class: "bar-label", text: p.label, title: p.label }),
+        el("span", { class: "bar-track" },
+          el("span", { class: "bar-fill", style: `width:${(100 * p.score).toFixed(1)}%` })),
+        el("span", { class: "bar-value", text: `${pct}%` })));
+    }
+    c.done(response);
+  } catch (err) {
+    c.fail(err);
+  }
+}
+
+let currentFile = null;
+
+function useFile(file) {
+  if (!file) return;
+  currentFile = file;
+  $("#file-name").textContent = `${file.name} · ${(file.size / 1024).toFixed(0)} KiB`;
+  $("#rerun").disabled = false;
+  const originalUrl = URL.createObjectURL(file);
+  for (const id of ["orig-cartoon", "orig-matte"]) {
+    const img = document.getElementById(id);
+    const old = objectUrls.get(img);
+    if (old) URL.revokeObjectURL(old);
+    objectUrls.set(img, originalUrl);
+    img.src = originalUrl;
+  }
+  runAll();
+}
+
+function runAll() {
+  const file = currentFile;
+  if (!file) return;
+  runImageCard("card-cartoonize", ["/cartoonize?format=png"], file, [$("#cartoon-img")]);
+  runImageCard("card-matte", ["/matte?output=mask", "/matte?output=cutout"], file,
+               [$("#mask-img"), $("#cutout-img")]);
+  runClassify(file);
+}
+
+function setupDropzone() {
+  const zone = $("#dropzone");
+  const input = $("#file-input");
+  input.addEventListener("change", () => useFile(input.files[0]));
+  for (const name of ["dragenter", "dragover"]) {
+    zone.addEventListener(name, (e) => { e.preventDefault(); zone.classList.add("over"); });
+  }
+  for (const name of ["dragleave", "drop"]) {
+    zone.addEventListener(name, () => zone.classList.remove("over"));
+  }
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    const file = e.dataTransfer && e.dataTransfer.files[0];
+    if (file) useFile(file);
+  });
+  zone.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); }
+  });
+  // Dropping outside the zone must not navigate away from the page.
+  window.addEventListener("dragover", (e) => e.preventDefault());
+  window.addEventListener("drop", (e) => e.preventDefault());
+  $("#rerun").addEventListener("click", runAll);
+}
+
+// ---------------------------------------------------------------- generate
+
+function setupGenerate() {
+  $("#seed-random").addEventListener("click", () => {
+    $("#seed").value = String(Math.floor(Math.random() * 1e9));
+  });
+  $("#generate-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const c = card("card-generate");
+    const img = $("#grid-img");
+    const params = new URLSearchParams({ n: $("#gen-n").value });
+    const seed = $("#seed").value.trim();
+    if (seed) params.set("seed", seed);
+    if ($("#gen-rank").checked) params.set("rank_by_discriminator", "true");
+    $("#gen-go").disabled = true;
+    c.start();
+    try {
+      const response = await api(`/generate?${params}`, { method: "POST" });
+      setBlobImage(img, await response.blob());
+      await imageLoaded(img);
+      c.done(response);
+      const used = response.headers.get("X-Seed");
+      if (used && !seed) $("#seed").placeholder = `random (last: ${used})`;
+    } catch (err) {
+      img.removeAttribute("src");
+      c.fail(err);
+    } finally {
+      $("#gen-go").disabled = false;
+    }
+  });
+}
+
+// ---------------------------------------------------------------- loss chart (canvas)
+
+const SERIES_COLOURS = ["#2f6fde", "#e0662b", "#1c9c6b", "#a54bd6", "#c8a000", "#d2386c"];
+
+class LossChart {
+  constructor(canvas, legend) {
+    this.canvas = canvas;
+    this.legend = legend;
+    this.series = new Map(); // name -> [{x: step, y: value}]
+    this.epochMarks = []; // steps where an epoch ended
+    this.pending = false;
+    this.emptyText = "waiting for training progress…";
+    new ResizeObserver(() => this.draw()).observe(canvas);
+  }
+
+  reset() {
+    this.emptyText = "waiting for training progress…";
+    this.series.clear();
+    this.epochMarks = [];
+    this.draw();
+  }
+
+  add(step, losses, epochEnd) {
+    for (const [name, value] of Object.entries(losses || {})) {
+      if (typeof value !== "number" || !isFinite(value)) continue;
+      if (!this.series.has(name)) this.series.set(name, []);
+      const points = this.series.get(name);
+      const last = points[points.length - 1];
+      if (last && last.x === step) last.y = value;
+      else if (last && last.x > step) { // a resumed job repeats steps: keep the newest
+        while (points.length && points[points.length - 1].x >= step) points.pop();
+        points.push({ x: step, y: value });
+      } else points.push({ x: step, y: value });
+    }
+    if (epochEnd && !this.epochMarks.includes(step)) this.epochMarks.push(step);
+    this.schedule();
+  }
+
+  pointCount() {
+    let n = 0;
+    for (const points of this.series.values()) n += points.length;
+    return n;
+  }
+
+  schedule() {
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => { this.pending = false; this.draw(); });
+  }
+
+  draw() {
+    const canvas = this.canvas;
+    const ratio = window.devicePixelRatio || 1;
+    const cssWidth = canvas.clientWidth || 640;
+    const cssHeight = canvas.clientHeight || 260;
+    if (canvas.width !== Math.round(cssWidth * ratio)) canvas.width = Math.round(cssWidth * ratio);
+    if (canvas.height !== Math.round(cssHeight * ratio)) canvas.height = Math.round(cssHeight * ratio);
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.clearRect(0, 0, cssWidth, cssHeight);
+    canvas.dataset.points = String(this.pointCount());
+
+    const pad = { left: 56, right: 14, top: 12, bottom: 30 };
+    const w = cssWidth - pad.left - pad.right;
+    const h = cssHeight - pad.top - pad.bottom;
+    const all = [...this.series.values()].flat();
+    ctx.font = "12px system-ui, sans-serif";
+    ctx.fillStyle = "#6b7280";
+    if (!all.length) {
+      ctx.textAlign = "center";
+      ctx.fillText(this.emptyText, cssWidth / 2, cssHeight / 2);
+      this.legend.replaceChildren();
+      return;
+    }
+    let xMin = Math.min(...all.map((p) => p.x));
+    let xMax = Math.max(...all.map((p) => p.x));
+    let yMin = Math.min(...all.map((p) => p.y));
+    let yMax = Math.max(...all.map((p) => p.y));
+    if (xMax === xMin) { xMin -= 1; xMax += 1; }
+    if (yMax === yMin) { yMin -= Math.abs(yMin) * 0.1 || 1; yMax += Math.abs(yMax) * 0.1 || 1; }
+    const ySpan = yMax - yMin;
+    yMin -= ySpan * 0.05;
+    yMax += ySpan * 0.05;
+    const X = (x) => pad.left + ((x - xMin) / (xMax - xMin)) * w;
+    const Y = (y) => pad.top + (1 - (y - yMin) / (yMax - yMin)) * h;
+
+    // grid + y labels
+    ctx.strokeStyle = "#e5e7eb";
+    ctx.lineWidth = 1;
+    ctx.textAlign = "right";
+    ctx.textBaseline = "middle";
+    for (let i = 0; i <= 4; i++) {
+      const y = yMin + ((yMax - yMin) * i) / 4;
+      const py = Math.round(Y(y)) + 0.5;
+      ctx.beginPath(); ctx.moveTo(pad.left, py); ctx.lineTo(pad.left + w, py); ctx.stroke();
+      ctx.fillText(fmtNum(y), pad.left - 6, py);
+    }
+    // epoch boundaries
+    ctx.strokeStyle = "#cbd5e1";
+    ctx.setLineDash([3, 3]);
+    for (const step of this.epochMarks) {
+      const px = Math.round(X(step)) + 0.5;
+      ctx.beginPath(); ctx.moveTo(px, pad.top); ctx.lineTo(px, pad.top + h); ctx.stroke();
+    }
+    ctx.setLineDash([]);
+    // x labels
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    for (let i = 0; i <= 4; i++) {
+      const x = xMin + ((xMax - xMin) * i) / 4;
+      ctx.fillText(String(Math.round(x)), X(x), pad.top + h + 6);
+    }
+    ctx.fillText("step", pad.left + w / 2, pad.top + h + 18 > cssHeight - 12 ? cssHeight - 12 : pad.top + h + 18);
+    // axes
+    ctx.strokeStyle = "#9ca3af";
+    ctx.beginPath();
+    ctx.moveTo(pad.left + 0.5, pad.top); ctx.lineTo(pad.left + 0.5, pad.top + h + 0.5);
+    ctx.lineTo(pad.left + w, pad.top + h + 0.5);
+    ctx.stroke();
+
+    // series
+    const legendItems = [];
+    let i = 0;
+    for (const [name, points] of this.series) {
+      const colour = SERIES_COLOURS[i++ % SERIES_COLOURS.length];
+      ctx.strokeStyle = colour;
+      ctx.fillStyle = colour;
+      ctx.lineWidth = 2;
+      ctx.beginPath();
+      points.forEach((p, k) => (k ? ctx.lineTo(X(p.x), Y(p.y)) : ctx.moveTo(X(p.x), Y(p.y))));
+      ctx.stroke();
+      for (const p of points) {
+        ctx.beginPath(); ctx.arc(X(p.x), Y(p.y), 2.5, 0, Math.PI * 2); ctx.fill();
+      }
+      const last = points[points.length - 1];
+      legendItems.push(el("span", { class: "legend-item" },
+        el("span", { class: "swatch", style: `background:${colour}` }),
+        `${name} ${fmtNum(last.y)}`));
+    }
+    this.legend.replaceChildren(...legendItems);
+  }
+}
+
+// ---------------------------------------------------------------- jobs
+
+const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const jobsState = { selected: null, source: null, chart: null, jobs: [], samplesTimer: null };
+
+function statusPill(status) {
+  return el("span", { class: `pill status-${status}`, text: status });
+}
+
+async function refreshJobs() {
+  try {
+    const page = await apiJson("/jobs?limit=20");
+    showError($("#jobs-error"), null);
+    jobsState.jobs = page.jobs;
+    const body = $("#jobs-table tbody");
+    body.replaceChildren(...page.jobs.map((job) => el("tr", {
+      "data-job-id": job.id,
+      class: job.id === jobsState.selected ? "selected" : "",
+      tabindex: "0",
+      onclick: () => selectJob(job.id),
+      onkeydown: (e) => { if (e.key === "Enter") selectJob(job.id); },
+    },
+      el("td", { class: "mono", text: job.id.slice(0, 8), title: job.id }),
+      el("td", { text: job.task }),
+      el("td", {}, statusPill(job.status)),
+      el("td", { text: `${job.epoch}/${job.total_epochs ?? "?"}` }),
+      el("td", { text: job.target_model }),
+      el("td", { text: fmtTime(job.created_at) }))));
+    $("#jobs-empty").hidden = page.jobs.length > 0;
+    // Follow the newest job when none is chosen yet.
+    if (!jobsState.selected && page.jobs.length) selectJob(page.jobs[0].id);
+    const current = page.jobs.find((j) => j.id === jobsState.selected);
+    if (current) renderJob(current);
+  } catch (err) {
+    showError($("#jobs-error"), err);
+  }
+}
+
+function renderJob(job) {
+  $("#job-title").textContent = `Job ${job.id.slice(0, 8)}`;
+  $("#job-title").title = job.id;
+  const pill = $("#job-status");
+  pill.className = `pill status-${job.status}`;
+  pill.textContent = job.status + (job.cancel_requested && !TERMINAL.has(job.status) ? " (cancelling)" : "");
+  $("#job-cancel").hidden = TERMINAL.has(job.status);
+  const facts = [
+    ["task", job.task],
+    ["base → target", `${job.base} → ${job.target_model}`],
+    ["dataset", job.dataset_id],
+    ["epoch", `${job.epoch}/${job.total_epochs ?? "?"}`],
+    ["step", `${job.step}/${job.total_steps ?? "?"}`],
+    ["ETA", job.eta_seconds != null && !TERMINAL.has(job.status) ? `${Math.round(job.eta_seconds)} s` : "–"],
+    ["val", job.val_metrics ? Object.entries(job.val_metrics).map(([k, v]) => `${k} ${fmtNum(v)}`).join(", ") : "–"],
+    ["result", job.result_version ? job.result_version + (job.activated ? " (activated)" : "") : "–"],
+  ];
+  $("#job-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+  showError($("#job-error"), job.error ? new ApiError(0, "job " + job.status, job.error) : null);
+  if (TERMINAL.has(job.status) && jobsState.chart.emptyText.startsWith("waiting")) {
+    jobsState.chart.emptyText = "no training progress was recorded";
+    jobsState.chart.schedule();
+  }
+}
+
+async function refreshJob(id) {
+  try {
+    const job = await apiJson(`/jobs/${encodeURIComponent(id)}`);
+    if (jobsState.selected === id) renderJob(job);
+    return job;
+  } catch (err) {
+    if (jobsState.selected === id) showError($("#job-error"), err);
+    return null;
+  }
+}
+
+async function refreshSamples(id) {
+  try {
+    const samples = await apiJson(`/jobs/${encodeURIComponent(id)}/samples`);
+    if (jobsState.selected !== id) return;
+    const box = $("#samples");
+    if (!samples.length) {
+      box.replaceChildren(el("p", { class: "empty", text: "No samples yet (one per epoch)." }));
+      return;
+    }
+    const existing = new Map([...box.querySelectorAll("figure")].map((f) => [f.dataset.name, f]));
+    box.replaceChildren(...samples.map((s) => existing.get(s.name) ||
+      el("figure", { class: "sample", "data-name": s.name },
+        el("a", { href: s.url, target: "_blank", rel: "noopener" },
+          el("img", { src: s.url, alt: s.name, loading: "lazy" })),
+        el("figcaption", { text: s.epoch != null ? `epoch ${s.epoch}` : s.name }))));
+  } catch (err) {
+    if (jobsState.selected === id) showError($("#job-error"), err);
+  }
+}
+
+function closeStream() {
+  if (jobsState.source) {
+    jobsState.source.close();
+    jobsState.source = null;
+  }
+}
+
+function selectJob(id) {
+  if (jobsState.selected === id && jobsState.source) return;
+  closeStream();
+  jobsState.selected = id;
+  for (const row of document.querySelectorAll("#jobs-table tbody tr")) {
+    row.classList.toggle("selected", row.dataset.jobId === id);
+  }
+  $("#job-detail").hidden = false;
+  $("#job-detail").dataset.jobId = id;
+  showError($("#job-error"), null);
+  $("#samples").replaceChildren(el("p", { class: "empty", text: "No samples yet (one per epoch)." }));
+  jobsState.chart.reset();
+  refreshJob(id);
+  refreshSamples(id);
+
+  // The whole history replays from event 0, then live events until the terminal status.
+  const source = new EventSource(`/jobs/${encodeURIComponent(id)}/events`);
+  jobsState.source = source;
+  const parse = (e) => { try { return JSON.parse(e.data); } catch (_) { return null; } };
+  source.addEventListener("progress", (e) => {
+    const ev = parse(e);
+    if (!ev || jobsState.selected !== id) return;
+    const d = ev.data || {};
+    if (d.step != null && d.losses) jobsState.chart.add(d.step, d.losses, d.kind === "epoch");
+  });
+  source.addEventListener("sample", () => { if (jobsState.selected === id) refreshSamples(id); });
+  source.addEventListener("status", async (e) => {
+    const ev = parse(e);
+    if (jobsState.selected !== id) return;
+    const job = await refreshJob(id);
+    const status = (ev && ev.data && ev.data.status) || (job && job.status);
+    if (TERMINAL.has(status)) {
+      if (jobsState.source === source) closeStream();
+      refreshSamples(id);
+      refreshJobs();
+    }
+  });
+  source.addEventListener("log", (e) => {
+    const ev = parse(e);
+    if (ev && ev.data && ev.data.level === "error" && jobsState.selected === id) {
+      showError($("#job-error"), new ApiError(0, "log", ev.data.message));
+    }
+  });
+  source.onerror = async () => {
+    // EventSource reconnects by itself (with Last-Event-ID); stop when there is nothing more
+    // to follow, or say why the stream failed.
+    if (jobsState.source !== source) return;
+    const job = await refreshJob(id);
+    if (!job || TERMINAL.has(job.status)) closeStream();
+  };
+}
+
+function setupJobs() {
+  jobsState.chart = new LossChart($("#loss-chart"), $("#chart-legend"));
+  $("#jobs-refresh").addEventListener("click", refreshJobs);
+  $("#job-cancel").addEventListener("click", async () => {
+    const id = jobsState.selected;
+    if (!id) return;
+    try {
+      renderJob(await apiJson(`/jobs/${encodeURIComponent(id)}/cancel`, { method: "POST" }));
+    } catch (err) {
+      showError($("#job-error"), err);
+    }
+  });
+  refreshJobs();
+  setInterval(() => { if (!document.hidden) refreshJobs(); }, 3000);
+}
+
+// ---------------------------------------------------------------- models
+
+const modelsState = { selected: null, previous: new Map(), detail: null };
+
+async function refreshModels() {
+  try {
+    const models = await apiJson("/models");
+    showError($("#models-error"), null);
+    const list = $("#model-list");
+    list.replaceChildren(...models.map((m) => el("li", {},
+      el("button", {
+        type: "button",
+        class: "model-item" + (m.name === modelsState.selected ? " selected" : ""),
+        "data-model": m.name,
+        onclick: () => selectModel(m.name),
+      },
+        el("span", { class: "model-name", text: m.name }),
+        el("span", { class: "model-meta", text: `${m.task}${m.is_default ? " · default" : ""}` }),
+        el("span", { class: "model-active", text: m.active ? `v${m.active} active` : "none active" })))));
+    if (!models.length) list.append(el("li", { class: "empty", text: "The store is empty: import a model (see README)." }));
+    if (modelsState.selected) await selectModel(modelsState.selected);
+  } catch (err) {
+    showError($("#models-error"), err);
+  }
+}
+
+function rollbackTarget(detail) {
+  const remembered = modelsState.previous.get(detail.name);
+  if (remembered && remembered !== detail.active && detail.versions.includes(remembered)) return remembered;
+  // Otherwise the newest earlier version that may be active.
+  const earlier = detail.version_summaries
+    .filter((v) => v.parity_passed && detail.active && v.version < detail.active)
+    .map((v) => v.version);
+  return earlier.length ? Math.max(...earlier) : null;
+}
+
+function compactMetrics(metrics) {
+  const entries = Object.entries(metrics || {}).filter(([, v]) => typeof v === "number" || typeof v === "string");
+  if (!entries.length) return "–";
+  return entries.slice(0, 4).map(([k, v]) => `${k} ${fmtNum(v)}`).join(", ");
+}
+
+async function selectModel(name) {
+  modelsState.selected = name;
+  for (const item of document.querySelectorAll(".model-item")) {
+    item.classList.toggle("selected", item.dataset.model === name);
+  }
+  try {
+    const detail = await apiJson(`/models/${encodeURIComponent(name)}`);
+    modelsState.detail = detail;
+    $("#model-detail").hidden = false;
+    $("#model-detail").dataset.model = name;
+    $("#model-detail").dataset.active = detail.active ?? "";
+    $("#model-title").textContent = `${detail.name} · ${detail.task}` +
+      (detail.loaded_version ? ` · serving v${detail.loaded_version}` : "");
+    const body = $("#versions-table tbody");
+    body.replaceChildren(...[...detail.version_summaries].reverse().map((v) => {
+      const active = v.version === detail.active;
+      return el("tr", { "data-version": v.version, class: active ? "active-row" : "" },
+        el("td", {}, `v${v.version} `, active ? el("span", { class: "pill status-succeeded", text: "active" }) : null),
+        el("td", { text: v.arch }),
+        el("td", { text: fmtTime(v.created_at) }),
+        el("td", { text: v.source + (v.parent ? ` (from ${v.parent})` : ""), title: v.description || "" }),
+        el("td", { text: v.parity_passed ? "passed" : "failed", class: v.parity_passed ? "ok" : "bad" }),
+        el("td", { class: "metrics", text: compactMetrics(v.metrics) }),
+        el("td", {}, active ? null : el("button", {
+          type: "button", class: "small", disabled: !v.parity_passed,
+          onclick: () => activate(name, v.version),
+        }, "Activate")));
+    }));
+    const target = rollbackTarget(detail);
+    const rollback = $("#rollback");
+    rollback.disabled = target === null;
+    rollback.textContent = target === null ? "Roll back" : `Roll back to v${target}`;
+    rollback.dataset.target = target ?? "";
+  } catch (err) {
+    showError($("#models-error"), err);
+  }
+}
+
+async function activate(name, version, verb = "activated") {
+  const notice = $("#models-notice");
+  notice.hidden = true;
+  showError($("#models-error"), null);
+  for (const b of document.querySelectorAll("#model-detail button")) b.disabled = true;
+  let failure = null;
+  try {
+    const result = await apiJson(`/models/${encodeURIComponent(name)}/activate`, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ version }),
+    });
+    if (result.previous) modelsState.previous.set(name, result.previous);
+    notice.textContent = `${name}: v${result.active} ${verb}` +
+      (result.previous ? ` (was v${result.previous})` : "") + ". New requests use it now.";
+    notice.hidden = false;
+  } catch (err) {
+    failure = err;
+  }
+  await refreshModels();
+  if (failure) showError($("#models-error"), failure); // after the refresh, which clears it
+}
+
+function setupModels() {
+  $("#models-refresh").addEventListener("click", refreshModels);
+  $("#rollback").addEventListener("click", () => {
+    const target = Number($("#rollback").dataset.target);
+    if (modelsState.selected && target) activate(modelsState.selected, target, "restored");
+  });
+  refreshModels();
+}
+
+// ---------------------------------------------------------------- readiness
+
+async function refreshReadiness() {
+  const badge = $("#readiness");
+  try {
+    const response = await fetch("/readyz");
+    const body = await response.json();
+    const models = body.models || [];
+    const ready = models.filter((m) => m.ready).length;
+    badge.textContent = body.ready ? `ready · ${ready} models` : `not ready · ${ready}/${models.length} models`;
+    badge.className = "readiness " + (body.ready ? "ok" : "bad");
+    badge.title = models.filter((m) => !m.ready).map((m) => `${m.name}: ${m.error || "not loaded"}`).join("\n") || "GET /readyz";
+  } catch (err) {
+    badge.textContent = "server unreachable";
+    badge.className = "readiness bad";
+  }
+}
+
+// ---------------------------------------------------------------- start
+
+setupDropzone();
+setupGenerate();
+setupJobs();
+setupModels();
+refreshReadiness();
+setInterval(() => { if (!document.hidden) refreshReadiness(); }, 10000);
