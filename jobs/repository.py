@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -75,6 +76,10 @@ class ReclaimResult:
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+
+
+# Pauses while a message may be ahead of its row's commit (about 3 s in all).
+CLAIM_COMMIT_WAITS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.5)
 
 
 class JobRepository:
@@ -219,13 +224,24 @@ class JobRepository:
                     worker_id=worker_id, heartbeat_at=now, updated_at=now, error=None,
                     started_at=_coalesce_time(JobRecord.started_at, now))
         )
-        with self._sessions.begin() as session:
-            claimed = self._update(session, stmt)
+        # The producer sends the message before it commits the row (so a broker outage
+        # writes nothing), so a fast worker can see the message before the row: wait for
+        # the commit instead of calling the job missing, or lost while it is still queued.
+        for wait in CLAIM_COMMIT_WAITS_S:
+            with self._sessions.begin() as session:
+                claimed = self._update(session, stmt)
+                if claimed:
+                    session.add(self._status_event(job_id, JobStatus.RUNNING, now,
+                                                   worker=worker_id))
+            job = self.find(job_id)
             if claimed:
-                session.add(self._status_event(job_id, JobStatus.RUNNING, now, worker=worker_id))
-        job = self.find(job_id)
-        if claimed:
-            return Claim(ClaimOutcome.CLAIMED, job)
+                return Claim(ClaimOutcome.CLAIMED, job)
+            claimable_soon = job is None or (
+                job.status == JobStatus.QUEUED.value and not job.cancel_requested
+                and job.attempts < max_attempts)
+            if not claimable_soon:
+                break
+            time.sleep(wait)
         if job is None:
             return Claim(ClaimOutcome.MISSING, None)
         status = JobStatus(job.status)

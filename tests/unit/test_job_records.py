@@ -174,3 +174,4 @@ def test_webhook_retries(codes: list[int], delivered: bool, tries: int,
         server.shutdown()
     assert ok is delivered and len(_Flaky.seen) == tries
     assert {s["delivery"] for s in _Flaky.seen} == {"d1"}
+
