@@ -211,11 +211,17 @@ class ModelStore:
                 fh.write(json.dumps(entry) + "\n")
             return previous
 
+    def rollback_target(self, name: str) -> int:
+        """The version that was active before the current one (from the activation log)."""
+        current = self.active_version(name)
+        versions = self.versions(name)
+        for entry in reversed(self.history(name)):
+            if entry["version"] != current and entry["version"] in versions:
+                return int(entry["version"])
+        raise ActivationRefused(f"model {name!r} has no earlier active version to roll back to")
+
     def rollback(self, name: str) -> int:
         """Re-activate the version that was active before the current one."""
-        current = self.active_version(name)
-        for entry in reversed(self.history(name)):
-            if entry["version"] != current and entry["version"] in self.versions(name):
-                self.activate(name, entry["version"])
-                return entry["version"]
-        raise ActivationRefused(f"model {name!r} has no earlier active version to roll back to")
+        target = self.rollback_target(name)
+        self.activate(name, target)
+        return target

@@ -52,3 +52,15 @@ async def activate_model_version(
     """Make a version active (promote or roll back); this process serves it before answering."""
     previous = await pool.activate(name, request.version)
     return ActivateResponse(name=name, active=request.version, previous=previous)
+
+
+@router.post(
+    "/{name}/rollback",
+    operation_id="rollback_model",
+    responses=error_responses(404, 409, 500),
+)
+async def rollback_model(pool: PoolDep, name: str) -> ActivateResponse:
+    """Re-activate the version that was active before the current one (409 if none)."""
+    target = await pool.read_store(pool.store.rollback_target, name)
+    previous = await pool.activate(name, target)
+    return ActivateResponse(name=name, active=target, previous=previous)

@@ -607,13 +607,11 @@ async function refreshModels() {
 }
 
 function rollbackTarget(detail) {
+  // The server rolls back to the version active before this one (its activation log);
+  // this only labels the button with the likely target.
   const remembered = modelsState.previous.get(detail.name);
   if (remembered && remembered !== detail.active && detail.versions.includes(remembered)) return remembered;
-  // Otherwise the newest earlier version that may be active.
-  const earlier = detail.version_summaries
-    .filter((v) => v.parity_passed && detail.active && v.version < detail.active)
-    .map((v) => v.version);
-  return earlier.length ? Math.max(...earlier) : null;
+  return detail.active ? "previous" : null;
 }
 
 function compactMetrics(metrics) {
@@ -653,7 +651,7 @@ async function selectModel(name) {
     const target = rollbackTarget(detail);
     const rollback = $("#rollback");
     rollback.disabled = target === null;
-    rollback.textContent = target === null ? "Roll back" : `Roll back to v${target}`;
+    rollback.textContent = typeof target === "number" ? `Roll back to v${target}` : "Roll back";
     rollback.dataset.target = target ?? "";
   } catch (err) {
     showError($("#models-error"), err);
@@ -661,15 +659,23 @@ async function selectModel(name) {
 }
 
 async function activate(name, version, verb = "activated") {
+  return changeActive(name, `/models/${encodeURIComponent(name)}/activate`, { version }, verb);
+}
+
+async function rollback(name) {
+  return changeActive(name, `/models/${encodeURIComponent(name)}/rollback`, null, "restored");
+}
+
+async function changeActive(name, path, body, verb) {
   const notice = $("#models-notice");
   notice.hidden = true;
   showError($("#models-error"), null);
   for (const b of document.querySelectorAll("#model-detail button")) b.disabled = true;
   let failure = null;
   try {
-    const result = await apiJson(`/models/${encodeURIComponent(name)}/activate`, {
+    const result = await apiJson(path, body === null ? { method: "POST" } : {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ version }),
+      body: JSON.stringify(body),
     });
     if (result.previous) modelsState.previous.set(name, result.previous);
     notice.textContent = `${name}: v${result.active} ${verb}` +
@@ -685,8 +691,7 @@ async function activate(name, version, verb = "activated") {
 function setupModels() {
   $("#models-refresh").addEventListener("click", refreshModels);
   $("#rollback").addEventListener("click", () => {
-    const target = Number($("#rollback").dataset.target);
-    if (modelsState.selected && target) activate(modelsState.selected, target, "restored");
+    if (modelsState.selected) rollback(modelsState.selected);
   });
   refreshModels();
 }

@@ -79,6 +79,18 @@ def test_activation_swaps_before_answering(start_server, store_root, chelsea):
     assert "retired matte@2" in server.log()
 
 
+def test_rollback_returns_to_the_previous_active_version(start_server, store_root, chelsea):
+    server = start_server(store_root, reload_poll_s="30")
+    with server.client() as http:
+        assert_error(http.post("/models/matte/rollback"), 409, "activation_refused")
+        http.post("/models/matte/activate", json={"version": 2})
+        assert http.post("/models/matte/rollback").json() == {
+            "name": "matte", "active": 1, "previous": 2}
+        assert http.post("/matte", files=matte_file(chelsea)).headers["x-model-version"] == \
+            "matte@1"
+        assert_error(http.post("/models/nope/rollback"), 404, "model_not_found")
+
+
 def test_parity_failed_version_is_refused(start_server, store_root, chelsea):
     publish_tiny(ModelStore(store_root), Task.MATTE, seed=3, activate=False, parity=False)
     server = start_server(store_root)
