@@ -307,6 +307,10 @@ def activate_model_version(name: str, version: int) -> Call:
     return Call("POST", f"/models/{segment(name)}/activate", json={"version": version})
 
 
+def rollback_model(name: str) -> Call:
+    return Call("POST", f"/models/{segment(name)}/rollback")
+
+
 def create_dataset(upload: Upload, task: str, name: str | None, dataset_id: str | None
                    ) -> Call:
     return Call("POST", "/datasets", params={"task": task, "name": name, "id": dataset_id},

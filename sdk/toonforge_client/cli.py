@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from toonforge_client import __version__
 from toonforge_client._common import DEFAULT_URL, URL_ENV
@@ -368,7 +368,10 @@ def cmd_models(ctx: Ctx) -> int:
         else:
             dump(ctx.client.get_model_version(args.name, args.version))
         return EXIT_OK
-    answer = ctx.client.activate_model_version(args.name, args.version)
+    if args.action == "rollback":
+        answer = ctx.client.rollback_model(args.name)
+    else:
+        answer = ctx.client.activate_model_version(args.name, args.version)
     if ctx.json:
         dump(answer)
     else:
@@ -698,7 +701,7 @@ def build_parser(admin: Sequence[str] = ()) -> argparse.ArgumentParser:
         if action == "wait":
             a.add_argument("--wait-timeout", type=float)
 
-    p = command("models", "list, show, activate models (over HTTP)", cmd_models)
+    p = command("models", "list, show, activate, roll back models (over HTTP)", cmd_models)
     ms = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     ms.add_parser("list", parents=common, help="every model")
     show = ms.add_parser("show", parents=common, help="a model, or one version's manifest")
@@ -707,6 +710,9 @@ def build_parser(admin: Sequence[str] = ()) -> argparse.ArgumentParser:
     act = ms.add_parser("activate", parents=common, help="promote or roll back to VERSION")
     act.add_argument("name")
     act.add_argument("version", type=int)
+    back = ms.add_parser("rollback", parents=common,
+                         help="re-activate the version that was active before")
+    back.add_argument("name")
 
     for name in admin:
         sub.add_parser(name, help=ADMIN_HELP.get(name, f"server admin command ({name})"),
@@ -756,9 +762,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def entry() -> NoReturn:
-    sys.exit(main())
-
-
 if __name__ == "__main__":
-    entry()
+    sys.exit(main())

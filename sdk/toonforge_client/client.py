@@ -216,6 +216,10 @@ class Client(_Base):
         """Promote or roll back; the answering process serves it before replying."""
         return self._send(c.activate_model_version(name, version))
 
+    def rollback_model(self, name: str) -> ActivateResponse:
+        """Re-activate the version that was active before the current one (409 if none)."""
+        return self._send(c.rollback_model(name))
+
     # ------------------------------------------------------------------ datasets
 
     def create_dataset(self, archive: ArchiveInput, *, task: Task | str, name: str | None = None,
@@ -483,6 +487,9 @@ class AsyncClient(_Base):
 
     async def activate_model_version(self, name: str, version: int) -> ActivateResponse:
         return await self._send(c.activate_model_version(name, version))
+
+    async def rollback_model(self, name: str) -> ActivateResponse:
+        return await self._send(c.rollback_model(name))
 
     # ------------------------------------------------------------------ datasets
 

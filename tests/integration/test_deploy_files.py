@@ -265,13 +265,16 @@ def test_both_targets_run_as_non_root_with_a_healthcheck():
 
 
 def test_dockerfile_copies_every_package():
-    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "packages"]["find"]["include"]
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]["find"]
     copied = " ".join(args for keyword, args in _stages()["wheel"]["instructions"]
                       if keyword == "COPY")
-    for pattern in include:
+    for pattern in find["include"]:
         package = pattern.rstrip("*")
-        assert f"{package}/" in copied, package
+        # A package lives under one of the `where` roots ("." or "sdk"): copy that root.
+        root = next(w for w in find.get("where", ["."]) if (ROOT / w / package).is_dir())
+        expected = f"{package}/" if root == "." else f"{root}/"
+        assert expected in copied, package
     assert "README.md" in copied  # pyproject's `readme`
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -90,11 +91,15 @@ def test_client_package_imports_no_server_module() -> None:
 
 def test_sdk_builds_a_client_only_distribution(tmp_path: Path) -> None:
     """``pip install ./sdk``'s wheel: toonforge_client only, httpx its only dependency."""
+    source = tmp_path / "sdk"  # a copy: the build must not write build/ into the checkout
+    shutil.copytree(REPO / "sdk", source, ignore=shutil.ignore_patterns(
+        "build", "*.egg-info", "__pycache__"))
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(REPO / "sdk")], capture_output=True, text=True, timeout=120)
+         "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True,
+        timeout=120)
     assert proc.returncode == 0, proc.stderr
-    (wheel,) = tmp_path.glob("toonforge_client-*.whl")
+    (wheel,) = (tmp_path / "dist").glob("toonforge_client-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         meta = next(n for n in names if n.endswith("METADATA"))
@@ -229,6 +234,8 @@ def test_models_commands(cli) -> None:
     try:
         proc = cli("models", "activate", "matte", "2")
         assert proc.returncode == 0 and proc.stdout.strip() == "matte: active 1 -> 2"
+        proc = cli("models", "rollback", "matte")
+        assert proc.returncode == 0 and proc.stdout.strip() == "matte: active 2 -> 1"
     finally:
         assert cli("models", "activate", "matte", "1").returncode == 0
 

@@ -148,8 +148,11 @@ def test_models_and_health_sync(tf: Client) -> None:
                                                        "previous": 1}
     try:
         assert tf.get_model("matte")["active"] == 2
+        assert tf.rollback_model("matte") == {"name": "matte", "active": 1, "previous": 2}
     finally:
         assert tf.activate_model_version("matte", 1)["active"] == 1
+    with pytest.raises(ConflictError):  # real-ae never had another active version
+        tf.rollback_model(REAL_AE)
 
     assert tf.healthz() == {"status": "ok"}
     ready = tf.readyz()
@@ -165,6 +168,9 @@ def test_models_and_health_async(sdk_stack: Stack) -> None:
             assert (await tf.get_model_version("cartoon", 1))["task"] == "cartoonize"
             answer = await tf.activate_model_version("matte", 1)  # already active: a no-op
             assert answer["active"] == 1
+            with pytest.raises(ApiError) as exc:
+                await tf.rollback_model("no-such-model")
+            assert exc.value.code == "model_not_found"
             assert (await tf.healthz())["status"] == "ok"
             assert (await tf.readyz())["ready"]
             assert "# HELP" in await tf.metrics()
@@ -407,7 +413,7 @@ def test_async_cancel_and_failed_job(sdk_stack: Stack, dataset_id: str) -> None:
                                                hyperparameters=HYPER)
             queued = await tf.create_finetune_job(task="autoencode", dataset_id=dataset_id,
                                                   base=REAL_AE, target_model="sdk-never",
-                                                  hyperparameters=HYPER)
+                                                  hyperparameters={**HYPER, "epochs": 200})
             cancelled = await tf.cancel_job(queued["id"])
             assert cancelled["cancel_requested"]
             with pytest.raises(JobFailedError) as exc:
