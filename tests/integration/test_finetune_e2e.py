@@ -457,3 +457,40 @@ def test_job_requests_that_cannot_run(backend: JobBackend, stack: Stack) -> None
     for path in ("/jobs/nope", "/jobs/nope/events", "/jobs/nope/metrics", "/jobs/nope/samples"):
         assert error_of(stack.http.get(path), 404)["code"] == "job_not_found"
     assert error_of(stack.http.post("/jobs/nope/cancel"), 404)["code"] == "job_not_found"
+
+
+# ---------------------------------------------------------------- compose topology, natively
+
+
+@pytest.mark.parametrize("backend", ["redis-postgres"], indirect=True)
+def test_compose_topology_runs_a_finetune(backend: JobBackend, stack: Stack,
+                                          face_png: bytes) -> None:
+    """docker-compose.yml's topology as native processes: Redis, PostgreSQL, two API
+    replicas on one shared store, one worker. The job enters through one replica; when its
+    version goes live both replicas serve it, with no failed request on either."""
+    assert backend.env["TOONFORGE_BROKER_URL"].startswith("redis://")
+    assert backend.env["TOONFORGE_DATABASE_URL"].startswith("postgresql")
+    replica_b = stack.server()
+    stack.workers.start()
+    with Hammer(stack.api.url, face_png) as on_a, Hammer(replica_b.url, face_png) as on_b:
+        on_a.wait_for_version(f"{MODEL}@1")
+        on_b.wait_for_version(f"{MODEL}@1")
+        with replica_b.client() as http_b:
+            created = http_b.post("/jobs/finetune", json={
+                "task": "autoencode", "dataset_id": DATASET, "base": MODEL,
+                "target_model": MODEL, "auto_activate": True,
+                "hyperparameters": {"epochs": 3, "batch_size": 4,
+                                    "early_stop_patience": None}})
+            assert created.status_code == 201, created.text
+        job_id = created.json()["id"]
+        # The row lives in PostgreSQL, so replica A streams a job replica B created.
+        statuses = [m["data"]["data"]["status"] for m in read_sse(stack.http, job_id)
+                    if m["event"] == "status"]
+        assert statuses[-1] == "succeeded", (statuses, stack.workers.logs())
+        job = stack.job(job_id)
+        assert job["result_version"] == f"{MODEL}@2" and job["activated"], job
+        on_a.wait_for_version(f"{MODEL}@2")
+        on_b.wait_for_version(f"{MODEL}@2")
+    for hammer in (on_a, on_b):
+        assert hammer.errors == []
+        assert {status for status, _ in hammer.results} == {200}
