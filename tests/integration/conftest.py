@@ -8,10 +8,13 @@ the local servers). When they are unreachable the Redis/PostgreSQL cases skip, e
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -158,3 +161,27 @@ def workers(request: pytest.FixtureRequest) -> Iterator[WorkerPool]:
     pool = WorkerPool(jb.env, jb.root / "logs")
     yield pool
     pool.stop_all()
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append({"event": self.headers["X-Toonforge-Event"],
+                                    "body": json.loads(body)})
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def webhook() -> Iterator[tuple[str, list[dict]]]:
+    """A real HTTP receiver on loopback: (url, the webhook calls it received)."""
+    _Hook.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", _Hook.received
+    server.shutdown()

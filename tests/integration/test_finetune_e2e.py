@@ -18,7 +18,6 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -205,29 +204,6 @@ class Hammer:
         while not any(v == version for _, v in self.results[-20:]):
             assert time.monotonic() < deadline, f"{version} never served: {self.results[-5:]}"
             time.sleep(0.1)
-
-
-class _Hook(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append({"event": self.headers["X-Toonforge-Event"],
-                                    "body": json.loads(body)})
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture()
-def webhook() -> Iterator[tuple[str, list[dict]]]:
-    _Hook.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", _Hook.received
-    server.shutdown()
 
 
 def hooks_for(received: list[dict], job_id: str, timeout: float = 10.0) -> list[str]:

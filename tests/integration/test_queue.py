@@ -6,13 +6,10 @@ on Redis + PostgreSQL. The training is a tiny autoencoder on a synthetic dataset
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -231,34 +228,10 @@ def test_warm_shutdown_requeues_without_spending_an_attempt(
 # ---------------------------------------------------------------- cancel + webhook
 
 
-class _Hook(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append({"event": self.headers["X-Toonforge-Event"],
-                                    "body": json.loads(body)})
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture()
-def webhook_server() -> Iterator[tuple[str, list[dict]]]:
-    _Hook.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", _Hook.received
-    server.shutdown()
-
-
 def test_cancel_keeps_the_checkpoint_and_calls_the_webhook(
         embedded_backend: JobBackend, jobs: Jobs, workers: WorkerPool,
-        webhook_server: tuple[str, list[dict]]) -> None:
-    url, received = webhook_server
+        webhook: tuple[str, list[dict]]) -> None:
+    url, received = webhook
     workers.start()
     job = jobs.submit(epochs=12, webhook_url=url)
     wait_for(jobs, job.id, lambda j: j.epoch >= 1, workers)
