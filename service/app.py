@@ -21,6 +21,7 @@ from service.inference.pool import InferencePool
 from service.inference.reload import ReloadWatcher
 from service.limits import BodyLimitMiddleware
 from service.observability import install_observability
+from service.openapi_docs import install_openapi
 from service.routes import datasets, health, inference, jobs, models
 from service.routes.web import install_web
 
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_web(app)  # the web page: / and /static/* (not in the OpenAPI schema)
     # Last: its middleware wraps all others (JSON logs, X-Request-ID, /metrics).
     install_observability(app, settings)
+    install_openapi(app)  # curl and JSON examples for every operation
     return app
 
 

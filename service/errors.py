@@ -7,6 +7,7 @@ knows a status code. Every error leaves as ``{"error": {"code": ..., "message": 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -229,12 +230,55 @@ _DESCRIPTIONS = {
 }
 
 
+# Example messages for the OpenAPI document, by error code; a route's example uses the first
+# code its description names, so custom descriptions get matching examples.
+_EXAMPLE_MESSAGES: dict[str, str] = {
+    "undecodable": "the image could not be decoded: image file is truncated",
+    "model_not_found": "model 'nope' does not exist",
+    "version_not_found": "model 'matte' has no version 9",
+    "activation_refused": "matte@3 failed its ONNX parity check and can never be active",
+    "too_large": "the body has 31457280 bytes; the limit is 20971520",
+    "unsupported_media_type": "text/plain is not an image: send image/* or the multipart"
+    " field 'image'",
+    "invalid_parameter": "top_k (query): Input should be greater than or equal to 1",
+    "internal": "internal error; the server log has the details",
+    "no_active_version": "model 'matte' has no active version: import one with `toonforge"
+    " import ...` or fine-tune one with POST /jobs/finetune",
+    "dataset_not_found": "dataset 'faces' does not exist",
+    "dataset_conflict": "dataset 'faces' is used by an unfinished job",
+    "job_not_found": "job 0f1e2d3c4b5a69788796a5b4c3d2e1f0 does not exist",
+    "job_conflict": "job 0f1e2d3c4b5a69788796a5b4c3d2e1f0 has finished (succeeded)",
+    "idempotency_conflict": "Idempotency-Key 'faces-1' was used with another request body",
+    "broker_unavailable": "the job broker is unreachable; nothing was recorded",
+    "dataset_invalid": "dataset cannot train: found 1 class(es) with at least 1 readable"
+    " train image; at least 2 are needed",
+    "archive_unsafe": "archive entry '../evil.png' refused: the path leaves the archive",
+    "archive_too_large": "archive inflates past 4294967296 bytes",
+    "sample_not_found": "job 0f1e2d3c4b5a69788796a5b4c3d2e1f0 has no sample 'epoch_009.png'",
+    "model_not_ready": "matte@2 failed to load: model.onnx does not match its sha256",
+}
+
+
+def _example(status: int, description: str) -> dict[str, Any]:
+    codes = re.findall(r"`([a-z_]+)`", description) + ["internal"]
+    code = next(c for c in codes if c in _EXAMPLE_MESSAGES)
+    return {"error": {"code": code, "message": _EXAMPLE_MESSAGES[code]}}
+
+
 def error_responses(
     *statuses: int, descriptions: dict[int, str] | None = None
 ) -> dict[int | str, dict[str, Any]]:
-    """The ``responses=`` of a route: each status documented with the error envelope."""
+    """The ``responses=`` of a route: each status documented with the error envelope and an
+    example answer."""
     text = {**_DESCRIPTIONS, **(descriptions or {})}
-    return {status: {"model": ErrorEnvelope, "description": text[status]} for status in statuses}
+    return {
+        status: {
+            "model": ErrorEnvelope,
+            "description": text[status],
+            "content": {"application/json": {"example": _example(status, text[status])}},
+        }
+        for status in statuses
+    }
 
 
 def envelope(status: int, code: str, message: str,

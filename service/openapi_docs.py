@@ -1,0 +1,215 @@
+"""Examples in the OpenAPI document: a curl line for every operation (``x-codeSamples``) and
+an example answer for every JSON response. The JSON examples are built from the response
+models themselves, so they cannot drift from the contract (tests/api/test_openapi.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from jobs.spec import JobView
+from jobs.states import JobStatus
+from model_store.dataset_schema import DatasetMeta, IngestResult, IntakeReport, SizeStats
+from model_store.manifest import GraphSpec, Lineage, Manifest, ParityReport, TensorSpec
+from model_store.tasks import Task
+from service.errors import error_responses
+from service.jobs_api import JobMetrics, JobPage, MetricPoint, SampleInfo
+from service.schemas import (
+    ActivateResponse,
+    ClassifyResponse,
+    GeneratedImage,
+    Health,
+    ImagesResponse,
+    ModelDetail,
+    ModelInfo,
+    ModelReadiness,
+    Prediction,
+    Readiness,
+    VersionSummary,
+)
+
+URL = "http://127.0.0.1:8000"
+JOB = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+_AT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+CURL: dict[str, str] = {
+    "cartoonize": f"curl -F image=@photo.jpg '{URL}/cartoonize?format=png' -o cartoon.png",
+    "matte": f"curl --data-binary @photo.jpg -H 'content-type: image/jpeg'"
+             f" '{URL}/matte?output=cutout' -o cutout.png",
+    "classify": f"curl -F image=@cat.jpg '{URL}/classify?top_k=3'",
+    "generate": f"curl -X POST '{URL}/generate?n=16&seed=7' -o grid.png",
+    "autoencode": f"curl -F image=@face.png '{URL}/autoencode?size=256' -o recon.png",
+    "autoencode_interpolate": f"curl -F image_a=@a.png -F image_b=@b.png"
+                              f" '{URL}/autoencode/interpolate?steps=8' -o path.png",
+    "autoencode_sample": f"curl -X POST '{URL}/autoencode/sample?n=16&seed=3' -o samples.png",
+    "list_models": f"curl {URL}/models",
+    "get_model": f"curl {URL}/models/matte",
+    "get_model_version": f"curl {URL}/models/matte/versions/2",
+    "activate_model_version": f"curl -X POST {URL}/models/matte/activate"
+                              " -H 'content-type: application/json' -d '{\"version\": 2}'",
+    "rollback_model": f"curl -X POST {URL}/models/matte/rollback",
+    "create_dataset": f"curl --data-binary @faces.zip -H 'content-type: application/zip'"
+                      f" '{URL}/datasets?task=autoencode&id=faces'",
+    "list_datasets": f"curl '{URL}/datasets?task=autoencode'",
+    "get_dataset": f"curl {URL}/datasets/faces",
+    "delete_dataset": f"curl -X DELETE {URL}/datasets/faces",
+    "create_finetune_job": f"curl {URL}/jobs/finetune -H 'content-type: application/json'"
+                           " -H 'Idempotency-Key: faces-1' -d '{\"task\": \"autoencode\","
+                           " \"dataset_id\": \"faces\", \"base\": \"faces-ae\", \"target_model\":"
+                           " \"faces-ae\", \"hyperparameters\": {\"epochs\": 10},"
+                           " \"auto_activate\": true}'",
+    "list_jobs": f"curl '{URL}/jobs?status=running&limit=20'",
+    "get_job": f"curl {URL}/jobs/{JOB}",
+    "cancel_job": f"curl -X POST {URL}/jobs/{JOB}/cancel",
+    "stream_job_events": f"curl -N {URL}/jobs/{JOB}/events",
+    "get_job_metrics": f"curl {URL}/jobs/{JOB}/metrics",
+    "list_job_samples": f"curl {URL}/jobs/{JOB}/samples",
+    "get_job_sample": f"curl {URL}/jobs/{JOB}/samples/epoch_002.png -o epoch_002.png",
+    "healthz": f"curl {URL}/healthz",
+    "readyz": f"curl {URL}/readyz",
+    "metrics": f"curl {URL}/metrics",
+}
+
+
+def _job(status: JobStatus = JobStatus.RUNNING) -> JobView:
+    done = status == JobStatus.SUCCEEDED
+    return JobView(
+        id=JOB, task=Task.AUTOENCODE, status=status, dataset_id="faces", base="faces-ae",
+        target_model="faces-ae", hyperparameters={"epochs": 10, "batch_size": 32, "lr": 1e-3},
+        auto_activate=True, epoch=10 if done else 4, total_epochs=10,
+        step=80 if done else 32, total_steps=80, losses={"loss": 0.061, "mse": 0.012},
+        val_metrics={"loss": 0.066, "mse": 0.013, "ssim": 0.902},
+        eta_seconds=None if done else 41.5, result_version="faces-ae@2" if done else None,
+        activated=done, error=None, cancel_requested=False, attempts=1, created_at=_AT,
+        started_at=_AT, finished_at=_AT if done else None, updated_at=_AT)
+
+
+def _manifest() -> Manifest:
+    graph = GraphSpec(file="model.onnx", opset=17,
+                      inputs=[TensorSpec(name="image", shape=["batch", 3, 320, 320])],
+                      outputs=[TensorSpec(name="mask", shape=["batch", 1, 320, 320])])
+    return Manifest(
+        model="matte", version=2, task=Task.MATTE, arch="u2netp", created_at=_AT.isoformat(),
+        graphs={"main": graph},
+        preprocessing={"size": 320, "divide_by_max": True, "mean": [0.485, 0.456, 0.406],
+                       "std": [0.229, 0.224, 0.225]},
+        parity=ParityReport(passed=True, tolerance=1e-4, max_abs_error={"main.mask": 2.1e-7},
+                            inputs="2 fixed seeded batches (batch sizes 1 and >1)"),
+        metrics={"mae": 0.041, "max_fbeta": 0.93},
+        lineage=Lineage(source="finetune", dataset="portraits", parent="matte@1",
+                        hyperparameters={"epochs": 10}, job_id=JOB))
+
+
+def _dataset() -> IngestResult:
+    meta = DatasetMeta(id="faces", task=Task.AUTOENCODE, name="faces", created_at=_AT,
+                       bytes=1_204_224, filename="faces.zip", counts={"train": 90, "val": 10})
+    report = IntakeReport(
+        task=Task.AUTOENCODE, can_train=True, split_source="auto",
+        counts={"train": 90, "val": 10}, files_seen=101, files_accepted=100,
+        image_size=SizeStats(min_width=64, max_width=256, mean_width=120.5, min_height=64,
+                             max_height=256, mean_height=118.0),
+        skipped=[{"path": "images/notes.txt", "reason": "not an image"}])
+    return IngestResult(meta=meta, report=report)
+
+
+def _json_examples() -> dict[str, Any]:
+    matte = ModelInfo(name="matte", task=Task.MATTE, versions=[1, 2], active=2, is_default=True)
+    summary = VersionSummary(version=2, arch="u2netp", created_at=_AT.isoformat(),
+                             description="fine-tuned by job " + JOB, parity_passed=True,
+                             source="finetune", parent="matte@1", metrics={"mae": 0.041})
+    examples: dict[str, Any] = {
+        "classify": ClassifyResponse(model="classify", version=1, predictions=[
+            Prediction(label="tabby cat", score=0.61), Prediction(label="tiger cat", score=0.22)]),
+        "generate": ImagesResponse(model="anime-faces", version=1, seed=7, images=[
+            GeneratedImage(png_base64="iVBORw0KGgo...", score=0.83)]),
+        "autoencode_interpolate": ImagesResponse(model="faces-ae", version=1, images=[
+            GeneratedImage(png_base64="iVBORw0KGgo...")]),
+        "list_models": [matte],
+        "get_model": ModelDetail(**matte.model_dump(), loaded_version=2,
+                                 version_summaries=[summary]),
+        "get_model_version": _manifest(),
+        "activate_model_version": ActivateResponse(name="matte", active=2, previous=1),
+        "rollback_model": ActivateResponse(name="matte", active=1, previous=2),
+        "create_dataset": _dataset(),
+        "get_dataset": _dataset(),
+        "list_datasets": [_dataset().meta],
+        "create_finetune_job": _job(JobStatus.QUEUED),
+        "get_job": _job(),
+        "cancel_job": _job(),
+        "list_jobs": JobPage(jobs=[_job(JobStatus.SUCCEEDED)], total=1, limit=50, offset=0),
+        "get_job_metrics": JobMetrics(job_id=JOB, status=JobStatus.RUNNING, points=[
+            MetricPoint(epoch=1, step=8, losses={"loss": 0.19}, val_metrics={"loss": 0.17},
+                        at=_AT)]),
+        "list_job_samples": [SampleInfo(name="epoch_001.png", epoch=1, bytes=48_213,
+                                        url=f"/jobs/{JOB}/samples/epoch_001.png")],
+        "healthz": Health(),
+        "readyz": Readiness(ready=True, models=[ModelReadiness(
+            name="matte", task=Task.MATTE, active_version=2, loaded_version=2,
+            providers=["CPUExecutionProvider"], ready=True, error=None)]),
+    }
+    return {op: _dump(value) for op, value in examples.items()}
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    return value.model_dump(mode="json")
+
+
+REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
+    "create_finetune_job": {"task": "autoencode", "dataset_id": "faces", "base": "faces-ae",
+                            "target_model": "faces-ae", "hyperparameters": {"epochs": 10},
+                            "auto_activate": True},
+    "activate_model_version": {"version": 2},
+    "generate": {"n": 4, "seed": 7, "rank_by_discriminator": True, "format": "json"},
+}
+
+
+_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+
+
+def _envelope_422() -> dict[str, Any]:
+    """FastAPI documents its own 422 body on routes with parameters; ours is the envelope."""
+    return error_responses(422, descriptions={
+        422: "A parameter is invalid (`invalid_parameter`)."})[422] | {"model": None}
+
+
+def add_examples(schema: dict[str, Any]) -> dict[str, Any]:
+    answers = _json_examples()
+    fixed_422 = _envelope_422()
+    fixed_422.pop("model")
+    fixed_422["content"]["application/json"]["schema"] = {
+        "$ref": "#/components/schemas/ErrorEnvelope"}
+    for operations in schema["paths"].values():
+        for op in operations.values():
+            op_id = op.get("operationId")
+            responses = op.get("responses", {})
+            if responses.get("422", {}).get("content", {}).get("application/json", {}).get(
+                    "schema", {}).get("$ref") == _FASTAPI_422:
+                responses["422"] = fixed_422
+            if op_id in CURL:
+                op["x-codeSamples"] = [{"lang": "Shell", "label": "curl", "source": CURL[op_id]}]
+            for status, response in op.get("responses", {}).items():
+                media = response.get("content", {}).get("application/json")
+                if status.startswith("2") and media is not None and op_id in answers:
+                    media["example"] = answers[op_id]
+            body = op.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is not None and op_id in REQUEST_EXAMPLES:
+                body["example"] = REQUEST_EXAMPLES[op_id]
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schema.get("components", {}).get("schemas", {}).pop(unused, None)
+    return schema
+
+
+def install_openapi(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_examples(get_openapi(
+                title=app.title, version=app.version, summary=app.summary,
+                description=app.description, routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
