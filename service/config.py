@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     max_concurrency: int = 16
 
     # ---- dynamic batching (docs/BENCHMARKS.md says why the defaults are what they are)
-    batching: bool = False
+    batching: bool = True
     batch_max_size: int = 8
     batch_max_delay_ms: float = 2.0
 
