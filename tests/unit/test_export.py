@@ -80,3 +80,11 @@ def test_dctnet_graph_has_dynamic_height_and_width(tmp_path: Path) -> None:
     got = session.run(None, {"image": x.numpy()})[0]
     assert got.shape == (1, 3, 72, 44)
     np.testing.assert_allclose(got, expected, atol=DEFAULT_TOLERANCE)
+
+
+def test_manifest_preprocessing_follows_the_built_module() -> None:
+    from worker.training.publish import serving_config
+
+    assert serving_config("dcgan", create_model("dcgan", nz=64))["nz"] == 64
+    assert serving_config("ae", create_model("ae", latent_dim=32))["latent_dim"] == 32
+    assert serving_config("u2netp", create_model("u2netp")) == get_arch("u2netp").serving

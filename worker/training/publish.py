@@ -26,8 +26,11 @@ log = logging.getLogger(__name__)
 def serving_config(arch_name: str, module: nn.Module) -> dict[str, Any]:
     """The arch's default preprocessing, with values the built module decides."""
     config = dict(get_arch(arch_name).serving)
-    if hasattr(module, "latent_dim"):
-        config["latent_dim"] = int(module.latent_dim)
+    # Sizes a fine-tune may change (autoencoder latent, GAN noise): the API builds its
+    # inputs from these, so they must describe the exported graph, not the defaults.
+    for attr in ("latent_dim", "nz"):
+        if hasattr(module, attr):
+            config[attr] = int(getattr(module, attr))
     return config
 
 
