@@ -11,7 +11,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from model_store.dataset_schema import IngestResult
-from model_store.datasets import DatasetStore
+from model_store.datasets import DatasetStore, validate_dataset_id
+from model_store.errors import InvalidName
 from model_store.intake import ingest_upload, receive_upload, receive_upload_async
 from model_store.tasks import Task
 from service.config import Settings
@@ -37,6 +38,11 @@ async def _receive(request: Request, dest: Path, max_bytes: int) -> str:
 
 async def create_dataset(request: Request, settings: Settings, task: Task, name: str | None,
                          dataset_id: str | None) -> IngestResult:
+    if dataset_id is not None:
+        try:
+            validate_dataset_id(dataset_id)
+        except InvalidName as exc:  # elsewhere an invalid name is "not found"; here, a typo
+            raise InvalidParameter("id", str(exc)) from exc
     store = DatasetStore(settings.store_dir)
     with store.upload_file() as tmp:
         filename = await _receive(request, tmp, settings.dataset_max_upload_bytes)

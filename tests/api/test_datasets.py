@@ -144,3 +144,6 @@ def test_not_an_archive_too_large_and_bad_params(http: httpx.Client, tmp_path: P
     assert r.status_code == 422 and "task" in r.json()["error"]["message"]
     r = upload(http, "paint", zipped(good_files("generate")))
     assert r.status_code == 422
+    r = upload(http, "generate", zipped(good_files("generate")), id="Bad/Id")
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_parameter")
+    assert "dataset id" in r.json()["error"]["message"]
