@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import zipfile
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.archives import good_files, image_bytes, write_tar, write_zip
+from tests.support.archives import good_files, image_bytes, write_tar, write_zip, zip_bytes
 from tests.support.server import ApiServer
 
 MAX_UPLOAD = 3_000_000
@@ -34,14 +33,6 @@ def http(server: ApiServer) -> Iterator[httpx.Client]:
         yield client
 
 
-def zipped(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def upload(http: httpx.Client, task: str, body: bytes, **params: str) -> httpx.Response:
     return http.post("/datasets", params={"task": task, **params}, content=body,
                      headers={"content-type": "application/zip"})
@@ -59,7 +50,7 @@ def assert_nothing_left(server: ApiServer, before: set[str], http: httpx.Client)
 
 @pytest.mark.parametrize("task", ["cartoonize", "matte", "classify", "generate", "autoencode"])
 def test_upload_list_get_delete(http: httpx.Client, task: str) -> None:
-    r = upload(http, task, zipped(good_files(task, n=6)), name=f"my {task}")
+    r = upload(http, task, zip_bytes(good_files(task, n=6)), name=f"my {task}")
     assert r.status_code == 201, r.text
     body = r.json()
     meta, report = body["meta"], body["report"]
@@ -105,7 +96,7 @@ def test_unsafe_or_useless_archives_are_refused(
     server: ApiServer, http: httpx.Client, name: str, files: dict, code: str, status: int
 ) -> None:
     before = stored_ids(http)
-    r = upload(http, "generate", zipped(files))
+    r = upload(http, "generate", zip_bytes(files))
     assert r.status_code == status, (name, r.text)
     assert r.json()["error"]["code"] == code
     assert_nothing_left(server, before, http)
@@ -115,7 +106,7 @@ def test_mismatched_pairs_get_the_report(server: ApiServer, http: httpx.Client) 
     files = {"train/photo/a.jpg": image_bytes(fmt="JPEG"), "train/cartoon/b.png": image_bytes(),
              "train/photo/c.jpg": image_bytes(fmt="JPEG"), "train/cartoon/c.png": image_bytes()}
     before = stored_ids(http)
-    r = upload(http, "cartoonize", zipped(files))
+    r = upload(http, "cartoonize", zip_bytes(files))
     assert r.status_code == 422
     error = r.json()["error"]
     assert error["code"] == "dataset_invalid"
@@ -128,7 +119,7 @@ def test_mismatched_pairs_get_the_report(server: ApiServer, http: httpx.Client) 
 
 def test_one_class_is_refused(http: httpx.Client) -> None:
     files = {f"cat/{i}.png": image_bytes(seed=i) for i in range(6)}
-    r = upload(http, "classify", zipped(files))
+    r = upload(http, "classify", zip_bytes(files))
     assert r.status_code == 422
     assert any("class" in p for p in r.json()["error"]["details"]["report"]["problems"])
 
@@ -140,10 +131,10 @@ def test_not_an_archive_too_large_and_bad_params(http: httpx.Client, tmp_path: P
                     zipfile.ZIP_STORED)
     r = upload(http, "generate", big.read_bytes())
     assert (r.status_code, r.json()["error"]["code"]) == (413, "too_large")
-    r = http.post("/datasets", content=zipped(good_files("generate")))
+    r = http.post("/datasets", content=zip_bytes(good_files("generate")))
     assert r.status_code == 422 and "task" in r.json()["error"]["message"]
-    r = upload(http, "paint", zipped(good_files("generate")))
+    r = upload(http, "paint", zip_bytes(good_files("generate")))
     assert r.status_code == 422
-    r = upload(http, "generate", zipped(good_files("generate")), id="Bad/Id")
+    r = upload(http, "generate", zip_bytes(good_files("generate")), id="Bad/Id")
     assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_parameter")
     assert "dataset id" in r.json()["error"]["message"]

@@ -27,6 +27,7 @@ import pytest
 from model_store.store import ModelStore
 from model_store.tasks import Task
 from tests.integration.conftest import JobBackend
+from tests.support.archives import zip_folder
 from tests.support.processes import WorkerPool
 from tests.support.server import ApiServer
 
@@ -54,12 +55,7 @@ def base_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def dataset_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     from worker.training.synthetic import make_dataset
 
-    root = make_dataset("autoencode", tmp_path_factory.mktemp("faces"), n=16)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for path in sorted(root.rglob("*.png")):
-            zf.write(path, path.relative_to(root).as_posix())
-    return buf.getvalue()
+    return zip_folder(make_dataset("autoencode", tmp_path_factory.mktemp("faces"), n=16))
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import io
 import uuid
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from PIL import Image
 
 from tests.api.tiny_models import build_tiny_store
 from tests.integration.conftest import FAST_JOBS, JobBackend
+from tests.support.archives import zip_folder
 from tests.support.processes import WorkerPool
 from tests.support.server import ApiServer
 
@@ -51,14 +50,6 @@ class Stack:
         return f"{self.api.log()[-4000:]}\n{self.workers.logs()}"
 
 
-def _zip(root: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for path in sorted(root.rglob("*.png")):
-            zf.write(path, path.relative_to(root).as_posix())
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="session")
 def sdk_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from model_store.tasks import Task
@@ -83,7 +74,7 @@ def sdk_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     api = ApiServer(backend.store_dir, root / "api.log", env)
     faces_dir = make_dataset("autoencode", root / "faces", n=16)
     faces = [p.read_bytes() for p in sorted(faces_dir.rglob("*.png"))[:4]]
-    stack = Stack(backend, api, workers, _zip(faces_dir), faces)
+    stack = Stack(backend, api, workers, zip_folder(faces_dir), faces)
     try:
         yield stack
     finally:

@@ -31,6 +31,7 @@ from toonforge_client import (
 )
 
 from tests.sdk.conftest import EPOCHS, HYPER, REAL_AE, Stack
+from tests.support.archives import zip_bytes
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -287,19 +288,11 @@ def test_datasets_async(sdk_stack: Stack) -> None:
             assert (await tf.get_dataset("sdk-async"))["meta"]["id"] == "sdk-async"
             await tf.delete_dataset("sdk-async")
             with pytest.raises(InvalidRequestError) as exc:
-                await tf.create_dataset(_zip({"readme.txt": b"no images"}),
+                await tf.create_dataset(zip_bytes({"readme.txt": b"no images"}),
                                         task="autoencode")
             assert exc.value.code == "dataset_invalid"
 
     asyncio.run(run())
-
-
-def _zip(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------- jobs

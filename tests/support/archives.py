@@ -44,6 +44,21 @@ def good_files(task: str, n: int = 6, prefix: str = "") -> Files:
     return {prefix + k: v for k, v in files.items()}
 
 
+def zip_bytes(files: Files, compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """``files`` as an in-memory zip (an upload body)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def zip_folder(root: Path, pattern: str = "*.png") -> bytes:
+    """The files under ``root`` matching ``pattern``, zipped with paths relative to it."""
+    return zip_bytes({p.relative_to(root).as_posix(): p.read_bytes()
+                      for p in sorted(root.rglob(pattern))})
+
+
 def write_zip(path: Path, files: Files, compression: int = zipfile.ZIP_DEFLATED) -> Path:
     with zipfile.ZipFile(path, "w", compression) as zf:
         for name, data in files.items():
