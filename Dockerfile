@@ -49,6 +49,8 @@ COPY pyproject.toml /tmp/pyproject.toml
 FROM base AS wheel
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY core/ core/
+COPY tasks/ tasks/
 COPY service/ service/
 COPY model_store/ model_store/
 COPY jobs/ jobs/
@@ -122,11 +124,11 @@ WORKDIR /data
 #      "<hostname>:<pid>") with a heartbeat younger than job_lease_s -- the heartbeat thread
 #      lives in the training process, so a fresh beat proves the worker is alive;
 #   2. idle: the worker answers a Celery ping (app.control.ping to its own node name, from
-#      TOONFORGE_WORKER_NAME, default toonforge@%h, as worker/__main__.py uses; 5 s timeout).
+#      TOONFORGE_WORKER_NAME (Settings.worker_name), default toonforge@%h, as worker/__main__.py uses; 5 s timeout).
 # Unhealthy if neither holds (or the database cannot be reached). Costs a Python start, one
 # indexed SELECT and, when idle, one ping round trip: cheap at a 60 s interval.
 HEALTHCHECK --interval=60s --timeout=30s --start-period=180s --retries=3 \
-    CMD ["python", "-c", "import datetime as dt, os, socket, sys, sqlalchemy as sa; from celery.utils.nodenames import default_nodename, host_format; from jobs.db import Database; from jobs.records import JobRecord as J, utcnow; from service.config import get_settings; s = get_settings(); h = socket.gethostname(); busy = Database.from_settings(s).sessions().scalar(sa.select(sa.func.count()).select_from(J).where(J.worker_id.like(h + ':%'), J.status.in_(['running', 'exporting']), J.heartbeat_at >= utcnow() - dt.timedelta(seconds=s.job_lease_s))); from worker.celery_app import app; me = default_nodename(host_format(os.environ.get('TOONFORGE_WORKER_NAME', 'toonforge@%h'))); sys.exit(0 if busy or any(me in r for r in (app.control.ping(destination=[me], timeout=5) or [])) else 1)"]
+    CMD ["python", "-c", "import datetime as dt, os, socket, sys, sqlalchemy as sa; from celery.utils.nodenames import default_nodename, host_format; from jobs.db import Database; from jobs.records import JobRecord as J, utcnow; from core.settings import get_settings; s = get_settings(); h = socket.gethostname(); busy = Database.from_settings(s).sessions().scalar(sa.select(sa.func.count()).select_from(J).where(J.worker_id.like(h + ':%'), J.status.in_(['running', 'exporting']), J.heartbeat_at >= utcnow() - dt.timedelta(seconds=s.job_lease_s))); from worker.celery_app import app; me = default_nodename(host_format(s.worker_name or 'toonforge@%h')); sys.exit(0 if busy or any(me in r for r in (app.control.ping(destination=[me], timeout=5) or [])) else 1)"]
 # Warm shutdown on SIGTERM: the running job checkpoints and goes back to the queue
 # (docs/JOBS.md), so give the container a stop grace period (docker-compose.yml does).
 STOPSIGNAL SIGTERM

@@ -23,11 +23,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) scripts/export_openapi.py --check
 	$(PY) -m pytest -q -ra
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 openapi: $(STAMP)
 	$(PY) scripts/export_openapi.py

@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.engines import compare_engines, p50_ms  # noqa: E402
 from model_store.store import ModelStore  # noqa: E402
-from model_store.tasks import Task  # noqa: E402
 from service.imaging import decode_image  # noqa: E402
 from service.inference import processing as proc  # noqa: E402
+from tasks import get_task  # noqa: E402
 from tests.support.server import ApiServer  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -72,25 +72,30 @@ def raw_session(store: ModelStore, model: str) -> tuple[ort.InferenceSession, di
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]), manifest
 
 
-def raw_input(task: Task, image: Image.Image, pre: dict) -> np.ndarray:
-    if task == Task.CARTOONIZE:
-        return proc.cartoon_input(image, int(pre["max_side"]), int(pre["multiple_of"]), True)
-    if task == Task.MATTE:
-        return proc.matte_input(image, int(pre["size"]), pre["mean"], pre["std"], True)
-    if task == Task.CLASSIFY:
-        return proc.classify_input(image, int(pre["resize_shorter"]), int(pre["crop"]),
-                                   pre["mean"], pre["std"])
-    if task == Task.AUTOENCODE:
-        return proc.autoencode_input(image, int(pre["size"]))
-    return np.random.default_rng(0).standard_normal((1, int(pre["nz"]), 1, 1)).astype("f4")
+def raw_input(task: str, image: Image.Image, preprocessing: dict) -> np.ndarray:
+    """The main graph's input as the API builds it, from the version's typed config."""
+    config = get_task(task).serving.model_validate(preprocessing)
+    if task == "cartoonize":
+        return proc.cartoon_input(image, config.max_side, config.multiple_of,
+                                  config.color_order == "BGR", config.input_range)
+    if task == "matte":
+        return proc.matte_input(image, config.size, config.mean, config.std,
+                                config.divide_by_max)
+    if task == "classify":
+        return proc.classify_input(image, config.resize_shorter, config.crop, config.mean,
+                                   config.std)
+    if task == "autoencode":
+        return proc.autoencode_input(image, config.size, config.input_range)
+    return np.random.default_rng(0).standard_normal((1, config.nz, 1, 1)).astype("f4")
 
 
+# Endpoint of each task (served by its default model).
 ENDPOINTS = {
-    Task.CARTOONIZE: ("/cartoonize", "cartoon"),
-    Task.MATTE: ("/matte?output=mask", "matte"),
-    Task.CLASSIFY: ("/classify", "classify"),
-    Task.GENERATE: ("/generate?n=1&seed=1", "anime-faces"),
-    Task.AUTOENCODE: ("/autoencode", "faces-ae"),
+    "cartoonize": "/cartoonize",
+    "matte": "/matte?output=mask",
+    "classify": "/classify",
+    "generate": "/generate?n=1&seed=1",
+    "autoencode": "/autoencode",
 }
 
 
@@ -98,11 +103,11 @@ def service_vs_raw(url: str, store: ModelStore, photo: bytes, repeats: int) -> l
     rows = []
     image = decode_image(photo, 10**9)
     with httpx.Client(timeout=120) as client:
-        for task, (path, model) in ENDPOINTS.items():
-            session, manifest = raw_session(store, model)
+        for task, path in ENDPOINTS.items():
+            session, manifest = raw_session(store, get_task(task).default_model)
             x = raw_input(task, image, manifest.preprocessing)
             feeds = {manifest.graphs["main"].inputs[0].name: x}
-            if task == Task.GENERATE:
+            if task == "generate":
                 send = partial(client.post, f"{url}{path}")
             else:
                 send = partial(client.post, f"{url}{path}", content=photo,

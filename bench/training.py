@@ -2,7 +2,7 @@
 
 Usage:  .venv/bin/python bench/training.py [--repeats 3] [--warmup 3] [--tasks matte,...]
 
-Each task trains on its synthetic dataset (``worker/training/synthetic.py``), CPU only,
+Each task trains on its synthetic dataset (``tasks/synthetic.py``), CPU only,
 ``torch.set_num_threads(2)`` for everything, default hyper-parameters except the small batch
 and image sizes of ``CASES`` (``num_workers`` stays at its default, 0). Three loops run on the
 same model (same arch kwargs, same seeded init), the same augmented batches (the trainer's
@@ -52,18 +52,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 from torch.utils.data import DataLoader
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tasks.synthetic import make_dataset  # noqa: E402
 from worker.nets.dctnet import guided_filter  # noqa: E402
 from worker.nets.registry import create_model  # noqa: E402
 from worker.training.losses import multi_bce, ssim  # noqa: E402
-from worker.training.synthetic import make_dataset  # noqa: E402
-from worker.training.trainers import TrainContext, Trainer, get_trainer  # noqa: E402
-from worker.training.trainers.base import ProgressEvent, seed_everything  # noqa: E402
+from worker.training.trainers import ProgressEvent, TrainContext, Trainer, get_trainer  # noqa: E402
+from worker.training.trainers.checkpointing import seed_everything  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 THREADS = 2  # this machine's cores
@@ -138,7 +138,7 @@ def bare_loop(case: Case, hp: Any, arch_kwargs: dict[str, Any]) -> Step:
 
         def step(batch: Any) -> dict[str, torch.Tensor]:
             x, y = batch
-            loss = F.cross_entropy(model(x), y, label_smoothing=hp.label_smoothing)
+            loss = functional.cross_entropy(model(x), y, label_smoothing=hp.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -151,7 +151,7 @@ def bare_loop(case: Case, hp: Any, arch_kwargs: dict[str, Any]) -> Step:
         opt_d = torch.optim.Adam(netd.parameters(), hp.lr_d, betas=(hp.beta1, hp.beta2))
 
         def bce(p: torch.Tensor, target: float) -> torch.Tensor:
-            return F.binary_cross_entropy(p, torch.full_like(p, target))
+            return functional.binary_cross_entropy(p, torch.full_like(p, target))
 
         def step(real: Any) -> dict[str, torch.Tensor]:
             z = torch.randn(len(real), hp.nz, 1, 1)
@@ -171,7 +171,8 @@ def bare_loop(case: Case, hp: Any, arch_kwargs: dict[str, Any]) -> Step:
 
         def step(x: Any) -> dict[str, torch.Tensor]:
             _, recon = model(x)
-            loss = F.mse_loss(recon, x) + hp.ssim_weight * (1.0 - ssim(recon, x, data_range=1.0))
+            loss = (functional.mse_loss(recon, x)
+                    + hp.ssim_weight * (1.0 - ssim(recon, x, data_range=1.0)))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -13,6 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import InvalidParameter
+from jobs.errors import JobError
+
 SAMPLES_DIR = "samples"
 # What the trainers write ("autoencode_epoch_003.png"); anything else is refused before the
 # file system is touched, so no name can leave the samples folder.
@@ -20,12 +23,14 @@ SAMPLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.png$")
 _EPOCH = re.compile(r"epoch_?(\d+)")
 
 
-class InvalidSampleName(ValueError):
-    pass
+class InvalidSampleName(InvalidParameter):
+    def __init__(self, problem: str) -> None:
+        super().__init__("name", problem)
 
 
-class SampleNotFound(LookupError):
-    pass
+class SampleNotFound(JobError):
+    code = "sample_not_found"
+    http_status = 404
 
 
 @dataclass(frozen=True)

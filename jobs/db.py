@@ -19,15 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from jobs.records import Base
 
 if TYPE_CHECKING:
-    from service.config import Settings
+    from core.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
-
-
-def database_url(settings: Settings) -> str:
-    if settings.database_url:
-        return settings.database_url
-    return f"sqlite:///{(Path(settings.data_dir) / 'toonforge.db').resolve()}"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -65,7 +59,7 @@ class Database:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
-        return cls(database_url(settings))
+        return cls(settings.jobs_database_url)
 
     def create_schema(self) -> None:
         """Create missing tables (idempotent; no migrations yet).

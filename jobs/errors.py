@@ -1,24 +1,26 @@
-"""Typed job errors. The API maps them to HTTP statuses in one place.
-
-Suggested mapping: JobNotFound 404, IdempotencyConflict 409, InvalidTransition 409,
-InvalidJobSpec 422, BrokerUnavailable 503.
-"""
+"""Typed job errors, each with its stable code and HTTP status (core/errors.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from core.errors import DomainError
 
-class JobError(Exception):
+
+class JobError(DomainError):
     """Base class for job errors."""
 
 
 class JobNotFound(JobError):
-    pass
+    code = "job_not_found"
+    http_status = 404
 
 
 class IdempotencyConflict(JobError):
     """The idempotency key was used before with a different request body."""
+
+    code = "idempotency_conflict"
+    http_status = 409
 
     def __init__(self, key: str, job_id: str) -> None:
         super().__init__(
@@ -31,6 +33,9 @@ class IdempotencyConflict(JobError):
 class InvalidTransition(JobError):
     """The job is not in a state the requested change may start from."""
 
+    code = "job_conflict"
+    http_status = 409
+
     def __init__(self, job_id: str, current: str, target: str) -> None:
         super().__init__(f"job {job_id} is {current}; it cannot become {target}")
         self.job_id = job_id
@@ -39,12 +44,22 @@ class InvalidTransition(JobError):
 
 
 class InvalidJobSpec(JobError):
-    """A fine-tune request that cannot become a job; ``errors`` name the offending fields."""
+    """A fine-tune request that cannot become a job; ``errors`` locate each offending field
+    as FastAPI's 422 details do (``loc`` = ["body", field, ...])."""
+
+    code = "invalid_parameter"
+    http_status = 422
 
     def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message)
         self.errors = errors or []
+        fields = [".".join(str(p) for p in e["loc"][1:]) or "body" for e in self.errors]
+        described = "; ".join(f"{f}: {e['msg']}" for f, e in zip(fields, self.errors,
+                                                                   strict=True))
+        super().__init__(described or message, {"errors": self.errors})
 
 
 class BrokerUnavailable(JobError):
     """The message broker did not accept the job; nothing was written."""
+
+    code = "broker_unavailable"
+    http_status = 503

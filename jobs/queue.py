@@ -19,42 +19,45 @@ import logging
 import os
 import uuid
 from pathlib import Path
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
-from kombu.exceptions import KombuError, OperationalError
+from kombu.exceptions import ChannelError, KombuError, OperationalError
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import filesystem as kombu_fs
 from kombu.utils.json import dumps
 
+from core.settings import EMBEDDED_BROKER_SCHEME
 from jobs.errors import BrokerUnavailable
 from jobs.records import JobRecord
 from jobs.spec import check_references
 
 if TYPE_CHECKING:
+    from core.settings import Settings
+    from core.wire import FinetuneRequest
     from jobs.repository import JobRepository, ReclaimResult
-    from jobs.spec import FinetuneRequest
-    from service.config import Settings
 
 log = logging.getLogger(__name__)
 
 FINETUNE_TASK = "toonforge.finetune"
-EMBEDDED_SCHEME = "filesystem"
+EMBEDDED_SCHEME = EMBEDDED_BROKER_SCHEME
 
 
 class _AtomicFilesystemChannel(kombu_fs.Channel):
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    # kombu's virtual base and its filesystem Channel declare _put differently.
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         # Same name scheme as kombu (time-ordered, queue name as the suffix); the temporary
         # name has no ".msg" suffix, so consumers skip it until the rename.
-        name = f"{int(kombu_fs.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        name = f"{int(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         tmp = os.path.join(self.data_folder_out, f".tmp-{uuid.uuid4().hex}")
         try:
             with open(tmp, "wb") as fh:
-                fh.write(dumps(payload).encode())
+                fh.write(str(dumps(payload)).encode())  # type: ignore[no-untyped-call]
             os.rename(tmp, final)
         except OSError as exc:
-            raise kombu_fs.ChannelError(f"cannot write message {final!r}: {exc}") from exc
+            raise ChannelError(f"cannot write message {final!r}: {exc}") from exc
 
 
 class AtomicFilesystemTransport(kombu_fs.Transport):
@@ -66,13 +69,8 @@ class AtomicFilesystemTransport(kombu_fs.Transport):
 TRANSPORT_ALIASES[EMBEDDED_SCHEME] = "jobs.queue:AtomicFilesystemTransport"
 
 
-def broker_url(settings: Settings) -> str:
-    # A host part keeps kombu from warning about a missing one; the transport ignores it.
-    return settings.broker_url or f"{EMBEDDED_SCHEME}://localhost/"
-
-
 def is_embedded(settings: Settings) -> bool:
-    return broker_url(settings).startswith(f"{EMBEDDED_SCHEME}://")
+    return settings.jobs_broker_url.startswith(f"{EMBEDDED_SCHEME}://")
 
 
 def embedded_broker_dirs(settings: Settings) -> dict[str, Path]:
@@ -83,7 +81,7 @@ def embedded_broker_dirs(settings: Settings) -> dict[str, Path]:
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings shared by the producer (API) and the worker."""
     config: dict[str, Any] = {
-        "broker_url": broker_url(settings),
+        "broker_url": settings.jobs_broker_url,
         # Producers give up after this long (POST /jobs/finetune answers 503 instead of
         # hanging); kombu uses it as the total time for connecting, retries included.
         "broker_connection_timeout": settings.broker_connect_timeout_s,

@@ -3,6 +3,10 @@
 Every state change is one ``UPDATE jobs ... WHERE id = :id AND status IN (...)`` (plus a
 worker-id guard where a worker acts), so when two processes race exactly one wins and the
 other learns it from the row count. Reads and writes use short transactions of their own.
+
+Longer than most modules (~460 lines) on purpose: it is the one class that writes the jobs
+tables, so every compare-and-set guard (create, claim, lease, progress, cancel, reclaim)
+can be read, and reviewed for races, side by side.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from sqlalchemy import and_, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.wire import FinetuneRequest
 from jobs.errors import IdempotencyConflict, InvalidTransition, JobNotFound
 from jobs.records import (
     JobEventRecord,
@@ -29,7 +34,7 @@ from jobs.records import (
     new_job_id,
     utcnow,
 )
-from jobs.spec import FinetuneRequest, normalized_request, request_hash
+from jobs.spec import normalized_request, request_hash
 from jobs.states import ACTIVE, ALLOWED_FROM, JobStatus
 
 log = logging.getLogger(__name__)
@@ -108,7 +113,7 @@ class JobRepository:
                 return existing, False
         now = utcnow()
         job = JobRecord(
-            id=new_job_id(), task=request.task.value, status=JobStatus.QUEUED.value,
+            id=new_job_id(), task=request.task, status=JobStatus.QUEUED.value,
             dataset_id=request.dataset_id, base=request.base, target_model=request.target_model,
             hyperparameters=request.hyperparameters, auto_activate=request.auto_activate,
             webhook_url=str(request.webhook_url) if request.webhook_url else None,
@@ -434,7 +439,7 @@ class JobRepository:
     @staticmethod
     def _update(session: Session, stmt: Any) -> bool:
         result = session.execute(stmt, execution_options={"synchronize_session": False})
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return bool(getattr(result, "rowcount", 0) == 1)
 
     @staticmethod
     def _status_event(job_id: str, status: JobStatus, at: datetime, **data: Any

@@ -11,29 +11,9 @@ Terminal states never change again: a late message for a finished job is a no-op
 
 from __future__ import annotations
 
-from enum import StrEnum
+from core.wire import ACTIVE, TERMINAL, JobStatus
 
-
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    EXPORTING = "exporting"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in TERMINAL
-
-    @property
-    def is_active(self) -> bool:
-        """A worker holds the job (its heartbeat must stay fresh)."""
-        return self in ACTIVE
-
-
-TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-ACTIVE = frozenset({JobStatus.RUNNING, JobStatus.EXPORTING})
+__all__ = ["ACTIVE", "ALLOWED_FROM", "TERMINAL", "JobStatus", "can_transition"]
 
 # target -> the states it may be entered from. The repository turns each entry into one
 # ``UPDATE ... WHERE status IN (...)``, so two processes can never both win a transition.

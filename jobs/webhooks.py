@@ -17,11 +17,11 @@ import uuid
 from typing import TYPE_CHECKING
 
 from jobs.records import JobRecord
-from jobs.spec import JobView
 from jobs.states import JobStatus
+from jobs.views import job_view
 
 if TYPE_CHECKING:
-    from service.config import Settings
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def notify_terminal(job: JobRecord, settings: Settings) -> threading.Thread | No
     """Send the job's final view to its webhook in the background; returns the thread."""
     if not job.webhook_url or not JobStatus(job.status).is_terminal:
         return None
-    body = JobView.from_record(job).model_dump_json().encode()
+    body = job_view(job).model_dump_json().encode()
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "toonforge-webhook/1",

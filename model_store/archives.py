@@ -16,7 +16,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from model_store.errors import ArchiveTooLarge, ArchiveUnsafe, NotAnArchive
 
@@ -125,7 +125,7 @@ class _Extractor:
         except (FileExistsError, NotADirectoryError) as exc:
             raise ArchiveUnsafe(name, "path conflicts with a file entry") from exc
 
-    def write_file(self, name: str, rel: PurePosixPath, src: BinaryIO, packed: int | None) -> None:
+    def write_file(self, name: str, rel: PurePosixPath, src: IO[bytes], packed: int | None) -> None:
         """Copy ``src`` to the entry's path; ``packed`` is its compressed size for the ratio."""
         path = self.target(name, rel)
         try:

@@ -13,27 +13,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from model_store.tasks import Task
+from tasks.layouts import Sample, SkippedFile
+from tasks.registry import TaskName
 
 INDEX_SCHEMA_VERSION = 1
-
-# The keys of one sample in index.json, per task (paths are relative to data/).
-SAMPLE_KEYS: dict[Task, tuple[str, ...]] = {
-    Task.CARTOONIZE: ("photo", "cartoon"),
-    Task.MATTE: ("image", "mask"),
-    Task.CLASSIFY: ("path", "label"),
-    Task.GENERATE: ("path",),
-    Task.AUTOENCODE: ("path",),
-}
-
-# One entry of index.json: see DatasetIndex.splits.
-Sample = dict[str, str | int]
-
-
-class SkippedFile(BaseModel):
-    path: str  # relative to the dataset root (after a common top folder was stripped)
-    reason: str
-
 
 class SizeStats(BaseModel):
     """Sizes of the samples' input images (photo / image / path), in pixels."""
@@ -47,7 +30,7 @@ class SizeStats(BaseModel):
 
 
 class IntakeReport(BaseModel):
-    task: Task
+    task: TaskName
     can_train: bool
     # Why it cannot train (empty when it can).
     problems: list[str] = Field(default_factory=list)
@@ -68,8 +51,9 @@ class IntakeReport(BaseModel):
 
 class DatasetIndex(BaseModel):
     schema_version: int = INDEX_SCHEMA_VERSION
-    task: Task
-    # split -> samples, sorted so the file is byte-stable. A sample holds SAMPLE_KEYS[task]
+    task: TaskName
+    # split -> samples, sorted so the file is byte-stable. A sample holds the task layout's
+    # sample_keys
     # (paths relative to data/, plus "label" for classify) and the primary image's
     # "width" and "height" in pixels.
     splits: dict[str, list[Sample]]
@@ -78,7 +62,7 @@ class DatasetIndex(BaseModel):
 
 class DatasetMeta(BaseModel):
     id: str
-    task: Task
+    task: TaskName
     name: str
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     bytes: int  # size of data/ on disk

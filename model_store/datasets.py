@@ -19,7 +19,6 @@ from pathlib import Path
 from model_store.dataset_schema import DatasetIndex, DatasetMeta, IntakeReport
 from model_store.errors import DatasetExists, DatasetInUse, DatasetNotFound
 from model_store.store import NAME_RE, validate_name, write_atomic
-from model_store.tasks import Task
 
 DATA_DIR = "data"
 REPORT_FILE = "report.json"
@@ -80,7 +79,7 @@ class DatasetStore:
         path = self._existing(dataset_id) / INDEX_FILE
         return DatasetIndex.model_validate_json(path.read_bytes())
 
-    def list_datasets(self, task: Task | None = None) -> list[DatasetMeta]:
+    def list_datasets(self, task: str | None = None) -> list[DatasetMeta]:
         """Every dataset (of ``task`` when given), oldest first."""
         out = []
         for dataset_id in self.ids():

@@ -27,7 +27,7 @@ from model_store.dataset_scan import scan_dataset
 from model_store.dataset_schema import DatasetMeta, IngestResult
 from model_store.datasets import DATA_DIR, DatasetStore, new_dataset_id, tree_bytes
 from model_store.errors import DatasetInvalid, UploadTooLarge
-from model_store.tasks import Task
+from tasks import get_task
 
 __all__ = [
     "IntakeSettings",
@@ -51,9 +51,9 @@ class _CappedWriter:
 
 
 def _iter_chunks(source: Iterable[bytes] | BinaryIO) -> Iterable[bytes]:
-    if hasattr(source, "read"):
-        return iter(lambda: source.read(CHUNK), b"")  # type: ignore[union-attr]
-    return source  # type: ignore[return-value]
+    if isinstance(source, Iterable):
+        return source
+    return iter(lambda: source.read(CHUNK), b"")
 
 
 def receive_upload(source: Iterable[bytes] | BinaryIO, dest_file: Path, max_bytes: int) -> int:
@@ -93,18 +93,7 @@ async def receive_upload_async(
 
 
 # ---- intake
-# Top-level names that belong to a task's layout: a single top folder with one of these
-# names is the layout itself, not a wrapper to strip.
-LAYOUT_NAMES: dict[Task, frozenset[str]] = {
-    Task.CARTOONIZE: frozenset({"train", "val"}),
-    Task.MATTE: frozenset({"images", "masks", "val"}),
-    Task.CLASSIFY: frozenset({"train", "val", "test"}),
-    Task.GENERATE: frozenset({"images"}),
-    Task.AUTOENCODE: frozenset({"images"}),
-}
-
-
-def find_data_root(extracted: Path, task: Task) -> tuple[Path, str | None]:
+def find_data_root(extracted: Path, task: str) -> tuple[Path, str | None]:
     """The dataset root: ``extracted``, or its single top folder when that is a wrapper.
 
     People zip the folder rather than its contents. A lone folder is only stripped when its
@@ -112,14 +101,15 @@ def find_data_root(extracted: Path, task: Task) -> tuple[Path, str | None]:
     folders (a lone class folder of images stays, and fails the class minimum clearly).
     """
     entries = list(extracted.iterdir())
-    if len(entries) == 1 and entries[0].is_dir() and entries[0].name not in LAYOUT_NAMES[task]:
+    layout_names = get_task(task).layout.top_names
+    if len(entries) == 1 and entries[0].is_dir() and entries[0].name not in layout_names:
         if any(child.is_dir() for child in entries[0].iterdir()):
             return entries[0], entries[0].name
     return extracted, None
 
 
 class IntakeSettings(Protocol):
-    """The fields intake reads from ``service.config.Settings`` (model_store cannot import
+    """The fields intake reads from ``core.settings.Settings`` (model_store cannot import
     the service package, so it names them instead)."""
 
     dataset_max_entries: int
@@ -130,7 +120,7 @@ class IntakeSettings(Protocol):
 
 def ingest_upload(
     store_root: Path | str,
-    task: Task | str,
+    task: str,
     upload_path: Path,
     filename: str,
     settings: IntakeSettings,
@@ -145,7 +135,7 @@ def ingest_upload(
     ``DatasetInvalid`` (carries the IntakeReport) or ``DatasetExists``. ``upload_path``
     belongs to the caller and is left alone; every temporary file intake makes is removed.
     """
-    task = Task(task)
+    task = get_task(task).name
     store = DatasetStore(store_root)
     meta_id = dataset_id or new_dataset_id()
     store.path(meta_id)  # validates a client-chosen id before any work

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from model_store.tasks import Task
+from tasks.registry import TaskName
 
 SCHEMA_VERSION = 1
 
@@ -69,7 +69,7 @@ class Manifest(BaseModel):
     schema_version: int = SCHEMA_VERSION
     model: str
     version: int
-    task: Task
+    task: TaskName
     arch: str
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
     description: str = ""

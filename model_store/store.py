@@ -25,16 +25,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from model_store.errors import (
     ActivationRefused,
     InvalidName,
     ManifestInvalid,
     ModelNotFound,
+    StoreMissing,
     VersionNotFound,
 )
+from model_store.files import MANIFEST_FILE
 from model_store.manifest import Manifest, file_entries
-from model_store.tasks import MANIFEST_FILE, Task
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
@@ -67,15 +69,20 @@ def write_atomic(path: Path, data: bytes) -> None:
 @dataclass(frozen=True)
 class ModelSummary:
     name: str
-    task: Task
+    task: str
     versions: list[int]
     active: int | None
 
 
 class ModelStore:
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, create: bool = True) -> None:
+        """The store at ``root``; ``create=False`` (commands that only read it) refuses a
+        directory that does not exist instead of making an empty store there."""
         self.root = Path(root)
         self.models_dir = self.root / "models"
+        if not create and not self.root.is_dir():
+            raise StoreMissing(f"no model store at {self.root}: set TOONFORGE_STORE_DIR or"
+                               " pass --store")
         self.models_dir.mkdir(parents=True, exist_ok=True)
 
     # ----- paths
@@ -118,7 +125,7 @@ class ModelStore:
             return None
         return int(text) if text.isdigit() else None
 
-    def task_of(self, name: str) -> Task:
+    def task_of(self, name: str) -> str:
         versions = self.versions(name)
         if not versions:
             raise ModelNotFound(f"model {name!r} has no versions")
@@ -132,7 +139,7 @@ class ModelStore:
             active=self.active_version(name),
         )
 
-    def list_models(self, task: Task | None = None) -> list[ModelSummary]:
+    def list_models(self, task: str | None = None) -> list[ModelSummary]:
         out = []
         for name in self.model_names():
             try:
@@ -143,7 +150,7 @@ class ModelStore:
                 out.append(summary)
         return out
 
-    def history(self, name: str) -> list[dict]:
+    def history(self, name: str) -> list[dict[str, Any]]:
         path = self.model_dir(name) / "history.jsonl"
         if not path.exists():
             return []
@@ -184,7 +191,7 @@ class ModelStore:
                 task = self.manifest(name, existing[-1]).task
                 if task != manifest.task:
                     raise ActivationRefused(
-                        f"model {name!r} serves task {task.value!r}, not {manifest.task.value!r}"
+                        f"model {name!r} serves task {task!r}, not {manifest.task!r}"
                     )
             number = (existing[-1] if existing else 0) + 1
             final = manifest.model_copy(
@@ -194,15 +201,22 @@ class ModelStore:
             os.rename(staged, vdir / str(number))
             return final
 
+    def servable_manifest(self, name: str, version: int) -> Manifest:
+        """The manifest of a version that may be served or activated: the one place the
+        parity rule lives. ``ActivationRefused`` for a version that failed its ONNX parity
+        check (it can never serve, by ``active`` or by ``?version=``)."""
+        manifest = self.manifest(name, version)
+        if not manifest.parity.passed:
+            raise ActivationRefused(
+                f"{name}@{version} failed its ONNX parity check and can never be active"
+                f" ({manifest.parity.detail or 'see its manifest'})"
+            )
+        return manifest
+
     def activate(self, name: str, version: int) -> int | None:
         """Make ``version`` active; returns the previously active version."""
         with self._locked(name) as mdir:
-            manifest = self.manifest(name, version)
-            if not manifest.parity.passed:
-                raise ActivationRefused(
-                    f"{name}@{version} failed its ONNX parity check and can never be active"
-                    f" ({manifest.parity.detail or 'see its manifest'})"
-                )
+            self.servable_manifest(name, version)
             previous = self.active_version(name)
             write_atomic(mdir / "active", f"{int(version)}\n".encode())
             entry = {"version": int(version), "previous": previous,

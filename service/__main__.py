@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uvicorn
 
+from core.settings import get_settings
 from service.app import create_app
-from service.config import get_settings
 
 
 def main() -> None:

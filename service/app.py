@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from core.plugins import TASK_ENTRY_POINTS, import_modules
+from core.settings import Settings, get_settings
 from jobs.db import Database
 from jobs.queue import JobQueue
 from jobs.repository import JobRepository
 from model_store.datasets import DatasetStore
 from model_store.store import ModelStore
-from service.config import Settings, get_settings
 from service.errors import install_error_handlers
 from service.imaging import MULTIPART_OVERHEAD
 from service.inference.pool import InferencePool
@@ -30,6 +31,11 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # Extra model families register their task specs before anything reads the registry
+    # (routes, the OpenAPI document, the pool); a missing plugin stops the start.
+    plugins = import_modules(settings.task_plugins, TASK_ENTRY_POINTS)
+    if plugins:
+        log.info("task plugins imported: %s", ", ".join(plugins))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from core.settings import Settings
+from core.wire import ModelDetail, ModelInfo, VersionSummary
 from model_store.store import ModelStore, ModelSummary
-from service.config import Settings
-from service.schemas import ModelDetail, ModelInfo, VersionSummary
 
 
 def _info(summary: ModelSummary, settings: Settings) -> ModelInfo:
@@ -13,7 +13,7 @@ def _info(summary: ModelSummary, settings: Settings) -> ModelInfo:
         task=summary.task,
         versions=summary.versions,
         active=summary.active,
-        is_default=settings.default_models.get(summary.task) == summary.name,
+        is_default=settings.model_for(summary.task) == summary.name,
     )
 
 

@@ -2,35 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
+from core.settings import Settings
 from jobs.queue import JobQueue
 from jobs.repository import JobRepository
 from model_store.store import ModelStore
-from service.config import Settings
 from service.inference.pool import InferencePool
 
 
 def get_app_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    return cast(Settings, request.app.state.settings)
 
 
 def get_pool(request: Request) -> InferencePool:
-    return request.app.state.pool
+    return cast(InferencePool, request.app.state.pool)
 
 
 def get_store(request: Request) -> ModelStore:
-    return request.app.state.pool.store
+    return get_pool(request).store
 
 
 def get_job_repository(request: Request) -> JobRepository:
-    return request.app.state.job_repository
+    return cast(JobRepository, request.app.state.job_repository)
 
 
 def get_job_queue(request: Request) -> JobQueue:
-    return request.app.state.job_queue
+    return cast(JobQueue, request.app.state.job_queue)
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

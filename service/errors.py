@@ -1,7 +1,11 @@
-"""Error types of the API and their HTTP mapping, in one place.
+"""The errors only the API raises, and the one place errors become HTTP answers.
 
-Domain code raises the types below (or the model store's own); nothing else in the service
-knows a status code. Every error leaves as ``{"error": {"code": ..., "message": ...}}``.
+Every error a client can cause is a ``core.errors.DomainError`` (the store's, the job
+layer's, the task registry's, the inference pool's and the ones below); it carries its code,
+status and details, so one handler renders them all as
+``{"error": {"code": ..., "message": ..., "details": ...}}``. Request validation, Starlette's
+HTTP errors and unhandled exceptions get the same envelope. The OpenAPI helpers
+(``error_responses``) document that envelope on every route.
 """
 
 from __future__ import annotations
@@ -16,184 +20,68 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from jobs import artifacts as job_artifacts
-from jobs import errors as job_errors
-from model_store import errors as store_errors
-from service.logs import REQUEST_ID
+from core.errors import DomainError, InvalidParameter
+from core.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    """Base of the errors the API answers with; ``code`` is the stable machine name."""
+# ---------------------------------------------------------------- errors of the API itself
+class Undecodable(DomainError):
+    """The bytes are not a decodable image (or the multipart body cannot be parsed)."""
 
-    code = "error"
-
-    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
-
-
-class Undecodable(ApiError):
     code = "undecodable"
+    http_status = 400
 
 
-class TooLarge(ApiError):
+class TooLarge(DomainError):
     code = "too_large"
+    http_status = 413
 
 
-class UnsupportedMediaType(ApiError):
+class UnsupportedMediaType(DomainError):
     code = "unsupported_media_type"
+    http_status = 415
 
 
-class InvalidParameter(ApiError):
-    code = "invalid_parameter"
+class TooManyPixels(DomainError):
+    """Refused from the image header, before any pixel is decoded."""
 
-    def __init__(self, parameter: str, problem: str) -> None:
-        super().__init__(f"{parameter}: {problem}")
-        self.parameter = parameter
-
-
-class TooManyPixels(ApiError):
     code = "too_many_pixels"
+    http_status = 422
 
 
-class ModelNotFound(ApiError):
-    code = "model_not_found"
+class ModelNotReady(DomainError):
+    """The version a request needs exists but could not be loaded (/readyz says why)."""
 
-
-class VersionNotFound(ApiError):
-    code = "version_not_found"
-
-
-class ActivationRefused(ApiError):
-    code = "activation_refused"
-
-
-class NoActiveVersion(ApiError):
-    code = "no_active_version"
-
-
-class ModelNotReady(ApiError):
     code = "model_not_ready"
+    http_status = 503
 
 
-class DatasetNotFound(ApiError):
-    code = "dataset_not_found"
+class WrongTask(InvalidParameter):
+    """The model a request names serves another task."""
+
+    def __init__(self, model: str, serves: str, wanted: str) -> None:
+        super().__init__("model", f"{model!r} serves {serves!r}, not {wanted!r}")
 
 
-class DatasetConflict(ApiError):
-    code = "dataset_conflict"
+class NoImagePipeline(InvalidParameter):
+    """``POST /infer/{task}`` for a task that declares no image pipeline."""
+
+    def __init__(self, task: str) -> None:
+        super().__init__("task", f"{task!r} has no image pipeline: use its own endpoint")
 
 
-class DatasetRefused(ApiError):
-    """The upload cannot become a dataset; ``details`` holds the intake report or the rule."""
+class TaskNotFound(DomainError):
+    """``POST /infer/{task}`` for a task no spec registers (a field naming an unknown task is
+    ``core.errors.UnknownTask``, a 422; a path naming one names nothing: 404)."""
 
-    code = "dataset_invalid"
+    code = "task_not_found"
+    http_status = 404
 
-    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message, details)
-        self.code = code
+    def __init__(self, task: str, known: list[str]) -> None:
+        super().__init__(f"no task {task!r} is registered; known: {', '.join(known)}")
 
-
-class InvalidJobSpec(ApiError):
-    """A fine-tune request naming a field that is wrong; ``details.errors`` locates each."""
-
-    code = InvalidParameter.code
-
-
-class JobNotFound(ApiError):
-    code = "job_not_found"
-
-
-class SampleNotFound(ApiError):
-    code = "sample_not_found"
-
-
-class JobConflict(ApiError):
-    """The job is not in a state the request may change (e.g. cancelling a finished job)."""
-
-    code = "job_conflict"
-
-
-class IdempotencyConflict(ApiError):
-    code = "idempotency_conflict"
-
-
-class BrokerUnavailable(ApiError):
-    code = "broker_unavailable"
-
-
-STATUS: dict[type[ApiError], int] = {
-    Undecodable: 400,
-    TooLarge: 413,
-    UnsupportedMediaType: 415,
-    InvalidParameter: 422,
-    TooManyPixels: 422,
-    ModelNotFound: 404,
-    VersionNotFound: 404,
-    ActivationRefused: 409,
-    NoActiveVersion: 503,
-    ModelNotReady: 503,
-    DatasetNotFound: 404,
-    DatasetConflict: 409,
-    DatasetRefused: 422,
-    InvalidJobSpec: 422,
-    JobNotFound: 404,
-    SampleNotFound: 404,
-    JobConflict: 409,
-    IdempotencyConflict: 409,
-    BrokerUnavailable: 503,
-}
-
-# The model store raises its own types; they translate one to one.
-_FROM_STORE: dict[type[Exception], type[ApiError]] = {
-    store_errors.ModelNotFound: ModelNotFound,
-    # An invalid name cannot exist in the store: answer as for any unknown model.
-    store_errors.InvalidName: ModelNotFound,
-    store_errors.VersionNotFound: VersionNotFound,
-    store_errors.NoActiveVersion: NoActiveVersion,
-    store_errors.ActivationRefused: ActivationRefused,
-    store_errors.ManifestInvalid: ModelNotReady,
-    store_errors.DatasetNotFound: DatasetNotFound,
-    store_errors.DatasetExists: DatasetConflict,
-    store_errors.DatasetInUse: DatasetConflict,
-    store_errors.UploadTooLarge: TooLarge,
-    store_errors.NotAnArchive: UnsupportedMediaType,
-}
-
-# The job layer's types (jobs/errors.py, jobs/artifacts.py), likewise.
-_FROM_JOBS: dict[type[Exception], type[ApiError]] = {
-    job_errors.JobNotFound: JobNotFound,
-    job_errors.IdempotencyConflict: IdempotencyConflict,
-    job_errors.InvalidTransition: JobConflict,
-    job_errors.BrokerUnavailable: BrokerUnavailable,
-    job_artifacts.SampleNotFound: SampleNotFound,
-}
-
-
-def _job_spec_refusal(exc: Exception) -> ApiError | None:
-    """A fine-tune request that cannot become a job: 422 naming each offending field."""
-    if isinstance(exc, job_errors.InvalidJobSpec):
-        fields = [".".join(str(p) for p in e["loc"][1:]) or "body" for e in exc.errors]
-        message = "; ".join(f"{f}: {e['msg']}" for f, e in zip(fields, exc.errors, strict=True))
-        return InvalidJobSpec(message or str(exc), {"errors": exc.errors})
-    if isinstance(exc, job_artifacts.InvalidSampleName):
-        return InvalidParameter("name", str(exc))
-    return None
-
-
-def _dataset_refusal(exc: Exception) -> ApiError | None:
-    """Uploads that are archives but cannot become datasets: 422 with what the client needs."""
-    if isinstance(exc, store_errors.DatasetInvalid):
-        report = exc.report.model_dump(mode="json") if isinstance(exc.report, BaseModel) else {}
-        return DatasetRefused("dataset_invalid", str(exc), {"report": report})
-    if isinstance(exc, store_errors.ArchiveUnsafe):
-        return DatasetRefused("archive_unsafe", str(exc), {"entry": exc.entry, "rule": exc.rule})
-    if isinstance(exc, store_errors.ArchiveTooLarge):
-        return DatasetRefused("archive_too_large", str(exc))
-    return None
 
 IMPORT_HINT = (
     "import one with `toonforge import --task {task} --arch <arch> --weights <file>"
@@ -203,6 +91,7 @@ IMPORT_HINT = (
 )
 
 
+# ---------------------------------------------------------------- the envelope in OpenAPI
 class ErrorBody(BaseModel):
     code: str
     message: str
@@ -256,6 +145,8 @@ _EXAMPLE_MESSAGES: dict[str, str] = {
     "archive_too_large": "archive inflates past 4294967296 bytes",
     "sample_not_found": "job 0f1e2d3c4b5a69788796a5b4c3d2e1f0 has no sample 'epoch_009.png'",
     "model_not_ready": "matte@2 failed to load: model.onnx does not match its sha256",
+    "task_not_found": "no task 'sketch' is registered; known: cartoonize, matte, classify,"
+    " generate, autoencode",
 }
 
 
@@ -281,24 +172,13 @@ def error_responses(
     }
 
 
+# ---------------------------------------------------------------- handlers
 def envelope(status: int, code: str, message: str,
              details: dict[str, Any] | None = None) -> JSONResponse:
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
     return JSONResponse(status_code=status, content={"error": body})
-
-
-def to_api_error(exc: Exception) -> ApiError | None:
-    if isinstance(exc, ApiError):
-        return exc
-    refusal = _dataset_refusal(exc) or _job_spec_refusal(exc)
-    if refusal is not None:
-        return refusal
-    for store_type, api_type in (*_FROM_STORE.items(), *_FROM_JOBS.items()):
-        if isinstance(exc, store_type):
-            return api_type(str(exc))
-    return None
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -312,11 +192,9 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def api_error(_: Request, exc: Exception) -> JSONResponse:
-        error = to_api_error(exc)
-        assert error is not None  # only registered for types to_api_error knows
-        status = next((STATUS[t] for t in type(error).__mro__ if t in STATUS), 500)
-        return envelope(status, error.code, error.message, error.details)
+    async def domain_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DomainError)
+        return envelope(exc.http_status, exc.code, exc.message, exc.details)
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -342,11 +220,7 @@ def install_error_handlers(app: FastAPI) -> None:
             response.headers["X-Request-ID"] = request_id
         return response
 
-    app.add_exception_handler(ApiError, api_error)
-    for store_type in (*_FROM_STORE, store_errors.DatasetInvalid, store_errors.ArchiveUnsafe,
-                       store_errors.ArchiveTooLarge, *_FROM_JOBS, job_errors.InvalidJobSpec,
-                       job_artifacts.InvalidSampleName):
-        app.add_exception_handler(store_type, api_error)
+    app.add_exception_handler(DomainError, domain_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, internal_error)

@@ -23,8 +23,8 @@ from PIL import Image, ImageOps
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
+from core.errors import InvalidParameter
 from service.errors import (
-    InvalidParameter,
     TooLarge,
     TooManyPixels,
     Undecodable,
@@ -183,7 +183,7 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     except Exception as exc:  # truncated or corrupt data fails here, in any of many ways
         raise Undecodable(f"the image could not be decoded: {exc}") from exc
     try:
-        image = ImageOps.exif_transpose(image)
+        image = ImageOps.exif_transpose(image)  # type: ignore[assignment]  # Image, not ImageFile
     except Exception:  # unreadable EXIF: the pixels are still good, serve them as stored
         pass
     try:

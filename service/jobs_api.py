@@ -17,54 +17,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
 from pathlib import Path
 
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from core.settings import Settings
+from core.wire import (
+    FinetuneRequest,
+    JobMetrics,
+    JobPage,
+    JobStatus,
+    JobView,
+    MetricPoint,
+    SampleInfo,
+)
 from jobs import artifacts
 from jobs.queue import JobQueue, create_and_enqueue
 from jobs.records import JobEventRecord
 from jobs.repository import JobRepository
-from jobs.spec import FinetuneRequest, JobEvent, JobView
-from jobs.states import JobStatus
+from jobs.views import job_event, job_view
 from jobs.webhooks import notify_terminal
-from model_store.tasks import Task
-from service.config import Settings
-
-
-class JobPage(BaseModel):
-    """One page of jobs, newest first."""
-
-    jobs: list[JobView]
-    total: int = Field(description="jobs matching the filters, on every page")
-    limit: int
-    offset: int
-
-
-class MetricPoint(BaseModel):
-    """The state of a job at the end of one epoch."""
-
-    epoch: int
-    step: int
-    losses: dict[str, float | None] = Field(description="mean training losses of the epoch")
-    val_metrics: dict[str, float | None] = Field(description="validation metrics after it")
-    at: datetime
-
-
-class JobMetrics(BaseModel):
-    job_id: str
-    status: JobStatus
-    points: list[MetricPoint] = Field(description="one per completed epoch, in order")
-
-
-class SampleInfo(BaseModel):
-    name: str
-    epoch: int | None
-    bytes: int
-    url: str = Field(description="where GET answers the PNG")
-
 
 # ----------------------------------------------------------------- create, read, cancel
 
@@ -76,18 +48,18 @@ async def create_job(repo: JobRepository, queue: JobQueue, settings: Settings,
     job, created = await run_in_threadpool(
         lambda: create_and_enqueue(repo, request, idempotency_key, queue=queue,
                                    store_root=settings.store_dir))
-    return JobView.from_record(job), created
+    return job_view(job), created
 
 
 async def get_job(repo: JobRepository, job_id: str) -> JobView:
-    return JobView.from_record(await run_in_threadpool(repo.get, job_id))
+    return job_view(await run_in_threadpool(repo.get, job_id))
 
 
-async def list_jobs(repo: JobRepository, status: JobStatus | None, task: Task | None,
+async def list_jobs(repo: JobRepository, status: JobStatus | None, task: str | None,
                     limit: int, offset: int) -> JobPage:
     def read() -> JobPage:
         jobs = repo.list(status=status, task=task, limit=limit, offset=offset)
-        return JobPage(jobs=[JobView.from_record(j) for j in jobs],
+        return JobPage(jobs=[job_view(j) for j in jobs],
                        total=repo.count(status=status, task=task), limit=limit, offset=offset)
 
     return await run_in_threadpool(read)
@@ -99,7 +71,7 @@ async def cancel_job(repo: JobRepository, settings: Settings, job_id: str) -> Jo
     job, cancelled_now = await run_in_threadpool(repo.cancel, job_id)
     if cancelled_now:
         notify_terminal(job, settings)
-    return JobView.from_record(job)
+    return job_view(job)
 
 
 # ----------------------------------------------------------------- metrics and samples
@@ -158,7 +130,7 @@ EVENTS_PER_READ = 500
 
 
 def sse_message(event: JobEventRecord) -> str:
-    body = JobEvent.from_record(event).model_dump_json()
+    body = job_event(event).model_dump_json()
     return f"id: {event.id}\nevent: {event.kind}\ndata: {body}\n\n"
 
 

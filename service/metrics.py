@@ -127,7 +127,7 @@ class JobsCollector(Collector):
         with self._engine.connect() as conn:
             counts = {status: int(n) for status, n in conn.execute(
                 select(JobRecord.status, func.count()).group_by(JobRecord.status))}
-            beats = {worker: at.timestamp() for worker, at in conn.execute(
+            beats = {str(worker): at.timestamp() for worker, at in conn.execute(
                 select(JobRecord.worker_id, func.max(JobRecord.heartbeat_at))
                 .where(JobRecord.worker_id.is_not(None), JobRecord.heartbeat_at >= since)
                 .group_by(JobRecord.worker_id)) if at is not None}
@@ -157,8 +157,8 @@ class JobsCollector(Collector):
             labels=["status"])
         for status in JobStatus:
             jobs.add_metric([status.value], counts.pop(status.value, 0))
-        for status, n in counts.items():  # a status this code does not know yet
-            jobs.add_metric([status], n)
+        for unknown, n in counts.items():  # a status this code does not know yet
+            jobs.add_metric([unknown], n)
         heartbeat = GaugeMetricFamily(
             "toonforge_worker_last_heartbeat_timestamp_seconds",
             "Unix time of the newest job heartbeat written by each worker (last 24 h).",

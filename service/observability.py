@@ -14,9 +14,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jobs.db import database_url
-from service.config import Settings
-from service.logs import REQUEST_ID, configure_logging, request_id_from
+from core.logs import REQUEST_ID, configure_logging, request_id_from
+from core.settings import Settings
 from service.metrics import (
     HTTP_IN_FLIGHT,
     HTTP_LATENCY,
@@ -90,6 +89,6 @@ def install_observability(app: FastAPI, settings: Settings) -> None:
     """Logging (Settings.log_format / log_level), /metrics and the middleware. Call it after
     every other middleware is added, so this one wraps them all."""
     configure_logging(settings.log_format, settings.log_level)
-    app.state.metrics = app_collectors(lambda: _pool_backlog(app), database_url(settings))
+    app.state.metrics = app_collectors(lambda: _pool_backlog(app), settings.jobs_database_url)
     app.include_router(metrics_routes.router)
     app.add_middleware(RequestObservabilityMiddleware)

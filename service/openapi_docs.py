@@ -1,6 +1,9 @@
 """Examples in the OpenAPI document: a curl line for every operation (``x-codeSamples``) and
 an example answer for every JSON response. The JSON examples are built from the response
-models themselves, so they cannot drift from the contract (tests/api/test_openapi.py)."""
+models themselves, so they cannot drift from the contract (tests/api/test_openapi.py).
+
+It also documents what the models cannot say themselves: ``FinetuneRequest.hyperparameters``
+is a union keyed on ``task`` (one hyper-parameter model per registered task spec)."""
 
 from __future__ import annotations
 
@@ -10,26 +13,29 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from jobs.spec import JobView
-from jobs.states import JobStatus
-from model_store.dataset_schema import DatasetMeta, IngestResult, IntakeReport, SizeStats
-from model_store.manifest import GraphSpec, Lineage, Manifest, ParityReport, TensorSpec
-from model_store.tasks import Task
-from service.errors import error_responses
-from service.jobs_api import JobMetrics, JobPage, MetricPoint, SampleInfo
-from service.schemas import (
+from core.wire import (
     ActivateResponse,
     ClassifyResponse,
     GeneratedImage,
     Health,
     ImagesResponse,
+    JobMetrics,
+    JobPage,
+    JobStatus,
+    JobView,
+    MetricPoint,
     ModelDetail,
     ModelInfo,
     ModelReadiness,
     Prediction,
     Readiness,
+    SampleInfo,
     VersionSummary,
 )
+from model_store.dataset_schema import DatasetMeta, IngestResult, IntakeReport, SizeStats
+from model_store.manifest import GraphSpec, Lineage, Manifest, ParityReport, TensorSpec
+from service.errors import error_responses
+from tasks import task_specs
 
 URL = "http://127.0.0.1:8000"
 JOB = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
@@ -68,6 +74,7 @@ CURL: dict[str, str] = {
     "get_job_metrics": f"curl {URL}/jobs/{JOB}/metrics",
     "list_job_samples": f"curl {URL}/jobs/{JOB}/samples",
     "get_job_sample": f"curl {URL}/jobs/{JOB}/samples/epoch_002.png -o epoch_002.png",
+    "infer": f"curl -F image=@photo.jpg '{URL}/infer/sketch' -o sketch.png",
     "healthz": f"curl {URL}/healthz",
     "readyz": f"curl {URL}/readyz",
     "metrics": f"curl {URL}/metrics",
@@ -77,7 +84,7 @@ CURL: dict[str, str] = {
 def _job(status: JobStatus = JobStatus.RUNNING) -> JobView:
     done = status == JobStatus.SUCCEEDED
     return JobView(
-        id=JOB, task=Task.AUTOENCODE, status=status, dataset_id="faces", base="faces-ae",
+        id=JOB, task="autoencode", status=status, dataset_id="faces", base="faces-ae",
         target_model="faces-ae", hyperparameters={"epochs": 10, "batch_size": 32, "lr": 1e-3},
         auto_activate=True, epoch=10 if done else 4, total_epochs=10,
         step=80 if done else 32, total_steps=80, losses={"loss": 0.061, "mse": 0.012},
@@ -92,7 +99,7 @@ def _manifest() -> Manifest:
                       inputs=[TensorSpec(name="image", shape=["batch", 3, 320, 320])],
                       outputs=[TensorSpec(name="mask", shape=["batch", 1, 320, 320])])
     return Manifest(
-        model="matte", version=2, task=Task.MATTE, arch="u2netp", created_at=_AT.isoformat(),
+        model="matte", version=2, task="matte", arch="u2netp", created_at=_AT.isoformat(),
         graphs={"main": graph},
         preprocessing={"size": 320, "divide_by_max": True, "mean": [0.485, 0.456, 0.406],
                        "std": [0.229, 0.224, 0.225]},
@@ -104,10 +111,10 @@ def _manifest() -> Manifest:
 
 
 def _dataset() -> IngestResult:
-    meta = DatasetMeta(id="faces", task=Task.AUTOENCODE, name="faces", created_at=_AT,
+    meta = DatasetMeta(id="faces", task="autoencode", name="faces", created_at=_AT,
                        bytes=1_204_224, filename="faces.zip", counts={"train": 90, "val": 10})
     report = IntakeReport(
-        task=Task.AUTOENCODE, can_train=True, split_source="auto",
+        task="autoencode", can_train=True, split_source="auto",
         counts={"train": 90, "val": 10}, files_seen=101, files_accepted=100,
         image_size=SizeStats(min_width=64, max_width=256, mean_width=120.5, min_height=64,
                              max_height=256, mean_height=118.0),
@@ -116,7 +123,7 @@ def _dataset() -> IngestResult:
 
 
 def _json_examples() -> dict[str, Any]:
-    matte = ModelInfo(name="matte", task=Task.MATTE, versions=[1, 2], active=2, is_default=True)
+    matte = ModelInfo(name="matte", task="matte", versions=[1, 2], active=2, is_default=True)
     summary = VersionSummary(version=2, arch="u2netp", created_at=_AT.isoformat(),
                              description="fine-tuned by job " + JOB, parity_passed=True,
                              source="finetune", parent="matte@1", metrics={"mae": 0.041})
@@ -147,7 +154,7 @@ def _json_examples() -> dict[str, Any]:
                                         url=f"/jobs/{JOB}/samples/epoch_001.png")],
         "healthz": Health(),
         "readyz": Readiness(ready=True, models=[ModelReadiness(
-            name="matte", task=Task.MATTE, active_version=2, loaded_version=2,
+            name="matte", task="matte", active_version=2, loaded_version=2,
             providers=["CPUExecutionProvider"], ready=True, error=None)]),
     }
     return {op: _dump(value) for op, value in examples.items()}
@@ -204,12 +211,44 @@ def add_examples(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+_SCHEMA_REF = "#/components/schemas/{model}"
+
+
+def add_hyperparameter_union(schema: dict[str, Any]) -> dict[str, Any]:
+    """``FinetuneRequest.hyperparameters``: one of each registered task's hyper-parameter
+    model, chosen by the request's ``task`` (said in the description and ``x-task-mapping``;
+    an OpenAPI discriminator cannot name a sibling field)."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    request = components.get("FinetuneRequest")
+    if request is None:
+        return schema
+    mapping: dict[str, str] = {}
+    for spec in task_specs():
+        model = spec.hyperparameters
+        body = model.model_json_schema(ref_template=_SCHEMA_REF)
+        components.update(body.pop("$defs", {}))
+        components[model.__name__] = body
+        mapping[spec.name] = _SCHEMA_REF.format(model=model.__name__)
+    field = request["properties"]["hyperparameters"]
+    described = ", ".join(f"`{task}` -> {ref.rsplit('/', 1)[-1]}"
+                          for task, ref in mapping.items())
+    request["properties"]["hyperparameters"] = {
+        "title": field.get("title", "Hyperparameters"),
+        "default": field.get("default", {}),
+        "oneOf": [{"$ref": ref} for ref in dict.fromkeys(mapping.values())],
+        "description": "The hyper-parameters of the request's `task` (fields left out take"
+        " the task's defaults; unknown fields are refused): " + described + ".",
+        "x-task-mapping": mapping,
+    }
+    return schema
+
+
 def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = add_examples(get_openapi(
+            app.openapi_schema = add_hyperparameter_union(add_examples(get_openapi(
                 title=app.title, version=app.version, summary=app.summary,
-                description=app.description, routes=app.routes))
+                description=app.description, routes=app.routes)))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

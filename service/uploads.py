@@ -10,13 +10,12 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from core.errors import InvalidParameter
+from core.settings import Settings
 from model_store.dataset_schema import IngestResult
 from model_store.datasets import DatasetStore, validate_dataset_id
 from model_store.errors import InvalidName
 from model_store.intake import ingest_upload, receive_upload, receive_upload_async
-from model_store.tasks import Task
-from service.config import Settings
-from service.errors import InvalidParameter
 
 
 async def _receive(request: Request, dest: Path, max_bytes: int) -> str:
@@ -36,7 +35,7 @@ async def _receive(request: Request, dest: Path, max_bytes: int) -> str:
         return part.filename or "upload"
 
 
-async def create_dataset(request: Request, settings: Settings, task: Task, name: str | None,
+async def create_dataset(request: Request, settings: Settings, task: str, name: str | None,
                          dataset_id: str | None) -> IngestResult:
     if dataset_id is not None:
         try:

@@ -7,24 +7,24 @@ the same database, broker and store.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from service.config import get_settings
-from service.logs import configure_logging
+from core.logs import configure_logging
+from core.settings import get_settings
 
 
 def main(argv: list[str] | None = None) -> int:
+    settings = get_settings()
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
-    parser.add_argument("--hostname", default=os.environ.get("TOONFORGE_WORKER_NAME",
-                                                             "toonforge@%h"),
-                        help="worker node name (%%h: host name); one per GPU")
+    parser.add_argument("--hostname", default=settings.worker_name or "toonforge@%h",
+                        help="worker node name (%%h: host name; default: TOONFORGE_WORKER_NAME"
+                             " or toonforge@%%h); one per GPU")
     parser.add_argument("--loglevel", default=None, help="default: TOONFORGE_LOG_LEVEL")
     args = parser.parse_args(argv)
-    settings = get_settings()
     loglevel = (args.loglevel or settings.log_level).upper()
     configure_logging(settings.log_format, loglevel)
 
+    # Importing the app imports the plugin families too (worker/celery_app.py).
     from worker.celery_app import app
 
     celery_args = [

@@ -19,8 +19,9 @@ from typing import Any
 
 from celery import Celery, signals
 
+from core.plugins import TASK_ENTRY_POINTS, WORKER_ENTRY_POINTS, import_modules
+from core.settings import Settings, get_settings
 from jobs.queue import celery_config, make_celery
-from service.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +53,24 @@ def make_worker_app(settings: Settings) -> Celery:
     return app
 
 
+def import_plugins(settings: Settings) -> list[str]:
+    """The extra families' task specs and worker modules (nets, trainers): imported once at
+    start, before any job looks up a task or an architecture."""
+    return [*import_modules(settings.task_plugins, TASK_ENTRY_POINTS),
+            *import_modules(settings.worker_plugins, WORKER_ENTRY_POINTS)]
+
+
+# This module is the first one a worker process imports (``python -m worker`` and
+# ``celery -A worker.celery_app`` alike), so the plugins are loaded here.
+import_plugins(get_settings())
 app = make_worker_app(get_settings())
 
-# Registers the tasks on `app` (tasks.py imports `app` from here), and the log receivers
-# (our handler instead of Celery's, the job id on a job's lines: worker/logs.py).
-from worker import logs, tasks  # noqa: E402,F401
+# Registers the tasks on `app` (celery_tasks.py imports `app` from here), and the log
+# receivers (our handler instead of Celery's, the job id on a job's lines: worker/logs.py).
+from worker import celery_tasks, logs  # noqa: E402,F401
 
 
-@signals.worker_ready.connect
+@signals.worker_ready.connect  # type: ignore[untyped-decorator]  # Celery's connect is unannotated
 def _on_ready(**_: Any) -> None:
     from worker.runtime import Reclaimer, get_runtime
     from worker.starter import queue_starter_jobs
@@ -76,7 +87,7 @@ def _on_ready(**_: Any) -> None:
     import worker.runner  # noqa: F401
 
 
-@signals.worker_shutting_down.connect
+@signals.worker_shutting_down.connect  # type: ignore[untyped-decorator]  # Celery's connect is unannotated
 def _on_warm_shutdown(**_: Any) -> None:
     from worker.control import SHUTDOWN
 

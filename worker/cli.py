@@ -5,6 +5,10 @@ They plug into the client's ``toonforge`` command (toonforge_client/cli.py) thro
 entry-point group ``toonforge.admin`` (``import_command``, ``store_command``); ``python -m
 worker.cli [--store DIR] import|store ...`` runs them directly. It imports torch lazily,
 only for ``import``, so listing and activating stay quick.
+
+Plugin families (``TOONFORGE_TASK_PLUGINS`` / ``TOONFORGE_WORKER_PLUGINS``, core/plugins.py)
+are imported first: task specs at start, worker modules (nets, which need torch) when
+``import`` looks up its architecture.
 """
 
 from __future__ import annotations
@@ -14,44 +18,64 @@ import json
 import sys
 from pathlib import Path
 
-from model_store.errors import StoreError
+from core.errors import DomainError
+from core.plugins import TASK_ENTRY_POINTS, WORKER_ENTRY_POINTS, import_modules
+from core.settings import Settings, get_settings
 from model_store.store import ModelStore
-from model_store.tasks import Task
+from tasks import list_tasks
 
 
-def _store(args: argparse.Namespace) -> ModelStore:
-    if args.store:
-        return ModelStore(args.store)
-    from service.config import get_settings
+def _store(args: argparse.Namespace, *, create: bool) -> ModelStore:
+    # Only ``import`` makes a store; reading commands refuse a directory that does not exist
+    # (StoreMissing names TOONFORGE_STORE_DIR and --store) instead of creating an empty one.
+    root = args.store or args.settings.store_dir
+    return ModelStore(root, create=create)
 
-    return ModelStore(get_settings().store_dir)
+
+def _parts(args: argparse.Namespace, part_flags: list[str]) -> dict[str, Path]:
+    """The arch's checkpoint parts from the command line: the first is ``--weights``, each
+    further part P is ``--P FILE``."""
+    from worker.nets.checkpoints import ImportRefused
+    from worker.nets.registry import get_arch
+
+    first, *others = get_arch(args.arch).official_parts
+    flags = argparse.ArgumentParser(prog=f"toonforge import --arch {args.arch}")
+    for part in others:
+        flags.add_argument(f"--{part}", dest=part)
+    extra = flags.parse_args(part_flags)
+    missing = [part for part in others if getattr(extra, part) is None]
+    if missing:
+        wanted = " ".join(f"--{p} FILE" for p in missing)
+        raise ImportRefused(f"{args.arch} needs {len(others) + 1} files: --weights FILE {wanted}")
+    return {first: Path(args.weights), **{p: Path(getattr(extra, p)) for p in others}}
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
+    import_modules(args.settings.worker_plugins, WORKER_ENTRY_POINTS)
     from worker.importer import import_checkpoint
 
+    parts = _parts(args, args.part_flags)  # refused flags write nothing, not even a store
     manifest = import_checkpoint(
-        _store(args),
-        task=Task(args.task),
+        _store(args, create=True),
+        task=args.task,
         arch=args.arch,
-        weights=Path(args.weights),
-        netd=Path(args.netd) if args.netd else None,
+        parts=parts,
         model=args.model,
         labels=Path(args.labels) if args.labels else None,
         activate=args.activate,
     )
     errors = ", ".join(f"{k}={v:.2e}" for k, v in manifest.parity.max_abs_error.items())
     state = "active" if args.activate else "inactive"
-    print(f"imported {manifest.ref} ({manifest.task.value}/{manifest.arch}, {state});"
+    print(f"imported {manifest.ref} ({manifest.task}/{manifest.arch}, {state});"
           f" parity passed: {errors} <= {manifest.parity.tolerance}")
     return 0
 
 
 def _cmd_store(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = _store(args, create=False)
     if args.action == "list":
         for m in store.list_models():
-            print(f"{m.name}\t{m.task.value}\tactive={m.active}\tversions={m.versions}")
+            print(f"{m.name}\t{m.task}\tactive={m.active}\tversions={m.versions}")
     elif args.action == "show":
         if args.version is None:
             print(json.dumps(store.summary(args.name).__dict__, default=str, indent=2))
@@ -68,6 +92,9 @@ def _cmd_store(args: argparse.Namespace) -> int:
 
 
 STORE_HELP = "model store root (default: TOONFORGE_STORE_DIR)"
+PARTS_EPILOG = """\
+An architecture whose official checkpoint has several files takes the first as --weights and
+each further part P as --P FILE (the part names are the architecture's official parts)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,14 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     store_option.add_argument("--store", default=argparse.SUPPRESS, help=STORE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    imp = sub.add_parser("import", parents=[store_option],
+    imp = sub.add_parser("import", parents=[store_option], epilog=PARTS_EPILOG,
                          help="convert an official checkpoint into a store version")
-    imp.add_argument("--task", required=True, choices=[t.value for t in Task])
+    imp.add_argument("--task", required=True, choices=list_tasks())
     imp.add_argument("--arch", required=True)
-    imp.add_argument("--weights", required=True, help="checkpoint file (.pth, or .npz for dctnet)")
-    imp.add_argument("--netd", help="dcgan only: the discriminator file (netd_200.pth)")
+    imp.add_argument("--weights", required=True, help="the (first) checkpoint file")
     imp.add_argument("--model", required=True, help="model name (a line of versions)")
-    imp.add_argument("--labels", help="classify: one label per line (default: ImageNet-1k)")
+    imp.add_argument("--labels", help="class names, one per line, where the arch needs them")
     imp.add_argument("--activate", action="store_true", help="make the new version active")
     imp.set_defaults(func=_cmd_import)
 
@@ -111,14 +137,22 @@ def store_command(argv: list[str]) -> int:
     return main(["store", *argv])
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
+    settings = settings or get_settings()
+    # Before the parser: --task offers the registered tasks, plugins included.
+    import_modules(settings.task_plugins, TASK_ENTRY_POINTS)
+    parser = build_parser()
+    args, part_flags = parser.parse_known_args(argv)
+    if part_flags and args.command != "import":
+        parser.error(f"unrecognized arguments: {' '.join(part_flags)}")
+    args.settings, args.part_flags = settings, part_flags
     if args.command == "store" and args.action != "list" and not args.name:
         print("toonforge: error: store", args.action, "needs a model NAME", file=sys.stderr)
         return 2
     try:
-        return args.func(args)
-    except (StoreError, ValueError, KeyError, RuntimeError) as exc:
+        rc: int = args.func(args)
+        return rc
+    except (DomainError, ValueError, KeyError, RuntimeError) as exc:
         # ImportRefused, CheckpointMismatch, UnknownArch, ParityFailed, store errors: the
         # message names the problem; a traceback would only hide it.
         print(f"toonforge: error: {exc}", file=sys.stderr)

@@ -10,20 +10,21 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
+from core.errors import DomainError
 from jobs.artifacts import job_dir
-from jobs.hyperparams import hyperparams_model
 from jobs.records import JobRecord
 from jobs.spec import parse_base
 from model_store.datasets import DatasetStore
 from model_store.errors import ModelNotFound, NoActiveVersion
+from model_store.files import WEIGHTS_FILE
 from model_store.manifest import Lineage, Manifest
 from model_store.store import ModelStore
-from model_store.tasks import WEIGHTS_FILE, Task
+from tasks import get_task
 from worker.nets.checkpoints import load_state_dict_strict
 from worker.nets.registry import create_model, get_arch
 from worker.training.publish import publish_version
@@ -31,18 +32,12 @@ from worker.training.trainers import TrainContext, TrainResult, get_trainer
 
 log = logging.getLogger(__name__)
 
-# The validation metric each task's activation gate compares, and which way is better.
-# generate has none: no validation number says one GAN is better than another.
-GATE_METRICS: dict[Task, tuple[str, Literal["min", "max"]]] = {
-    Task.CARTOONIZE: ("loss", "min"),  # L1 + ssim_weight * (1 - SSIM) against the cartoons
-    Task.MATTE: ("mae", "min"),  # mean absolute error of the alpha mask
-    Task.CLASSIFY: ("top1", "max"),  # top-1 accuracy
-    Task.AUTOENCODE: ("loss", "min"),  # MSE + ssim_weight * (1 - SSIM) of reconstructions
-}
+class JobFailed(DomainError):
+    """A job that cannot go on (its base or target serves another task), with a message
+    for the user."""
 
-
-class JobFailed(Exception):
-    """A job that cannot go on, with a message for the user."""
+    code = "job_invalid"
+    http_status = 422
 
 
 @dataclass
@@ -80,7 +75,7 @@ def load_version(store: ModelStore, name: str, version: int) -> tuple[nn.Module,
 def resolve_base(store: ModelStore, job: JobRecord) -> BaseWeights:
     """``model`` -> its active version, ``model@n`` -> that version, else an arch name."""
     name, version = parse_base(job.base)
-    task = Task(job.task)
+    task = get_task(job.task).name
     if version is None and name in store.model_names():
         version = store.active_version(name)
         if version is None:
@@ -89,11 +84,11 @@ def resolve_base(store: ModelStore, job: JobRecord) -> BaseWeights:
     if version is not None:
         module, manifest = load_version(store, name, version)
         if manifest.task != task:
-            raise JobFailed(f"base {name}@{version} serves {manifest.task.value}, not {task}")
+            raise JobFailed(f"base {name}@{version} serves {manifest.task}, not {task}")
         return BaseWeights(manifest.arch, module, manifest.ref, manifest.labels)
     spec = get_arch(name)  # UnknownArch names the known ones
     if spec.task != task:
-        raise JobFailed(f"architecture {name!r} serves {spec.task.value}, not {task}")
+        raise JobFailed(f"architecture {name!r} serves {spec.task}, not {task}")
     return BaseWeights(name, None, None)
 
 
@@ -103,8 +98,8 @@ def check_target(store: ModelStore, job: JobRecord) -> None:
         task = store.task_of(job.target_model)
     except ModelNotFound:
         return
-    if task != Task(job.task):
-        raise JobFailed(f"target model {job.target_model!r} serves {task.value}, not {job.task}")
+    if task != job.task:
+        raise JobFailed(f"target model {job.target_model!r} serves {task}, not {job.task}")
 
 
 def train(
@@ -115,7 +110,7 @@ def train(
     on_progress: Callable[[Any], None],
     should_cancel: Callable[[], bool],
 ) -> TrainResult:
-    hp = hyperparams_model(job.task).model_validate(job.hyperparameters)
+    hp = get_task(job.task).hyperparameters.model_validate(job.hyperparameters)
     ctx = TrainContext(
         dataset_dir=DatasetStore(store_root).data_dir(job.dataset_id),
         work_dir=job_work_dir(store_root, job.id),
@@ -173,37 +168,40 @@ def publish(store: ModelStore, job: JobRecord, base: BaseWeights, result: TrainR
 def gate(store: ModelStore, job: JobRecord, new: Manifest, module: nn.Module) -> GateDecision:
     """Should the new version become active? Both versions are evaluated here, on the same
     validation split with the same settings, so the comparison is fair."""
-    task = Task(job.task)
+    spec = get_task(job.task)
     try:
         active = store.active_version(job.target_model)
     except ModelNotFound:
         active = None
     if active is None:
         return GateDecision(True, f"{job.target_model} had no active version")
-    if task not in GATE_METRICS:
-        # No validation number says one GAN is better than another, so a person decides:
+    rule = spec.gate
+    if rule is None:
+        # No validation number says one version is better (GANs), so a person decides:
         # only the first version of a line (nothing to regress from) goes live by itself.
-        return GateDecision(False, f"{task.value} versions are never activated automatically"
+        return GateDecision(False, f"{spec.name} versions are never activated automatically"
                                    f" while {job.target_model}@{active} is active: look at"
                                    " the samples and activate by hand")
-    metric, mode = GATE_METRICS[task]
+    metric = rule.metric
     old_module, old_manifest = load_version(store, job.target_model, active)
-    if task == Task.CLASSIFY and old_manifest.labels != new.labels:
+    if old_manifest.labels != new.labels:
+        # Outputs that mean other classes: one dataset cannot score both fairly.
         return GateDecision(False, f"active {old_manifest.ref} has other labels; the two"
                                    " cannot be compared on this dataset: activate by hand",
                             metric=metric)
-    trainer = get_trainer(task)
-    hp = hyperparams_model(task).model_validate(job.hyperparameters)
+    trainer = get_trainer(spec.name)
+    hp = spec.hyperparameters.model_validate(job.hyperparameters)
     data = DatasetStore(store.root).data_dir(job.dataset_id)
     new_metrics = trainer.evaluate(module, data, hp, labels=new.labels)
     old_metrics = trainer.evaluate(old_module, data, hp, labels=old_manifest.labels)
     new_value, old_value = float(new_metrics[metric]), float(old_metrics[metric])
-    better_or_equal = new_value <= old_value if mode == "min" else new_value >= old_value
+    better_or_equal = rule.at_least_as_good(new_value, old_value)
     verdict = "at least as good as" if better_or_equal else "worse than"
+    better = "lower" if rule.direction == "min" else "higher"
     return GateDecision(
         better_or_equal,
         f"{new.ref} {metric}={new_value:.6g} is {verdict} active {old_manifest.ref}"
-        f" {metric}={old_value:.6g} ({'lower' if mode == 'min' else 'higher'} is better)",
+        f" {metric}={old_value:.6g} ({better} is better)",
         metric=metric, new=new_value, active=old_value,
         details={"new": new_metrics, "active": old_metrics},
     )

@@ -18,6 +18,7 @@ import logging
 import time
 import traceback
 
+from core.errors import DomainError
 from jobs.errors import InvalidTransition
 from jobs.records import JobRecord
 from jobs.repository import Claim, ClaimOutcome
@@ -26,13 +27,26 @@ from jobs.webhooks import notify_terminal
 from model_store.store import ModelStore
 from worker import finetune
 from worker.control import JobControl
+from worker.nets.checkpoints import CheckpointMismatch
 from worker.runtime import WorkerRuntime, get_runtime
+from worker.training.datasets import DatasetError
+from worker.training.export import ExportFailed, ParityFailed
+from worker.training.trainers import ResumeMismatch
 
 log = logging.getLogger(__name__)
 
 # The producer commits the row right after the broker took the message; a fast worker may
 # see the message first.
 ROW_WAIT_S = 10.0
+
+# Failures of the worker's own steps, and what they mean for the user.
+_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (ParityFailed, "ONNX parity check failed (nothing was published)"),
+    (ExportFailed, "ONNX export failed (nothing was published)"),
+    (ResumeMismatch, "cannot resume from the job's checkpoint"),
+    (DatasetError, "the dataset cannot train this task"),
+    (CheckpointMismatch, "the base weights do not fit their architecture"),
+)
 
 
 class LeaseLost(Exception):
@@ -142,27 +156,23 @@ def _execute(rt: WorkerRuntime, job: JobRecord, control: JobControl) -> JobRecor
 
 
 def describe(exc: BaseException) -> str:
-    """A one-line reason a user can act on."""
-    name = type(exc).__name__
-    prefixes = {
-        "ParityFailed": "ONNX parity check failed (nothing was published)",
-        "ExportFailed": "ONNX export failed (nothing was published)",
-        "ResumeMismatch": "cannot resume from the job's checkpoint",
-        "DatasetError": "the dataset cannot train this task",
-        "CheckpointMismatch": "the base weights do not fit their architecture",
-    }
-    text = str(exc) or name
-    if name in prefixes:
-        return f"{prefixes[name]}: {text}"
-    if isinstance(exc, (finetune.JobFailed, LookupError)) or name.endswith(
-            ("NotFound", "NoActiveVersion")):
+    """A one-line reason a user can act on. A ``DomainError`` (store, jobs, tasks, the
+    job's own checks) is its stable code and message: ``"dataset_not_found: ..."``."""
+    if isinstance(exc, DomainError):
+        return f"{exc.code}: {exc.message}"
+    text = str(exc) or type(exc).__name__
+    for kind, reason in _REASONS:
+        if isinstance(exc, kind):
+            return f"{reason}: {text}"
+    if isinstance(exc, LookupError):  # an unknown architecture or trainer names the known
         return text
-    return f"{name}: {text}"
+    return f"{type(exc).__name__}: {text}"
 
 
 def _fail(rt: WorkerRuntime, job: JobRecord, exc: BaseException, control: JobControl
           ) -> JobRecord | None:
-    control.log_event("job failed", error=describe(exc),
+    code = exc.code if isinstance(exc, DomainError) else None
+    control.log_event("job failed", error=describe(exc), code=code,
                       traceback=traceback.format_exc(limit=20)[-4000:])
     try:
         return rt.repo.transition(job.id, JobStatus.FAILED, worker_id=rt.worker_id,

@@ -13,10 +13,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.settings import Settings, get_settings
 from jobs.db import Database
 from jobs.queue import JobQueue, requeue_stale_jobs
 from jobs.repository import JobRepository
-from service.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
 

@@ -1,57 +1,48 @@
 """Starter models: on the first start with an empty store, each task's default model is
 trained on a small procedurally generated dataset, as ordinary jobs visible in /jobs.
 
-The data is synthetic (shapes and cartoon faces drawn by worker/training/synthetic.py) and
-every dataset and version made from it says so (``synthetic: true`` in the dataset meta,
-``lineage.synthetic_data`` in the manifest). Set ``TOONFORGE_STARTER_MODELS=false`` to skip.
+What each task trains (architecture, dataset sizes, hyper-parameters) is its spec's
+``starter`` recipe (tasks/); a task without one gets no starter. The data is synthetic
+(shapes and cartoon faces drawn by tasks/synthetic.py) and every dataset and version made
+from it says so (``synthetic: true`` in the dataset meta, ``lineage.synthetic_data`` in the
+manifest). Set ``TOONFORGE_STARTER_MODELS=false`` to skip.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
+from core.settings import Settings, get_settings
+from core.wire import FinetuneRequest
 from jobs.errors import IdempotencyConflict
 from jobs.queue import create_and_enqueue
-from jobs.spec import FinetuneRequest
 from model_store.dataset_scan import scan_dataset
 from model_store.dataset_schema import DatasetMeta
 from model_store.datasets import DATA_DIR, DatasetStore, tree_bytes
 from model_store.errors import DatasetExists, DatasetInvalid
 from model_store.store import ModelStore
-from model_store.tasks import Task
-from service.config import Settings
+from tasks import get_task, task_specs
+from tasks.synthetic import make_dataset
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
-# arch to train from scratch, synthetic dataset sizes, hyper-parameters: small enough that
-# all five finish within minutes on two CPU cores, large enough to learn something visible.
-STARTERS: dict[Task, tuple[str, dict[str, int], dict[str, Any]]] = {
-    Task.CARTOONIZE: ("dctnet", {"n": 32}, {"epochs": 4, "image_size": 64, "batch_size": 4}),
-    Task.MATTE: ("u2netp", {"n": 32}, {"epochs": 4, "resize": 96, "crop": 80,
-                                       "batch_size": 4}),
-    Task.CLASSIFY: ("googlenet", {"per_class": 16},
-                    {"epochs": 4, "image_size": 64, "batch_size": 8}),
-    Task.GENERATE: ("dcgan", {"n": 64}, {"epochs": 5, "batch_size": 16}),
-    Task.AUTOENCODE: ("ae", {"n": 64}, {"epochs": 8, "batch_size": 16}),
-}
 
-
-def publish_synthetic_dataset(store_root: Path, task: Task | str, dataset_id: str,
-                              seed: int = 0, **sizes: int) -> Path:
-    """Draw ``task``'s synthetic dataset and publish it as ``dataset_id``; returns data/."""
-    from worker.training.synthetic import make_dataset
-
-    task = Task(task)
+def publish_synthetic_dataset(store_root: Path, task: str, dataset_id: str, seed: int = 0,
+                              *, max_pixels: int | None = None, **sizes: int) -> Path:
+    """Draw ``task``'s synthetic dataset and publish it as ``dataset_id``; returns data/.
+    ``max_pixels`` is the decompression-bomb guard of the scan (default: the settings')."""
+    task = get_task(task).name
+    if max_pixels is None:
+        max_pixels = get_settings().max_pixels
     datasets = DatasetStore(store_root)
     with datasets.staging() as staged:
-        make_dataset(task.value, staged / DATA_DIR, seed=seed, **sizes)
-        report, index = scan_dataset(staged / DATA_DIR, task, 40_000_000)
+        make_dataset(task, staged / DATA_DIR, seed=seed, **sizes)
+        report, index = scan_dataset(staged / DATA_DIR, task, max_pixels)
         if not report.can_train:
             raise DatasetInvalid(report)
-        meta = DatasetMeta(id=dataset_id, task=task, name=f"synthetic {task.value} (starter)",
+        meta = DatasetMeta(id=dataset_id, task=task, name=f"synthetic {task} (starter)",
                            bytes=tree_bytes(staged / DATA_DIR), filename="synthetic",
                            synthetic=True, counts=report.counts)
         datasets.publish(staged, meta, report, index)
@@ -68,17 +59,21 @@ def queue_starter_jobs(runtime: WorkerRuntime) -> list[str]:
     if not settings.starter_models or ModelStore(runtime.store_root).list_models():
         return []
     job_ids = []
-    for task, (arch, sizes, hyperparameters) in STARTERS.items():
-        dataset_id = f"starter-{task.value}"
+    for spec in task_specs():
+        if spec.starter is None:
+            continue
+        recipe, dataset_id = spec.starter, f"starter-{spec.name}"
         try:
-            publish_synthetic_dataset(runtime.store_root, task, dataset_id, **sizes)
+            publish_synthetic_dataset(runtime.store_root, spec.name, dataset_id,
+                                      max_pixels=settings.max_pixels, **recipe.dataset)
         except DatasetExists:
             pass
-        request = FinetuneRequest(task=task, dataset_id=dataset_id, base=arch,
-                                  target_model=settings.default_models[task],
-                                  hyperparameters=hyperparameters, auto_activate=True)
+        request = FinetuneRequest(task=spec.name, dataset_id=dataset_id, base=recipe.arch,
+                                  target_model=settings.model_for(spec.name),
+                                  hyperparameters=dict(recipe.hyperparameters),
+                                  auto_activate=True)
         try:
-            job, created = create_and_enqueue(runtime.repo, request, f"starter-{task.value}",
+            job, created = create_and_enqueue(runtime.repo, request, f"starter-{spec.name}",
                                               queue=runtime.queue,
                                               store_root=runtime.store_root)
         except IdempotencyConflict:

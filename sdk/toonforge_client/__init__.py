@@ -11,7 +11,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from toonforge_client.client import AsyncClient, Client
+from toonforge_client.async_client import AsyncClient
+from toonforge_client.client import Client
 from toonforge_client.errors import (
     ApiError,
     BadRequestError,

@@ -1,5 +1,10 @@
 """Response shapes. JSON answers are plain dicts typed with TypedDicts (so a field a newer
-server adds is simply there); image answers are ``ImageResult``."""
+server adds is simply there); image answers are ``ImageResult``.
+
+Each TypedDict that mirrors a schema of openapi/openapi.json has that schema's name and
+fields; tests/sdk/test_wire_contract.py checks them field by field. A ``task`` field is a
+``str``: the server's task registry is open (``Task`` names the built-in tasks).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,13 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 Task = Literal["cartoonize", "matte", "classify", "generate", "autoencode"]
 JobStatus = Literal["queued", "running", "exporting", "succeeded", "failed", "cancelled"]
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+# The statuses a job ends in: the one definition the clients and the CLI use.
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def is_terminal(status: str) -> bool:
+    """Whether a job in ``status`` has ended (succeeded, failed or cancelled)."""
+    return status in TERMINAL_STATUSES
 
 
 @dataclass(frozen=True)
@@ -55,7 +66,7 @@ class ImagesResponse(TypedDict):
 
 class ModelInfo(TypedDict):
     name: str
-    task: Task
+    task: str
     versions: list[int]
     active: int | None
     is_default: bool
@@ -85,7 +96,7 @@ class ActivateResponse(TypedDict):
 
 class DatasetMeta(TypedDict):
     id: str
-    task: Task
+    task: str
     name: str
     bytes: int
     filename: str
@@ -94,14 +105,45 @@ class DatasetMeta(TypedDict):
     created_at: str
 
 
+class SkippedFile(TypedDict):
+    path: str
+    reason: str
+
+
+class SizeStats(TypedDict):
+    min_width: int
+    max_width: int
+    mean_width: float
+    min_height: int
+    max_height: int
+    mean_height: float
+
+
+class IntakeReport(TypedDict):
+    """What the server found in an uploaded dataset (``can_train`` False says why not)."""
+
+    task: str
+    can_train: bool
+    problems: list[str]
+    warnings: list[str]
+    counts: dict[str, int]
+    class_counts: dict[str, dict[str, int]] | None
+    files_seen: int
+    files_accepted: int
+    skipped: list[SkippedFile]
+    stripped_folder: str | None
+    split_source: Literal["given", "auto"]
+    image_size: SizeStats | None
+
+
 class IngestResult(TypedDict):
     meta: DatasetMeta
-    report: dict[str, Any]  # the intake report: can_train, problems, warnings, counts, ...
+    report: IntakeReport
 
 
 class JobView(TypedDict):
     id: str
-    task: Task
+    task: str
     status: JobStatus
     dataset_id: str
     base: str
@@ -170,7 +212,7 @@ class Health(TypedDict):
 
 class ModelReadiness(TypedDict):
     name: str
-    task: Task | None
+    task: str | None
     active_version: int | None
     loaded_version: int | None
     providers: list[str]
@@ -183,8 +225,97 @@ class Readiness(TypedDict):
     models: list[ModelReadiness]
 
 
+# ------------------------------------------------------------------ manifests
+
+
+class TensorSpec(TypedDict):
+    name: str
+    shape: list[int | str]
+    dtype: str
+
+
+class GraphSpec(TypedDict):
+    file: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    opset: int
+
+
+class FileEntry(TypedDict):
+    sha256: str
+    bytes: int
+
+
+class ParityReport(TypedDict):
+    passed: bool
+    tolerance: float
+    max_abs_error: dict[str, float]
+    inputs: str
+    detail: str
+    torch_version: str
+    onnxruntime_version: str
+
+
+class Lineage(TypedDict):
+    source: str  # import | finetune | scratch
+    parent: str | None
+    checkpoint: dict[str, str]
+    dataset: str | None
+    job_id: str | None
+    hyperparameters: dict[str, Any]
+    synthetic_data: bool
+
+
+class Manifest(TypedDict):
+    """One model version's manifest (``GET /models/{name}/versions/{version}``)."""
+
+    schema_version: int
+    model: str
+    version: int
+    task: str
+    arch: str
+    description: str
+    created_at: str
+    graphs: dict[str, GraphSpec]
+    preprocessing: dict[str, Any]
+    labels: list[str] | None
+    metrics: dict[str, Any]
+    parity: ParityReport
+    lineage: Lineage
+    files: dict[str, FileEntry]
+    extra: dict[str, Any]
+
+
+# ------------------------------------------------------------------ errors, request bodies
+
+
+class ErrorBody(TypedDict):
+    code: str
+    message: str
+    details: dict[str, Any] | None
+
+
+class ErrorEnvelope(TypedDict):
+    """What every non-2xx answer carries (``errors.error_from_response`` reads it)."""
+
+    error: ErrorBody
+
+
+class ActivateRequest(TypedDict):
+    version: int
+
+
+class GenerateBody(TypedDict, total=False):
+    n: int | None
+    seed: int | None
+    rank_by_discriminator: bool
+    oversample: int
+    format: Literal["grid", "json"]
+    latents: list[list[float]] | None
+
+
 class FinetuneRequest(TypedDict):
-    task: Task
+    task: str
     dataset_id: str
     base: str
     target_model: str
@@ -233,7 +364,7 @@ class JobUpdate:
 
     @property
     def finished(self) -> bool:
-        return self.job["status"] in TERMINAL_STATUSES
+        return is_terminal(self.job["status"])
 
 
 def apply_event(job: JobView, event: JobEvent) -> JobView:

@@ -1,6 +1,8 @@
 """One function per inference endpoint: decode -> preprocess -> run -> postprocess -> encode.
 
 Each takes the uploaded bytes and validated parameters and returns a ``Served`` answer.
+Sizes and value ranges come from the version's typed serving config (``version.config``,
+validated when the version loaded), never from defaults here.
 The blocking stages run on the pool's work threads; when the graph batches, the run in
 between is awaited on the event loop so that waiting requests hold no thread.
 """
@@ -17,14 +19,8 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel
 
-from model_store.tasks import Task
-from service.errors import InvalidParameter
-from service.imaging import MEDIA_TYPES, decode_image, encode_image
-from service.inference import processing as proc
-from service.inference.batching import Feeds
-from service.inference.pool import InferencePool
-from service.inference.sessions import LoadedVersion
-from service.schemas import (
+from core.errors import InvalidParameter, UnknownTask
+from core.wire import (
     MAX_GENERATE_TOTAL,
     AutoencodeParams,
     CartoonizeParams,
@@ -35,12 +31,26 @@ from service.schemas import (
     ImagesResponse,
     InterpolateParams,
     MatteParams,
+    ModelChoice,
     Prediction,
     SampleParams,
 )
+from service.errors import NoImagePipeline, TaskNotFound
+from service.imaging import MEDIA_TYPES, decode_image, encode_image
+from service.inference import processing as proc
+from service.inference.batching import Feeds
+from service.inference.pool import InferencePool
+from service.inference.sessions import LoadedVersion
+from tasks import ServingConfig, TaskSpec, get_task, list_tasks
+from tasks.autoencode import AutoencodeServing
+from tasks.cartoonize import CartoonizeServing
+from tasks.classify import ClassifyServing
+from tasks.generate import GenerateServing
+from tasks.matte import MatteServing
 
 C = TypeVar("C")
 R = TypeVar("R")
+S = TypeVar("S", bound=ServingConfig)
 DEFAULT_N = 16
 DEFAULT_TOP_K = 5
 DEFAULT_STEPS = 8
@@ -71,22 +81,11 @@ async def _staged(pool: InferencePool, version: LoadedVersion, role: str,
         return await pool.run(finish, context, outputs)
 
 
-def _side(version: LoadedVersion, role: str, key: str, default: int) -> int:
-    """A fixed input side: the manifest's preprocessing, else the graph's last axis."""
-    if key in version.manifest.preprocessing:
-        return int(version.manifest.preprocessing[key])
-    spec = version.manifest.graphs[role].inputs[0]
-    last = spec.shape[-1] if spec.shape else None
-    return last if isinstance(last, int) and last > 0 else default
-
-
-def _dim(version: LoadedVersion, role: str, key: str, axis: int) -> int:
-    if key in version.manifest.preprocessing:
-        return int(version.manifest.preprocessing[key])
-    dim = version.manifest.graphs[role].inputs[0].shape[axis]
-    if not isinstance(dim, int):
-        raise InvalidParameter("model", f"{version.ref} does not declare its {key}")
-    return dim
+def _config(version: LoadedVersion, kind: type[S]) -> S:
+    """The version's serving config as the type this pipeline reads (set at load)."""
+    config = version.config
+    assert isinstance(config, kind), f"{version.ref} has a {type(config).__name__}"
+    return config
 
 
 def _png_b64(image: Image.Image) -> str:
@@ -95,19 +94,20 @@ def _png_b64(image: Image.Image) -> str:
 
 # ------------------------------------------------------------------ image in, image out
 async def cartoonize(pool: InferencePool, data: bytes, params: CartoonizeParams) -> Served:
-    version = await pool.resolve(Task.CARTOONIZE, params.model, params.version)
-    pre = version.manifest.preprocessing
-    max_side = min(params.max_side or int(pre.get("max_side", 720)), pool.settings.max_side_limit)
-    multiple_of = int(pre.get("multiple_of", 4))
-    bgr = str(pre.get("color_order", "BGR")).upper() == "BGR"
+    version = await pool.resolve("cartoonize", params.model, params.version)
+    config = _config(version, CartoonizeServing)
+    max_side = min(params.max_side or config.max_side, pool.settings.max_side_limit)
+    bgr = config.color_order == "BGR"
     graph = version.graph("main")
 
     def prepare() -> tuple[Image.Image, Feeds]:
         image = decode_image(data, pool.settings.max_pixels)
-        return image, {graph.inputs[0]: proc.cartoon_input(image, max_side, multiple_of, bgr)}
+        pixels = proc.cartoon_input(image, max_side, config.multiple_of, bgr, config.input_range)
+        return image, {graph.inputs[0]: pixels}
 
     def finish(image: Image.Image, out: Feeds) -> bytes:
-        cartoon = proc.cartoon_output(out[graph.outputs[0]], image.size, bgr)
+        cartoon = proc.cartoon_output(out[graph.outputs[0]], image.size, bgr,
+                                      config.output_range)
         return encode_image(cartoon, params.format)
 
     body = await _staged(pool, version, "main", prepare, finish)
@@ -118,16 +118,15 @@ async def matte(pool: InferencePool, data: bytes, params: MatteParams) -> Served
     if params.format == "jpeg" and params.output == "cutout":
         raise InvalidParameter("format", "jpeg has no alpha channel: use png or webp for cutout")
     colour = proc.parse_colour(params.background)
-    version = await pool.resolve(Task.MATTE, params.model, params.version)
-    pre = version.manifest.preprocessing
-    size = _side(version, "main", "size", 320)
-    mean, std = pre.get("mean", proc.IMAGENET_MEAN), pre.get("std", proc.IMAGENET_STD)
-    divide_by_max = bool(pre.get("divide_by_max", True))
+    version = await pool.resolve("matte", params.model, params.version)
+    config = _config(version, MatteServing)
     graph = version.graph("main")
 
     def prepare() -> tuple[Image.Image, Feeds]:
         image = decode_image(data, pool.settings.max_pixels)
-        return image, {graph.inputs[0]: proc.matte_input(image, size, mean, std, divide_by_max)}
+        pixels = proc.matte_input(image, config.size, config.mean, config.std,
+                                  config.divide_by_max)
+        return image, {graph.inputs[0]: pixels}
 
     def finish(image: Image.Image, out: Feeds) -> bytes:
         mask = proc.matte_mask(out[graph.outputs[0]], image.size)
@@ -144,19 +143,18 @@ async def matte(pool: InferencePool, data: bytes, params: MatteParams) -> Served
 
 
 async def classify(pool: InferencePool, data: bytes, params: ClassifyParams) -> Served:
-    version = await pool.resolve(Task.CLASSIFY, params.model, params.version)
+    version = await pool.resolve("classify", params.model, params.version)
     manifest = version.manifest
-    pre = manifest.preprocessing
-    crop = _side(version, "main", "crop", 224)
-    shorter = int(pre.get("resize_shorter", round(crop * 256 / 224)))
-    mean, std = pre.get("mean", proc.IMAGENET_MEAN), pre.get("std", proc.IMAGENET_STD)
+    config = _config(version, ClassifyServing)
     if manifest.labels and params.top_k and params.top_k > len(manifest.labels):
         raise InvalidParameter("top_k", f"{manifest.ref} has {len(manifest.labels)} labels")
     graph = version.graph("main")
 
     def prepare() -> tuple[None, Feeds]:
         image = decode_image(data, pool.settings.max_pixels)
-        return None, {graph.inputs[0]: proc.classify_input(image, shorter, crop, mean, std)}
+        pixels = proc.classify_input(image, config.resize_shorter, config.crop, config.mean,
+                                     config.std)
+        return None, {graph.inputs[0]: pixels}
 
     def finish(_: None, out: Feeds) -> ClassifyResponse:
         logits = np.ravel(out[graph.outputs[0]])
@@ -175,16 +173,17 @@ async def classify(pool: InferencePool, data: bytes, params: ClassifyParams) -> 
 
 
 async def autoencode(pool: InferencePool, data: bytes, params: AutoencodeParams) -> Served:
-    version = await pool.resolve(Task.AUTOENCODE, params.model, params.version)
-    size = _side(version, "main", "size", 64)
+    version = await pool.resolve("autoencode", params.model, params.version)
+    config = _config(version, AutoencodeServing)
     graph = version.graph("main")
 
     def prepare() -> tuple[None, Feeds]:
         image = decode_image(data, pool.settings.max_pixels)
-        return None, {graph.inputs[0]: proc.autoencode_input(image, size)}
+        return None, {graph.inputs[0]: proc.autoencode_input(image, config.size,
+                                                               config.input_range)}
 
     def finish(_: None, out: Feeds) -> bytes:
-        image = proc.chw_to_image(out[graph.outputs[1]][0], 0.0, 1.0)
+        image = proc.chw_to_image(out[graph.outputs[1]][0], *config.output_range)
         return encode_image(proc.upscale(image, params.size), "png")
 
     body = await _staged(pool, version, "main", prepare, finish)
@@ -193,13 +192,14 @@ async def autoencode(pool: InferencePool, data: bytes, params: AutoencodeParams)
 
 async def interpolate(pool: InferencePool, image_a: bytes, image_b: bytes,
                       params: InterpolateParams) -> Served:
-    version = await pool.resolve(Task.AUTOENCODE, params.model, params.version)
-    size = _side(version, "main", "size", 64)
+    version = await pool.resolve("autoencode", params.model, params.version)
+    config = _config(version, AutoencodeServing)
     steps = params.steps or DEFAULT_STEPS
     encoder, decoder = version.graph("main"), version.graph("decoder")
 
     def prepare() -> tuple[None, Feeds]:
-        pair = [proc.autoencode_input(decode_image(d, pool.settings.max_pixels), size)
+        pair = [proc.autoencode_input(decode_image(d, pool.settings.max_pixels), config.size,
+                                      config.input_range)
                 for d in (image_a, image_b)]
         return None, {encoder.inputs[0]: np.concatenate(pair, axis=0)}
 
@@ -207,7 +207,7 @@ async def interpolate(pool: InferencePool, image_a: bytes, image_b: bytes,
         latent = out[encoder.outputs[0]]
         path = proc.interpolate(latent[0], latent[1], steps)
         frames = decoder.run({decoder.inputs[0]: path})[decoder.outputs[0]]
-        images = proc.images_from_batch(frames, 0.0, 1.0)
+        images = proc.images_from_batch(frames, *config.output_range)
         if params.format == "json":
             return ImagesResponse(model=version.manifest.model, version=version.manifest.version,
                                   images=[GeneratedImage(png_base64=_png_b64(i)) for i in images])
@@ -220,7 +220,8 @@ async def interpolate(pool: InferencePool, image_a: bytes, image_b: bytes,
 
 # ------------------------------------------------------------------ latents in, images out
 async def sample(pool: InferencePool, params: SampleParams) -> Served:
-    version = await pool.resolve(Task.AUTOENCODE, params.model, params.version)
+    version = await pool.resolve("autoencode", params.model, params.version)
+    config = _config(version, AutoencodeServing)
     seed = params.seed if params.seed is not None else secrets.randbits(63)
     decoder = version.graph("decoder")
     stats = version.latent_stats
@@ -230,10 +231,10 @@ async def sample(pool: InferencePool, params: SampleParams) -> Served:
         if stats is not None:
             latents = proc.fitted_latents(rng, params.n, stats.mean, stats.cholesky)
         else:
-            dim = _dim(version, "decoder", "latent_dim", 1)
-            latents = rng.standard_normal((params.n, dim), dtype=np.float32)
+            latents = rng.standard_normal((params.n, config.latent_dim), dtype=np.float32)
         frames = decoder.run({decoder.inputs[0]: latents})[decoder.outputs[0]]
-        return encode_image(proc.grid(proc.images_from_batch(frames, 0.0, 1.0)), "png")
+        pictures = proc.images_from_batch(frames, *config.output_range)
+        return encode_image(proc.grid(pictures), "png")
 
     async with pool.slot():
         body = await pool.run(work)
@@ -268,13 +269,13 @@ def _generate_plan(options: GenerateBody, nz: int) -> tuple[int, np.ndarray | No
 
 async def generate(pool: InferencePool, options: GenerateBody, model: str | None,
                    version_number: int | None) -> Served:
-    version = await pool.resolve(Task.GENERATE, model, version_number)
-    nz = _dim(version, "main", "nz", 1)
+    version = await pool.resolve("generate", model, version_number)
+    config = _config(version, GenerateServing)
+    nz = config.nz
     n, explicit = _generate_plan(options, nz)
     seed = None if explicit is not None else (
         options.seed if options.seed is not None else secrets.randbits(63))
     graph = version.graph("main")
-    low, high = version.manifest.preprocessing.get("output_range", (-1, 1))
     rank = options.rank_by_discriminator
 
     def work() -> bytes | ImagesResponse:
@@ -290,7 +291,7 @@ async def generate(pool: InferencePool, options: GenerateBody, model: str | None
         if rank and len(z) > n:
             keep = np.argsort(-scores, kind="stable")[:n]
             images, scores = images[keep], scores[keep]
-        pictures = proc.images_from_batch(images, float(low), float(high))
+        pictures = proc.images_from_batch(images, *config.output_range)
         if options.format == "json":
             return ImagesResponse(
                 model=version.manifest.model, version=version.manifest.version, seed=seed,
@@ -304,6 +305,41 @@ async def generate(pool: InferencePool, options: GenerateBody, model: str | None
     headers = {"X-Seed": str(seed)} if seed is not None else {}
     media = "application/json" if options.format == "json" else "image/png"
     return Served(version, content, media, headers)
+
+
+# ------------------------------------------------------------------ any task with hooks
+def image_task(task: str) -> TaskSpec:
+    """The spec of a task ``POST /infer/{task}`` serves: registered, with an image pipeline."""
+    try:
+        spec = get_task(task)
+    except UnknownTask:
+        raise TaskNotFound(task, list_tasks()) from None
+    if spec.image_pipeline is None:
+        raise NoImagePipeline(task)
+    return spec
+
+
+async def infer_image(pool: InferencePool, spec: TaskSpec, data: bytes, params: ModelChoice
+                      ) -> Served:
+    """Image in, PNG out through the task spec's ``image_pipeline`` hooks."""
+    hooks = spec.image_pipeline
+    assert hooks is not None  # image_task() checked
+    version = await pool.resolve(spec.name, params.model, params.version)
+    graph = version.graph("main")
+
+    def prepare() -> tuple[Image.Image, Feeds]:
+        image = decode_image(data, pool.settings.max_pixels)
+        feeds = hooks.prepare(image, version.config)
+        missing = [name for name in graph.inputs if name not in feeds]
+        if missing:  # a bug of the task's hooks, not of the request
+            raise RuntimeError(f"{spec.name} prepare() gave no {missing} for {version.ref}")
+        return image, feeds
+
+    def finish(image: Image.Image, out: Feeds) -> bytes:
+        return encode_image(hooks.finish(out, image, version.config), "png")
+
+    body = await _staged(pool, version, "main", prepare, finish)
+    return Served(version, body)
 
 
 def describe(served: Served) -> dict[str, Any]:

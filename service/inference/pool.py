@@ -23,17 +23,11 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from core.settings import Settings
 from model_store import errors as store_errors
+from model_store.errors import ActivationRefused, NoActiveVersion
 from model_store.store import ModelStore
-from model_store.tasks import Task
-from service.config import Settings
-from service.errors import (
-    IMPORT_HINT,
-    ActivationRefused,
-    InvalidParameter,
-    ModelNotReady,
-    NoActiveVersion,
-)
+from service.errors import IMPORT_HINT, ModelNotReady, WrongTask
 from service.inference.batching import BatcherClosed, Feeds
 from service.inference.sessions import LoadedVersion, load_version
 from service.metrics import MODEL_RELOAD_FAILURES, MODEL_RELOADS, PoolBacklog
@@ -54,7 +48,7 @@ class ModelState:
     """One model as /readyz reports it."""
 
     name: str
-    task: Task | None
+    task: str | None
     active_version: int | None
     loaded_version: int | None
     providers: list[str]
@@ -189,12 +183,7 @@ class InferencePool:
         Loading first means a version that cannot load is refused before anything changes.
         """
         async with self._lock(name):
-            manifest = await self.read_store(self.store.manifest, name, version)
-            if not manifest.parity.passed:
-                raise ActivationRefused(
-                    f"{manifest.ref} failed its ONNX parity check and can never be active"
-                    f" ({manifest.parity.detail or 'see its manifest'})"
-                )
+            manifest = await self.read_store(self.store.servable_manifest, name, version)
             current = self._active.get(name)
             if current is not None and current.manifest.version == version:
                 loaded = current
@@ -211,30 +200,27 @@ class InferencePool:
             return previous
 
     # ------------------------------------------------------------------ lookup
-    async def resolve(self, task: Task, model: str | None, version: int | None) -> LoadedVersion:
+    async def resolve(self, task: str, model: str | None, version: int | None) -> LoadedVersion:
         """The version a request is served by (default model of the task, active version)."""
-        name = model or self.settings.default_models.get(task)
-        if name is None:
-            raise NoActiveVersion(f"no default model is configured for task {task.value!r}")
+        name = model or self.settings.model_for(task)
         loaded = self._active.get(name)
         if version is not None and (loaded is None or loaded.manifest.version != version):
             loaded = await self._extra_version(name, version)
         elif loaded is None:
             loaded = await self._resolve_unloaded(task, name, is_default=model is None)
         if loaded.task != task:
-            raise InvalidParameter("model", f"{name!r} serves {loaded.task.value!r}, not"
-                                   f" {task.value!r}")
+            raise WrongTask(name, loaded.task, task)
         return loaded
 
-    async def _resolve_unloaded(self, task: Task, name: str, is_default: bool) -> LoadedVersion:
-        hint = IMPORT_HINT.format(task=task.value, model=name)
+    async def _resolve_unloaded(self, task: str, name: str, is_default: bool) -> LoadedVersion:
+        hint = IMPORT_HINT.format(task=task, model=name)
         try:
             active = await self.read_store(self.store.active_version, name)
         except store_errors.ModelNotFound:
             if not is_default:
                 raise
             # The task's default model not existing yet is a fresh install, not a typo.
-            raise NoActiveVersion(f"no model serves {task.value!r} yet: {hint}") from None
+            raise NoActiveVersion(f"no model serves {task!r} yet: {hint}") from None
         if active is None:
             raise NoActiveVersion(f"model {name!r} has no active version: {hint}")
         await self.sync_model(name)  # published since the last poll: load it now
@@ -252,10 +238,8 @@ class InferencePool:
             if cached is not None:
                 self._extra.move_to_end(key)
                 return cached
-            manifest = await self.read_store(self.store.manifest, name, version)  # 404s
-            if not manifest.parity.passed:
-                raise ActivationRefused(f"{manifest.ref} failed its ONNX parity check and is"
-                                        " never served")
+            # 404 for an unknown version, 409 for one that failed parity
+            manifest = await self.read_store(self.store.servable_manifest, name, version)
             try:
                 loaded = await self._load(name, version)
             except Exception as exc:
@@ -274,19 +258,27 @@ class InferencePool:
     def _states(self) -> list[ModelState]:
         states = []
         for name in self.store.model_names():
-            try:
-                summary = self.store.summary(name)
-            except store_errors.StoreError:
-                continue
             loaded = self._active.get(name)
             failure = self._failures.get(name)
+            problem = failure.error if failure else None
+            try:
+                summary = self.store.summary(name)
+                task, active = summary.task, summary.active
+            except store_errors.ManifestInvalid as exc:  # e.g. a task no plugin registers
+                task, problem = None, problem or str(exc)
+                try:
+                    active = self.store.active_version(name)
+                except store_errors.StoreError:
+                    continue
+            except store_errors.StoreError:
+                continue  # removed, or a line still being written
             states.append(ModelState(
                 name=name,
-                task=summary.task,
-                active_version=summary.active,
+                task=task,
+                active_version=active,
                 loaded_version=loaded.manifest.version if loaded else None,
                 providers=loaded.providers if loaded else [],
-                error=failure.error if failure else None,
+                error=problem,
             ))
         return states
 

@@ -1,8 +1,9 @@
 """Per-task pre- and post-processing: pure numpy and Pillow, no sessions, no I/O.
 
-Each function follows the serving contract of model_store/tasks.py and the recipe of the
-model family it serves (the references are in DESIGN.md); the parameters come from the
-version's manifest, never from worker code.
+Each function follows the graph contract of its task spec (tasks/<task>.py) and the recipe
+of the model family it serves (the references are in DESIGN.md); every parameter (sizes,
+value ranges, mean/std) comes from the version's typed serving config, never from a default
+here or from worker code.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 GRID_PADDING = 2
+Range = tuple[float, float]
 
 
 def _chw(array: np.ndarray) -> np.ndarray:
@@ -27,10 +27,16 @@ def _normalise(rgb01: np.ndarray, mean: Sequence[float], std: Sequence[float]) -
     return (rgb01 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
+def scale_pixels(pixels: np.ndarray, value_range: Range) -> np.ndarray:
+    """Pixel values in [0, 255] -> [low, high] (float32)."""
+    low, high = value_range
+    return low + (high - low) * np.asarray(pixels, np.float32) / 255.0
+
+
 def to_uint8(array: np.ndarray, low: float, high: float) -> np.ndarray:
     """Values in [low, high] -> uint8, rounding and clipping outliers."""
     scaled = (np.asarray(array, np.float32) - low) * (255.0 / (high - low))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return np.asarray(np.clip(np.rint(scaled), 0, 255), dtype=np.uint8)
 
 
 def chw_to_image(array: np.ndarray, low: float, high: float, bgr: bool = False) -> Image.Image:
@@ -46,9 +52,8 @@ def cartoon_graph_size(
     size: tuple[int, int], max_side: int, multiple_of: int
 ) -> tuple[int, int]:
     """The (W, H) the graph sees: long side capped at max_side, both rounded down."""
-    width, height = size
-    scale = min(1.0, max_side / max(width, height))
-    width, height = width * scale, height * scale
+    scale = min(1.0, max_side / max(size))
+    width, height = size[0] * scale, size[1] * scale
     # Round down to the multiple, but never below one multiple (tiny images upscale a bit).
     return (
         max(multiple_of, int(width) // multiple_of * multiple_of),
@@ -57,21 +62,23 @@ def cartoon_graph_size(
 
 
 def cartoon_input(
-    image: Image.Image, max_side: int, multiple_of: int, bgr: bool = True
+    image: Image.Image, max_side: int, multiple_of: int, bgr: bool, input_range: Range
 ) -> np.ndarray:
-    """RGB image -> 1,3,H,W in [-1,1] (BGR, as DCT-Net was trained) at the graph size."""
+    """RGB image -> 1,3,H,W in ``input_range`` (BGR for DCT-Net) at the graph size."""
     graph_size = cartoon_graph_size(image.size, max_side, multiple_of)
     if graph_size != image.size:
         image = image.resize(graph_size, Image.Resampling.BILINEAR)
     pixels = np.asarray(image, np.float32)
     if bgr:
         pixels = pixels[..., ::-1]
-    return _chw(pixels / 127.5 - 1.0)
+    return _chw(scale_pixels(pixels, input_range))
 
 
-def cartoon_output(cartoon: np.ndarray, size: tuple[int, int], bgr: bool = True) -> Image.Image:
-    """1,3,H,W (or 3,H,W) in [-1,1] -> RGB image resized back to ``size``."""
-    image = chw_to_image(cartoon.reshape(cartoon.shape[-3:]), -1.0, 1.0, bgr=bgr)
+def cartoon_output(cartoon: np.ndarray, size: tuple[int, int], bgr: bool,
+                   output_range: Range) -> Image.Image:
+    """1,3,H,W (or 3,H,W) in ``output_range`` -> RGB image resized back to ``size``."""
+    low, high = output_range
+    image = chw_to_image(cartoon.reshape(cartoon.shape[-3:]), low, high, bgr=bgr)
     if image.size != size:
         image = image.resize(size, Image.Resampling.BICUBIC)
     return image
@@ -81,9 +88,9 @@ def cartoon_output(cartoon: np.ndarray, size: tuple[int, int], bgr: bool = True)
 def matte_input(
     image: Image.Image,
     size: int,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    divide_by_max: bool = True,
+    mean: Sequence[float],
+    std: Sequence[float],
+    divide_by_max: bool,
 ) -> np.ndarray:
     """U-2-Net test preprocessing: resize to size x size, divide by the max, mean/std."""
     resized = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), np.float32)
@@ -128,8 +135,8 @@ def classify_input(
     image: Image.Image,
     resize_shorter: int,
     crop: int,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    mean: Sequence[float],
+    std: Sequence[float],
 ) -> np.ndarray:
     """torchvision's Resize(shorter) + CenterCrop(crop) + ToTensor + Normalize."""
     width, height = image.size
@@ -147,7 +154,7 @@ def classify_input(
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.asarray(logits, np.float64) - np.max(logits)
     exp = np.exp(shifted)
-    return exp / exp.sum()
+    return np.asarray(exp / exp.sum())
 
 
 def top_k(logits: np.ndarray, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
@@ -192,14 +199,14 @@ def grid(images: Sequence[Image.Image], columns: int | None = None) -> Image.Ima
 
 
 # ---------------------------------------------------------------- autoencode
-def autoencode_input(image: Image.Image, size: int) -> np.ndarray:
-    """Centre-crop square, resize to size x size, values in [0,1]."""
+def autoencode_input(image: Image.Image, size: int, input_range: Range) -> np.ndarray:
+    """Centre-crop square, resize to size x size, values in ``input_range``."""
     width, height = image.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
     square = image.crop((left, top, left + side, top + side))
     square = square.resize((size, size), Image.Resampling.BILINEAR)
-    return _chw(np.asarray(square, np.float32) / 255.0)
+    return _chw(scale_pixels(np.asarray(square, np.float32), input_range))
 
 
 def upscale(image: Image.Image, size: int | None) -> Image.Image:
@@ -211,7 +218,7 @@ def upscale(image: Image.Image, size: int | None) -> Image.Image:
 def interpolate(a: np.ndarray, b: np.ndarray, steps: int) -> np.ndarray:
     """``steps`` points on the segment from a to b, both ends included: steps,L."""
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
-    return ((1.0 - t) * a.reshape(1, -1) + t * b.reshape(1, -1)).astype(np.float32)
+    return np.asarray((1.0 - t) * a.reshape(1, -1) + t * b.reshape(1, -1), dtype=np.float32)
 
 
 def fitted_latents(
@@ -219,4 +226,4 @@ def fitted_latents(
 ) -> np.ndarray:
     """n samples of N(mean, L L^T): mean + L @ eps."""
     eps = rng.standard_normal((n, mean.shape[0])).astype(np.float32)
-    return (mean[None, :] + eps @ cholesky.T).astype(np.float32)
+    return np.asarray(mean[None, :] + eps @ cholesky.T, dtype=np.float32)

@@ -1,8 +1,11 @@
-"""One loaded model version: its onnxruntime sessions, manifest and latent statistics.
+"""One loaded model version: its onnxruntime sessions, typed serving config, manifest and
+latent statistics.
 
-Loading is all-or-nothing: every file is checked against the manifest's sha256, every
-graph gets a session whose tensor names must match the manifest, and every session runs
-once on a dummy input of its contract shape (warm-up) before the version is handed out.
+Loading is all-or-nothing: the manifest's task must be registered and its
+``preprocessing`` must validate as that task's serving config (tasks/registry.py), every
+file is checked against the manifest's sha256, every graph the task declares gets a
+session whose tensor names must match the task spec and the manifest, and every session
+runs once on a dummy input of its contract shape (warm-up) before the version is handed out.
 """
 
 from __future__ import annotations
@@ -15,19 +18,20 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from pydantic import ValidationError
 
-from model_store.manifest import Manifest, sha256_file
+from core.errors import UnknownTask
+from core.settings import Settings
+from model_store.errors import ManifestInvalid
+from model_store.files import LATENT_STATS_FILE, WEIGHTS_FILE
+from model_store.manifest import GraphSpec, Manifest, sha256_file
 from model_store.store import ModelStore
-from model_store.tasks import GRAPH_IO, LATENT_STATS_FILE, WEIGHTS_FILE, Task
-from service.config import Settings
 from service.inference.batching import Batcher, Feeds
 from service.metrics import BATCH_SIZE
+from tasks import GraphIO, ServingConfig, TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 
-# Graphs whose inputs have one fixed shape, so requests can share a run. Cartoonize (any
-# size) and generate (a request is already a batch, seeded as a whole) never batch.
-BATCHABLE = {(Task.MATTE, "main"), (Task.CLASSIFY, "main"), (Task.AUTOENCODE, "main")}
 # Symbolic non-batch axes get this size in the warm-up input (a multiple of 4 for DCT-Net).
 WARMUP_SIDE = 64
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
@@ -62,9 +66,12 @@ class Graph:
 class LoadedVersion:
     """What a request holds while it is served; dropping the last reference frees it."""
 
-    def __init__(self, manifest: Manifest, graphs: dict[str, Graph],
-                 latent_stats: LatentStats | None) -> None:
+    def __init__(self, manifest: Manifest, spec: TaskSpec, config: ServingConfig,
+                 graphs: dict[str, Graph], latent_stats: LatentStats | None) -> None:
         self.manifest = manifest
+        self.spec = spec
+        # The manifest's preprocessing, validated as the task's serving config.
+        self.config = config
         self.graphs = graphs
         self.latent_stats = latent_stats
         self.loaded_at = time.time()
@@ -77,7 +84,7 @@ class LoadedVersion:
         return self.manifest.ref
 
     @property
-    def task(self) -> Task:
+    def task(self) -> str:
         return self.manifest.task
 
     @property
@@ -154,45 +161,91 @@ def _latent_stats(path: Path, ref: str) -> LatentStats | None:
     return LatentStats(mean, cholesky)
 
 
+def serving_config(spec: TaskSpec, manifest: Manifest) -> ServingConfig:
+    """The manifest's ``preprocessing`` as the task's typed serving config (no defaults are
+    guessed here: a missing or unexpected key is a load failure naming it)."""
+    try:
+        return spec.serving.model_validate(manifest.preprocessing)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'preprocessing'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise LoadFailed(f"{manifest.ref}: its preprocessing is not a valid {spec.name}"
+                         f" serving config ({spec.serving.__name__}): {problems}") from None
+
+
+def batchable(graph: GraphSpec, io: GraphIO) -> bool:
+    """Requests may share a run when every input has fixed non-batch axes and a request is
+    not a batch of its own."""
+    return not io.per_request_batch and all(
+        all(isinstance(dim, int) and dim > 0 for dim in tensor.shape[1:])
+        for tensor in graph.inputs
+    )
+
+
+def _names_match(manifest: Manifest, role: str, io: GraphIO) -> None:
+    graph = manifest.graphs[role]
+    declared = ([t.name for t in graph.inputs], [t.name for t in graph.outputs])
+    if declared != (list(io.inputs), list(io.outputs)):
+        raise LoadFailed(f"{manifest.ref}: its {role} graph has tensors {declared[0]} ->"
+                         f" {declared[1]}; the {manifest.task} task needs {list(io.inputs)}"
+                         f" -> {list(io.outputs)}")
+
+
+def _session(vdir: Path, manifest: Manifest, role: str, io: GraphIO,
+             settings: Settings) -> Graph:
+    spec = manifest.graphs[role]
+    try:
+        session = ort.InferenceSession(str(vdir / spec.file), session_options(settings),
+                                       providers=usable_providers(settings))
+    except Exception as exc:
+        raise LoadFailed(f"{manifest.ref}: onnxruntime cannot load {spec.file}: {exc}") from exc
+    inputs, outputs = list(io.inputs), list(io.outputs)
+    actual_in = {i.name for i in session.get_inputs()}
+    actual_out = {o.name for o in session.get_outputs()}
+    if set(inputs) != actual_in or not set(outputs) <= actual_out:
+        raise LoadFailed(f"{manifest.ref}: {spec.file} has inputs {sorted(actual_in)} and"
+                         f" outputs {sorted(actual_out)}; the {manifest.task} task needs"
+                         f" {inputs} -> {outputs}")
+    graph = Graph(session, inputs, outputs, None)
+    try:
+        _warm_up(graph)
+    except Exception as exc:
+        raise LoadFailed(f"{manifest.ref}: warm-up of {spec.file} failed: {exc}") from exc
+    return graph
+
+
 def load_version(store: ModelStore, name: str, version: int, settings: Settings) -> LoadedVersion:
     """Load, verify and warm up ``name@version`` (blocking; run it off the event loop)."""
     started = time.perf_counter()
-    manifest = store.manifest(name, version)
-    vdir = store.version_dir(name, version)
-    expected = GRAPH_IO.get(manifest.task, {})
-    missing = [role for role in expected if role not in manifest.graphs]
+    try:
+        manifest = store.manifest(name, version)
+    except ManifestInvalid as exc:  # also a task that no registered spec has
+        raise LoadFailed(str(exc)) from None
+    try:
+        spec = get_task(manifest.task)
+    except UnknownTask as exc:
+        raise LoadFailed(f"{manifest.ref}: {exc.message}") from None
+    config = serving_config(spec, manifest)
+    missing = [role for role in spec.graphs if role not in manifest.graphs]
     if missing:
         raise LoadFailed(f"{manifest.ref}: the manifest lacks graphs {missing}")
-    _verify_files(vdir, manifest, [spec.file for spec in manifest.graphs.values()])
-    options, providers = session_options(settings), usable_providers(settings)
-    graphs: dict[str, Graph] = {}
-    for role, spec in manifest.graphs.items():
-        try:
-            session = ort.InferenceSession(str(vdir / spec.file), options, providers=providers)
-        except Exception as exc:
-            raise LoadFailed(f"{manifest.ref}: onnxruntime cannot load {spec.file}: {exc}") from exc
-        inputs = [t.name for t in spec.inputs]
-        outputs = [t.name for t in spec.outputs]
-        actual_in = {i.name for i in session.get_inputs()}
-        actual_out = {o.name for o in session.get_outputs()}
-        if set(inputs) != actual_in or not set(outputs) <= actual_out:
-            raise LoadFailed(f"{manifest.ref}: {spec.file} has inputs {sorted(actual_in)} and"
-                             f" outputs {sorted(actual_out)}; the manifest says {inputs} ->"
-                             f" {outputs}")
-        graphs[role] = Graph(session, inputs, outputs, None)
-        try:
-            _warm_up(graphs[role])
-        except Exception as exc:
-            raise LoadFailed(f"{manifest.ref}: warm-up of {spec.file} failed: {exc}") from exc
+    for role, io in spec.graphs.items():
+        _names_match(manifest, role, io)
+    vdir = store.version_dir(name, version)
+    _verify_files(vdir, manifest, [manifest.graphs[role].file for role in spec.graphs])
+    graphs = {role: _session(vdir, manifest, role, io, settings)
+              for role, io in spec.graphs.items()}
     stats = _latent_stats(vdir / LATENT_STATS_FILE, manifest.ref)
     if settings.batching:  # threads start only once nothing else can fail
         for role, graph in graphs.items():
-            if (manifest.task, role) in BATCHABLE:
+            if batchable(manifest.graphs[role], spec.graphs[role]):
                 graph.batcher = Batcher(graph.run, settings.batch_max_size,
                                         settings.batch_max_delay_ms / 1000.0,
                                         f"{manifest.ref}:{role}",
                                         BATCH_SIZE.labels(manifest.ref, role).observe)
-    loaded = LoadedVersion(manifest, graphs, stats)
+    loaded = LoadedVersion(manifest, spec, config, graphs, stats)
     log.info("loaded %s (%s) in %.2fs on %s", manifest.ref, manifest.arch,
              time.perf_counter() - started, loaded.providers)
     return loaded

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from model_store.dataset_schema import DatasetMeta, IngestResult
 from model_store.datasets import DatasetStore
-from model_store.tasks import Task
 from service import uploads
 from service.deps import JobRepositoryDep, SettingsDep
 from service.errors import error_responses
+from tasks import TaskName
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -42,7 +44,7 @@ _UPLOAD_ERRORS = {
 async def create_dataset(
     request: Request,
     settings: SettingsDep,
-    task: Task = Query(description="The task the dataset trains."),
+    task: Annotated[TaskName, Query(description="The task the dataset trains.")],
     name: str | None = Query(None, max_length=200, description="A name to show in lists."),
     id: str | None = Query(None, description="Choose the id (lowercase, digits, . _ -)."),
 ) -> IngestResult:
@@ -51,7 +53,8 @@ async def create_dataset(
 
 
 @router.get("", operation_id="list_datasets", responses=error_responses(422, 500))
-async def list_datasets(settings: SettingsDep, task: Task | None = None) -> list[DatasetMeta]:
+async def list_datasets(settings: SettingsDep, task: TaskName | None = None
+                        ) -> list[DatasetMeta]:
     """Every stored dataset, newest first, optionally of one task."""
     return await run_in_threadpool(DatasetStore(settings.store_dir).list_datasets, task)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from core.wire import Health, ModelReadiness, Readiness
 from service.deps import PoolDep
 from service.errors import error_responses
-from service.schemas import Health, ModelReadiness, Readiness
 
 router = APIRouter(tags=["health"])
 

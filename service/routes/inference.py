@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from service.deps import PoolDep
-from service.errors import InvalidParameter, error_responses
-from service.imaging import read_uploads
-from service.inference import pipelines
-from service.schemas import (
+from core.errors import InvalidParameter
+from core.wire import (
     AutoencodeParams,
     CartoonizeParams,
     ClassifyParams,
@@ -25,6 +22,10 @@ from service.schemas import (
     ModelChoice,
     SampleParams,
 )
+from service.deps import PoolDep
+from service.errors import error_responses
+from service.imaging import read_uploads
+from service.inference import pipelines
 
 router = APIRouter(tags=["inference"])
 P = TypeVar("P", bound=BaseModel)
@@ -179,3 +180,34 @@ async def autoencode_interpolate(
 async def autoencode_sample(pool: PoolDep, params: Annotated[SampleParams, Query()]) -> Response:
     """Decode latents sampled from the fitted latent distribution into a PNG grid."""
     return _respond(await pipelines.sample(pool, params))
+
+
+_INFER_ERRORS = error_responses(400, 404, 409, 413, 415, 422, 500, 503, descriptions={
+    404: "No task of that name is registered (`task_not_found`), or an unknown model or"
+    " version (`model_not_found`, `version_not_found`).",
+    422: "The task has no image pipeline, the model serves another task or a parameter is"
+    " invalid (`invalid_parameter`), or the image has too many pixels (`too_many_pixels`).",
+})
+
+
+@router.post("/infer/{task}", operation_id="infer", response_class=Response,
+             responses={**_image_ok("image/png"), **_INFER_ERRORS},
+             openapi_extra=_upload_body("image"))
+async def infer(
+    request: Request,
+    pool: PoolDep,
+    params: Annotated[ModelChoice, Query()],
+    task: str = Path(description="A registered task whose spec declares an image pipeline."),
+) -> Response:
+    """Run any task that declares an image pipeline: an image in, a PNG out.
+
+    This is how a model family registered by a plugin (TOONFORGE_TASK_PLUGINS, or the
+    `toonforge.tasks` entry point) is served with no route of its own: its task spec's
+    `image_pipeline` turns the decoded RGB image into the main graph's inputs and the graph's
+    outputs into an image. The same upload rules and limits as every image route apply;
+    `model` and `version` choose what serves it (the task's default model and its active
+    version when absent), and X-Model-Version names the version that did.
+    """
+    spec = pipelines.image_task(task)  # 404 / 422 before the body is read
+    data = await _one_image(request, pool)
+    return _respond(await pipelines.infer_image(pool, spec, data, params))

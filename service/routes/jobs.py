@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
-from jobs.spec import FinetuneRequest, JobView
-from jobs.states import JobStatus
-from model_store.tasks import Task
+from core.wire import FinetuneRequest, JobMetrics, JobPage, JobStatus, JobView, SampleInfo
 from service import jobs_api
 from service.deps import JobQueueDep, JobRepositoryDep, SettingsDep
 from service.errors import error_responses
-from service.jobs_api import JobMetrics, JobPage, SampleInfo
+from tasks import TaskName
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -23,14 +23,16 @@ _CREATE_ERRORS = {
     " unknown base model or version, a target model of another task.",
     503: "The job broker is unreachable (`broker_unavailable`); nothing was recorded.",
 }
-_CREATED = {201: {"description": "The job, queued."},
+Responses = dict[int | str, dict[str, Any]]
+_CREATED: Responses = {201: {"description": "The job, queued."},
             200: {"model": JobView, "description": "An Idempotency-Key replay: the job that"
                   " key created (header Idempotent-Replayed: true)."}}
-_SSE = {200: {"description": "text/event-stream: `id:` the event id, `event:` progress |"
+_SSE: Responses = {200: {
+    "description": "text/event-stream: `id:` the event id, `event:` progress |"
               " status | sample | log, `data:` a JobEvent as JSON; ends after the terminal"
               " status event; `: keep-alive` comments in long silences.",
               "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
-_PNG = {200: {"description": "The PNG.", "content": {"image/png": {"schema": {
+_PNG: Responses = {200: {"description": "The PNG.", "content": {"image/png": {"schema": {
     "type": "string", "format": "binary"}}}}}
 
 
@@ -59,7 +61,7 @@ async def create_finetune_job(
 async def list_jobs(
     repo: JobRepositoryDep,
     status: JobStatus | None = None,
-    task: Task | None = None,
+    task: TaskName | None = None,
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0),
 ) -> JobPage:

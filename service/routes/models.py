@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Path
 
+from core.wire import ActivateRequest, ActivateResponse, ModelDetail, ModelInfo
 from model_store.manifest import Manifest
 from service import catalog
 from service.deps import PoolDep
 from service.errors import error_responses
-from service.schemas import ActivateRequest, ActivateResponse, ModelDetail, ModelInfo
 
 router = APIRouter(prefix="/models", tags=["models"])
 

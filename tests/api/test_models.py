@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from model_store.files import MAIN_GRAPH
 from model_store.store import ModelStore
-from model_store.tasks import MAIN_GRAPH, Task
 from tests.api.conftest import encode
 from tests.api.test_inputs import assert_error
 from tests.api.tiny_models import build_tiny_store, publish_tiny
@@ -92,7 +92,7 @@ def test_rollback_returns_to_the_previous_active_version(start_server, store_roo
 
 
 def test_parity_failed_version_is_refused(start_server, store_root, chelsea):
-    publish_tiny(ModelStore(store_root), Task.MATTE, seed=3, activate=False, parity=False)
+    publish_tiny(ModelStore(store_root), "matte", seed=3, activate=False, parity=False)
     server = start_server(store_root)
     with server.client() as http:
         error = assert_error(http.post("/models/matte/activate", json={"version": 3}),
@@ -115,7 +115,7 @@ def test_empty_store(start_server, tmp_path, chelsea):
 
 
 def test_model_without_active_version(start_server, store_root, chelsea):
-    publish_tiny(ModelStore(store_root), Task.MATTE, model="matte-draft", activate=False)
+    publish_tiny(ModelStore(store_root), "matte", model="matte-draft", activate=False)
     server = start_server(store_root)
     with server.client() as http:
         error = assert_error(http.post("/matte?model=matte-draft", files=matte_file(chelsea)),
@@ -136,7 +136,7 @@ def corrupt(store: ModelStore, name: str, version: int) -> None:
 def test_version_that_fails_to_load(start_server, store_root, chelsea):
     store = ModelStore(store_root)
     corrupt(store, "classify", 1)
-    version = publish_tiny(store, Task.MATTE, seed=4, activate=False)
+    version = publish_tiny(store, "matte", seed=4, activate=False)
     corrupt(store, "matte", version)
     server = start_server(store_root)
     with server.client() as http:

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from jobs.db import Database
 from jobs.records import JobRecord, utcnow
+from model_store.files import MAIN_GRAPH
 from model_store.store import ModelStore
-from model_store.tasks import MAIN_GRAPH, Task
 from service.metrics import JobsCollector
 from tests.api.conftest import encode
 from tests.api.tiny_models import publish_tiny
@@ -138,7 +138,7 @@ def test_reload_counter_follows_activation(http: httpx.Client, photo: bytes) -> 
 def test_failed_loads_are_counted(server: ApiServer, http: httpx.Client,
                                   tiny_store: Path) -> None:
     store = ModelStore(tiny_store)
-    broken = publish_tiny(store, Task.MATTE, seed=7, activate=False)
+    broken = publish_tiny(store, "matte", seed=7, activate=False)
     graph = store.version_dir("matte", broken) / MAIN_GRAPH
     graph.chmod(0o644)
     with graph.open("ab") as fh:

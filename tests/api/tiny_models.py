@@ -12,10 +12,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from model_store.files import DECODER_GRAPH, LATENT_STATS_FILE, MAIN_GRAPH
 from model_store.manifest import GraphSpec, Lineage, Manifest, ParityReport, TensorSpec
 from model_store.store import ModelStore
-from model_store.tasks import DECODER_GRAPH, LATENT_STATS_FILE, MAIN_GRAPH, Task
-from service.config import DEFAULT_MODELS
+from tasks import get_task
 
 OPSET = 18
 MATTE_SIDE = 32
@@ -117,33 +117,38 @@ def _spec(path: Path) -> GraphSpec:
                      outputs=tensors(model.graph.output), opset=OPSET)
 
 
-PREPROCESSING = {
-    Task.CARTOONIZE: {"color_order": "BGR", "input_range": [-1, 1], "multiple_of": 4,
-                      "max_side": 720},
-    Task.MATTE: {"size": MATTE_SIDE, "divide_by_max": True,
+TINY_TASKS = ("cartoonize", "matte", "classify", "generate", "autoencode")
+
+# Each task's serving config, exactly (tasks/<task>.py: every field required, no extras).
+PREPROCESSING: dict[str, dict] = {
+    "cartoonize": {"max_side": 720, "multiple_of": 4, "color_order": "BGR",
+                   "input_range": [-1, 1], "output_range": [-1, 1]},
+    "matte": {"size": MATTE_SIDE, "divide_by_max": True,
+              "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    "classify": {"resize_shorter": 36, "crop": CROP,
                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-    Task.CLASSIFY: {"resize_shorter": 36, "crop": CROP, "interpolation": "bilinear",
-                    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-    Task.GENERATE: {"nz": NZ, "image_size": GEN_SIDE, "output_range": [-1, 1]},
-    Task.AUTOENCODE: {"size": AE_SIDE, "latent_dim": LATENT},
+    "generate": {"nz": NZ, "output_range": [-1, 1]},
+    "autoencode": {"size": AE_SIDE, "latent_dim": LATENT, "input_range": [0, 1],
+                   "output_range": [0, 1]},
 }
 
 
-def publish_tiny(store: ModelStore, task: Task, model: str | None = None, *, seed: int = 0,
-                 activate: bool = True, parity: bool = True, latent_stats: bool = True) -> int:
+def publish_tiny(store: ModelStore, task: str, model: str | None = None, *, seed: int = 0,
+                 activate: bool = True, parity: bool = True, latent_stats: bool = True,
+                 preprocessing: dict | None = None) -> int:
     """Publish one tiny version of ``task``; returns its number."""
-    name = model or DEFAULT_MODELS[task]
+    name = model or get_task(task).default_model
     rng = np.random.default_rng(seed)
     with store.staging(name) as staged:
         main = staged / MAIN_GRAPH
         graphs = {"main": main}
-        if task is Task.CARTOONIZE:
+        if task == "cartoonize":
             _cartoon(main, gain=1.0 + seed)
-        elif task is Task.MATTE:
+        elif task == "matte":
             _matte(main, bias=float(seed))
-        elif task is Task.CLASSIFY:
+        elif task == "classify":
             _classify(main, rng)
-        elif task is Task.GENERATE:
+        elif task == "generate":
             _generate(main, rng)
         else:
             graphs["decoder"] = staged / DECODER_GRAPH
@@ -154,8 +159,8 @@ def publish_tiny(store: ModelStore, task: Task, model: str | None = None, *, see
         manifest = Manifest(
             model=name, version=0, task=task, arch="tiny",
             graphs={role: _spec(path) for role, path in graphs.items()},
-            preprocessing=PREPROCESSING[task],
-            labels=[f"label-{i}" for i in range(CLASSES)] if task is Task.CLASSIFY else None,
+            preprocessing=PREPROCESSING[task] if preprocessing is None else preprocessing,
+            labels=[f"label-{i}" for i in range(CLASSES)] if task == "classify" else None,
             parity=ParityReport(passed=parity, tolerance=1e-5,
                                 detail="" if parity else "test: made to fail"),
             lineage=Lineage(source="scratch"),
@@ -169,7 +174,7 @@ def publish_tiny(store: ModelStore, task: Task, model: str | None = None, *, see
 def build_tiny_store(root: Path) -> ModelStore:
     """Every task's default model at v1 (active); matte also has v2 (inactive, different)."""
     store = ModelStore(root)
-    for task in Task:
+    for task in TINY_TASKS:
         publish_tiny(store, task)
-    publish_tiny(store, Task.MATTE, seed=1, activate=False)
+    publish_tiny(store, "matte", seed=1, activate=False)
     return store

@@ -94,7 +94,7 @@ class JobBackend:
     cleanups: list = field(default_factory=list)
 
     def settings(self, **overrides: object):
-        from service.config import Settings
+        from core.settings import Settings
 
         values = {k.removeprefix("TOONFORGE_").lower(): v for k, v in self.env.items()
                   if k.startswith("TOONFORGE_")}

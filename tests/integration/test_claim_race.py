@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.engine import make_url
 
+from core.wire import FinetuneRequest
 from jobs.db import Database
 from jobs.repository import ClaimOutcome, JobRepository
-from jobs.spec import FinetuneRequest
 from tests.integration.conftest import _admin, postgres_admin_url_or_skip
 
 

@@ -25,7 +25,6 @@ import httpx
 import pytest
 
 from model_store.store import ModelStore
-from model_store.tasks import Task
 from tests.integration.conftest import JobBackend
 from tests.support.archives import zip_folder
 from tests.support.processes import WorkerPool
@@ -47,13 +46,13 @@ def base_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support.store import import_test_model
 
     root = tmp_path_factory.mktemp("e2e-store")
-    import_test_model(ModelStore(root), Task.AUTOENCODE, tmp_path_factory.mktemp("ckpt"))
+    import_test_model(ModelStore(root), "autoencode", tmp_path_factory.mktemp("ckpt"))
     return root
 
 
 @pytest.fixture(scope="module")
 def dataset_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    from worker.training.synthetic import make_dataset
+    from tasks.synthetic import make_dataset
 
     return zip_folder(make_dataset("autoencode", tmp_path_factory.mktemp("faces"), n=16))
 

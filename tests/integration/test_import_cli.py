@@ -45,7 +45,7 @@ def test_import_official_layout(task: str, arch: str, model: str, tmp_path: Path
     store = ModelStore(tmp_path / "store")
     manifest = store.manifest(model, 1)
     assert store.active_version(model) == 1
-    assert (manifest.task.value, manifest.arch) == (task, arch)
+    assert (manifest.task, manifest.arch) == (task, arch)
     assert manifest.parity.passed
     assert manifest.lineage.source == "import"
     assert set(manifest.lineage.checkpoint) == {p.name for p in parts.values()}
@@ -101,6 +101,14 @@ def test_refused_options(args: list[str], message: str, tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stdout
     assert message in proc.stderr
     assert_store_untouched(tmp_path / "store")
+
+
+def test_store_commands_refuse_a_missing_store(tmp_path: Path) -> None:
+    proc = toonforge(tmp_path / "nowhere", "store", "list")
+    assert proc.returncode == 1
+    assert "no model store" in proc.stderr and "TOONFORGE_STORE_DIR" in proc.stderr
+    assert "--store" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_classifier_labels_must_match(tmp_path: Path) -> None:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from core.wire import FinetuneRequest
 from jobs.db import Database
 from jobs.errors import BrokerUnavailable, IdempotencyConflict
 from jobs.queue import JobQueue, create_and_enqueue
 from jobs.records import JobRecord
 from jobs.repository import JobRepository
-from jobs.spec import FinetuneRequest
 from model_store.store import ModelStore
 from tests.integration.conftest import JobBackend
 from tests.support.processes import WorkerPool

@@ -9,25 +9,28 @@ import httpx
 
 from model_store.datasets import DatasetStore
 from model_store.store import ModelStore
-from model_store.tasks import Task
-from service.config import DEFAULT_MODELS
+from tasks import task_specs
 from tests.integration.conftest import JobBackend
 from tests.support.processes import WorkerPool
 from tests.support.server import ApiServer
 from worker.runtime import WorkerRuntime
-from worker.starter import STARTERS, queue_starter_jobs
+from worker.starter import queue_starter_jobs
+
+# Every registered task with a starter recipe trains its default model on first start.
+STARTED = [spec for spec in task_specs() if spec.starter is not None]
+DEFAULT_MODELS = {spec.name: spec.default_model for spec in STARTED}
 
 
 def test_starter_jobs_are_queued_once(embedded_backend: JobBackend) -> None:
     runtime = WorkerRuntime.create(embedded_backend.settings(starter_models=True))
     first = queue_starter_jobs(runtime)
-    assert len(first) == len(STARTERS) == len(Task)
+    assert len(first) == len(STARTED) == 5
     assert queue_starter_jobs(runtime) == first  # idempotent: a second worker adds nothing
     jobs = [runtime.repo.get(job_id) for job_id in first]
     assert {j.target_model for j in jobs} == set(DEFAULT_MODELS.values())
     assert all(j.status == "queued" and j.auto_activate for j in jobs)
     metas = DatasetStore(runtime.store_root).list_datasets()
-    assert len(metas) == len(Task) and all(m.synthetic for m in metas)
+    assert len(metas) == len(STARTED) and all(m.synthetic for m in metas)
 
     off = WorkerRuntime.create(embedded_backend.settings(starter_models=False))
     assert queue_starter_jobs(off) == []

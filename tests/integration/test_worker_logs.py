@@ -7,10 +7,10 @@ import time
 
 import pytest
 
+from core.wire import FinetuneRequest
 from jobs.db import Database
 from jobs.queue import JobQueue, create_and_enqueue
 from jobs.repository import JobRepository
-from jobs.spec import FinetuneRequest
 from tests.integration.conftest import JobBackend
 from tests.support.processes import WorkerPool
 from worker.starter import publish_synthetic_dataset

@@ -3,7 +3,9 @@ process on the embedded broker + SQLite, over a store of tiny graphs (fast infer
 real autoencoder imported through the real import path (the fine-tune base).
 
 Session-scoped (tests/sdk only asks for it) so the worker starts once; tests that change
-state use their own names (datasets, target models) or put it back.
+state use their own names (datasets, target models) or put it back. The server-side helpers
+are imported inside the fixture: the pure tests here (the wire contract, the job-follow state
+machine) collect and run without the server's packages.
 """
 
 from __future__ import annotations
@@ -12,16 +14,14 @@ import io
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from tests.api.tiny_models import build_tiny_store
-from tests.integration.conftest import FAST_JOBS, JobBackend
-from tests.support.archives import zip_folder
-from tests.support.processes import WorkerPool
-from tests.support.server import ApiServer
+if TYPE_CHECKING:
+    from tests.integration.conftest import JobBackend
+    from tests.support.processes import WorkerPool
+    from tests.support.server import ApiServer
 
 REAL_AE = "real-ae"  # a real autoencoder (random weights, real export and parity)
 DATASET = "sdk-faces"  # uploaded once per session, through the SDK's raw HTTP twin
@@ -52,9 +52,13 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def sdk_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from model_store.tasks import Task
+    from tasks.synthetic import make_dataset
+    from tests.api.tiny_models import build_tiny_store
+    from tests.integration.conftest import FAST_JOBS, JobBackend
+    from tests.support.archives import zip_folder
+    from tests.support.processes import WorkerPool
+    from tests.support.server import ApiServer
     from tests.support.store import import_test_model
-    from worker.training.synthetic import make_dataset
 
     root = tmp_path_factory.mktemp("sdk")
     env = {
@@ -68,7 +72,7 @@ def sdk_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     }
     backend = JobBackend("embedded", env, root)
     store = build_tiny_store(backend.store_dir)
-    import_test_model(store, Task.AUTOENCODE, root / "ckpt", model=REAL_AE)
+    import_test_model(store, "autoencode", root / "ckpt", model=REAL_AE)
     workers = WorkerPool(env, root / "logs")
     workers.start(wait=False)  # warms up (imports torch) while the API starts
     api = ApiServer(backend.store_dir, root / "api.log", env)
@@ -85,6 +89,9 @@ def sdk_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="session")
 def photo() -> bytes:
     """A 96x64 RGB PNG with some structure."""
+    import numpy as np
+    from PIL import Image
+
     y, x = np.mgrid[0:64, 0:96]
     rgb = np.stack([x * 2 % 256, y * 4 % 256, (x + y) % 256], axis=-1).astype(np.uint8)
     buf = io.BytesIO()

@@ -11,8 +11,7 @@ from pathlib import Path
 import torch
 
 from model_store.store import ModelStore
-from model_store.tasks import Task
-from service.config import DEFAULT_MODELS
+from tasks import get_task, list_tasks
 from tests.support.checkpoints import make_official_checkpoint
 from worker.importer import import_checkpoint
 from worker.nets.registry import create_model
@@ -20,11 +19,11 @@ from worker.training.publish import fit_latent_distribution
 
 # The arch each test store serves per task; u2netp keeps matte fast on 2 cores.
 TEST_ARCHS = {
-    Task.CARTOONIZE: "dctnet",
-    Task.MATTE: "u2netp",
-    Task.CLASSIFY: "googlenet",
-    Task.GENERATE: "dcgan",
-    Task.AUTOENCODE: "ae",
+    "cartoonize": "dctnet",
+    "matte": "u2netp",
+    "classify": "googlenet",
+    "generate": "dcgan",
+    "autoencode": "ae",
 }
 
 
@@ -48,7 +47,7 @@ def make_autoencoder_weights(path: Path, seed: int = 0) -> Path:
 
 
 def import_test_model(
-    store: ModelStore, task: Task, workdir: Path, *, seed: int = 0, activate: bool = True,
+    store: ModelStore, task: str, workdir: Path, *, seed: int = 0, activate: bool = True,
     model: str | None = None,
 ) -> None:
     arch = TEST_ARCHS[task]
@@ -57,22 +56,15 @@ def import_test_model(
         parts = {"": make_autoencoder_weights(workdir / f"ae-{seed}.pt", seed)}
     else:
         parts = make_official_checkpoint(arch, workdir / f"{arch}-{seed}", seed=seed)
-    import_checkpoint(
-        store,
-        task=task,
-        arch=arch,
-        weights=parts.get("", parts.get("netg")),
-        netd=parts.get("netd"),
-        model=model or DEFAULT_MODELS[task],
-        activate=activate,
-    )
+    import_checkpoint(store, task=task, arch=arch, parts=parts,
+                      model=model or get_task(task).default_model, activate=activate)
 
 
-def build_test_store(root: Path, workdir: Path, tasks: list[Task] | None = None) -> ModelStore:
+def build_test_store(root: Path, workdir: Path, tasks: list[str] | None = None) -> ModelStore:
     """Every task's default model at version 1 (active); matte also has an inactive v2."""
     store = ModelStore(root)
-    for task in tasks or list(Task):
+    for task in tasks or list_tasks():
         import_test_model(store, task, workdir)
-    if tasks is None or Task.MATTE in tasks:
-        import_test_model(store, Task.MATTE, workdir, seed=1, activate=False)
+    if tasks is None or "matte" in tasks:
+        import_test_model(store, "matte", workdir, seed=1, activate=False)
     return store

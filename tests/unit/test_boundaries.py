@@ -1,11 +1,75 @@
-"""Dependency rules of the layout: the API process stays torch-free, the SDK server-free."""
+"""Dependency rules of the layout, checked two ways: every module's own import statements
+(also the lazy ones inside functions), and what importing a package really pulls in.
+
+- service (the API process) never imports torch or worker;
+- worker and jobs never import service;
+- core (imported by every process) imports none of service, worker, jobs, model_store;
+- tasks and model_store (read by the API) never import torch, service or worker.
+"""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "service": ("torch", "worker"),
+    "worker": ("service",),
+    "jobs": ("service",),
+    "core": ("service", "worker", "jobs", "model_store"),
+    "tasks": ("torch", "service", "worker"),
+    "model_store": ("torch", "service", "worker"),
+}
+# Importing every module of these is cheap (no torch): check sys.modules too.
+IMPORTED = ("service", "jobs", "core", "tasks", "model_store")
+
+
+def _hits(name: str, forbidden: tuple[str, ...]) -> bool:
+    return any(name == f or name.startswith(f + ".") for f in forbidden)
+
+
+def imported_names(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every absolute import in ``path``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module))
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_no_module_imports_what_its_package_may_not(package: str) -> None:
+    bad = [f"{path.relative_to(REPO)}:{line} imports {name}"
+           for path in sorted((REPO / package).rglob("*.py"))
+           for line, name in imported_names(path) if _hits(name, FORBIDDEN[package])]
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("package", IMPORTED)
+def test_importing_a_package_pulls_in_nothing_forbidden(package: str) -> None:
+    forbidden = FORBIDDEN[package]
+    code = (
+        "import importlib, pkgutil, sys\n"
+        f"root = importlib.import_module({package!r})\n"
+        "for info in pkgutil.walk_packages(root.__path__, root.__name__ + '.'):\n"
+        "    if not info.name.endswith('__main__'):\n"
+        "        importlib.import_module(info.name)\n"
+        f"forbidden = {forbidden!r}\n"
+        "bad = sorted(m for m in sys.modules\n"
+        "             if any(m == f or m.startswith(f + '.') for f in forbidden))\n"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=180, cwd=REPO)
+    assert out.stdout.strip() == "", f"{package} pulls in {out.stdout.strip()}"
 
 
 @pytest.mark.parametrize("module", ["service.app", "model_store.intake", "model_store.store"])
@@ -17,5 +81,5 @@ def test_api_side_never_imports_torch(module: str) -> None:
         "print(','.join(bad))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=120)
+                         check=True, timeout=120, cwd=REPO)
     assert out.stdout.strip() == "", f"{module} pulls in {out.stdout.strip()}"

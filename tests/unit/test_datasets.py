@@ -17,8 +17,9 @@ from PIL import Image
 from model_store.dataset_scan import scan_dataset
 from model_store.datasets import DatasetStore
 from model_store.intake import ingest_upload
-from model_store.tasks import Task
-from worker.training import augment as A
+from tasks import task_specs
+from tasks.synthetic import make_dataset
+from worker.training import augment
 from worker.training.datasets import (
     DatasetError,
     PairedImages,
@@ -26,9 +27,9 @@ from worker.training.datasets import (
     load_index,
     load_splits,
 )
-from worker.training.synthetic import make_dataset
 
 MAX_PIXELS = 40_000_000
+SYNTHETIC = [spec.name for spec in task_specs() if spec.synthetic is not None]
 
 
 @dataclass
@@ -69,7 +70,7 @@ def test_pairs_match_by_stem_and_unmatched_are_reported(tmp_path):
         _img(cartoon / f"{stem}.png")  # extensions may differ: the stem decides
     (photo / "notes.txt").write_text("not an image")
     splits = load_splits(tmp_path, "cartoonize")
-    pairs = sorted(splits.train + splits.val)
+    pairs = sorted((s["photo"], s["cartoon"]) for s in splits.train + splits.val)
     assert [(a.name, b.name) for a, b in pairs] == [
         ("a.jpg", "a.png"), ("b.jpg", "b.png"), ("c.jpg", "c.png")]
     assert len(splits.val) == 1 and splits.test == []
@@ -90,9 +91,10 @@ def test_explicit_val_split_is_used(tmp_path):
     for stem in "xy":
         _img(tmp_path / "val" / "images" / f"{stem}.png")
         _img(tmp_path / "val" / "masks" / f"{stem}.png", mode="L")
-    splits = load_splits(tmp_path, Task.MATTE)
-    assert [a.stem for a, _ in splits.train] == list("abcd")
-    assert [a.stem for a, _ in splits.val] == list("xy")
+    splits = load_splits(tmp_path, "matte")
+    assert [s["image"].stem for s in splits.train] == list("abcd")
+    assert [s["mask"].stem for s in splits.val] == list("xy")
+    assert all(set(s) == {"image", "mask"} for s in splits.train + splits.val)
     assert splits.report.split_source == "given"
 
 
@@ -132,15 +134,16 @@ def test_stratified_8_1_1_split_is_deterministic(tmp_path):
     sizes = {"c0": 10, "c1": 20, "c2": 20}
     a = load_splits(_classify_folder(tmp_path / "a", sizes), "classify")
     assert a.classes == ["c0", "c1", "c2"]
-    for c, n in enumerate(sizes.values()):
-        counts = [sum(1 for _, y in part if y == c) for part in (a.train, a.val, a.test)]
+    for c, n in sizes.items():
+        counts = [sum(1 for s in part if s["label"] == c) for part in (a.train, a.val, a.test)]
         assert counts == [n * 8 // 10, n // 10, n // 10]
-    rel = [[p.relative_to(a.data_root) for p, _ in part] for part in (a.train, a.val, a.test)]
+    rel = [[s["path"].relative_to(a.data_root) for s in part]
+           for part in (a.train, a.val, a.test)]
     flat = [p for part in rel for p in part]
     assert len(flat) == len(set(flat)) == sum(sizes.values())
     # Same files elsewhere (another host, another run): the very same split.
     b = load_splits(shutil.copytree(tmp_path / "a", tmp_path / "b"), "classify")
-    assert rel == [[p.relative_to(b.data_root) for p, _ in part]
+    assert rel == [[s["path"].relative_to(b.data_root) for s in part]
                    for part in (b.train, b.val, b.test)]
     assert a.index == b.index
 
@@ -148,7 +151,7 @@ def test_stratified_8_1_1_split_is_deterministic(tmp_path):
 def test_small_classes_still_get_val_and_test(tmp_path):
     s = load_splits(_classify_folder(tmp_path, {"a": 3, "b": 1}), "classify")
     assert (len(s.train), len(s.val), len(s.test)) == (2, 1, 1)  # class b (1 image) trains only
-    assert [y for _, y in s.train].count(1) == 1
+    assert [x["label"] for x in s.train].count("b") == 1
 
 
 def test_classify_layouts(tmp_path):
@@ -174,7 +177,8 @@ def test_val_fraction_split(tmp_path):
     root = make_dataset("autoencode", tmp_path / "data", n=30, size=16)
     splits = load_splits(root, "autoencode")
     assert len(splits.val) == 3 and len(splits.train) == 27
-    assert sorted(splits.train + splits.val) == sorted((root / "images").iterdir())
+    assert sorted(s["path"] for s in splits.train + splits.val) == sorted(
+        (root / "images").iterdir())
     assert load_splits(root, "autoencode").val == splits.val
     two = make_dataset("autoencode", tmp_path / "two", n=2, size=16)
     with pytest.raises(DatasetError, match="at least 4"):
@@ -190,7 +194,7 @@ def test_stored_dataset_index_is_the_split(tmp_path):
         index, root = load_index(where, "classify")
         assert root == stored / "data"
         assert index == DatasetStore(tmp_path / "store").index("ds")
-    assert load_index(stored)[0].task == Task.CLASSIFY  # the index names its task
+    assert load_index(stored)[0].task == "classify"  # the index names its task
     # Whatever index.json says wins: no re-scan, no re-split.
     data = json.loads(index_file.read_text())
     moved = data["splits"]["train"][:3]
@@ -198,7 +202,7 @@ def test_stored_dataset_index_is_the_split(tmp_path):
     data["splits"]["val"] = data["splits"]["val"] + moved
     index_file.write_text(json.dumps(data))
     splits = load_splits(stored, "classify")
-    assert [p.relative_to(splits.data_root).as_posix() for p, _ in splits.val] == [
+    assert [s["path"].relative_to(splits.data_root).as_posix() for s in splits.val] == [
         s["path"] for s in data["splits"]["val"]]
     assert len(splits.train) == 20 - 2 - 2 - 3
     assert splits.report.counts == {"train": 16, "val": 2, "test": 2}  # report.json as stored
@@ -226,7 +230,7 @@ def test_raw_scan_matches_the_intake(tmp_path):
     raw = make_dataset("cartoonize", tmp_path / "raw", n=12, size=16)
     stored = store_dataset(raw, "cartoonize", tmp_path / "store")
     assert load_index(raw, "cartoonize")[0] == load_index(stored)[0]
-    report, index = scan_dataset(raw, Task.CARTOONIZE, MAX_PIXELS)
+    report, index = scan_dataset(raw, "cartoonize", MAX_PIXELS)
     assert load_index(raw, "cartoonize")[0] == index and report.can_train
 
 
@@ -235,12 +239,12 @@ def test_paired_augmentation_keeps_pairs_aligned():
     img = torch.rand(3, 50, 70, generator=g)
     for seed in range(5):
         gen = torch.Generator().manual_seed(seed)
-        a, b = A.hflip(A.scale_crop(A.color_jitter([img, img.clone()], 0.1, gen), 32,
-                                    (0.9, 1.1), gen), 0.5, gen)
+        jittered = augment.color_jitter([img, img.clone()], 0.1, gen)
+        a, b = augment.hflip(augment.scale_crop(jittered, 32, (0.9, 1.1), gen), 0.5, gen)
         assert a.shape == (3, 32, 32) and torch.equal(a, b)
     gen1, gen2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    assert torch.equal(A.scale_crop([img], 32, (0.9, 1.1), gen1)[0],
-                       A.scale_crop([img], 32, (0.9, 1.1), gen2)[0])
+    assert torch.equal(augment.scale_crop([img], 32, (0.9, 1.1), gen1)[0],
+                       augment.scale_crop([img], 32, (0.9, 1.1), gen2)[0])
 
 
 def test_paired_dataset_keys(tmp_path):
@@ -248,10 +252,11 @@ def test_paired_dataset_keys(tmp_path):
     splits = load_splits(root, "matte")
 
     def transform(image, mask, gen):
-        t = [A.to_tensor(image), A.to_tensor(mask)]
-        return tuple(A.random_crop(t, 16, gen)) if gen is not None else tuple(t)
+        t = [augment.to_tensor(image), augment.to_tensor(mask)]
+        return tuple(augment.random_crop(t, 16, gen)) if gen is not None else tuple(t)
 
-    ds = PairedImages(splits.train, transform, second_is_mask=True)
+    pairs = [(s["image"], s["mask"]) for s in splits.train]
+    ds = PairedImages(pairs, transform, second_is_mask=True)
     image, mask = ds[0]
     assert image.shape == (3, 32, 32) and mask.shape == (1, 32, 32)
     assert set(mask.unique().tolist()) <= {0.0, 1.0}
@@ -260,10 +265,8 @@ def test_paired_dataset_keys(tmp_path):
     assert x1.shape == (3, 16, 16) and torch.equal(x1, x2)
 
 
-@pytest.mark.parametrize("task", ["cartoonize", "matte", "classify", "generate", "autoencode"])
+@pytest.mark.parametrize("task", SYNTHETIC)
 def test_synthetic_datasets_are_deterministic(tmp_path, task):
-    kw = {"per_class": 3} if task == "classify" else {"n": 3}
-
     def digest(root: Path) -> str:
         h = hashlib.sha256()
         for p in sorted(root.rglob("*")):
@@ -271,15 +274,20 @@ def test_synthetic_datasets_are_deterministic(tmp_path, task):
                 h.update(str(p.relative_to(root)).encode() + p.read_bytes())
         return h.hexdigest()
 
-    a = make_dataset(task, tmp_path / "a", seed=5, **kw)
-    b = make_dataset(task, tmp_path / "b", seed=5, **kw)
-    c = make_dataset(task, tmp_path / "c", seed=6, **kw)
+    a = make_dataset(task, tmp_path / "a", seed=5)
+    b = make_dataset(task, tmp_path / "b", seed=5)
+    c = make_dataset(task, tmp_path / "c", seed=6)
     assert digest(a) == digest(b) != digest(c)
 
 
-@pytest.mark.parametrize("task", ["cartoonize", "matte", "classify", "generate", "autoencode"])
+@pytest.mark.parametrize("task", SYNTHETIC)
 def test_synthetic_datasets_pass_intake(tmp_path, task):
-    kw = {"per_class": 5} if task == "classify" else {"n": 6}
-    root = make_dataset(task, tmp_path / "raw", **kw)
-    report, _index = scan_dataset(root, Task(task), MAX_PIXELS)
+    root = make_dataset(task, tmp_path / "raw")
+    report, _index = scan_dataset(root, task, MAX_PIXELS)
     assert report.can_train and not report.skipped
+    # The worker reads the same samples, every path resolved under the data root.
+    splits = load_splits(root, task)
+    assert splits.train and splits.val
+    for sample in splits.train + splits.val:
+        paths = [v for k, v in sample.items() if k != "label"]
+        assert paths and all(p.is_file() and p.is_relative_to(root) for p in paths)

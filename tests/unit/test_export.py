@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from model_store.tasks import GRAPH_FILES, GRAPH_IO
+from tasks import get_task
 from tests.support.checkpoints import make_official_checkpoint
 from worker.nets.checkpoints import load_official
 from worker.nets.registry import create_model, get_arch, list_archs
@@ -18,8 +18,8 @@ from worker.training.export import DEFAULT_TOLERANCE, export_and_verify
 
 
 def _build(arch: str, tmp_path: Path) -> torch.nn.Module:
-    if get_arch(arch).official_parts:
-        return load_official(arch, make_official_checkpoint(arch, tmp_path / "ckpt"))
+    if get_arch(arch).published_layouts:
+        return load_official(arch, make_official_checkpoint(arch, tmp_path / "ckpt")).module
     torch.manual_seed(0)
     return create_model(arch)
 
@@ -33,17 +33,18 @@ def test_export_and_parity(arch: str, tmp_path: Path) -> None:
     assert result.parity.passed, result.parity.detail
     assert result.parity.tolerance == DEFAULT_TOLERANCE
     assert all(0 <= err <= DEFAULT_TOLERANCE for err in result.parity.max_abs_error.values())
-    for role, (inputs, outputs) in GRAPH_IO[spec.task].items():
+    contract = get_task(spec.task).graphs
+    for role, io in contract.items():
         graph = result.graphs[role]
-        assert [t.name for t in graph.inputs] == list(inputs)
-        assert [t.name for t in graph.outputs] == list(outputs)
+        assert [t.name for t in graph.inputs] == list(io.inputs)
+        assert [t.name for t in graph.outputs] == list(io.outputs)
         assert isinstance(graph.inputs[0].shape[0], str), "batch axis must be dynamic"
         assert graph.opset >= 17
 
     # The exported graph accepts a batch size it was not traced with.
     graphs = spec.export_graphs(module)
     for role, graph in graphs.items():
-        session = ort.InferenceSession(str(tmp_path / GRAPH_FILES[role]))
+        session = ort.InferenceSession(str(tmp_path / contract[role].file))
         sample = graph.example_inputs[0]
         batch = torch.cat([sample[:1]] * 3)
         with torch.no_grad():
@@ -64,7 +65,7 @@ def test_parity_detects_a_graph_that_disagrees(tmp_path: Path) -> None:
     export_and_verify(module, spec, tmp_path)
     with torch.no_grad():
         next(module.parameters()).add_(0.05)
-    report = check_parity(spec.export_graphs(module), tmp_path)
+    report = check_parity(spec.export_graphs(module), tmp_path, spec.task)
     assert not report.passed
     assert "max |onnxruntime - torch|" in report.detail
 
@@ -87,4 +88,17 @@ def test_manifest_preprocessing_follows_the_built_module() -> None:
 
     assert serving_config("dcgan", create_model("dcgan", nz=64))["nz"] == 64
     assert serving_config("ae", create_model("ae", latent_dim=32))["latent_dim"] == 32
-    assert serving_config("u2netp", create_model("u2netp")) == get_arch("u2netp").serving
+
+
+def test_a_serving_config_that_does_not_fit_its_task_is_refused(monkeypatch) -> None:
+    import dataclasses
+
+    from worker.nets import registry
+    from worker.training.export import ExportFailed
+    from worker.training.publish import serving_config
+
+    spec = get_arch("u2netp")
+    broken = dataclasses.replace(spec, serving_config=lambda m: {"size": 320})
+    monkeypatch.setitem(registry._REGISTRY, "u2netp", broken)
+    with pytest.raises(ExportFailed, match="does not fit task matte"):
+        serving_config("u2netp", create_model("u2netp"))

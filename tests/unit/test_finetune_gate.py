@@ -11,7 +11,6 @@ import torch
 from jobs.records import JobRecord
 from jobs.spec import validate_hyperparameters
 from model_store.store import ModelStore
-from model_store.tasks import Task
 from tests.support.store import import_test_model
 from worker.finetune import gate, load_version
 from worker.starter import publish_synthetic_dataset
@@ -19,7 +18,7 @@ from worker.starter import publish_synthetic_dataset
 
 def test_gate_compares_with_the_active_version(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
-    import_test_model(store, Task.AUTOENCODE, tmp_path / "ckpt", model="faces-ae")
+    import_test_model(store, "autoencode", tmp_path / "ckpt", model="faces-ae")
     publish_synthetic_dataset(tmp_path, "autoencode", "faces", n=12)
     active, manifest = load_version(store, "faces-ae", 1)
     job = JobRecord(id="job1", task="autoencode", dataset_id="faces", target_model="faces-ae",
@@ -45,7 +44,7 @@ def test_gate_compares_with_the_active_version(tmp_path: Path) -> None:
 
 def test_generate_is_never_activated_over_an_active_version(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
-    import_test_model(store, Task.GENERATE, tmp_path / "ckpt", model="anime-faces")
+    import_test_model(store, "generate", tmp_path / "ckpt", model="anime-faces")
     module, manifest = load_version(store, "anime-faces", 1)
     job = JobRecord(id="job2", task="generate", dataset_id="unused", target_model="anime-faces",
                     auto_activate=True, hyperparameters={})

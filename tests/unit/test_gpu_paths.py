@@ -7,9 +7,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from service.config import Settings
+from core.settings import Settings
 from service.inference.sessions import usable_providers
-from worker.training.trainers.base import default_device
+from worker.training.trainers.context import default_device
 
 GPU_BUILD = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.settings import Settings
 from model_store.archives import ExtractLimits, extract_archive, safe_relative_path
-from model_store.dataset_scan import MIN_IMAGES
 from model_store.datasets import DatasetStore
 from model_store.errors import (
     ArchiveTooLarge,
@@ -27,8 +27,8 @@ from model_store.errors import (
     UploadTooLarge,
 )
 from model_store.intake import ingest_upload, receive_upload, receive_upload_async
-from model_store.tasks import Task
-from service.config import Settings
+from tasks import list_tasks
+from tasks.layouts import ImageFolderLayout
 from tests.support.archives import (
     good_files,
     image_bytes,
@@ -39,7 +39,7 @@ from tests.support.archives import (
     zip_with_lying_size,
 )
 
-TASKS = [t.value for t in Task]
+TASKS = list_tasks()
 
 
 @pytest.fixture()
@@ -339,10 +339,11 @@ def test_non_images_are_skipped_and_refused_when_nothing_is_left(store, settings
     assert reasons["README.md"].startswith("not part of the generate layout")
     assert report.files_seen == 8 and report.files_accepted == 6
 
-    only_junk = {f"images/{i}.png": b"not really a png" for i in range(MIN_IMAGES + 2)}
+    min_images = ImageFolderLayout().min_images
+    only_junk = {f"images/{i}.png": b"not really a png" for i in range(min_images + 2)}
     with pytest.raises(DatasetInvalid) as err:
         ingest(store, "generate", write_zip(tmp_path / "b.zip", only_junk), settings)
-    assert len(err.value.report.skipped) == MIN_IMAGES + 2
+    assert len(err.value.report.skipped) == min_images + 2
     assert DatasetStore(store).list_datasets() != []  # the first one is still there
     assert list((store / "datasets" / ".staging").iterdir()) == []
 
@@ -382,7 +383,7 @@ def test_list_get_delete(store, settings, tmp_path):
     b = ingest(store, "classify", write_zip(tmp_path / "b.zip", good_files("classify")),
                settings).meta
     assert [m.id for m in ds.list_datasets()] == [a.id, b.id]
-    assert [m.id for m in ds.list_datasets(Task.CLASSIFY)] == [b.id]
+    assert [m.id for m in ds.list_datasets("classify")] == [b.id]
     with pytest.raises(DatasetExists):
         ingest(store, "generate", write_zip(tmp_path / "c.zip", good_files("generate")),
                settings, dataset_id="faces-1")
@@ -435,6 +436,6 @@ def test_classify_too_small_for_a_validation_split_is_refused(tmp_path: Path) ->
         (tmp_path / label).mkdir()
         for i in range(2):
             (tmp_path / label / f"{i}.png").write_bytes(image_bytes(seed=i))
-    report, _ = scan_dataset(tmp_path, Task.CLASSIFY, 10_000_000)
+    report, _ = scan_dataset(tmp_path, "classify", 10_000_000)
     assert not report.can_train
     assert any("validation" in p for p in report.problems)

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from core.wire import FinetuneRequest
 from jobs import webhooks
 from jobs.db import Database
 from jobs.errors import InvalidJobSpec, InvalidTransition, JobNotFound
 from jobs.repository import ClaimOutcome, JobRepository, ProgressUpdate
-from jobs.spec import FinetuneRequest, JobView, check_references, validate_hyperparameters
+from jobs.spec import check_references, validate_hyperparameters
 from jobs.states import JobStatus, can_transition
+from jobs.views import job_view
 
 
 def request(**overrides: object) -> FinetuneRequest:
@@ -105,7 +107,7 @@ def test_progress_and_events(repo: JobRepository) -> None:
     events = repo.events_after(job.id)
     assert [e.kind for e in events] == ["status", "status", "progress"]
     assert [e.id for e in repo.events_after(job.id, after_id=events[1].id)] == [events[2].id]
-    view = JobView.from_record(row)
+    view = job_view(row)
     assert view.status == "running" and json.loads(view.model_dump_json())["step"] == 4
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from core.wire import FinetuneRequest
 from jobs import artifacts
 from jobs.db import Database
 from jobs.errors import InvalidTransition
 from jobs.repository import JobRepository, ProgressUpdate
-from jobs.spec import FinetuneRequest
 from service import jobs_api
 
 

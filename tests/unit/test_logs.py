@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from service.logs import (
+from core.logs import (
     ContextFilter,
     JsonFormatter,
     TextFormatter,

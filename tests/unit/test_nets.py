@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_store.tasks import GRAPH_IO
+from tasks import get_task
 from tests.support.checkpoints import (
     CORRUPTIONS,
     make_official_checkpoint,
@@ -20,16 +20,22 @@ from worker.nets.checkpoints import (
     CheckpointError,
     CheckpointMismatch,
     CheckpointUnreadable,
+    ImportRefused,
     load_official,
     load_state_dict_strict,
 )
 from worker.nets.dctnet import guided_filter, tf_resize_bilinear_2x
 from worker.nets.googlenet import transform_input_
 from worker.nets.registry import create_model, get_arch, list_archs
+from worker.training.publish import serving_config
 
-OFFICIAL = [a for a in list_archs() if get_arch(a).official_parts]
-# Corruption tests rewrite the file four times: skip the 176 MB u2net (u2netp covers it).
-CORRUPTIBLE = [a for a in OFFICIAL if a != "u2net"]
+# Architectures whose official files have a published layout (tests/fixtures/compat).
+OFFICIAL = [a for a in list_archs() if get_arch(a).published_layouts]
+# The corruption tests rewrite a file four times: big files (the 176 MB u2net) are left to
+# the small arch of their family.
+_BIG_PARAMS = 10_000_000
+CORRUPTIBLE = [a for a in OFFICIAL
+               if sum(p.numel() for p in create_model(a).parameters()) < _BIG_PARAMS]
 
 
 def _n_params(m: torch.nn.Module) -> int:
@@ -47,9 +53,10 @@ def test_registry_entry_matches_graph_contract(arch: str) -> None:
     spec = get_arch(arch)
     model = create_model(arch).eval()
     graphs = spec.export_graphs(model)
-    assert set(graphs) == set(GRAPH_IO[spec.task])
+    contract = get_task(spec.task).graphs
+    assert set(graphs) == set(contract)
     for role, graph in graphs.items():
-        inputs, outputs = GRAPH_IO[spec.task][role]
+        inputs, outputs = contract[role].inputs, contract[role].outputs
         assert graph.input_names == inputs
         assert graph.output_names == outputs
         for name in inputs + outputs:
@@ -61,48 +68,68 @@ def test_registry_entry_matches_graph_contract(arch: str) -> None:
         again = spec.export_graphs(model)[role].parity_inputs
         for a, b in zip(graph.parity_inputs, again, strict=True):
             assert torch.equal(a[0], b[0])
-    for fixture in spec.official_parts.values():
+    for fixture in spec.published_layouts.values():
         assert read_layout(fixture)
+    # The manifest's preprocessing fits the task's serving model (publish validates it too).
+    config = spec.serving_config(model)
+    valid = get_task(spec.task).serving.model_validate(config)
+    assert serving_config(arch, model) == valid.model_dump(mode="json")
 
 
-def _small_forward(arch: str, model: torch.nn.Module) -> None:
-    """Run the serving graph module on a small input and check the contract shapes."""
-    graph = get_arch(arch).export_graphs(model)["main"]
-    with torch.no_grad():
-        if arch in ("u2net", "u2netp"):
-            out = graph.module(torch.randn(2, 3, 64, 64))
-            assert out.shape == (2, 1, 64, 64)
-            assert 0 <= float(out.min()) and float(out.max()) <= 1
-            maps = model(torch.randn(1, 3, 64, 64))
-            assert len(maps) == 7 and all(m.shape == (1, 1, 64, 64) for m in maps)
-        elif arch == "googlenet":
-            out = graph.module(torch.randn(2, 3, 64, 64))
-            assert out.shape == (2, model.num_classes)
-        elif arch == "dcgan":
-            out = images, scores = graph.module(torch.randn(3, 100, 1, 1))
-            assert images.shape == (3, 3, 96, 96) and scores.shape == (3,)
-            assert float(images.abs().max()) <= 1 and 0 <= float(scores.min())
-        elif arch == "dctnet":
-            for h, w in ((64, 64), (32, 48)):
-                out = graph.module(torch.rand(2, 3, h, w) * 2 - 1)
-                assert out.shape == (2, 3, h, w)
-                assert float(out.abs().max()) <= 1
-            assert model.generator(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
-        elif arch == "ae":
-            out = latent, rec = graph.module(torch.rand(2, 3, 64, 64))
-            assert latent.shape == (2, model.latent_dim) and rec.shape == (2, 3, 64, 64)
-            dec = get_arch(arch).export_graphs(model)["decoder"].module
-            assert dec(latent).shape == (2, 3, 64, 64)
-        else:
-            pytest.fail(f"no forward check for {arch}")
-        for t in out if isinstance(out, tuple) else (out,):
-            assert torch.isfinite(t).all()
+def _forward_contract(arch: str, model: torch.nn.Module) -> None:
+    """Run every graph module of ``arch`` on its smallest parity input: one output per
+    contract name, each with the input's batch size, all finite."""
+    for role, graph in get_arch(arch).export_graphs(model).items():
+        inputs = min(graph.parity_inputs, key=lambda p: p[0].shape[0])
+        with torch.no_grad():
+            out = graph.module(*inputs)
+        outputs = out if isinstance(out, tuple) else (out,)
+        assert len(outputs) == len(graph.output_names), role
+        for name, t in zip(graph.output_names, outputs, strict=True):
+            assert t.shape[0] == inputs[0].shape[0], f"{role}.{name}"
+            assert torch.isfinite(t).all(), f"{role}.{name}"
 
 
 @pytest.mark.parametrize("arch", list_archs())
-def test_forward_shapes(arch: str) -> None:
+def test_forward_follows_the_graph_contract(arch: str) -> None:
     torch.manual_seed(0)
-    _small_forward(arch, create_model(arch).eval())
+    _forward_contract(arch, create_model(arch).eval())
+
+
+def test_family_forward_shapes() -> None:
+    """What the generic contract test cannot know: each family's own output shapes."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        maps = create_model("u2netp").eval()(torch.randn(1, 3, 64, 64))
+        assert len(maps) == 7 and all(m.shape == (1, 1, 64, 64) for m in maps)
+        assert 0 <= float(maps[0].min()) and float(maps[0].max()) <= 1
+        gan = create_model("dcgan").eval()
+        images, scores = get_arch("dcgan").export_graphs(gan)["main"].module(
+            torch.randn(3, 100, 1, 1))
+        assert images.shape == (3, 3, 96, 96) and scores.shape == (3,)
+        assert float(images.abs().max()) <= 1 and 0 <= float(scores.min())
+        toon = create_model("dctnet").eval()
+        for h, w in ((64, 64), (32, 48)):
+            out = toon(torch.rand(2, 3, h, w) * 2 - 1)
+            assert out.shape == (2, 3, h, w) and float(out.abs().max()) <= 1
+        assert toon.generator(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+        ae = create_model("ae").eval()
+        latent, rec = ae(torch.rand(2, 3, 64, 64))
+        assert latent.shape == (2, ae.latent_dim) and rec.shape == (2, 3, 64, 64)
+        net = create_model("googlenet", num_classes=5).eval()
+        assert net(torch.randn(2, 3, 64, 64)).shape == (2, 5)
+
+
+def _sorted_floats(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.detach().flatten().double() for t in tensors.values()
+                      if t.is_floating_point()]).sort().values
+
+
+def _file_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".npz":  # TF variables
+        with np.load(path) as npz:
+            return {k: torch.from_numpy(npz[k]) for k in npz.files}
+    return torch.load(path, weights_only=True)
 
 
 @pytest.mark.parametrize("arch", OFFICIAL)
@@ -110,30 +137,35 @@ def test_official_checkpoint_loads_strictly(
     arch: str, official_files: dict[str, dict[str, Path]]
 ) -> None:
     parts = official_files[arch]
-    model = load_official(arch, parts)
+    model = load_official(arch, parts).module
     assert not model.training
-    sd = model.state_dict()
-    if arch == "dctnet":
-        npz = np.load(parts[""])
-        w = npz["generator/Conv_9/weights"]
-        assert w.shape == (7, 7, 32, 3)
-        np.testing.assert_array_equal(
-            sd["generator.conv9.weight"].numpy(), w.transpose(3, 2, 0, 1)
-        )
-        np.testing.assert_array_equal(
-            sd["generator.conv9.bias"].numpy(), npz["generator/Conv_9/biases"]
-        )
-    else:
-        for part, path in parts.items():
-            prefix = f"{part}." if part else ""
-            saved = torch.load(path, weights_only=True)
-            for k, v in saved.items():
-                assert torch.equal(sd[prefix + k], v), k
-    if arch == "dcgan":
-        # netd was written without BN counters (pre-0.4.1 files); they were filled with 0.
-        assert int(sd["netd.main.3.num_batches_tracked"]) == 0
-    if arch != "u2net":
-        _small_forward(arch, model)
+    # Every number of the files is in the model and nothing else, wherever the format puts
+    # it (TF variables are HWIO): compare the sorted values, not the names.
+    in_files: dict[str, torch.Tensor] = {}
+    for part, path in parts.items():
+        in_files.update({f"{part}/{k}": v for k, v in _file_tensors(path).items()})
+    assert torch.equal(_sorted_floats(model.state_dict()), _sorted_floats(in_files))
+    if arch in CORRUPTIBLE:  # a big arch's forward pass is in test_export already
+        _forward_contract(arch, model)
+
+
+def test_dctnet_tf_variables_are_transposed(official_files: dict[str, dict[str, Path]]) -> None:
+    parts = official_files["dctnet"]
+    sd = load_official("dctnet", parts).module.state_dict()
+    npz = np.load(parts[""])
+    w = npz["generator/Conv_9/weights"]
+    assert w.shape == (7, 7, 32, 3)
+    np.testing.assert_array_equal(sd["generator.conv9.weight"].numpy(), w.transpose(3, 2, 0, 1))
+    np.testing.assert_array_equal(sd["generator.conv9.bias"].numpy(),
+                                  npz["generator/Conv_9/biases"])
+
+
+def test_dcgan_old_files_get_zero_batch_counters(
+    official_files: dict[str, dict[str, Path]]
+) -> None:
+    # netd was written without BN counters (pre-0.4.1 files); they were filled with 0.
+    sd = load_official("dcgan", official_files["dcgan"]).module.state_dict()
+    assert int(sd["netd.main.3.num_batches_tracked"]) == 0
 
 
 @pytest.mark.parametrize("corrupt", CORRUPTIONS)
@@ -164,16 +196,31 @@ def test_wrapped_and_dataparallel_files_load(
     sd = torch.load(official_files["u2netp"][""], weights_only=True)
     wrapped = tmp_path / "wrapped.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3}, wrapped)
-    model = load_official("u2netp", {"": wrapped})
+    model = load_official("u2netp", {"": wrapped}).module
     assert torch.equal(model.state_dict()["outconv.weight"], sd["outconv.weight"])
 
 
 def test_googlenet_fine_tuned_class_count_is_inferred(tmp_path: Path) -> None:
-    src = create_model("googlenet", num_classes=7)
+    src = create_model("googlenet", num_classes=7, aux_logits=False)
     path = tmp_path / "ft.pth"
     torch.save(src.state_dict(), path)
-    model = load_official("googlenet", {"": path})
+    with pytest.raises(ImportRefused, match="7 classes: pass --labels"):
+        load_official("googlenet", {"": path})
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"class {i}\n" for i in range(7)))
+    imported = load_official("googlenet", {"": path}, labels)
+    model = imported.module
     assert model.num_classes == 7 and model.fc.out_features == 7
+    assert imported.labels == [f"class {i}" for i in range(7)]
+    # The kwargs rebuild the same layout (no aux heads), so weights.pt loads again.
+    load_state_dict_strict(create_model("googlenet", **imported.arch_kwargs), model.state_dict())
+
+
+def test_googlenet_imagenet_file_gets_imagenet_labels(
+    official_files: dict[str, dict[str, Path]]
+) -> None:
+    imported = load_official("googlenet", official_files["googlenet"])
+    assert len(imported.labels) == 1000 and imported.labels[0] == "tench"
 
 
 def test_unreadable_and_unsupported_files(tmp_path: Path) -> None:

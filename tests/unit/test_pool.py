@@ -12,18 +12,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.settings import Settings
+from core.wire import ClassifyParams, MatteParams
+from model_store.errors import ActivationRefused, NoActiveVersion
 from model_store.store import ModelStore
-from model_store.tasks import Task
-from service.config import Settings
-from service.errors import ModelNotReady, NoActiveVersion, TooManyPixels, Undecodable
+from service.errors import ModelNotReady, TooManyPixels, Undecodable, WrongTask
 from service.imaging import decode_image, encode_image
 from service.inference import pipelines
 from service.inference import processing as proc
 from service.inference.batching import Batcher
 from service.inference.pool import InferencePool
 from service.inference.sessions import LoadFailed, load_version
-from service.schemas import ClassifyParams, MatteParams
-from tests.api.tiny_models import build_tiny_store
+from tests.api.tiny_models import PREPROCESSING, build_tiny_store, publish_tiny
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # ------------------------------------------------------------------ batching
@@ -88,14 +91,26 @@ def test_cartoon_graph_size_caps_and_rounds():
 
 def test_matte_input_divides_by_the_max():
     image = Image.new("RGB", (10, 10), (100, 50, 25))
-    x = proc.matte_input(image, 8)
+    x = proc.matte_input(image, 8, IMAGENET_MEAN, IMAGENET_STD, divide_by_max=True)
     assert x.shape == (1, 3, 8, 8) and x.dtype == np.float32
     assert x[0, 0, 0, 0] == pytest.approx((1.0 - 0.485) / 0.229, rel=1e-5)
 
 
 def test_classify_input_matches_torchvision_geometry():
-    x = proc.classify_input(Image.new("RGB", (400, 300)), 256, 224)
+    x = proc.classify_input(Image.new("RGB", (400, 300)), 256, 224, IMAGENET_MEAN, IMAGENET_STD)
     assert x.shape == (1, 3, 224, 224)
+
+
+@pytest.mark.parametrize("value_range", [(-1.0, 1.0), (0.0, 1.0), (-0.5, 2.0)])
+def test_value_ranges_come_from_the_config(value_range):
+    low, high = value_range
+    image = Image.fromarray(np.array([[[0, 255, 51]]], np.uint8).repeat(4, 0).repeat(4, 1))
+    x = proc.autoencode_input(image, 4, value_range)
+    assert x[0, :, 0, 0] == pytest.approx([low, high, low + 0.2 * (high - low)], abs=1e-6)
+    cartoon = proc.cartoon_input(image, 720, 4, bgr=True, input_range=value_range)
+    assert cartoon[0, :, 0, 0] == pytest.approx(x[0, ::-1, 0, 0], abs=1e-6)  # BGR
+    back = proc.cartoon_output(cartoon, (4, 4), bgr=True, output_range=value_range)
+    assert np.array_equal(np.asarray(back), np.asarray(image))
 
 
 def test_top_k_and_label_fallback():
@@ -154,7 +169,7 @@ def test_pipelines_agree_with_and_without_batching(tiny: ModelStore, batching: b
         pool = InferencePool(tiny, settings_for(tiny, batching=batching, batch_max_delay_ms=20))
         await pool.sync_all()
         try:
-            version = await pool.resolve(Task.MATTE, None, None)
+            version = await pool.resolve("matte", None, None)
             assert (version.graph("main").batcher is not None) == batching
             masks = await asyncio.gather(*(pipelines.matte(pool, image, MatteParams())
                                            for _ in range(6)))
@@ -171,10 +186,10 @@ def test_pool_swap_keeps_the_old_version_for_holders(tiny: ModelStore):
     async def scenario() -> None:
         pool = InferencePool(tiny, settings_for(tiny))
         await pool.sync_all()
-        held = await pool.resolve(Task.MATTE, None, None)
+        held = await pool.resolve("matte", None, None)
         tiny.activate("matte", 2)
         await pool.sync_all()
-        assert (await pool.resolve(Task.MATTE, None, None)).ref == "matte@2"
+        assert (await pool.resolve("matte", None, None)).ref == "matte@2"
         assert held.graph("main").run({"image": np.zeros((1, 3, 32, 32), np.float32)})
         pool.close()
 
@@ -188,7 +203,7 @@ def test_pool_reports_failures_and_missing_models(tiny: ModelStore):
         await pool.sync_all()
         empty = InferencePool(ModelStore(tiny.root.parent / "empty"), settings_for(tiny))
         with pytest.raises(NoActiveVersion, match="toonforge import --task matte"):
-            await empty.resolve(Task.MATTE, None, None)
+            await empty.resolve("matte", None, None)
         empty.close()
         path = tiny.version_dir("matte", 2) / "model.onnx"
         path.write_bytes(b"broken")
@@ -196,9 +211,88 @@ def test_pool_reports_failures_and_missing_models(tiny: ModelStore):
         await pool.sync_all()
         states = {s.name: s for s in await pool.states()}
         assert not states["matte"].ready and "sha256" in states["matte"].error
-        assert (await pool.resolve(Task.MATTE, None, None)).ref == "matte@1"
+        assert (await pool.resolve("matte", None, None)).ref == "matte@1"
         with pytest.raises(ModelNotReady):
-            await pool.resolve(Task.MATTE, None, 2)
+            await pool.resolve("matte", None, 2)
         pool.close()
 
     asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------ the task spec's contract
+def test_batchers_follow_the_graph_shapes_and_the_task_spec(tiny: ModelStore):
+    settings = settings_for(tiny)
+    batched = {}
+    for name, roles in (("cartoon", ["main"]), ("matte", ["main"]), ("classify", ["main"]),
+                        ("anime-faces", ["main"]), ("faces-ae", ["main", "decoder"])):
+        loaded = load_version(tiny, name, 1, settings)
+        batched.update({f"{name}:{r}": loaded.graph(r).batcher is not None for r in roles})
+    # cartoon: symbolic H, W; generate and the decoder: a request is a batch of its own.
+    assert batched == {"cartoon:main": False, "matte:main": True, "classify:main": True,
+                       "anime-faces:main": False, "faces-ae:main": True,
+                       "faces-ae:decoder": False}
+
+
+def test_the_serving_config_is_typed_at_load(tiny: ModelStore):
+    loaded = load_version(tiny, "matte", 1, settings_for(tiny))
+    assert loaded.config.size == PREPROCESSING["matte"]["size"]
+    assert loaded.config.mean == tuple(PREPROCESSING["matte"]["mean"])
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"size": None}, "size: Field required"),
+    ({"interpolation": "bilinear"}, "interpolation: Extra inputs are not permitted"),
+    ({"size": "big"}, "size: Input should be a valid integer"),
+])
+def test_a_wrong_serving_config_is_a_load_failure(tiny: ModelStore, change, message):
+    preprocessing = {**PREPROCESSING["matte"], **change}
+    preprocessing = {k: v for k, v in preprocessing.items() if v is not None}
+    version = publish_tiny(tiny, "matte", activate=False, preprocessing=preprocessing)
+    with pytest.raises(LoadFailed, match="not a valid matte serving config") as failure:
+        load_version(tiny, "matte", version, settings_for(tiny))
+    assert message in str(failure.value)
+
+
+def test_tensor_names_must_be_those_of_the_task_spec(tiny: ModelStore):
+    path = tiny.version_dir("matte", 2) / "manifest.json"
+    path.chmod(0o644)
+    path.write_text(path.read_text().replace('"name": "mask"', '"name": "alpha"'))
+    with pytest.raises(LoadFailed, match=r"\['alpha'\]; the matte task needs \['image'\]"):
+        load_version(tiny, "matte", 2, settings_for(tiny))
+
+
+def test_a_version_of_an_unregistered_task_is_a_load_failure(tiny: ModelStore):
+    tiny.activate("matte", 2)
+    path = tiny.version_dir("matte", 2) / "manifest.json"
+    path.chmod(0o644)
+    path.write_text(path.read_text().replace('"task": "matte"', '"task": "sketch"'))
+    with pytest.raises(LoadFailed, match="unknown task 'sketch'"):
+        load_version(tiny, "matte", 2, settings_for(tiny))
+
+    async def scenario() -> None:
+        pool = InferencePool(tiny, settings_for(tiny))
+        await pool.sync_all()
+        states = {s.name: s for s in await pool.states()}
+        assert not states["matte"].ready and "sketch" in states["matte"].error
+        assert states["matte"].active_version == 2 and states["matte"].task is None
+        pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_pool_refuses_parity_failures_and_other_tasks(tiny: ModelStore):
+    failed = publish_tiny(tiny, "matte", seed=5, activate=False, parity=False)
+
+    async def scenario() -> None:
+        pool = InferencePool(tiny, settings_for(tiny))
+        await pool.sync_all()
+        with pytest.raises(ActivationRefused, match="parity"):
+            await pool.resolve("matte", None, failed)
+        with pytest.raises(ActivationRefused, match="parity"):
+            await pool.activate("matte", failed)
+        with pytest.raises(WrongTask, match="'classify' serves 'classify', not 'matte'"):
+            await pool.resolve("matte", "classify", None)
+        pool.close()
+
+    asyncio.run(scenario())
+    assert tiny.active_version("matte") == 1

@@ -13,26 +13,23 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from jobs.hyperparams import (
-    AutoencodeHyperparameters,
-    CartoonizeHyperparameters,
-    ClassifyHyperparameters,
-    GenerateHyperparameters,
-    MatteHyperparameters,
-    hyperparams_model,
-)
-from model_store.tasks import Task
+from tasks import get_task, list_tasks
+from tasks.autoencode import AutoencodeHyperparameters
+from tasks.cartoonize import CartoonizeHyperparameters
+from tasks.classify import ClassifyHyperparameters
+from tasks.generate import GenerateHyperparameters
+from tasks.matte import MatteHyperparameters
+from tasks.synthetic import make_dataset
 from tests.unit.test_datasets import store_dataset
 from worker.nets.registry import create_model
 from worker.training.datasets import load_index, load_splits
 from worker.training.losses import ssim
 from worker.training.metrics import SaliencyMetrics, classification_metrics
-from worker.training.synthetic import make_dataset
 from worker.training.trainers import (
-    TRAINERS,
     ResumeMismatch,
     TrainContext,
     get_trainer,
+    list_trainers,
 )
 from worker.training.trainers.autoencode import AutoencodeTrainer
 
@@ -62,18 +59,22 @@ def _fresh(arch: str, seed: int, **kw) -> torch.nn.Module:
 # -- hyper-parameter schemas -------------------------------------------------------------------
 
 
-def test_every_task_has_a_trainer_and_a_schema():
-    assert set(TRAINERS) == set(Task)
-    for task in Task:
-        assert get_trainer(task.value).hyperparams is hyperparams_model(task)
-    with pytest.raises(ValueError, match="unknown task"):
+@pytest.mark.parametrize("task", list_tasks())
+def test_every_task_has_a_trainer_and_a_schema(task):
+    trainer = get_trainer(task)
+    assert trainer.task == task and trainer.hyperparams is get_task(task).hyperparameters
+    assert task in list_trainers()
+
+
+def test_an_unknown_task_has_no_trainer():
+    with pytest.raises(LookupError, match="no trainer for task 'paint'; known: .*matte"):
         get_trainer("paint")
 
 
-@pytest.mark.parametrize("task", list(Task))
+@pytest.mark.parametrize("task", list_tasks())
 def test_unknown_hyperparameter_is_named(task):
     with pytest.raises(ValidationError) as err:
-        hyperparams_model(task)(learning_rate=0.1)
+        get_task(task).hyperparameters(learning_rate=0.1)
     assert err.value.errors()[0]["loc"] == ("learning_rate",)
     assert err.value.errors()[0]["type"] == "extra_forbidden"
 
@@ -316,7 +317,8 @@ def test_stored_dataset_trains_and_evaluates_on_its_index_val_split(tmp_path, mo
     assert (res.dataset["train"], res.dataset["val"]) == (len(want_train), len(want_val))
     assert res.dataset["split_source"] == "auto" and res.dataset["skipped"] == []
     t = AutoencodeTrainer(_ctx(stored, tmp_path / "work2", hp, "ae"))
-    assert (t.splits.train, t.splits.val) == (want_train, want_val)
+    assert ([s["path"] for s in t.splits.train], [s["path"] for s in t.splits.val]) == (
+        want_train, want_val)
 
 
 # -- checkpoints: resume and cancel ------------------------------------------------------------

@@ -12,15 +12,23 @@ Design (about 1.9M parameters at latent_dim=64):
 
 ``encode(x)`` gives the latent, ``decode(z)`` the image, ``forward(x)`` both
 ``(latent, reconstruction)``.
+
+It has no official release: its "official" file (part ``""``) is a toonforge ``weights.pt``
+(``{"arch", "arch_kwargs", "state_dict", "latent_stats"}``), e.g. from another store.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 import torch
 from torch import nn
 
-from model_store.tasks import Task
-from worker.nets.registry import ExportGraph, register_arch
+from worker.nets.checkpoints import CheckpointUnreadable, ImportRefused, load_state_dict_strict
+from worker.nets.registry import ExportGraph, ImportedWeights, register_arch
 
 SIZE = 64
 LATENT_MIN, LATENT_MAX = 32, 128
@@ -60,11 +68,13 @@ class ConvAutoencoder(nn.Module):
         self.decoder = nn.Sequential(*dec)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_latent(torch.flatten(self.encoder(x), 1))
+        latent: torch.Tensor = self.to_latent(torch.flatten(self.encoder(x), 1))
+        return latent
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         h = self.from_latent(z).view(-1, _ENC_CH[-1], _BOTTOM, _BOTTOM)
-        return self.decoder(h)
+        image: torch.Tensor = self.decoder(h)
+        return image
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encode(x)
@@ -114,12 +124,39 @@ def _export_graphs(model: nn.Module) -> dict[str, ExportGraph]:
     }
 
 
+def _load_official(parts: Mapping[str, Path], labels_file: Path | None) -> ImportedWeights:
+    path = parts[""]
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "unreadable"
+        raise CheckpointUnreadable(path, f"not a readable PyTorch file: {exc}"[:300]) from exc
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise CheckpointUnreadable(path, "not a toonforge weights file (no state_dict)")
+    kwargs = dict(payload.get("arch_kwargs") or {})
+    module = load_state_dict_strict(ae(**kwargs), payload["state_dict"], source=path.name)
+    stats = payload.get("latent_stats")
+    if stats is not None:
+        try:
+            stats = {k: np.asarray(stats[k], np.float32) for k in ("mean", "cholesky")}
+        except KeyError as exc:
+            raise ImportRefused(f"latent_stats in {path.name} lacks {exc}") from exc
+    return ImportedWeights(module, kwargs, latent_stats=stats)
+
+
+def _serving_config(model: nn.Module) -> dict[str, Any]:
+    # The API builds latents of the built module's size (a fine-tune may change it).
+    assert isinstance(model, ConvAutoencoder)
+    return {"size": SIZE, "latent_dim": int(model.latent_dim),
+            "input_range": [0, 1], "output_range": [0, 1]}
+
+
 @register_arch(
     "ae",
-    task=Task.AUTOENCODE,
-    # latent_dim is the default build's; the exporter overwrites it from model.latent_dim.
-    serving={"size": SIZE, "input_range": [0, 1], "latent_dim": 64},
+    task="autoencode",
+    serving_config=_serving_config,
     export_graphs=_export_graphs,
+    official_parts={"": None},
+    load_official=_load_official,
     description="convolutional autoencoder, 64x64 RGB in [0,1], latent 32..128 (default 64)",
 )
 def ae(latent_dim: int = 64) -> ConvAutoencoder:

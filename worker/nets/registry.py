@@ -1,21 +1,26 @@
 """One registry of architectures (timm-style): ``@register_arch`` builders, one module per
 family, ``create_model(name)`` that fails loudly on unknown names.
 
-Each architecture carries what travels with it: the task it serves, the serving
-preprocessing written into every manifest, the ONNX graphs to export (with the example
-and parity inputs), and the official checkpoint layout(s) it loads strictly.
+Each architecture carries what travels with it, so nothing outside its family module needs to
+know its name: the task it serves, the serving config written into every manifest (from the
+built module), the ONNX graphs to export (with the example and parity inputs), and how its
+official (published) checkpoint file(s) load. This module imports no family:
+``worker/nets/__init__.py`` does, so importing anything under ``worker.nets`` registers the
+built-in ones; plugin families register from their own modules (core/plugins.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 
-from model_store.tasks import Task
+from tasks import get_task
 
 
 @dataclass
@@ -32,18 +37,45 @@ class ExportGraph:
     parity_inputs: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
 
 
+@dataclass
+class ImportedWeights:
+    """What an official checkpoint import yields: the model (eval mode), the keyword
+    arguments that rebuild it, and the labels / latent distribution the version carries."""
+
+    module: nn.Module
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    labels: list[str] | None = None
+    latent_stats: dict[str, np.ndarray] | None = None
+
+
+# (built module) -> the manifest's "preprocessing"; validated against the task's serving model.
+ServingConfigHook = Callable[[nn.Module], dict[str, Any]]
+# A registered builder keeps its own signature (and return type) through the decorator.
+BuilderT = TypeVar("BuilderT", bound=Callable[..., nn.Module])
+ExportGraphsHook = Callable[[nn.Module], dict[str, ExportGraph]]
+# (part name -> file, labels file or None) -> the imported weights. Raises CheckpointError.
+OfficialLoader = Callable[[Mapping[str, Path], Path | None], ImportedWeights]
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     name: str
-    task: Task
+    task: str
     builder: Callable[..., nn.Module]
-    # Written into the manifest's "preprocessing"; the API reads it from there.
-    serving: dict[str, Any]
+    serving_config: ServingConfigHook
     # graph role ("main", "decoder") -> ExportGraph, built from a model in eval mode.
-    export_graphs: Callable[[nn.Module], dict[str, ExportGraph]]
-    # Official checkpoint parts: part name -> key-list fixture ("" is the whole model).
-    official_parts: dict[str, str] = field(default_factory=dict)
+    export_graphs: ExportGraphsHook
+    # Official checkpoint parts, in command-line order (the first is ``--weights``): part
+    # name -> the published layout's key-list fixture (tests/fixtures/compat), or None for a
+    # format of our own (no published layout to check against).
+    official_parts: Mapping[str, str | None] = field(default_factory=dict)
+    loader: OfficialLoader | None = None
     description: str = ""
+
+    @property
+    def published_layouts(self) -> dict[str, str]:
+        """The parts that have a published key layout: part name -> key-list fixture."""
+        return {part: fixture for part, fixture in self.official_parts.items() if fixture}
 
 
 _REGISTRY: dict[str, ArchSpec] = {}
@@ -57,22 +89,30 @@ class UnknownArch(KeyError):
 def register_arch(
     name: str,
     *,
-    task: Task,
-    serving: dict[str, Any],
-    export_graphs: Callable[[nn.Module], dict[str, ExportGraph]],
-    official_parts: dict[str, str] | None = None,
+    task: str,
+    serving_config: ServingConfigHook,
+    export_graphs: ExportGraphsHook,
+    official_parts: Mapping[str, str | None] | None = None,
+    load_official: OfficialLoader | None = None,
     description: str = "",
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+) -> Callable[[BuilderT], BuilderT]:
+    """Register the decorated builder as architecture ``name`` serving ``task`` (a
+    registered task: ``UnknownTask`` otherwise)."""
+    task_name = get_task(task).name
+    if bool(official_parts) != (load_official is not None):
+        raise ValueError(f"architecture {name!r}: official_parts and load_official go together")
+
+    def wrap(builder: BuilderT) -> BuilderT:
         if name in _REGISTRY:
             raise ValueError(f"architecture {name!r} registered twice")
         _REGISTRY[name] = ArchSpec(
             name=name,
-            task=task,
+            task=task_name,
             builder=builder,
-            serving=serving,
+            serving_config=serving_config,
             export_graphs=export_graphs,
-            official_parts=official_parts or {},
+            official_parts=dict(official_parts or {}),
+            loader=load_official,
             description=description,
         )
         return builder
@@ -80,13 +120,12 @@ def register_arch(
     return wrap
 
 
-def _ensure_loaded() -> None:
-    # Importing the family modules runs their @register_arch decorators.
-    from worker.nets import autoencoder, dcgan, dctnet, googlenet, u2net  # noqa: F401
+def unregister_arch(name: str) -> None:
+    """Remove an architecture (tests that register a toy family clean up with this)."""
+    _REGISTRY.pop(name, None)
 
 
 def get_arch(name: str) -> ArchSpec:
-    _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -95,8 +134,7 @@ def get_arch(name: str) -> ArchSpec:
         ) from None
 
 
-def list_archs(task: Task | None = None) -> list[str]:
-    _ensure_loaded()
+def list_archs(task: str | None = None) -> list[str]:
     return sorted(n for n, s in _REGISTRY.items() if task is None or s.task == task)
 
 

@@ -4,16 +4,22 @@ Module and parameter names follow the official ``U2NET(3, 1)`` / ``U2NETP(3, 1)`
 released ``u2net.pth`` / ``u2netp.pth`` load with ``strict=True``. The forward pass returns the
 seven sigmoid maps ``(d0, d1, ..., d6)`` like the original: training sums a BCE loss over all
 of them, serving keeps ``d0`` only.
+
+Official checkpoint (part ``""``): the released ``u2net.pth`` / ``u2netp.pth`` state dicts.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
-from model_store.tasks import Task
-from worker.nets.registry import ExportGraph, register_arch
+import torch
+from torch import nn
+from torch.nn import functional
+
+from worker.nets.checkpoints import load_torch_file_strict
+from worker.nets.registry import ExportGraph, ImportedWeights, OfficialLoader, register_arch
 
 SIZE = 320
 _MEAN = [0.485, 0.456, 0.406]
@@ -23,7 +29,7 @@ _STD = [0.229, 0.224, 0.225]
 def _upsample_like(src: torch.Tensor, tar: torch.Tensor) -> torch.Tensor:
     # The official code upsamples to the skip tensor's exact size (ceil-mode pools make odd
     # sizes possible), bilinear without corner alignment.
-    return F.interpolate(src, size=tar.shape[2:], mode="bilinear", align_corners=False)
+    return functional.interpolate(src, size=tar.shape[2:], mode="bilinear", align_corners=False)
 
 
 class REBNCONV(nn.Module):
@@ -34,7 +40,8 @@ class REBNCONV(nn.Module):
         self.relu_s1 = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu_s1(self.bn_s1(self.conv_s1(x)))
+        out: torch.Tensor = self.relu_s1(self.bn_s1(self.conv_s1(x)))
+        return out
 
 
 class _RSU(nn.Module):
@@ -58,10 +65,10 @@ class _RSU(nn.Module):
         self.rebnconv1d = REBNCONV(mid_ch * 2, out_ch, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hxin = self.rebnconvin(x)
+        hxin: torch.Tensor = self.rebnconvin(x)
         enc = [self.rebnconv1(hxin)]
         for i in range(1, self.height - 1):
-            hx = getattr(self, f"pool{i}")(enc[-1])
+            hx: torch.Tensor = getattr(self, f"pool{i}")(enc[-1])
             enc.append(getattr(self, f"rebnconv{i + 1}")(hx))
         hx = getattr(self, f"rebnconv{self.height}")(enc[-1])
         # enc[k] is hx(k+1); decoder walks back up from the bottom.
@@ -88,14 +95,14 @@ class RSU4F(nn.Module):
         self.rebnconv1d = REBNCONV(mid_ch * 2, out_ch, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hxin = self.rebnconvin(x)
+        hxin: torch.Tensor = self.rebnconvin(x)
         hx1 = self.rebnconv1(hxin)
         hx2 = self.rebnconv2(hx1)
         hx3 = self.rebnconv3(hx2)
         hx4 = self.rebnconv4(hx3)
         hx3d = self.rebnconv3d(torch.cat((hx4, hx3), 1))
         hx2d = self.rebnconv2d(torch.cat((hx3d, hx2), 1))
-        hx1d = self.rebnconv1d(torch.cat((hx2d, hx1), 1))
+        hx1d: torch.Tensor = self.rebnconv1d(torch.cat((hx2d, hx1), 1))
         return hx1d + hxin
 
 
@@ -134,6 +141,25 @@ _U2NETP_STAGES = {
 
 class U2Net(nn.Module):
     """Six-stage nested U-structure with six side outputs fused by a 1x1 ``outconv``."""
+
+    # Set with setattr in __init__ (names from the stage tables); declared for type checking.
+    stage1: nn.Module
+    stage2: nn.Module
+    stage3: nn.Module
+    stage4: nn.Module
+    stage5: nn.Module
+    stage6: nn.Module
+    stage5d: nn.Module
+    stage4d: nn.Module
+    stage3d: nn.Module
+    stage2d: nn.Module
+    stage1d: nn.Module
+    side1: nn.Conv2d
+    side2: nn.Conv2d
+    side3: nn.Conv2d
+    side4: nn.Conv2d
+    side5: nn.Conv2d
+    side6: nn.Conv2d
 
     def __init__(self, stages: dict[str, tuple[int, int, int, int]], out_ch: int = 1) -> None:
         super().__init__()
@@ -184,7 +210,8 @@ class _MaskOnly(nn.Module):
         self.net = net
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.net(image)[0]
+        maps: tuple[torch.Tensor, ...] = self.net(image)
+        return maps[0]
 
 
 def _normalised_images(gen: torch.Generator, n: int, size: int) -> torch.Tensor:
@@ -212,15 +239,25 @@ def _export_graphs(model: nn.Module) -> dict[str, ExportGraph]:
     }
 
 
-_SERVING = {"size": SIZE, "divide_by_max": True, "mean": _MEAN, "std": _STD}
+def _serving_config(model: nn.Module) -> dict[str, Any]:
+    # The official test transform: resize to SIZE, divide by the max, ImageNet-normalise.
+    return {"size": SIZE, "divide_by_max": True, "mean": list(_MEAN), "std": list(_STD)}
+
+
+def _loader(builder: Callable[[], U2Net]) -> OfficialLoader:
+    def load(parts: Mapping[str, Path], labels_file: Path | None) -> ImportedWeights:
+        return ImportedWeights(load_torch_file_strict(builder(), parts[""]))
+
+    return load
 
 
 @register_arch(
     "u2net",
-    task=Task.MATTE,
-    serving=dict(_SERVING),
+    task="matte",
+    serving_config=_serving_config,
     export_graphs=_export_graphs,
     official_parts={"": "u2net.keys.txt"},
+    load_official=_loader(lambda: U2Net(_U2NET_STAGES)),
     description="U-2-Net full (44.0M params), official U2NET(3,1) layout",
 )
 def u2net(out_ch: int = 1) -> U2Net:
@@ -229,10 +266,11 @@ def u2net(out_ch: int = 1) -> U2Net:
 
 @register_arch(
     "u2netp",
-    task=Task.MATTE,
-    serving=dict(_SERVING),
+    task="matte",
+    serving_config=_serving_config,
     export_graphs=_export_graphs,
     official_parts={"": "u2netp.keys.txt"},
+    load_official=_loader(lambda: U2Net(_U2NETP_STAGES)),
     description="U-2-Net small (1.13M params), official U2NETP(3,1) layout",
 )
 def u2netp(out_ch: int = 1) -> U2Net:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
+from torch.nn import functional
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,7 +40,7 @@ def resize(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear (antialiased when shrinking) resize of CHW to (h, w)."""
     if tuple(t.shape[-2:]) == tuple(size):
         return t
-    return F.interpolate(t[None], size=size, mode="bilinear", align_corners=False,
+    return functional.interpolate(t[None], size=size, mode="bilinear", align_corners=False,
                          antialias=True)[0]
 
 
@@ -102,8 +102,8 @@ def scale_crop(
         pad_h, pad_w = max(0, size - t.shape[-2]), max(0, size - t.shape[-1])
         if pad_h or pad_w:
             mode = "reflect" if min(t.shape[-2:]) > max(pad_h, pad_w) else "replicate"
-            t = F.pad(t[None], (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2),
-                      mode=mode)[0]
+            padding = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+            t = functional.pad(t[None], padding, mode=mode)[0]
         out.append(t)
     return random_crop(out, size, gen)
 

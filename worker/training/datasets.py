@@ -7,6 +7,10 @@ index, so they train and validate on exactly the samples the intake reported; no
 pairs, filters or splits files on its own. A raw folder in the upload layout (tests, demo
 data) goes through the same ``scan_dataset`` first.
 
+``Splits`` holds each split as sample dicts with the layout's keys
+(``get_task(task).layout.sample_keys``): every key but ``"label"`` is a path, resolved against
+the data root. Each trainer turns samples into the items its Datasets take.
+
 Train datasets take keys ``(index, aug_seed)``: each sample's augmentation draws from its own
 ``torch.Generator`` seeded per (epoch, position), so augmentation is the same whatever the
 number of DataLoader workers and after a mid-epoch resume.
@@ -25,20 +29,23 @@ from pydantic import ValidationError
 from torch.utils.data import Dataset
 
 from model_store.dataset_scan import scan_dataset
-from model_store.dataset_schema import (
-    INDEX_SCHEMA_VERSION,
-    SAMPLE_KEYS,
-    DatasetIndex,
-    IntakeReport,
-    Sample,
-)
+from model_store.dataset_schema import INDEX_SCHEMA_VERSION, DatasetIndex, IntakeReport
 from model_store.datasets import DATA_DIR, INDEX_FILE, REPORT_FILE
-from model_store.tasks import Task
+from tasks import get_task
 
 # Same default as the service's Settings.max_pixels (the worker does not import service/).
 DEFAULT_MAX_PIXELS = 40_000_000
 
 Key = int | tuple[int, int]
+# (image, second image or mask, per-sample generator or None) -> the item's tensors.
+PairTransform = Callable[[Image.Image, Image.Image, torch.Generator | None],
+                         tuple[torch.Tensor, torch.Tensor]]
+# (image, per-sample generator or None) -> the image's tensor.
+ImageTransform = Callable[[Image.Image, torch.Generator | None], torch.Tensor]
+# One sample of a split: the layout's keys; paths (every key but "label") are resolved.
+Sample = dict[str, Any]
+Samples = list[Sample]
+LABEL_KEY = "label"
 
 
 class DatasetError(ValueError):
@@ -58,12 +65,15 @@ def _stored_dir(dataset_dir: Path) -> Path | None:
     return None
 
 
+def _path_keys(task: str) -> tuple[str, ...]:
+    return tuple(k for k in get_task(task).layout.sample_keys if k != LABEL_KEY)
+
+
 def _check_paths(index: DatasetIndex, source: Path) -> None:
+    keys = _path_keys(index.task)
     for split, samples in index.splits.items():
         for sample in samples:
-            for key in SAMPLE_KEYS[index.task]:
-                if key == "label":
-                    continue
+            for key in keys:
                 rel = PurePosixPath(str(sample.get(key, "")))
                 if not rel.parts or rel.is_absolute() or ".." in rel.parts:
                     raise DatasetError(f"{source}: {split} sample has a bad {key!r}: {rel}")
@@ -71,7 +81,7 @@ def _check_paths(index: DatasetIndex, source: Path) -> None:
 
 def load_dataset(
     dataset_dir: Path | str,
-    task: Task | str | None = None,
+    task: str | None = None,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[DatasetIndex, Path, IntakeReport | None]:
@@ -84,7 +94,7 @@ def load_dataset(
     Sample paths in the index are relative to ``data_root``.
     """
     dataset_dir = Path(dataset_dir)
-    want = Task(task) if task is not None else None
+    want = get_task(task).name if task is not None else None
     stored = _stored_dir(dataset_dir)
     if stored is not None:
         try:
@@ -95,8 +105,8 @@ def load_dataset(
             raise DatasetError(f"{stored / INDEX_FILE} has schema version "
                                f"{index.schema_version}, expected {INDEX_SCHEMA_VERSION}")
         if want is not None and index.task != want:
-            raise DatasetError(f"dataset {stored.name} is a {index.task.value} dataset,"
-                               f" not {want.value}")
+            raise DatasetError(f"dataset {stored.name} is a {index.task} dataset,"
+                               f" not {want}")
         _check_paths(index, stored / INDEX_FILE)
         report_path = stored / REPORT_FILE
         report = (IntakeReport.model_validate_json(report_path.read_bytes())
@@ -114,7 +124,7 @@ def load_dataset(
 
 def load_index(
     dataset_dir: Path | str,
-    task: Task | str | None = None,
+    task: str | None = None,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[DatasetIndex, Path]:
@@ -123,57 +133,45 @@ def load_index(
     return index, data_root
 
 
-# ---- index samples -> the items the Datasets below take --------------------------------------
+# ---- index samples, with their paths resolved ------------------------------------------------
 
 
-def _item(task: Task, sample: Sample, root: Path, label_ids: dict[str, int]) -> Any:
-    if task == Task.CARTOONIZE:
-        return root / str(sample["photo"]), root / str(sample["cartoon"])
-    if task == Task.MATTE:
-        return root / str(sample["image"]), root / str(sample["mask"])
-    if task == Task.CLASSIFY:
-        label = sample["label"]
-        if isinstance(label, int):
-            return root / str(sample["path"]), label
-        if label not in label_ids:
-            raise DatasetError(f"sample {sample['path']} has label {label!r}, not one of the"
-                               f" index's labels {sorted(label_ids)}")
-        return root / str(sample["path"]), label_ids[label]
-    return root / str(sample["path"])
+def _resolved(sample: dict[str, Any], keys: tuple[str, ...], root: Path) -> Sample:
+    out: Sample = {k: root / str(sample[k]) for k in keys}
+    if LABEL_KEY in sample:
+        out[LABEL_KEY] = sample[LABEL_KEY]
+    return out
 
 
 @dataclass
 class Splits:
-    """The index's splits as item lists: (path, path) pairs (cartoonize, matte), (path,
-    class id) (classify) or paths (generate, autoencode), in the index's order."""
+    """The index's splits as sample dicts (paths resolved against ``data_root``), in the
+    index's order."""
 
     index: DatasetIndex
     data_root: Path
     report: IntakeReport | None = None
-    train: list = field(init=False)
-    val: list = field(init=False)
-    test: list = field(init=False)
+    train: Samples = field(init=False)
+    val: Samples = field(init=False)
+    test: Samples = field(init=False)
 
     def __post_init__(self) -> None:
-        task = self.index.task
-        if task == Task.CLASSIFY and not self.index.labels:
-            raise DatasetError("a classify index needs its labels")
-        label_ids = {name: i for i, name in enumerate(self.index.labels or [])}
-        items = {s: [_item(task, sample, self.data_root, label_ids) for sample in samples]
+        keys = _path_keys(self.index.task)
+        items = {s: [_resolved(sample, keys, self.data_root) for sample in samples]
                  for s, samples in self.index.splits.items()}
         self.train = items.get("train", [])
         self.val = items.get("val", [])
         self.test = items.get("test", [])
 
     @property
-    def task(self) -> Task:
+    def task(self) -> str:
         return self.index.task
 
     @property
     def classes(self) -> list[str] | None:
         return list(self.index.labels) if self.index.labels is not None else None
 
-    def split(self, name: str) -> list:
+    def split(self, name: str) -> Samples:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
     def summary(self) -> dict[str, Any]:
@@ -188,7 +186,7 @@ class Splits:
 
 def load_splits(
     dataset_dir: Path | str,
-    task: Task | str | None = None,
+    task: str | None = None,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Splits:
@@ -217,10 +215,10 @@ def _generator(key: Key) -> tuple[int, torch.Generator | None]:
     return key, None
 
 
-class PairedImages(Dataset):
+class PairedImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """(photo, cartoon) or (image, mask) pairs through ``transform(a, b, gen) -> tensors``."""
 
-    def __init__(self, pairs: Sequence[tuple[Path, Path]], transform: Callable,
+    def __init__(self, pairs: Sequence[tuple[Path, Path]], transform: PairTransform,
                  second_is_mask: bool = False) -> None:
         self.pairs = list(pairs)
         self.transform = transform
@@ -236,8 +234,8 @@ class PairedImages(Dataset):
         return self.transform(load_rgb(a), second, gen)
 
 
-class LabelledImages(Dataset):
-    def __init__(self, items: Sequence[tuple[Path, int]], transform: Callable) -> None:
+class LabelledImages(Dataset[tuple[torch.Tensor, int]]):
+    def __init__(self, items: Sequence[tuple[Path, int]], transform: ImageTransform) -> None:
         self.items = list(items)
         self.transform = transform
 
@@ -254,8 +252,8 @@ class LabelledImages(Dataset):
         return self.transform(load_rgb(path), gen), label
 
 
-class Images(Dataset):
-    def __init__(self, paths: Sequence[Path], transform: Callable) -> None:
+class Images(Dataset[torch.Tensor]):
+    def __init__(self, paths: Sequence[Path], transform: ImageTransform) -> None:
         self.paths = list(paths)
         self.transform = transform
 

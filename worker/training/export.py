@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from model_store.manifest import GraphSpec, ParityReport, TensorSpec
-from model_store.tasks import GRAPH_FILES, GRAPH_IO
+from tasks import get_task
 from worker.nets.registry import ArchSpec, ExportGraph
 
 OPSET = 17
@@ -95,14 +95,17 @@ def _as_tuple(out: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tenso
 
 
 def check_parity(
-    graphs: dict[str, ExportGraph], directory: Path, tolerance: float = DEFAULT_TOLERANCE
+    graphs: dict[str, ExportGraph], directory: Path, task: str,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> ParityReport:
-    """Run every exported graph in onnxruntime (CPU) and PyTorch on the parity inputs."""
+    """Run every exported graph of ``task`` in onnxruntime (CPU) and PyTorch on the parity
+    inputs."""
+    files = {role: io.file for role, io in get_task(task).graphs.items()}
     worst: dict[str, float] = {}
     calls = 0
     for role, graph in graphs.items():
         session = ort.InferenceSession(
-            str(directory / GRAPH_FILES[role]), providers=["CPUExecutionProvider"]
+            str(directory / files[role]), providers=["CPUExecutionProvider"]
         )
         for inputs in graph.parity_inputs:
             with torch.no_grad():
@@ -136,19 +139,20 @@ def export_and_verify(
     """Export ``module`` as ``arch`` into ``directory`` and prove the graphs match it."""
     module.eval()
     graphs = arch.export_graphs(module)
-    expected_roles = GRAPH_IO[arch.task]
-    if set(graphs) != set(expected_roles):
+    expected = get_task(arch.task).graphs
+    if set(graphs) != set(expected):
         raise ExportFailed(
-            f"{arch.name} exports graphs {sorted(graphs)}, task {arch.task.value} needs"
-            f" {sorted(expected_roles)}"
+            f"{arch.name} exports graphs {sorted(graphs)}, task {arch.task} needs"
+            f" {sorted(expected)}"
         )
     specs: dict[str, GraphSpec] = {}
     for role, graph in graphs.items():
-        if (graph.input_names, graph.output_names) != expected_roles[role]:
+        io = expected[role]
+        if (graph.input_names, graph.output_names) != (io.inputs, io.outputs):
             raise ExportFailed(
                 f"{arch.name} {role} graph names {graph.input_names}->{graph.output_names}"
-                f" do not match the {arch.task.value} contract {expected_roles[role]}"
+                f" do not match the {arch.task} contract {io.inputs}->{io.outputs}"
             )
-        specs[role] = export_graph(graph, directory / GRAPH_FILES[role])
-    parity = check_parity(graphs, directory, tolerance or DEFAULT_TOLERANCE)
+        specs[role] = export_graph(graph, directory / io.file)
+    parity = check_parity(graphs, directory, arch.task, tolerance or DEFAULT_TOLERANCE)
     return ExportResult(graphs=specs, parity=parity)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
 
 def _gaussian_window(size: int, sigma: float, channels: int, like: torch.Tensor) -> torch.Tensor:
@@ -38,7 +38,7 @@ def ssim(
     win = _gaussian_window(window, sigma, c, x)
 
     def filt(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, win, groups=c)
+        return functional.conv2d(t, win, groups=c)
 
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mu_x, mu_y = filt(x), filt(y)
@@ -64,4 +64,4 @@ def multi_bce(side_outputs: Sequence[torch.Tensor], target: torch.Tensor) -> tor
     """
     with torch.autocast(device_type=target.device.type, enabled=False):
         t = target.float()
-        return sum(F.binary_cross_entropy(d.float(), t) for d in side_outputs)  # type: ignore[return-value]
+        return sum(functional.binary_cross_entropy(d.float(), t) for d in side_outputs)  # type: ignore[return-value]

@@ -7,31 +7,35 @@ the store went through the same export and the same parity proof.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import nn
 
+from model_store.files import LATENT_STATS_FILE, WEIGHTS_FILE
 from model_store.manifest import Lineage, Manifest
 from model_store.store import ModelStore
-from model_store.tasks import LATENT_STATS_FILE, WEIGHTS_FILE
+from tasks import get_task
 from worker.nets.registry import get_arch
-from worker.training.export import ParityFailed, export_and_verify
+from worker.training.export import ExportFailed, ParityFailed, export_and_verify
 
 log = logging.getLogger(__name__)
 
 
 def serving_config(arch_name: str, module: nn.Module) -> dict[str, Any]:
-    """The arch's default preprocessing, with values the built module decides."""
-    config = dict(get_arch(arch_name).serving)
-    # Sizes a fine-tune may change (autoencoder latent, GAN noise): the API builds its
-    # inputs from these, so they must describe the exported graph, not the defaults.
-    for attr in ("latent_dim", "nz"):
-        if hasattr(module, attr):
-            config[attr] = int(getattr(module, attr))
-    return config
+    """The manifest's ``preprocessing`` for ``module`` built as ``arch_name``: the arch's
+    ``serving_config`` hook, validated against its task's serving model. A config that does
+    not fit raises ``ExportFailed`` (a version the API could not serve is never written)."""
+    arch = get_arch(arch_name)
+    config = arch.serving_config(module)
+    try:
+        valid = get_task(arch.task).serving.model_validate(config)
+    except ValidationError as exc:
+        raise ExportFailed(f"{arch_name}'s serving config {config} does not fit task"
+                           f" {arch.task}: {exc}") from exc
+    return valid.model_dump(mode="json")
 
 
 def publish_version(
@@ -55,6 +59,7 @@ def publish_version(
     """
     arch = get_arch(arch_name)
     module.eval()
+    preprocessing = serving_config(arch_name, module)
     with store.staging(model_name) as staged:
         result = export_and_verify(module, arch, staged, tolerance)
         if not result.parity.passed:
@@ -64,7 +69,8 @@ def publish_version(
         torch.save(payload, staged / WEIGHTS_FILE)
         extra: dict[str, Any] = {}
         if latent_stats is not None:
-            np.savez(staged / LATENT_STATS_FILE, **latent_stats)
+            # numpy's stub also matches **kwds against allow_pickle: bool.
+            np.savez(staged / LATENT_STATS_FILE, **latent_stats)  # type: ignore[arg-type]
             extra["latent_distribution"] = "fitted"
         manifest = Manifest(
             model=model_name,
@@ -73,7 +79,7 @@ def publish_version(
             arch=arch_name,
             description=description or arch.description,
             graphs=result.graphs,
-            preprocessing=serving_config(arch_name, module),
+            preprocessing=preprocessing,
             labels=labels,
             parity=result.parity,
             metrics=metrics or {},
@@ -99,9 +105,3 @@ def fit_latent_distribution(latents: np.ndarray) -> dict[str, np.ndarray]:
         "cholesky": np.linalg.cholesky(cov).astype(np.float32),
     }
 
-
-def read_labels(path: Path) -> list[str]:
-    labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not labels:
-        raise ValueError(f"{path} holds no labels (one label per line expected)")
-    return labels

@@ -1,40 +1,17 @@
-"""One trainer per task. ``get_trainer(task)`` gives the class; its ``train(ctx)`` runs a job
-and its ``evaluate(module, dataset_dir_or_loader)`` scores any module (e.g. the active
-version) on a dataset's validation split."""
+"""One trainer per task, each registering itself (trainers/registry.py). ``get_trainer(task)``
+gives the class; its ``train(ctx)`` runs a job and its ``evaluate(module, dataset_dir_or_
+loader)`` scores any module (e.g. the active version) on a dataset's validation split.
 
-from __future__ import annotations
+Importing this package registers the built-in trainers; plugin families register their own
+from their worker module (core/plugins.py).
+"""
 
-from model_store.tasks import Task
-from worker.training.trainers.autoencode import AutoencodeTrainer
-from worker.training.trainers.base import (
-    ProgressEvent,
-    ResumeMismatch,
-    TrainContext,
-    Trainer,
-    TrainResult,
-)
-from worker.training.trainers.cartoonize import CartoonizeTrainer
-from worker.training.trainers.classify import ClassifyTrainer
-from worker.training.trainers.generate import GenerateTrainer
-from worker.training.trainers.matte import MatteTrainer
+# isort: skip_file
+from worker.training.trainers.registry import get_trainer, list_trainers, register_trainer
+from worker.training.trainers import autoencode, cartoonize, classify, generate, matte  # noqa: F401
+from worker.training.trainers.base import Trainer
+from worker.training.trainers.checkpointing import ResumeMismatch
+from worker.training.trainers.context import ProgressEvent, TrainContext, TrainResult
 
-TRAINERS: dict[Task, type[Trainer]] = {
-    Task.CARTOONIZE: CartoonizeTrainer,
-    Task.MATTE: MatteTrainer,
-    Task.CLASSIFY: ClassifyTrainer,
-    Task.GENERATE: GenerateTrainer,
-    Task.AUTOENCODE: AutoencodeTrainer,
-}
-
-
-def get_trainer(task: Task | str) -> type[Trainer]:
-    try:
-        return TRAINERS[Task(task)]
-    except ValueError:
-        raise ValueError(
-            f"unknown task {task!r}; known: {', '.join(t.value for t in Task)}"
-        ) from None
-
-
-__all__ = ["TRAINERS", "ProgressEvent", "ResumeMismatch", "TrainContext", "TrainResult",
-           "Trainer", "get_trainer"]
+__all__ = ["ProgressEvent", "ResumeMismatch", "TrainContext", "TrainResult", "Trainer",
+           "get_trainer", "list_trainers", "register_trainer"]

@@ -6,38 +6,42 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset
 
-from jobs.hyperparams import AutoencodeHyperparameters
-from model_store.tasks import Task
-from worker.nets.autoencoder import SIZE
+from tasks.autoencode import AutoencodeHyperparameters
+from worker.nets.autoencoder import SIZE, ConvAutoencoder
 from worker.nets.registry import create_model
-from worker.training import augment as A
-from worker.training.datasets import Images
+from worker.training import augment
+from worker.training.datasets import Images, Samples
 from worker.training.losses import ssim
 from worker.training.metrics import Mean
 from worker.training.publish import fit_latent_distribution
-from worker.training.trainers.base import TrainContext, Trainer, TrainResult
+from worker.training.trainers.base import Trainer
+from worker.training.trainers.context import TrainResult
+from worker.training.trainers.registry import register_trainer
+
+
+def _paths(samples: Samples) -> list[Path]:
+    return [s["path"] for s in samples]
 
 
 class _Transform:
     def __call__(self, img: Image.Image, gen: torch.Generator | None) -> torch.Tensor:
-        return A.square(A.to_tensor(img), SIZE)
+        return augment.square(augment.to_tensor(img), SIZE)
 
 
+@register_trainer("autoencode")
 class AutoencodeTrainer(Trainer):
-    task = Task.AUTOENCODE
-    hyperparams = AutoencodeHyperparameters
-    default_arch = "ae"
     monitor = "loss"
     hp: AutoencodeHyperparameters
+    model: ConvAutoencoder
 
     def setup(self) -> None:
         hp, base = self.hp, self.ctx.base_module
@@ -45,36 +49,38 @@ class AutoencodeTrainer(Trainer):
             if base.latent_dim != hp.latent_dim:
                 raise ValueError(f"base model has latent_dim={base.latent_dim}, "
                                  f"hyper-parameters ask {hp.latent_dim}")
-            self.model = copy.deepcopy(base).to(self.device)
+            self.model = cast(ConvAutoencoder, copy.deepcopy(base)).to(self.device)
         else:
-            self.model = create_model(self.ctx.arch, latent_dim=hp.latent_dim).to(self.device)
+            self.model = cast(ConvAutoencoder,
+                              create_model(self.ctx.arch, latent_dim=hp.latent_dim)).to(self.device)
         opt = torch.optim.Adam(self.model.parameters(), lr=hp.lr)
         self.optimizers["main"] = opt
         self.schedulers["main"] = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=hp.epochs)
-        self.train_set = Images(self.splits.train, _Transform())
+        self.train_set = Images(_paths(self.splits.train), _Transform())
         self.val_loader = self.eval_loader(self.splits.val)
 
     def train_step(self, batch: Any) -> dict[str, float]:
         with self.autocast():
             _, recon = self.model(batch)
-        mse = F.mse_loss(recon.float(), batch)
+        mse = functional.mse_loss(recon.float(), batch)
         s = ssim(recon, batch, data_range=1.0)
         loss = mse + self.hp.ssim_weight * (1.0 - s)
         self.optimize(loss)
         return {"loss": loss.item(), "mse": mse.item(), "ssim": s.item()}
 
     @classmethod
-    def eval_dataset(cls, items: list, hp: Any) -> Dataset:
-        return Images(items, _Transform())
+    def eval_dataset(cls, samples: Samples, hp: Any,
+                     labels: list[str] | None) -> Dataset[Any]:
+        return Images(_paths(samples), _Transform())
 
     @classmethod
-    def measure(cls, module: nn.Module, loader: DataLoader, device: torch.device,
+    def measure(cls, module: nn.Module, loader: DataLoader[Any], device: torch.device,
                 hp: Any, labels: list[str] | None) -> dict[str, float]:
         mse, ss = Mean(), Mean()
         for x in loader:
             x = x.to(device)
             _, recon = module(x)
-            mse.add(F.mse_loss(recon.float(), x), len(x))
+            mse.add(functional.mse_loss(recon.float(), x), len(x))
             ss.add(ssim(recon, x, data_range=1.0), len(x))
         return {"loss": mse.value() + hp.ssim_weight * (1 - ss.value()),
                 "mse": mse.value(), "ssim": ss.value()}
@@ -87,19 +93,13 @@ class AutoencodeTrainer(Trainer):
         with torch.no_grad():
             _, recon = self.model(x)
         rows = [list(x.cpu()), list(recon.float().cpu())]
-        return [A.save_grid(rows, folder / f"autoencode_epoch_{epoch:03d}.png")]
+        return [augment.save_grid(rows, folder / f"autoencode_epoch_{epoch:03d}.png")]
 
     def finish(self, result: TrainResult) -> None:
         # Latents of the un-augmented training images, encoded by the returned weights.
         loader = self.eval_loader(self.splits.train)
-        module = result.module
+        module = cast(ConvAutoencoder, result.module)
         with torch.no_grad():
             latents = np.concatenate([module.encode(x).float().numpy() for x in loader])
         result.latent_stats = fit_latent_distribution(latents)
 
-
-def train(ctx: TrainContext) -> TrainResult:
-    return AutoencodeTrainer.train(ctx)
-
-
-evaluate = AutoencodeTrainer.evaluate

@@ -1,4 +1,4 @@
-"""The training loop shared by the five task trainers.
+"""The training loop shared by the task trainers.
 
 A task trainer subclasses :class:`Trainer` and fills in the hooks (``setup``, ``train_step``,
 ``measure``, ``eval_dataset``, ``write_samples``); the loop here owns everything that must
@@ -10,124 +10,45 @@ middle of an epoch), best-weights tracking and early stopping.
 from __future__ import annotations
 
 import math
-import os
-import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence, Sized
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from jobs import artifacts
-from jobs.hyperparams import CommonHyperparameters
-from model_store.tasks import Task
-from worker.training.datasets import DatasetError, Splits, load_splits
+from tasks import CommonHyperparameters
+from worker.training.datasets import DatasetError, Samples, Splits, load_splits
+from worker.training.trainers.checkpointing import (
+    BEST,
+    CHECKPOINT,
+    atomic_save,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+)
+from worker.training.trainers.context import (
+    ProgressEvent,
+    TrainContext,
+    TrainResult,
+    default_device,
+)
 
-CHECKPOINT = "checkpoint.pt"
-BEST = "best.pt"
 SAMPLES_DIR = artifacts.SAMPLES_DIR  # the API lists and serves them from there
-_CKPT_VERSION = 1
-# Settings that do not change the numbers a run produces; they may differ on resume.
-_RESUME_FREE = {"num_workers"}
-
-
-@dataclass
-class ProgressEvent:
-    kind: Literal["step", "epoch"]
-    epoch: int  # 1-based epoch in progress ("step") or just finished ("epoch")
-    epochs: int
-    step: int  # global steps done
-    total_steps: int
-    losses: dict[str, float]  # this step's ("step") or the epoch's mean ("epoch") train losses
-    val_metrics: dict[str, float] = field(default_factory=dict)
-    samples: list[Path] = field(default_factory=list)
-
-
-def _no_progress(event: ProgressEvent) -> None:
-    return None
-
-
-def _never() -> bool:
-    return False
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@dataclass
-class TrainContext:
-    # A stored dataset (``<store>/datasets/<id>/`` or its ``data/``: its index.json decides
-    # the splits) or a raw folder in the task's upload layout (scanned like an upload).
-    dataset_dir: Path
-    work_dir: Path  # checkpoint.pt, best.pt, samples/ (and snapshots/ for cartoonize)
-    hyperparameters: CommonHyperparameters
-    arch: str
-    base_module: nn.Module | None = None  # fine-tune from these weights; None: fresh model
-    device: torch.device = field(default_factory=default_device)
-    on_progress: Callable[[ProgressEvent], None] = _no_progress
-    should_cancel: Callable[[], bool] = _never
-    # Labels of base_module (classify): its fc is kept when they equal the dataset's classes.
-    base_labels: list[str] | None = None
-
-
-@dataclass
-class TrainResult:
-    module: nn.Module  # eval mode, on CPU
-    arch: str
-    arch_kwargs: dict[str, Any]
-    labels: list[str] | None
-    metrics: dict[str, float]  # validation metrics of the returned weights
-    history: list[dict[str, Any]]
-    latent_stats: dict[str, np.ndarray] | None
-    cancelled: bool
-    epochs_completed: int
-    best_epoch: int | None = None
-    dataset: dict[str, Any] = field(default_factory=dict)  # split sizes, intake's skipped files
-
-
-class ResumeMismatch(ValueError):
-    """checkpoint.pt was written by a job with other hyper-parameters or another arch."""
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then os.replace: never half-written."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _quiet_generator() -> torch.Generator:
     """For loaders that do not shuffle: keeps iterator creation off the global RNG."""
     return torch.Generator().manual_seed(0)
+
+
+def _eval_loader(dataset: Dataset[Any], hp: CommonHyperparameters) -> DataLoader[Any]:
+    return DataLoader(dataset, batch_size=hp.batch_size, num_workers=hp.num_workers,
+                      generator=_quiet_generator())
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -139,9 +60,10 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 
 class Trainer(ABC):
-    task: ClassVar[Task]
+    # Both set by @register_trainer(task) (trainers/registry.py): the task's name and its
+    # spec's hyper-parameter model.
+    task: ClassVar[str]
     hyperparams: ClassVar[type[CommonHyperparameters]]
-    default_arch: ClassVar[str]
     monitor: ClassVar[str | None] = None  # val metric that picks the returned weights
     monitor_mode: ClassVar[Literal["min", "max"]] = "min"
 
@@ -161,8 +83,8 @@ class Trainer(ABC):
             raise DatasetError(f"the dataset has {len(self.splits.train)} train and"
                                f" {len(self.splits.val)} val samples; both are needed")
         self.model: nn.Module
-        self.train_set: Dataset
-        self.val_loader: DataLoader
+        self.train_set: Dataset[Any]
+        self.val_loader: DataLoader[Any]
         # Loop state (all of it goes into checkpoint.pt).
         self.epoch = 0  # completed epochs
         self.step_in_epoch = 0
@@ -187,12 +109,14 @@ class Trainer(ABC):
 
     @classmethod
     @abstractmethod
-    def eval_dataset(cls, items: list, hp: CommonHyperparameters) -> Dataset:
-        """Dataset of un-augmented evaluation samples for ``items`` of a split."""
+    def eval_dataset(cls, samples: Samples, hp: CommonHyperparameters,
+                     labels: list[str] | None) -> Dataset[Any]:
+        """Dataset of un-augmented evaluation items for ``samples`` of a split; ``labels``
+        are the class names of the evaluated model's outputs (None for unlabelled tasks)."""
 
     @classmethod
     @abstractmethod
-    def measure(cls, module: nn.Module, loader: DataLoader, device: torch.device,
+    def measure(cls, module: nn.Module, loader: DataLoader[Any], device: torch.device,
                 hp: CommonHyperparameters, labels: list[str] | None) -> dict[str, float]:
         """Metrics of ``module`` (eval mode, no grad) over ``loader``'s batches."""
 
@@ -226,19 +150,18 @@ class Trainer(ABC):
 
     # -- shared helpers for the hooks ----------------------------------------------------------
 
-    def autocast(self) -> AbstractContextManager:
+    def autocast(self) -> AbstractContextManager[None]:
         return torch.autocast(self.device.type, enabled=self.use_amp)
 
     def optimize(self, loss: torch.Tensor, name: str = "main") -> None:
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]  # torch: unannotated
         self.scaler.step(opt)
         self.scaler.update()
 
-    def eval_loader(self, items: list) -> DataLoader:
-        return DataLoader(self.eval_dataset(items, self.hp), batch_size=self.hp.batch_size,
-                          num_workers=self.hp.num_workers, generator=_quiet_generator())
+    def eval_loader(self, samples: Samples) -> DataLoader[Any]:
+        return _eval_loader(self.eval_dataset(samples, self.hp, self.labels()), self.hp)
 
     def validate(self) -> dict[str, float]:
         self.model.eval()
@@ -251,7 +174,7 @@ class Trainer(ABC):
     def evaluate(
         cls,
         module: nn.Module,
-        data: Path | str | DataLoader,
+        data: Path | str | DataLoader[Any],
         hyperparameters: CommonHyperparameters | None = None,
         *,
         device: torch.device | None = None,
@@ -262,18 +185,19 @@ class Trainer(ABC):
         yields batches like the trainer's evaluation loader. ``data`` is a stored dataset
         (its index.json's split is used, exactly) or a raw folder (scanned as intake
         would). Leaves ``module`` in eval mode on ``device``."""
-        hp = hyperparameters or cls.hyperparams()
+        # The task's model with all its defaults (CommonHyperparameters itself has required
+        # fields, so it is validated from an empty mapping rather than called bare).
+        hp = hyperparameters or cls.hyperparams.model_validate({})
         device = device or default_device()
         if isinstance(data, DataLoader):
             loader = data
         else:
             splits = load_splits(data, cls.task)
-            items = splits.split(split)
-            if not items:
+            samples = splits.split(split)
+            if not samples:
                 raise ValueError(f"dataset {data} has no {split} split")
             labels = labels or splits.classes
-            loader = DataLoader(cls.eval_dataset(items, hp), batch_size=hp.batch_size,
-                                num_workers=hp.num_workers, generator=_quiet_generator())
+            loader = _eval_loader(cls.eval_dataset(samples, hp, labels), hp)
         module.to(device).eval()
         with torch.no_grad():
             return cls.measure(module, loader, device, hp, labels)
@@ -288,7 +212,7 @@ class Trainer(ABC):
         """This epoch's batches of (index, augmentation seed), a pure function of (seed,
         epoch), so a resumed run replays the same order and the same augmentations."""
         g = torch.Generator().manual_seed(self.hp.seed * 1_000_003 + epoch)
-        n = len(self.train_set)
+        n = len(cast(Sized, self.train_set))  # the task datasets all define __len__
         weights = self.sample_weights()
         if weights is not None:
             order = torch.multinomial(torch.as_tensor(weights, dtype=torch.double), n,
@@ -316,7 +240,7 @@ class Trainer(ABC):
         seed_everything(hp.seed)
         self.setup()
         if (work / CHECKPOINT).exists():
-            self._load_checkpoint(work / CHECKPOINT)
+            load_checkpoint(self, work / CHECKPOINT)
         total = self.steps_per_epoch * hp.epochs
         cancelled = False
         while self.epoch < hp.epochs and not self.finished:
@@ -343,7 +267,7 @@ class Trainer(ABC):
             del it, loader
             if cancelled:
                 # Mid-epoch checkpoint: a redelivered job continues from this very step.
-                self._save_checkpoint(work / CHECKPOINT)
+                save_checkpoint(self, work / CHECKPOINT)
                 break
             self._end_epoch(work, total)
         return self._result(work, cancelled)
@@ -362,7 +286,7 @@ class Trainer(ABC):
                              "lr": lrs, "samples": [str(p) for p in samples]})
         self._track_best(work, metrics)
         self.step_in_epoch, self.accum = 0, {}
-        self._save_checkpoint(work / CHECKPOINT)
+        save_checkpoint(self, work / CHECKPOINT)
         self.after_checkpoint(self.epoch)
         self.ctx.on_progress(ProgressEvent("epoch", self.epoch, self.hp.epochs, self.global_step,
                                            total, train_losses, metrics, samples))
@@ -408,56 +332,3 @@ class Trainer(ABC):
         if not cancelled:
             self.finish(result)
         return result
-
-    # -- checkpoints ---------------------------------------------------------------------------
-
-    def _hp_fingerprint(self) -> dict[str, Any]:
-        return {k: v for k, v in self.hp.model_dump(mode="json").items() if k not in _RESUME_FREE}
-
-    def _save_checkpoint(self, path: Path) -> None:
-        atomic_save({
-            "version": _CKPT_VERSION,
-            "task": str(self.task),
-            "arch": self.ctx.arch,
-            "hyperparameters": self._hp_fingerprint(),
-            "model": self.model.state_dict(),
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-            "scaler": self.scaler.state_dict(),
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "global_step": self.global_step,
-            "accum": dict(self.accum),
-            "history": self.history,
-            "best": self.best,
-            "best_epoch": self.best_epoch,
-            "best_metrics": self.best_metrics,
-            "bad_epochs": self.bad_epochs,
-            "finished": self.finished,
-            "rng": _rng_state(),
-        }, path)
-
-    def _load_checkpoint(self, path: Path) -> None:
-        # Our own file in the job's work dir (it holds numpy/python RNG state, which the
-        # weights-only unpickler refuses).
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
-        if ckpt.get("task") != str(self.task) or ckpt.get("arch") != self.ctx.arch:
-            raise ResumeMismatch(
-                f"{path} belongs to {ckpt.get('task')}/{ckpt.get('arch')}, "
-                f"not {self.task}/{self.ctx.arch}"
-            )
-        mine, theirs = self._hp_fingerprint(), ckpt["hyperparameters"]
-        differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-        if differ:
-            raise ResumeMismatch(f"{path} was written with other hyper-parameters: {differ}")
-        self.model.load_state_dict(ckpt["model"])
-        for k, opt in self.optimizers.items():
-            opt.load_state_dict(ckpt["optimizers"][k])
-        for k, sched in self.schedulers.items():
-            sched.load_state_dict(ckpt["schedulers"][k])
-        if ckpt["scaler"]:
-            self.scaler.load_state_dict(ckpt["scaler"])
-        for k in ("epoch", "step_in_epoch", "global_step", "accum", "history", "best",
-                  "best_epoch", "best_metrics", "bad_epochs", "finished"):
-            setattr(self, k, ckpt[k])
-        _set_rng_state(ckpt["rng"])

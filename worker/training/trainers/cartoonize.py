@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from jobs.hyperparams import CartoonizeHyperparameters
-from model_store.tasks import Task
-from worker.nets.dctnet import guided_filter
+from tasks.cartoonize import CartoonizeHyperparameters
+from worker.nets.dctnet import DCTNet, guided_filter
 from worker.nets.registry import create_model
-from worker.training import augment as A
-from worker.training.datasets import PairedImages
+from worker.training import augment
+from worker.training.datasets import PairedImages, Samples
 from worker.training.losses import ssim
 from worker.training.metrics import Mean, psnr
-from worker.training.trainers.base import TrainContext, Trainer, TrainResult, atomic_save
+from worker.training.trainers.base import Trainer
+from worker.training.trainers.checkpointing import atomic_save
+from worker.training.trainers.registry import register_trainer
 
 SNAPSHOTS_DIR = "snapshots"
 ENCODER_CONVS = ("conv0", "conv1", "conv2", "conv3", "conv4")
@@ -41,7 +42,13 @@ def from_model_space(bgr: torch.Tensor) -> torch.Tensor:
 
 def _same_size(photo: Image.Image, cartoon: Image.Image) -> Image.Image:
     # Pairs should already match; a stray size difference must not misalign the crop.
-    return cartoon if cartoon.size == photo.size else cartoon.resize(photo.size, Image.BILINEAR)
+    if cartoon.size == photo.size:
+        return cartoon
+    return cartoon.resize(photo.size, Image.Resampling.BILINEAR)
+
+
+def _pairs(samples: Samples) -> list[tuple[Path, Path]]:
+    return [(s["photo"], s["cartoon"]) for s in samples]
 
 
 class _TrainTransform:
@@ -49,12 +56,13 @@ class _TrainTransform:
         self.hp = hp
 
     def __call__(self, photo: Image.Image, cartoon: Image.Image,
-                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                 gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        assert gen is not None, "train items are keyed (index, augmentation seed)"
         hp = self.hp
-        ts = [A.to_tensor(photo), A.to_tensor(_same_size(photo, cartoon))]
-        ts = A.color_jitter(ts, hp.color_jitter, gen)
-        ts = A.scale_crop(ts, hp.image_size, hp.scale_range, gen)
-        ts = A.hflip(ts, hp.hflip_prob, gen)  # no rotation: the recipe forbids it
+        ts = [augment.to_tensor(photo), augment.to_tensor(_same_size(photo, cartoon))]
+        ts = augment.color_jitter(ts, hp.color_jitter, gen)
+        ts = augment.scale_crop(ts, hp.image_size, hp.scale_range, gen)
+        ts = augment.hflip(ts, hp.hflip_prob, gen)  # no rotation: the recipe forbids it
         return to_model_space(ts[0]), to_model_space(ts[1])
 
 
@@ -64,23 +72,22 @@ class _EvalTransform:
 
     def __call__(self, photo: Image.Image, cartoon: Image.Image,
                  gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        ts = [A.to_tensor(photo), A.to_tensor(_same_size(photo, cartoon))]
-        ts = [A.center_crop(A.resize_shorter(t, self.size), self.size) for t in ts]
+        ts = [augment.to_tensor(photo), augment.to_tensor(_same_size(photo, cartoon))]
+        ts = [augment.center_crop(augment.resize_shorter(t, self.size), self.size) for t in ts]
         return to_model_space(ts[0]), to_model_space(ts[1])
 
 
+@register_trainer("cartoonize")
 class CartoonizeTrainer(Trainer):
-    task = Task.CARTOONIZE
-    hyperparams = CartoonizeHyperparameters
-    default_arch = "dctnet"
     monitor = "loss"
     hp: CartoonizeHyperparameters
+    model: DCTNet
 
     def setup(self) -> None:
         hp = self.hp
         base = self.ctx.base_module
-        self.model = (copy.deepcopy(base) if base is not None
-                      else create_model(self.ctx.arch)).to(self.device)
+        self.model = cast(DCTNet, copy.deepcopy(base) if base is not None
+                          else create_model(self.ctx.arch)).to(self.device)
         gen = self.model.generator
         # Layer-wise freezing: keep the first convs of the (pretrained) encoder fixed.
         for name in ENCODER_CONVS[: hp.freeze_encoder_up_to]:
@@ -89,7 +96,7 @@ class CartoonizeTrainer(Trainer):
         self.optimizers["main"] = torch.optim.Adam(params, lr=hp.lr)
         self.schedulers["main"] = torch.optim.lr_scheduler.StepLR(
             self.optimizers["main"], step_size=hp.lr_step_epochs, gamma=hp.lr_gamma)
-        self.train_set = PairedImages(self.splits.train, _TrainTransform(hp))
+        self.train_set = PairedImages(_pairs(self.splits.train), _TrainTransform(hp))
         self.val_loader = self.eval_loader(self.splits.val)
 
     def train_step(self, batch: Any) -> dict[str, float]:
@@ -103,11 +110,12 @@ class CartoonizeTrainer(Trainer):
         return {"loss": loss.item(), "l1": l1.item(), "ssim": s.item()}
 
     @classmethod
-    def eval_dataset(cls, items: list, hp: Any) -> Dataset:
-        return PairedImages(items, _EvalTransform(hp.image_size))
+    def eval_dataset(cls, samples: Samples, hp: Any,
+                     labels: list[str] | None) -> Dataset[Any]:
+        return PairedImages(_pairs(samples), _EvalTransform(hp.image_size))
 
     @classmethod
-    def measure(cls, module: nn.Module, loader: DataLoader, device: torch.device,
+    def measure(cls, module: nn.Module, loader: DataLoader[Any], device: torch.device,
                 hp: Any, labels: list[str] | None) -> dict[str, float]:
         l1, ss, ps = Mean(), Mean(), Mean()
         for photo, cartoon in loader:
@@ -121,14 +129,14 @@ class CartoonizeTrainer(Trainer):
                 "l1": l1.value(), "ssim": ss.value(), "psnr": ps.value()}
 
     def write_samples(self, epoch: int, folder: Path) -> list[Path]:
-        ds = self.val_loader.dataset
+        ds = cast(PairedImages, self.val_loader.dataset)  # built by eval_dataset
         rows = []
         with torch.no_grad():
             for i in range(min(4, len(ds))):
                 photo, cartoon = ds[i]
                 out = self.model(photo[None].to(self.device))[0].cpu()
                 rows.append([from_model_space(t) for t in (photo, cartoon, out)])
-        return [A.save_grid(rows, folder / f"cartoonize_epoch_{epoch:03d}.png")]
+        return [augment.save_grid(rows, folder / f"cartoonize_epoch_{epoch:03d}.png")]
 
     def after_checkpoint(self, epoch: int) -> None:
         if epoch % self.hp.save_every == 0:
@@ -137,9 +145,3 @@ class CartoonizeTrainer(Trainer):
             atomic_save({"model": self.model.state_dict(), "epoch": epoch,
                          "metrics": self.history[-1]["val"]}, folder / f"epoch_{epoch:03d}.pt")
 
-
-def train(ctx: TrainContext) -> TrainResult:
-    return CartoonizeTrainer.train(ctx)
-
-
-evaluate = CartoonizeTrainer.evaluate

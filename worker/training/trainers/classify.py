@@ -10,22 +10,25 @@ mode), otherwise "frozen" layers would still drift with small fine-tune batches.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
+from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset
 
-from jobs.hyperparams import ClassifyHyperparameters
-from model_store.tasks import Task
+from tasks.classify import ClassifyHyperparameters
+from worker.nets.googlenet import GoogLeNet
 from worker.nets.registry import create_model
-from worker.training import augment as A
-from worker.training.datasets import LabelledImages
+from worker.training import augment
+from worker.training.datasets import DatasetError, LabelledImages, Samples
 from worker.training.metrics import classification_metrics, confusion_matrix
-from worker.training.trainers.base import TrainContext, Trainer, TrainResult
+from worker.training.trainers.base import Trainer
+from worker.training.trainers.context import TrainResult
+from worker.training.trainers.registry import register_trainer
 
 # Parameterised stages in forward order: what ``freeze_layers`` counts.
 STAGES = ("conv1", "conv2", "conv3", "inception3a", "inception3b", "inception4a",
@@ -38,38 +41,58 @@ def resize_for(image_size: int) -> int:
     return round(image_size * 256 / 224)
 
 
+def labelled(samples: Samples, labels: Sequence[str]) -> list[tuple[Path, int]]:
+    """``(path, class index)`` of labelled samples, the index being the label's position in
+    ``labels`` (the outputs of the model that is trained or evaluated)."""
+    ids = {name: i for i, name in enumerate(labels)}
+    out = []
+    for sample in samples:
+        label = sample["label"]
+        if isinstance(label, int):
+            out.append((sample["path"], label))
+            continue
+        if label not in ids:
+            raise DatasetError(f"sample {sample['path']} has label {label!r}, not one of"
+                               f" {sorted(ids)}")
+        out.append((sample["path"], ids[label]))
+    return out
+
+
 class _Transform:
     def __init__(self, image_size: int, train: bool) -> None:
         self.size, self.train = image_size, train
 
     def __call__(self, img: Image.Image, gen: torch.Generator | None) -> torch.Tensor:
-        t = A.resize_shorter(A.to_tensor(img), resize_for(self.size))
+        t = augment.resize_shorter(augment.to_tensor(img), resize_for(self.size))
         if self.train and gen is not None:
-            t = A.hflip(A.random_crop([t], self.size, gen), 0.5, gen)[0]
+            t = augment.hflip(augment.random_crop([t], self.size, gen), 0.5, gen)[0]
         else:
-            t = A.center_crop(t, self.size)
-        return A.imagenet_normalize(t)
+            t = augment.center_crop(t, self.size)
+        return augment.imagenet_normalize(t)
 
 
 def _logits(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, tuple) else out
+    logits: torch.Tensor = out[0] if isinstance(out, tuple) else out
+    return logits
 
 
+@register_trainer("classify")
 class ClassifyTrainer(Trainer):
-    task = Task.CLASSIFY
-    hyperparams = ClassifyHyperparameters
-    default_arch = "googlenet"
     monitor = "loss"
     hp: ClassifyHyperparameters
+    train_set: LabelledImages
 
     def setup(self) -> None:
         hp, ctx = self.hp, self.ctx
-        self.class_names = list(self.splits.classes or [])
+        if not self.splits.classes:
+            raise DatasetError("a classify index needs its labels")
+        self.class_names = list(self.splits.classes)
         k = len(self.class_names)
         if ctx.base_module is None:
-            model = create_model(ctx.arch, num_classes=k, aux_logits=False, dropout=hp.dropout)
+            model = cast(GoogLeNet, create_model(ctx.arch, num_classes=k, aux_logits=False,
+                                                 dropout=hp.dropout))
         else:
-            model = copy.deepcopy(ctx.base_module)
+            model = cast(GoogLeNet, copy.deepcopy(ctx.base_module))
             # A base already trained on exactly these labels keeps its fc; otherwise a new one.
             if ctx.base_labels != self.class_names or model.fc.out_features != k:
                 model.fc = nn.Linear(model.fc.in_features, k)
@@ -90,7 +113,8 @@ class ClassifyTrainer(Trainer):
             opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
         self.optimizers["main"] = opt
         self.schedulers["main"] = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=hp.epochs)
-        self.train_set = LabelledImages(self.splits.train, _Transform(hp.image_size, True))
+        self.train_set = LabelledImages(labelled(self.splits.train, self.class_names),
+                                        _Transform(hp.image_size, True))
         self.val_loader = self.eval_loader(self.splits.val)
         counts = torch.bincount(torch.tensor(self.train_set.labels), minlength=k).double()
         # Inverse class frequency, normalised to mean 1 over the classes present.
@@ -113,17 +137,20 @@ class ClassifyTrainer(Trainer):
                   if self.hp.class_balance == "loss_weights" else None)
         with self.autocast():
             logits = _logits(self.model(x))
-            loss = F.cross_entropy(logits.float(), y, weight=weight,
+            loss = functional.cross_entropy(logits.float(), y, weight=weight,
                                    label_smoothing=self.hp.label_smoothing)
         self.optimize(loss)
         return {"loss": loss.item(), "acc": (logits.argmax(1) == y).float().mean().item()}
 
     @classmethod
-    def eval_dataset(cls, items: list, hp: Any) -> Dataset:
-        return LabelledImages(items, _Transform(hp.image_size, False))
+    def eval_dataset(cls, samples: Samples, hp: Any,
+                     labels: list[str] | None) -> Dataset[Any]:
+        if not labels:
+            raise DatasetError("evaluating a classifier needs its labels")
+        return LabelledImages(labelled(samples, labels), _Transform(hp.image_size, False))
 
     @staticmethod
-    def predict(module: nn.Module, loader: DataLoader,
+    def predict(module: nn.Module, loader: DataLoader[Any],
                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         logits, labels = [], []
         for x, y in loader:
@@ -132,11 +159,11 @@ class ClassifyTrainer(Trainer):
         return torch.cat(logits), torch.cat(labels)
 
     @classmethod
-    def measure(cls, module: nn.Module, loader: DataLoader, device: torch.device,
+    def measure(cls, module: nn.Module, loader: DataLoader[Any], device: torch.device,
                 hp: Any, labels: list[str] | None) -> dict[str, float]:
         logits, y = cls.predict(module, loader, device)
         names = labels or [str(i) for i in range(logits.shape[1])]
-        loss = F.cross_entropy(logits, y, label_smoothing=hp.label_smoothing)
+        loss = functional.cross_entropy(logits, y, label_smoothing=hp.label_smoothing)
         return {"loss": float(loss), **classification_metrics(logits, y, names)}
 
     def labels(self) -> list[str] | None:
@@ -181,9 +208,3 @@ def confusion_image(cm: torch.Tensor, names: list[str], cell: int = 28) -> Image
                       fill="white" if v > 0.5 else "black")
     return img
 
-
-def train(ctx: TrainContext) -> TrainResult:
-    return ClassifyTrainer.train(ctx)
-
-
-evaluate = ClassifyTrainer.evaluate

@@ -15,27 +15,31 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset
 
-from jobs.hyperparams import GenerateHyperparameters
-from model_store.tasks import Task
-from worker.nets.dcgan import IMAGE_SIZE
+from tasks.generate import GenerateHyperparameters
+from worker.nets.dcgan import DCGAN, IMAGE_SIZE
 from worker.nets.registry import create_model
-from worker.training import augment as A
-from worker.training.datasets import Images
+from worker.training import augment
+from worker.training.datasets import Images, Samples
 from worker.training.metrics import Mean, mean_pairwise_l2, moment_distance
-from worker.training.trainers.base import TrainContext, Trainer, TrainResult
+from worker.training.trainers.base import Trainer
+from worker.training.trainers.registry import register_trainer
+
+
+def _paths(samples: Samples) -> list[Path]:
+    return [s["path"] for s in samples]
 
 
 class _Transform:
     def __call__(self, img: Image.Image, gen: torch.Generator | None) -> torch.Tensor:
-        return A.square(A.to_tensor(img), IMAGE_SIZE) * 2.0 - 1.0
+        return augment.square(augment.to_tensor(img), IMAGE_SIZE) * 2.0 - 1.0
 
 
 def _noise(n: int, nz: int, seed: int) -> torch.Tensor:
@@ -46,25 +50,24 @@ def _bce(p: torch.Tensor, target: float) -> torch.Tensor:
     # Probabilities from NetD's sigmoid: BCE in float32 outside autocast (not autocast-safe).
     with torch.autocast(device_type=p.device.type, enabled=False):
         p = p.float()
-        return F.binary_cross_entropy(p, torch.full_like(p, target))
+        return functional.binary_cross_entropy(p, torch.full_like(p, target))
 
 
+@register_trainer("generate")
 class GenerateTrainer(Trainer):
-    task = Task.GENERATE
-    hyperparams = GenerateHyperparameters
-    default_arch = "dcgan"
     monitor = None  # no validation loss says one GAN epoch is better than another
     hp: GenerateHyperparameters
+    model: DCGAN
 
     def setup(self) -> None:
         hp, base = self.hp, self.ctx.base_module
         if base is not None:
             if base.nz != hp.nz:
                 raise ValueError(f"base model has nz={base.nz}, hyper-parameters ask {hp.nz}")
-            self.model = copy.deepcopy(base).to(self.device)
+            self.model = cast(DCGAN, copy.deepcopy(base)).to(self.device)
         else:
-            self.model = create_model(self.ctx.arch, nz=hp.nz, ngf=hp.ngf,
-                                      ndf=hp.ndf).to(self.device)
+            self.model = cast(DCGAN, create_model(self.ctx.arch, nz=hp.nz, ngf=hp.ngf,
+                                                  ndf=hp.ndf)).to(self.device)
         betas = (hp.beta1, hp.beta2)
         self.optimizers["g"] = torch.optim.Adam(self.model.netg.parameters(), hp.lr_g,
                                                 betas=betas)
@@ -72,7 +75,7 @@ class GenerateTrainer(Trainer):
                                                 betas=betas)
         for k, opt in self.optimizers.items():
             self.schedulers[k] = torch.optim.lr_scheduler.StepLR(opt, hp.lr_halve_every, 0.5)
-        self.train_set = Images(self.splits.train, _Transform())
+        self.train_set = Images(_paths(self.splits.train), _Transform())
         self.val_loader = self.eval_loader(self.splits.val)
         # Fixed noise (from the seed, not the global RNG) so the grids show one evolution.
         self.fixed_noise = _noise(hp.num_samples, hp.nz, hp.seed + 7).to(self.device)
@@ -101,20 +104,22 @@ class GenerateTrainer(Trainer):
         return out
 
     @classmethod
-    def eval_dataset(cls, items: list, hp: Any) -> Dataset:
-        return Images(items, _Transform())
+    def eval_dataset(cls, samples: Samples, hp: Any,
+                     labels: list[str] | None) -> Dataset[Any]:
+        return Images(_paths(samples), _Transform())
 
     @classmethod
-    def measure(cls, module: nn.Module, loader: DataLoader, device: torch.device,
+    def measure(cls, module: nn.Module, loader: DataLoader[Any], device: torch.device,
                 hp: Any, labels: list[str] | None) -> dict[str, float]:
+        gan = cast(DCGAN, module)
         d_real, reals = Mean(), []
         for real in loader:
             real = real.to(device)
-            d_real.add(module.netd(real).float().mean(), len(real))
+            d_real.add(gan.netd(real).float().mean(), len(real))
             reals.append(real.float().cpu())
-        z = _noise(max(16, hp.num_samples), module.nz, hp.seed + 11).to(device)
-        fake = module.netg(z).float()
-        d_fake = float(module.netd(fake).float().mean())
+        z = _noise(max(16, hp.num_samples), gan.nz, hp.seed + 11).to(device)
+        fake = gan.netg(z).float()
+        d_fake = float(gan.netd(fake).float().mean())
         real_all = torch.cat(reals)
         return {"d_real": d_real.value(), "d_fake": d_fake,
                 "d_gap": d_real.value() - d_fake,
@@ -124,8 +129,8 @@ class GenerateTrainer(Trainer):
     def arch_kwargs(self) -> dict[str, Any]:
         # Read back from the layers: a fine-tuned base keeps its own widths.
         return {"nz": int(self.model.nz),
-                "ngf": int(self.model.netg.main[0].out_channels) // 8,
-                "ndf": int(self.model.netd.main[0].out_channels)}
+                "ngf": int(cast(nn.ConvTranspose2d, self.model.netg.main[0]).out_channels) // 8,
+                "ndf": int(cast(nn.Conv2d, self.model.netd.main[0]).out_channels)}
 
     def write_samples(self, epoch: int, folder: Path) -> list[Path]:
         self.model.eval()
@@ -133,11 +138,5 @@ class GenerateTrainer(Trainer):
             imgs = ((self.model.netg(self.fixed_noise).float().cpu() + 1) / 2).clamp(0, 1)
         ncol = max(1, int(len(imgs) ** 0.5))
         rows = [list(imgs[i:i + ncol]) for i in range(0, len(imgs), ncol)]
-        return [A.save_grid(rows, folder / f"generate_epoch_{epoch:03d}.png")]
+        return [augment.save_grid(rows, folder / f"generate_epoch_{epoch:03d}.png")]
 
-
-def train(ctx: TrainContext) -> TrainResult:
-    return GenerateTrainer.train(ctx)
-
-
-evaluate = GenerateTrainer.evaluate

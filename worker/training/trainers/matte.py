@@ -10,30 +10,35 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from jobs.hyperparams import MatteHyperparameters
-from model_store.tasks import Task
+from tasks.matte import MatteHyperparameters
 from worker.nets.registry import create_model
-from worker.training import augment as A
-from worker.training.datasets import PairedImages
+from worker.training import augment
+from worker.training.datasets import PairedImages, Samples
 from worker.training.losses import multi_bce
 from worker.training.metrics import Mean, SaliencyMetrics, minmax_normalize
-from worker.training.trainers.base import TrainContext, Trainer, TrainResult
+from worker.training.trainers.base import Trainer
+from worker.training.trainers.registry import register_trainer
 
 
 def _prepare(image: Image.Image, mask: Image.Image, size: int) -> list[torch.Tensor]:
     # The official RescaleT resizes to a square, ignoring the aspect ratio; so does serving.
-    return [A.resize(A.to_tensor(image), (size, size)), A.resize(A.to_tensor(mask), (size, size))]
+    return [augment.resize(augment.to_tensor(image), (size, size)),
+            augment.resize(augment.to_tensor(mask), (size, size))]
 
 
 def _normalize(img: torch.Tensor) -> torch.Tensor:
-    return A.imagenet_normalize(img / img.max().clamp_min(1e-6))
+    return augment.imagenet_normalize(img / img.max().clamp_min(1e-6))
+
+
+def _pairs(samples: Samples) -> list[tuple[Path, Path]]:
+    return [(s["image"], s["mask"]) for s in samples]
 
 
 class _Transform:
@@ -44,15 +49,13 @@ class _Transform:
                  gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         ts = _prepare(image, mask, self.hp.resize)
         if self.train and gen is not None:
-            ts = A.random_crop(ts, self.hp.crop, gen)
-            ts = A.hflip(ts, self.hp.hflip_prob, gen)
+            ts = augment.random_crop(ts, self.hp.crop, gen)
+            ts = augment.hflip(ts, self.hp.hflip_prob, gen)
         return _normalize(ts[0]), ts[1]
 
 
+@register_trainer("matte")
 class MatteTrainer(Trainer):
-    task = Task.MATTE
-    hyperparams = MatteHyperparameters
-    default_arch = "u2net"
     monitor = "mae"
     hp: MatteHyperparameters
 
@@ -64,7 +67,8 @@ class MatteTrainer(Trainer):
         self.optimizers["main"] = torch.optim.Adam(
             self.model.parameters(), lr=hp.lr, betas=hp.betas, eps=hp.eps,
             weight_decay=hp.weight_decay)
-        self.train_set = PairedImages(self.splits.train, _Transform(hp, True), second_is_mask=True)
+        self.train_set = PairedImages(_pairs(self.splits.train), _Transform(hp, True),
+                                      second_is_mask=True)
         self.val_loader = self.eval_loader(self.splits.val)
 
     def train_step(self, batch: Any) -> dict[str, float]:
@@ -78,11 +82,12 @@ class MatteTrainer(Trainer):
         return {"loss": loss.item(), "bce_d0": fused.item()}
 
     @classmethod
-    def eval_dataset(cls, items: list, hp: Any) -> Dataset:
-        return PairedImages(items, _Transform(hp, False), second_is_mask=True)
+    def eval_dataset(cls, samples: Samples, hp: Any,
+                     labels: list[str] | None) -> Dataset[Any]:
+        return PairedImages(_pairs(samples), _Transform(hp, False), second_is_mask=True)
 
     @classmethod
-    def measure(cls, module: nn.Module, loader: DataLoader, device: torch.device,
+    def measure(cls, module: nn.Module, loader: DataLoader[Any], device: torch.device,
                 hp: Any, labels: list[str] | None) -> dict[str, float]:
         loss, sal = Mean(), SaliencyMetrics()
         for image, mask in loader:
@@ -93,22 +98,16 @@ class MatteTrainer(Trainer):
         return {"loss": loss.value(), **sal.compute()}
 
     def write_samples(self, epoch: int, folder: Path) -> list[Path]:
-        ds = self.val_loader.dataset
+        ds = cast(PairedImages, self.val_loader.dataset)  # built by eval_dataset
         rows = []
         with torch.no_grad():
             for i in range(min(4, len(ds))):
                 image, _ = ds[i]
                 alpha = minmax_normalize(self.model(image[None].to(self.device))[0].float())
                 alpha = alpha[0].cpu()
-                rgb = A.imagenet_denormalize(image[None])[0].clamp(0, 1)
+                rgb = augment.imagenet_denormalize(image[None])[0].clamp(0, 1)
                 # Cut-out over a mid-grey so both dark and light subjects stay visible.
                 cutout = rgb * alpha + 0.5 * (1 - alpha)
                 rows.append([rgb, alpha, cutout])
-        return [A.save_grid(rows, folder / f"matte_epoch_{epoch:03d}.png")]
+        return [augment.save_grid(rows, folder / f"matte_epoch_{epoch:03d}.png")]
 
-
-def train(ctx: TrainContext) -> TrainResult:
-    return MatteTrainer.train(ctx)
-
-
-evaluate = MatteTrainer.evaluate

@@ -1,23 +1,20 @@
-"""All settings, read once from the environment (prefix ``TOONFORGE_``) or a ``.env`` file."""
+"""All settings, read once from the environment (prefix ``TOONFORGE_``) or a ``.env`` file.
+
+The one place that reads the environment: the API, the worker, the job layer and the CLI
+all take a ``Settings`` (``get_settings()`` in processes, an explicit instance in tests).
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, computed_field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from model_store.tasks import Task
-
-DEFAULT_MODELS: dict[Task, str] = {
-    Task.CARTOONIZE: "cartoon",
-    Task.MATTE: "matte",
-    Task.CLASSIFY: "classify",
-    Task.GENERATE: "anime-faces",
-    Task.AUTOENCODE: "faces-ae",
-}
+# The broker URL scheme of the embedded (serverless) transport: kombu's filesystem queue.
+EMBEDDED_BROKER_SCHEME = "filesystem"
 
 
 class Settings(BaseSettings):
@@ -27,8 +24,13 @@ class Settings(BaseSettings):
     store_dir: Path = Path("data/store")
     host: str = "127.0.0.1"
     port: int = 8000
-    # The model each task serves when a request names none.
-    default_models: dict[Task, str] = Field(default_factory=lambda: dict(DEFAULT_MODELS))
+    # The model each task serves when a request names none; a task not listed here serves
+    # its spec's default model (tasks/<task>.py).
+    default_models: dict[str, str] = Field(default_factory=dict)
+    # Extra model families (core/plugins.py): task-spec modules every process imports, and
+    # worker modules (net + trainer) the worker imports too. Comma-separated in the env.
+    task_plugins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    worker_plugins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # ---- input limits
     max_upload_bytes: int = 20 * 1024 * 1024
@@ -40,17 +42,17 @@ class Settings(BaseSettings):
     providers: list[str] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
     )
-    ort_intra_op_threads: int = 2
-    ort_inter_op_threads: int = 1
+    ort_intra_op_threads: int = Field(2, ge=1)
+    ort_inter_op_threads: int = Field(1, ge=1)
     # Threads that run decode / inference / encode off the event loop.
-    worker_threads: int = 4
+    worker_threads: int = Field(4, ge=1)
     # Requests allowed inside the pool at once; more wait for a slot.
-    max_concurrency: int = 16
+    max_concurrency: int = Field(16, ge=1)
 
     # ---- dynamic batching (docs/BENCHMARKS.md says why the defaults are what they are)
     batching: bool = True
-    batch_max_size: int = 8
-    batch_max_delay_ms: float = 2.0
+    batch_max_size: int = Field(8, ge=1)
+    batch_max_delay_ms: float = Field(2.0, ge=0)
 
     # ---- hot reload
     reload_poll_s: float = 1.0
@@ -79,6 +81,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # None: the embedded filesystem broker under <data_dir>/broker. Production: redis://host:6379/0.
     broker_url: str | None = None
+    # The worker's Celery node name (several workers on one host need different ones).
+    worker_name: str | None = None
     # A producer gives up after this long so POST /jobs/finetune can answer 503 quickly.
     broker_connect_timeout_s: float = 2.0
     # Redis redelivers an unacknowledged job after this long: keep it above the longest job.
@@ -86,11 +90,11 @@ class Settings(BaseSettings):
     # Queue the fine-tune task goes to (one queue; one worker process per GPU consumes it).
     job_queue: str = "toonforge"
     # A running job's worker writes its heartbeat this often...
-    job_heartbeat_s: float = 5.0
+    job_heartbeat_s: float = Field(5.0, gt=0)
     # ...and loses the job when no heartbeat arrived for this long (then it is reclaimed).
-    job_lease_s: float = 60.0
+    job_lease_s: float = Field(60.0, gt=0)
     # Runs a job may have (first run + redeliveries after a lost worker) before it fails.
-    job_max_attempts: int = 3
+    job_max_attempts: int = Field(3, ge=1)
     # Progress rows written at most this often per job (the events table is the SSE source).
     job_progress_interval_s: float = 0.5
     # The cancel flag is re-read from the database at most this often.
@@ -103,10 +107,49 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = 5.0
     webhook_tries: int = 3
 
-    # ---- observability (service/logs.py, service/metrics.py; docs/OPERATIONS.md)
+    # ---- observability (core/logs.py, service/metrics.py; docs/OPERATIONS.md)
     # One JSON object per line (for log collectors), or "text" for reading in a terminal.
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
+
+    @field_validator("task_plugins", "worker_plugins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        # A lease shorter than two heartbeats would reclaim jobs whose worker is alive.
+        if self.job_lease_s < 2 * self.job_heartbeat_s:
+            raise ValueError(f"job_lease_s ({self.job_lease_s}) must be at least twice"
+                             f" job_heartbeat_s ({self.job_heartbeat_s})")
+        if self.max_side_limit < 16:
+            raise ValueError("max_side_limit must be at least 16")
+        return self
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def jobs_database_url(self) -> str:
+        """The job database: ``database_url``, else a SQLite file under ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(Path(self.data_dir) / 'toonforge.db').resolve()}"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def jobs_broker_url(self) -> str:
+        """The broker: ``broker_url``, else the embedded transport under ``data_dir``."""
+        return self.broker_url or f"{EMBEDDED_BROKER_SCHEME}://localhost/"
+
+    def model_for(self, task: str) -> str:
+        """The model ``task`` serves when a request names none."""
+        if task in self.default_models:
+            return self.default_models[task]
+        from tasks import get_task  # tasks imports core: resolve at call time
+
+        return get_task(task).default_model
 
 
 @lru_cache

@@ -40,7 +40,8 @@ def _box(rng: np.random.Generator, size: int, lo: float, hi: float) -> list[int]
     return [x, y, x + w, y + w]
 
 
-def _shape(draw: ImageDraw.ImageDraw, kind: str, box: list[int], fill: object) -> None:
+def _shape(draw: ImageDraw.ImageDraw, kind: str, box: list[int],
+           fill: float | tuple[int, ...] | str) -> None:
     x0, y0, x1, y1 = box
     cx, cy, w = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0
     if kind == "circle":
@@ -162,11 +163,11 @@ def make_faces(root: Path, n: int = 24, size: int = 64, seed: int = 0) -> Path:
     return root
 
 
-def make_dataset(task: str, root: Path, seed: int = 0, **kwargs: int) -> Path:
-    """The synthetic dataset of ``task`` in ``root`` (kwargs go to the task's maker)."""
-    makers = {"cartoonize": make_cartoonize, "matte": make_matte, "classify": make_classify,
-              "generate": make_faces, "autoencode": make_faces}
-    if task not in makers:
-        raise ValueError(f"unknown task {task!r}")
-    kwargs.setdefault("size", 96 if task == "generate" else 64)
-    return makers[task](Path(root), seed=seed, **kwargs)
+def make_dataset(task: str, root: Path, seed: int = 0, **sizes: int) -> Path:
+    """The synthetic dataset of ``task`` in ``root`` (``sizes`` go to the spec's maker)."""
+    from tasks.registry import get_task
+
+    maker = get_task(task).synthetic
+    if maker is None:
+        raise ValueError(f"task {task!r} has no synthetic dataset maker")
+    return maker(Path(root), seed=seed, **sizes)

@@ -9,7 +9,7 @@ from worker.celery_app import app
 from worker.control import SHUTDOWN
 
 
-@app.task(name=FINETUNE_TASK, ignore_result=True)
+@app.task(name=FINETUNE_TASK, ignore_result=True)  # type: ignore[untyped-decorator]  # Celery's app.task is unannotated
 def finetune(job_id: str) -> str | None:
     """Run one fine-tune job; the job's state lives in SQL, not in a Celery result."""
     if SHUTDOWN.is_set():

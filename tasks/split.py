@@ -8,8 +8,10 @@ them in, and without touching the ``random`` module's global state.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-from model_store.dataset_schema import Sample
+if TYPE_CHECKING:
+    from tasks.layouts import Sample
 
 # ---- automatic split (when the archive has no val folders)
 VAL_FRACTION = 0.1  # cartoonize, matte, generate, autoencode: 90:10

@@ -1,0 +1,295 @@
+"""The wire contract: every HTTP request and response model of the API, in one module.
+
+Pure pydantic: no ORM, no store or network I/O. The API validates with these, the OpenAPI
+document is generated from them, the worker reads ``FinetuneRequest`` and ``JobStatus``,
+and the SDK's types are checked field by field against the generated document
+(tests/sdk/test_wire_contract.py). Per-task hyper-parameters are a union keyed on ``task``
+in the document (service/openapi_docs.py builds it from the task registry).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+from tasks.registry import TaskName
+
+
+# ---------------------------------------------------------------------------- job status
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    EXPORTING = "exporting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def is_active(self) -> bool:
+        """A worker holds the job (its heartbeat must stay fresh)."""
+        return self in ACTIVE
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+ACTIVE = frozenset({JobStatus.RUNNING, JobStatus.EXPORTING})
+
+
+# ---------------------------------------------------------------------------- inference
+MAX_GENERATE = 64
+MAX_GENERATE_TOTAL = 256  # n x oversample, the most images one request may sample
+SEED_MAX = 2**63 - 1
+
+
+class ModelChoice(BaseModel):
+    """Which model and version serve the request."""
+
+    model: str | None = Field(None, description="Model name; the task's default when absent.")
+    version: int | None = Field(
+        None, ge=1, description="Version number; the model's active version when absent."
+    )
+
+
+class CartoonizeParams(ModelChoice):
+    max_side: int | None = Field(
+        None, ge=16, description="Long side the graph sees (default from the manifest, capped"
+        " by the server's max_side_limit)."
+    )
+    format: Literal["png", "jpeg", "webp"] = "png"
+
+
+class MatteParams(ModelChoice):
+    output: Literal["mask", "cutout", "composite"] = "mask"
+    background: str = Field(
+        "#ffffff", pattern=r"^#[0-9a-fA-F]{6}$", description="Composite colour, #rrggbb."
+    )
+    format: Literal["png", "webp", "jpeg"] = Field(
+        "png", description="jpeg only for mask and composite (it has no alpha)."
+    )
+
+
+class ClassifyParams(ModelChoice):
+    top_k: int | None = Field(
+        None, ge=1, description="How many labels (default 5, or every label of a model with"
+        " fewer); asking for more than the model has is an error."
+    )
+
+
+class GenerateOptions(BaseModel):
+    """Generation options; in the query, or in a JSON body (which wins field by field)."""
+
+    n: int | None = Field(None, ge=1, le=MAX_GENERATE, description="Images (default 16).")
+    seed: int | None = Field(
+        None, ge=0, le=SEED_MAX, description="Random when absent; echoed in the response."
+    )
+    rank_by_discriminator: bool = Field(
+        False, description="Sample oversample x n and keep the n the discriminator rates best."
+    )
+    oversample: int = Field(4, ge=1, le=MAX_GENERATE_TOTAL)
+    format: Literal["grid", "json"] = "grid"
+
+
+class GenerateBody(GenerateOptions):
+    latents: list[list[float]] | None = Field(
+        None, description="Explicit latents: n lists of nz floats (replaces seed)."
+    )
+
+
+class AutoencodeParams(ModelChoice):
+    size: int | None = Field(
+        None, ge=8, le=1024, description="Upscale the reconstruction to size x size."
+    )
+
+
+class InterpolateParams(ModelChoice):
+    steps: int | None = Field(
+        None, ge=2, le=32, description="Points on the path, both ends included (default 8);"
+        " also accepted as a form field."
+    )
+    format: Literal["png", "json"] = "png"
+
+
+class SampleParams(ModelChoice):
+    n: int = Field(16, ge=1, le=MAX_GENERATE)
+    seed: int | None = Field(None, ge=0, le=SEED_MAX)
+
+
+class Prediction(BaseModel):
+    label: str
+    score: float
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    version: int
+    predictions: list[Prediction]
+
+
+class GeneratedImage(BaseModel):
+    png_base64: str
+    score: float | None = None
+
+
+class ImagesResponse(BaseModel):
+    model: str
+    version: int
+    seed: int | None = None
+    images: list[GeneratedImage]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    task: TaskName
+    versions: list[int]
+    active: int | None
+    is_default: bool
+
+
+class VersionSummary(BaseModel):
+    version: int
+    arch: str
+    created_at: str
+    description: str
+    parity_passed: bool
+    source: str
+    parent: str | None
+    metrics: dict[str, Any]
+
+
+class ModelDetail(ModelInfo):
+    loaded_version: int | None
+    version_summaries: list[VersionSummary]
+
+
+class ActivateRequest(BaseModel):
+    version: int = Field(ge=1)
+
+
+class ActivateResponse(BaseModel):
+    name: str
+    active: int
+    previous: int | None
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ModelReadiness(BaseModel):
+    name: str
+    task: TaskName | None
+    active_version: int | None
+    loaded_version: int | None
+    providers: list[str]
+    ready: bool
+    error: str | None
+
+
+class Readiness(BaseModel):
+    ready: bool
+    models: list[ModelReadiness]
+
+
+# ---------------------------------------------------------------------------- jobs
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+BASE_RE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]{0,62})(?:@(?P<version>[0-9]+))?$")
+
+
+class FinetuneRequest(BaseModel):
+    """POST /jobs/finetune body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: TaskName
+    dataset_id: str = Field(pattern=NAME_PATTERN)
+    base: str = Field(
+        pattern=BASE_RE.pattern,
+        description="'model' (its active version), 'model@n', or an architecture name"
+        " to train from scratch",
+    )
+    target_model: str = Field(pattern=NAME_PATTERN, description="the model line to publish to")
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    auto_activate: bool = Field(
+        False, description="activate the new version when it is at least as good as the active"
+    )
+    webhook_url: HttpUrl | None = None
+
+
+class JobView(BaseModel):
+    """What GET /jobs/{id} returns (and what a webhook receives)."""
+
+    id: str
+    task: TaskName
+    status: JobStatus
+    dataset_id: str
+    base: str
+    target_model: str
+    hyperparameters: dict[str, Any]
+    auto_activate: bool
+    epoch: int = Field(description="epochs completed")
+    total_epochs: int | None
+    step: int = Field(description="optimizer steps completed (whole job)")
+    total_steps: int | None = Field(description="optimizer steps of the whole job")
+    losses: dict[str, float | None] | None = Field(description="latest training losses")
+    # null for a metric that is undefined (e.g. accuracy of a class absent from val)
+    val_metrics: dict[str, float | None] | None = Field(
+        description="latest validation metrics")
+    eta_seconds: float | None
+    result_version: str | None = Field(description="'model@n' published by this job")
+    activated: bool
+    error: str | None
+    cancel_requested: bool
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+class JobEvent(BaseModel):
+    """One entry of a job's event log (a metrics point, a status change, a sample, a log line)."""
+
+    id: int
+    job_id: str
+    created_at: datetime
+    kind: str
+    data: dict[str, Any]
+
+
+class JobPage(BaseModel):
+    """One page of jobs, newest first."""
+
+    jobs: list[JobView]
+    total: int = Field(description="jobs matching the filters, on every page")
+    limit: int
+    offset: int
+
+
+class MetricPoint(BaseModel):
+    """The state of a job at the end of one epoch."""
+
+    epoch: int
+    step: int
+    losses: dict[str, float | None] = Field(description="mean training losses of the epoch")
+    val_metrics: dict[str, float | None] = Field(description="validation metrics after it")
+    at: datetime
+
+
+class JobMetrics(BaseModel):
+    job_id: str
+    status: JobStatus
+    points: list[MetricPoint] = Field(description="one per completed epoch, in order")
+
+
+class SampleInfo(BaseModel):
+    name: str
+    epoch: int | None
+    bytes: int
+    url: str = Field(description="where GET answers the PNG")

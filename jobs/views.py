@@ -1,0 +1,26 @@
+"""Job rows -> the wire models of core/wire.py (the one place that knows both shapes)."""
+
+from __future__ import annotations
+
+from core.wire import JobEvent, JobStatus, JobView
+from jobs.records import JobEventRecord, JobRecord
+
+
+def job_view(job: JobRecord) -> JobView:
+    """What GET /jobs/{id} returns (and what a webhook receives) for ``job``."""
+    return JobView(
+        id=job.id, task=job.task, status=JobStatus(job.status),
+        dataset_id=job.dataset_id, base=job.base, target_model=job.target_model,
+        hyperparameters=job.hyperparameters or {}, auto_activate=job.auto_activate,
+        epoch=job.epoch, total_epochs=job.total_epochs, step=job.step,
+        total_steps=job.total_steps, losses=job.losses, val_metrics=job.val_metrics,
+        eta_seconds=job.eta_seconds, result_version=job.result_version,
+        activated=job.activated, error=job.error, cancel_requested=job.cancel_requested,
+        attempts=job.attempts, created_at=job.created_at, started_at=job.started_at,
+        finished_at=job.finished_at, updated_at=job.updated_at,
+    )
+
+
+def job_event(event: JobEventRecord) -> JobEvent:
+    return JobEvent(id=event.id, job_id=event.job_id, created_at=event.created_at,
+                    kind=event.kind, data=event.data or {})

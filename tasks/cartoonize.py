@@ -1,0 +1,87 @@
+"""cartoonize: photo in, same-size cartoon out (DCT-Net generator + guided filter)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from tasks.layouts import PairedLayout
+from tasks.registry import (
+    CommonHyperparameters,
+    GateRule,
+    GraphIO,
+    Range,
+    ServingConfig,
+    StarterRecipe,
+    TaskSpec,
+    register_task,
+)
+from tasks.synthetic import make_cartoonize
+
+
+class CartoonizeHyperparameters(CommonHyperparameters):
+    """DCT-Net generator fine-tune on photo -> cartoon pairs."""
+
+    epochs: int = Field(default=20, ge=1, le=1000)
+    batch_size: int = Field(default=4, ge=1, le=1024)
+    lr: float = Field(default=1e-4, gt=0, le=1)
+    lr_step_epochs: int = Field(default=10, ge=1, description="StepLR period (epochs)")
+    lr_gamma: float = Field(default=0.9, gt=0, le=1)
+    # Number of leading generator convs kept frozen: 0 = none, k = conv0..conv{k-1}.
+    # Only the encoder (conv0..conv4) can be frozen.
+    freeze_encoder_up_to: int = Field(default=0, ge=0, le=5)
+    ssim_weight: float = Field(default=0.5, ge=0)
+    image_size: int = Field(default=256, ge=16, le=1024)
+    hflip_prob: float = Field(default=0.5, ge=0, le=1)
+    color_jitter: float = Field(default=0.1, ge=0, lt=1, description="brightness/contrast/sat")
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    save_every: int = Field(default=5, ge=1, description="numbered snapshot every N epochs")
+    early_stop_patience: int | None = Field(default=5, ge=1, description="None disables")
+
+    @field_validator("image_size")
+    @classmethod
+    def _multiple_of_4(cls, v: int) -> int:
+        # The generator downsamples twice with TF-style stride-2 padding.
+        if v % 4:
+            raise ValueError(f"image_size must be a multiple of 4, got {v}")
+        return v
+
+    @field_validator("scale_range")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError("scale_range must be (low, high) with 0 < low <= high")
+        return v
+
+
+class CartoonizeServing(ServingConfig):
+    """The graph sees the photo with its long side capped at ``max_side`` and both sides
+    rounded down to ``multiple_of``, in ``color_order``, scaled to ``input_range``."""
+
+    max_side: int = Field(ge=16)
+    multiple_of: int = Field(ge=1)
+    color_order: Literal["BGR", "RGB"]
+    input_range: Range
+    output_range: Range
+
+
+SPEC = register_task(TaskSpec(
+    name="cartoonize",
+    description="photo in, same-size cartoon out",
+    default_model="cartoon",
+    # image f32[N,3,H,W] in input_range, H and W multiples of 4
+    #   -> cartoon f32[N,3,H,W] in output_range (guided filter + clip inside the graph)
+    graphs={"main": GraphIO("model.onnx", ("image",), ("cartoon",))},
+    serving=CartoonizeServing,
+    hyperparameters=CartoonizeHyperparameters,
+    layout=PairedLayout(
+        folders=("train/photo", "train/cartoon"), names=("photo", "cartoon"),
+        expected="train/photo/ and train/cartoon/ (optional val/photo/ and val/cartoon/)",
+    ),
+    # L1 + ssim_weight * (1 - SSIM) against the cartoons
+    gate=GateRule("loss", "min"),
+    starter=StarterRecipe("dctnet", {"n": 32},
+                          {"epochs": 4, "image_size": 64, "batch_size": 4}),
+    synthetic=make_cartoonize,
+))

@@ -1,0 +1,69 @@
+"""generate: latents in, anime faces out, with the discriminator's scores (DCGAN)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from tasks.layouts import ImageFolderLayout
+from tasks.registry import (
+    CommonHyperparameters,
+    GraphIO,
+    Range,
+    ServingConfig,
+    StarterRecipe,
+    TaskSpec,
+    register_task,
+)
+from tasks.synthetic import make_faces
+
+
+class GenerateHyperparameters(CommonHyperparameters):
+    """DCGAN (pytorch-book chapter 7): BCE, Adam(0.5, 0.999), separate G/D learning rates."""
+
+    epochs: int = Field(default=20, ge=1, le=1000)
+    batch_size: int = Field(default=16, ge=2, le=1024)
+    lr_g: float = Field(default=2e-4, gt=0, le=1)
+    lr_d: float = Field(default=2e-4, gt=0, le=1)
+    beta1: float = Field(default=0.5, ge=0, lt=1)
+    beta2: float = Field(default=0.999, ge=0, lt=1)
+    # The book's G:D ratio: update D on every d_every-th batch, G on every g_every-th batch.
+    d_every: int = Field(default=1, ge=1)
+    g_every: int = Field(default=1, ge=1)
+    lr_halve_every: int = Field(default=20, ge=1, description="halve both LRs every K epochs")
+    nz: int = Field(default=100, ge=1, le=1024)
+    ngf: int = Field(default=64, ge=4, le=512)
+    ndf: int = Field(default=64, ge=4, le=512)
+    num_samples: int = Field(default=64, ge=1, le=256, description="fixed-noise grid size")
+
+
+class GenerateServing(ServingConfig):
+    """The generator takes ``nz``-dim normal latents; its images are in ``output_range``."""
+
+    nz: int = Field(ge=1)
+    output_range: Range
+
+
+def _faces_96(root: Path, seed: int = 0, **sizes: int) -> Path:
+    # The generator's images are 96x96.
+    sizes.setdefault("size", 96)
+    return make_faces(root, seed=seed, **sizes)
+
+
+SPEC = register_task(TaskSpec(
+    name="generate",
+    description="latents in, generated images out (optionally ranked by the discriminator)",
+    default_model="anime-faces",
+    # z f32[N,nz,1,1] -> images f32[N,3,96,96] in output_range, scores f32[N]
+    # A request is a batch of its own (seeded as a whole): never shared with another.
+    graphs={"main": GraphIO("model.onnx", ("z",), ("images", "scores"),
+                            per_request_batch=True)},
+    serving=GenerateServing,
+    hyperparameters=GenerateHyperparameters,
+    layout=ImageFolderLayout(),
+    # No validation number says one GAN is better than another: a person activates.
+    gate=None,
+    starter=StarterRecipe("dcgan", {"n": 64}, {"epochs": 5, "batch_size": 16}),
+    synthetic=_faces_96,
+))

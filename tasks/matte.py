@@ -1,0 +1,68 @@
+"""matte: image in, alpha mask out (U-2-Net); the API also cuts out and composites."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from tasks.layouts import PairedLayout
+from tasks.registry import (
+    CommonHyperparameters,
+    GateRule,
+    GraphIO,
+    ServingConfig,
+    StarterRecipe,
+    TaskSpec,
+    register_task,
+)
+from tasks.synthetic import make_matte
+
+RGB = tuple[float, float, float]
+
+
+class MatteHyperparameters(CommonHyperparameters):
+    """U-2-Net: sum of 7 side-output BCE losses, Adam, resize then random crop."""
+
+    epochs: int = Field(default=10, ge=1, le=1000)
+    batch_size: int = Field(default=4, ge=1, le=1024)
+    lr: float = Field(default=1e-3, gt=0, le=1)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(default=1e-8, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    resize: int = Field(default=320, ge=16, le=2048)
+    crop: int = Field(default=288, ge=16, le=2048)
+    hflip_prob: float = Field(default=0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> MatteHyperparameters:
+        if self.crop > self.resize:
+            raise ValueError(f"crop ({self.crop}) must not exceed resize ({self.resize})")
+        return self
+
+
+class MatteServing(ServingConfig):
+    """U-2-Net's test transform: resize to ``size`` x ``size``, divide by the image's max
+    (or by 255), then normalise with ``mean`` / ``std``."""
+
+    size: int = Field(ge=8)
+    divide_by_max: bool
+    mean: RGB
+    std: RGB
+
+
+SPEC = register_task(TaskSpec(
+    name="matte",
+    description="image in, alpha mask (or cut-out, or composite) out",
+    default_model="matte",
+    # image f32[N,3,S,S] -> mask f32[N,1,S,S] (d0 after sigmoid; min-max normalised by the API)
+    graphs={"main": GraphIO("model.onnx", ("image",), ("mask",))},
+    serving=MatteServing,
+    hyperparameters=MatteHyperparameters,
+    layout=PairedLayout(
+        folders=("images", "masks"), names=("image", "mask"), mask=True,
+        expected="images/ and masks/ (optional val/images/ and val/masks/)",
+    ),
+    gate=GateRule("mae", "min"),  # mean absolute error of the alpha mask
+    starter=StarterRecipe("u2netp", {"n": 32},
+                          {"epochs": 4, "resize": 96, "crop": 80, "batch_size": 4}),
+    synthetic=make_matte,
+))

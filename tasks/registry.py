@@ -1,0 +1,183 @@
+"""The task registry: what each task *is*, declared once, looked up by name.
+
+A task spec (one module per task in this package, or a plugin module: core/plugins.py)
+holds everything the torch-free side needs to know about a task: its dataset layout, its
+hyper-parameter model, the metric its activation gate compares and which way is better,
+its default model name, the ONNX graphs it serves with their tensor names, its typed
+serving config, and the starter recipe for the first start. ``get_task(name)`` fails
+loudly on unknown names (timm's ``create_model`` style). This module imports no family:
+``tasks/__init__.py`` does, so importing ``tasks`` registers the built-in five.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from core.errors import UnknownTask
+from tasks.layouts import DatasetLayout
+
+
+class CommonHyperparameters(BaseModel):
+    """Fields every task's hyper-parameter model has. Unknown fields are refused, so a typo
+    (``learning_rate`` for ``lr``) is a 422 naming the field instead of a silent no-op."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(ge=1, le=1000)
+    batch_size: int = Field(ge=1, le=1024)
+    seed: int = Field(default=0, ge=0, description="seeds init, splits, shuffles, augmentation")
+    mixed_precision: bool = Field(
+        default=False, description="torch.autocast + GradScaler; used on CUDA only"
+    )
+    num_workers: int = Field(default=0, ge=0, le=32, description="DataLoader worker processes")
+
+
+class ServingConfig(BaseModel):
+    """Base of a task's serving config: the manifest's ``preprocessing``, validated when a
+    version loads. Every field a task declares without a default must be in the manifest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Range = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class GraphIO:
+    """One ONNX graph a task's versions hold: its file and tensor names (batch axis first).
+
+    Requests share a run (dynamic batching) when every input has fixed non-batch axes in the
+    manifest, unless ``per_request_batch``: a request that already is a batch of its own
+    (generate's latents, a decoder fed a whole interpolation path) is run alone.
+    """
+
+    file: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    per_request_batch: bool = False
+
+
+@dataclass(frozen=True)
+class GateRule:
+    """The validation metric that decides both which checkpoint a job keeps and whether a
+    new version may replace the active one, and which way is better."""
+
+    metric: str
+    direction: Literal["min", "max"]
+
+    def at_least_as_good(self, new: float, old: float) -> bool:
+        return new <= old if self.direction == "min" else new >= old
+
+    def better(self, new: float, old: float) -> bool:
+        return new < old if self.direction == "min" else new > old
+
+
+@dataclass(frozen=True)
+class StarterRecipe:
+    """The first start with an empty store trains the task's default model like this: the
+    architecture to start from scratch, the synthetic dataset's sizes (keyword arguments of
+    the spec's ``synthetic`` maker) and the hyper-parameters."""
+
+    arch: str
+    dataset: Mapping[str, int]
+    hyperparameters: Mapping[str, Any]
+
+
+# A synthetic dataset maker: (root, seed, **sizes) -> root, drawing files in the task's
+# upload layout. Torch-free (Pillow + numpy), so tests and demos need no worker.
+SyntheticMaker = Callable[..., Path]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    description: str
+    default_model: str
+    graphs: Mapping[str, GraphIO]
+    serving: type[ServingConfig]
+    hyperparameters: type[CommonHyperparameters]
+    layout: DatasetLayout
+    # None: no validation number says one version is better (GANs); a person activates.
+    gate: GateRule | None
+    starter: StarterRecipe | None = None
+    synthetic: SyntheticMaker | None = None
+    # Optional torch-free hooks that let the generic ``POST /infer/{task}`` endpoint serve
+    # the task: see ImagePipeline. Built-in tasks have dedicated endpoints instead.
+    image_pipeline: ImagePipeline | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def main_graph(self) -> GraphIO:
+        return self.graphs["main"]
+
+
+@dataclass(frozen=True)
+class ImagePipeline:
+    """Image in, image out through the main graph, for tasks served by ``/infer/{task}``.
+
+    ``prepare(rgb_image, config) -> {input name: array}`` and
+    ``finish(outputs, rgb_image, config) -> PIL image``; numpy and Pillow only.
+    """
+
+    prepare: Callable[..., dict[str, Any]]
+    finish: Callable[..., Any]
+
+
+_REGISTRY: dict[str, TaskSpec] = {}
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add ``spec`` to the registry; a second spec with the same name is a bug."""
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
+        raise ValueError(f"task {spec.name!r} registered twice")
+    if "main" not in spec.graphs:
+        raise ValueError(f"task {spec.name!r} declares no 'main' graph")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister_task(name: str) -> None:
+    """Remove a task (tests that register a toy family clean up with this)."""
+    _REGISTRY.pop(name, None)
+
+
+def get_task(name: object) -> TaskSpec:
+    """The spec of ``name``; ``UnknownTask`` (a 422 naming the known tasks) otherwise."""
+    try:
+        return _REGISTRY[str(name)]
+    except KeyError:
+        raise UnknownTask(name, list_tasks()) from None
+
+
+def list_tasks() -> list[str]:
+    """Registered task names, in registration order (built-ins first)."""
+    return list(_REGISTRY)
+
+
+def task_specs() -> list[TaskSpec]:
+    return list(_REGISTRY.values())
+
+
+def check_task(name: object) -> str:
+    """``name`` if it is a registered task (pydantic validator for task fields)."""
+    return get_task(name).name
+
+
+def _task_name(value: object) -> str:
+    if str(value) not in _REGISTRY:
+        raise ValueError(f"unknown task {value!r}; known: {', '.join(list_tasks())}")
+    return str(value)
+
+
+def _task_enum(schema: dict[str, Any]) -> None:
+    schema["enum"] = list_tasks()  # evaluated when the document is built
+
+
+# A task name in a pydantic model: validated against the registry at parse time, and an enum
+# of the registered tasks in JSON schema / OpenAPI.
+TaskName = Annotated[str, AfterValidator(_task_name), Field(json_schema_extra=_task_enum)]
