@@ -243,6 +243,15 @@ class JobView(BaseModel):
         description="latest validation metrics")
     eta_seconds: float | None
     result_version: str | None = Field(description="'model@n' published by this job")
+    published_epoch: int | None = Field(
+        None, description="the epoch whose weights were published (the best by the task's"
+        " gate metric)")
+    published_metrics: dict[str, float | None] | None = Field(
+        None, description="validation metrics of the published weights")
+    activation_reason: str | None = Field(
+        None, description="why the published version did or did not become active")
+    resumed_from: str | None = Field(
+        None, description="the cancelled or failed job whose checkpoint this job continues")
     activated: bool
     error: str | None
     cancel_requested: bool

@@ -9,7 +9,9 @@ Torch-free: the worker writes these, the API lists and serves the samples.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +44,27 @@ class SampleFile:
 
 def job_dir(store_root: Path | str, job_id: str) -> Path:
     return Path(store_root) / "jobs" / job_id
+
+
+# What a job needs to continue where another stopped (written by worker/training/trainers).
+CHECKPOINT_FILE = "checkpoint.pt"
+RESUME_FILES = (CHECKPOINT_FILE, "best.pt")
+
+
+def has_checkpoint(store_root: Path | str, job_id: str) -> bool:
+    return (job_dir(store_root, job_id) / CHECKPOINT_FILE).is_file()
+
+
+def copy_checkpoint(store_root: Path | str, source_job: str, target_job: str) -> None:
+    """Copy ``source_job``'s checkpoint (and best weights) into ``target_job``'s folder, each
+    file written under a temporary name first, so a reader never sees half a file."""
+    source, target = job_dir(store_root, source_job), job_dir(store_root, target_job)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RESUME_FILES:
+        if (source / name).is_file():
+            partial = target / f".{name}.partial"
+            shutil.copyfile(source / name, partial)
+            os.replace(partial, target / name)
 
 
 def list_samples(store_root: Path | str, job_id: str) -> list[SampleFile]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -62,15 +62,35 @@ class Database:
         return cls(settings.jobs_database_url)
 
     def create_schema(self) -> None:
-        """Create missing tables (idempotent; no migrations yet).
+        """Create missing tables, then add missing nullable columns (idempotent).
 
         The API and the workers all call it at start; when two race on PostgreSQL the loser
-        sees a duplicate-object error, and a second pass finds the tables there.
+        sees a duplicate-object error, and a second pass finds the tables there. Columns
+        added since a database was created are all nullable, so ``ADD COLUMN`` is the whole
+        migration (there are no others yet).
         """
-        try:
-            Base.metadata.create_all(self.engine)
-        except DBAPIError:
-            Base.metadata.create_all(self.engine)
+        for attempt in range(2):
+            try:
+                Base.metadata.create_all(self.engine)
+                self._add_missing_columns()
+                return
+            except DBAPIError:
+                if attempt:
+                    raise
+
+    def _add_missing_columns(self) -> None:
+        inspector = inspect(self.engine)
+        for table in Base.metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                if not column.nullable:
+                    raise RuntimeError(f"cannot add NOT NULL column {table.name}.{column.name}")
+                kind = column.type.compile(dialect=self.engine.dialect)
+                with self.engine.begin() as conn:
+                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN'
+                                      f' "{column.name}" {kind}'))
 
     def dispose(self) -> None:
         self.engine.dispose()

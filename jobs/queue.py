@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import uuid
 from pathlib import Path
 from time import monotonic
@@ -29,13 +30,14 @@ from kombu.transport import filesystem as kombu_fs
 from kombu.utils.json import dumps
 
 from core.settings import EMBEDDED_BROKER_SCHEME
-from jobs.errors import BrokerUnavailable
+from core.wire import FinetuneRequest, JobStatus
+from jobs import artifacts
+from jobs.errors import BrokerUnavailable, InvalidTransition
 from jobs.records import JobRecord
 from jobs.spec import check_references
 
 if TYPE_CHECKING:
     from core.settings import Settings
-    from core.wire import FinetuneRequest
     from jobs.repository import JobRepository, ReclaimResult
 
 log = logging.getLogger(__name__)
@@ -167,9 +169,44 @@ def create_and_enqueue(
     ``InvalidJobSpec``, ``IdempotencyConflict`` or ``BrokerUnavailable``.
     """
     if store_root is not None:
-        check_references(request, store_root)
+        request = check_references(request, store_root)
     return repo.create(request, idempotency_key,
                        before_commit=lambda job: queue.enqueue_finetune(job.id))
+
+
+def resume_and_enqueue(repo: JobRepository, job_id: str, queue: JobQueue,
+                       store_root: Path | str) -> tuple[JobRecord, bool]:
+    """Continue a failed or cancelled job from its last checkpoint, as a new job.
+
+    The new job has the old one's request and ``resumed_from`` naming it; the old job's
+    checkpoint is copied into the new job's folder before the message is sent, so the
+    worker resumes it exactly (the trainer's own resume path). Raises ``JobNotFound``,
+    ``InvalidTransition`` (the job is not failed/cancelled, or left no checkpoint) or
+    ``BrokerUnavailable``; on any failure nothing is recorded. Returns (job, True).
+    """
+    old = repo.get(job_id)
+    if old.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise InvalidTransition(job_id, old.status, "resumed (only a failed or cancelled job"
+                                " can be)")
+    if not artifacts.has_checkpoint(store_root, job_id):
+        raise InvalidTransition(job_id, f"{old.status} without a checkpoint",
+                                "resumed (it stopped before its first checkpoint: start a"
+                                " new job)")
+    request = FinetuneRequest(
+        task=old.task, dataset_id=old.dataset_id, base=old.base,
+        target_model=old.target_model, hyperparameters=dict(old.hyperparameters or {}),
+        auto_activate=old.auto_activate, webhook_url=old.webhook_url,
+    )
+
+    def prepare_and_send(job: JobRecord) -> None:
+        try:
+            artifacts.copy_checkpoint(store_root, job_id, job.id)
+            queue.enqueue_finetune(job.id)
+        except BaseException:
+            shutil.rmtree(artifacts.job_dir(store_root, job.id), ignore_errors=True)
+            raise
+
+    return repo.create(request, None, before_commit=prepare_and_send, resumed_from=job_id)
 
 
 def requeue_stale_jobs(repo: JobRepository, queue: JobQueue) -> ReclaimResult:

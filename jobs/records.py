@@ -112,7 +112,16 @@ class JobRecord(Base):
     eta_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     result_version: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    # The epoch whose weights were published, and their validation metrics (the gate
+    # metric among them): what the version is, not what the last epoch measured.
+    published_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    published_metrics: Mapped[dict[str, float | None] | None] = mapped_column(JSON,
+                                                                              nullable=True)
     activated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Why the new version did or did not become active (the gate's verdict).
+    activation_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The cancelled or failed job whose last checkpoint this job continues from.
+    resumed_from: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
 

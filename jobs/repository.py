@@ -98,6 +98,7 @@ class JobRepository:
         idempotency_key: str | None = None,
         *,
         before_commit: Callable[[JobRecord], None] | None = None,
+        resumed_from: str | None = None,
     ) -> tuple[JobRecord, bool]:
         """Insert a queued job; returns (job, created).
 
@@ -120,7 +121,7 @@ class JobRepository:
             idempotency_key=idempotency_key, request_hash=digest,
             total_epochs=request.hyperparameters.get("epochs"),
             created_at=now, updated_at=now, attempts=0, epoch=0, step=0,
-            activated=False, cancel_requested=False,
+            activated=False, cancel_requested=False, resumed_from=resumed_from,
         )
         with self._sessions() as session:
             try:

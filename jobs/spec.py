@@ -16,7 +16,7 @@ from jobs.errors import InvalidJobSpec
 from model_store.datasets import DatasetStore
 from model_store.errors import StoreError
 from model_store.store import ModelStore
-from tasks import get_task
+from tasks import get_task, task_specs
 
 
 def parse_base(base: str) -> tuple[str, int | None]:
@@ -57,14 +57,17 @@ def _spec_error(field_name: str, message: str) -> InvalidJobSpec:
                                      "type": "value_error"}])
 
 
-def check_references(request: FinetuneRequest, store_root: Path | str) -> None:
-    """What the store can tell before a job is queued: the dataset exists and is for this
-    task, the base model/version exists and serves it, the target line serves it.
+def check_references(request: FinetuneRequest, store_root: Path | str) -> FinetuneRequest:
+    """What can be told before a job is queued: the dataset exists and is for this task,
+    the base model/version exists and serves it (or the base is one of the task's
+    architectures), the target line serves it, and the hyper-parameters agree with what
+    the base version fixes (``TaskSpec.fixed_by_base``).
 
-    An architecture name as base is checked by the worker (the registry imports torch).
-    Raises ``InvalidJobSpec`` naming the field.
+    Returns the request with the base's fixed hyper-parameters filled in where the client
+    sent none. Raises ``InvalidJobSpec`` naming the field.
     """
     task = request.task
+    spec = get_task(task)
     try:
         dataset = DatasetStore(store_root).get(request.dataset_id)
     except StoreError as exc:
@@ -80,18 +83,47 @@ def check_references(request: FinetuneRequest, store_root: Path | str) -> None:
             if store.task_of(name) != task:
                 raise _spec_error("base", f"base model {name!r} serves"
                                           f" {store.task_of(name)}, not {task}")
-            if version is not None:
-                store.manifest(name, version)
-            elif store.active_version(name) is None:
-                raise _spec_error("base", f"base model {name!r} has no active version:"
-                                          f" name one as {name}@<n>")
+            if version is None:
+                version = store.active_version(name)
+                if version is None:
+                    raise _spec_error("base", f"base model {name!r} has no active version:"
+                                              f" name one as {name}@<n>")
+            manifest = store.manifest(name, version)
+            if spec.fixed_by_base is not None:
+                request = _inherit(request, spec.fixed_by_base(manifest.preprocessing),
+                                   manifest.ref)
         elif version is not None:
             raise _spec_error("base", f"base model {name!r} does not exist")
+        elif name not in spec.archs:
+            raise _spec_error("base", _unknown_base(name, task))
         if request.target_model in models and store.task_of(request.target_model) != task:
             raise _spec_error("target_model", f"model {request.target_model!r} serves"
                               f" {store.task_of(request.target_model)}, not {task}")
     except StoreError as exc:
         raise _spec_error("base", str(exc)) from None
+    return request
+
+
+def _unknown_base(name: str, task: str) -> str:
+    owner = next((s.name for s in task_specs() if name in s.archs), None)
+    if owner is not None:
+        return f"architecture {name!r} serves {owner}, not {task}"
+    return (f"base {name!r} is neither a model nor an architecture of {task}"
+            f" (architectures: {', '.join(get_task(task).archs) or 'none'})")
+
+
+def _inherit(request: FinetuneRequest, fixed: dict[str, Any], base_ref: str
+             ) -> FinetuneRequest:
+    """The request with the base's fixed values; a conflicting value is refused."""
+    given = dict(request.hyperparameters)
+    for key, value in fixed.items():
+        if key in given and given[key] != value:
+            message = (f"base {base_ref} has {key}={value}; a job on it cannot change it"
+                       " (leave it out to inherit it)")
+            raise InvalidJobSpec(message, [{"loc": ["body", "hyperparameters", key],
+                                            "msg": message, "type": "value_error"}])
+        given[key] = value
+    return request.model_copy(update={"hyperparameters": given})
 
 
 def normalized_request(request: FinetuneRequest) -> FinetuneRequest:

@@ -15,6 +15,8 @@ def job_view(job: JobRecord) -> JobView:
         epoch=job.epoch, total_epochs=job.total_epochs, step=job.step,
         total_steps=job.total_steps, losses=job.losses, val_metrics=job.val_metrics,
         eta_seconds=job.eta_seconds, result_version=job.result_version,
+        published_epoch=job.published_epoch, published_metrics=job.published_metrics,
+        activation_reason=job.activation_reason, resumed_from=job.resumed_from,
         activated=job.activated, error=job.error, cancel_requested=job.cancel_requested,
         attempts=job.attempts, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, updated_at=job.updated_at,

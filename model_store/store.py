@@ -213,29 +213,45 @@ class ModelStore:
             )
         return manifest
 
-    def activate(self, name: str, version: int) -> int | None:
-        """Make ``version`` active; returns the previously active version."""
+    def activate(self, name: str, version: int, *, rollback: bool = False) -> int | None:
+        """Make ``version`` active; returns the previously active version. ``rollback``
+        records the change as a step back (see ``rollback_target``)."""
         with self._locked(name) as mdir:
             self.servable_manifest(name, version)
             previous = self.active_version(name)
             write_atomic(mdir / "active", f"{int(version)}\n".encode())
-            entry = {"version": int(version), "previous": previous,
-                     "at": datetime.now(UTC).isoformat()}
+            entry: dict[str, Any] = {"version": int(version), "previous": previous,
+                                     "at": datetime.now(UTC).isoformat()}
+            if rollback:
+                entry["rollback"] = True
             with open(mdir / "history.jsonl", "a") as fh:
                 fh.write(json.dumps(entry) + "\n")
             return previous
 
     def rollback_target(self, name: str) -> int:
-        """The version that was active before the current one (from the activation log)."""
+        """The version to step back to: the activation history replayed as a stack (an
+        activation pushes, a rollback pops), so rolling back twice goes back two versions
+        rather than toggling between the last two. Versions no longer in the store, and
+        repeats of the current one, are skipped."""
         current = self.active_version(name)
-        versions = self.versions(name)
-        for entry in reversed(self.history(name)):
-            if entry["version"] != current and entry["version"] in versions:
-                return int(entry["version"])
+        versions = set(self.versions(name))
+        stack: list[int] = []
+        for entry in self.history(name):
+            version = int(entry["version"])
+            if entry.get("rollback"):
+                while stack and stack[-1] != version:
+                    stack.pop()
+                if not stack:
+                    stack.append(version)
+            elif not stack or stack[-1] != version:
+                stack.append(version)
+        for version in reversed(stack[:-1] if stack and stack[-1] == current else stack):
+            if version != current and version in versions:
+                return version
         raise ActivationRefused(f"model {name!r} has no earlier active version to roll back to")
 
     def rollback(self, name: str) -> int:
         """Re-activate the version that was active before the current one."""
         target = self.rollback_target(name)
-        self.activate(name, target)
+        self.activate(name, target, rollback=True)
         return target

@@ -32,7 +32,7 @@ from core.wire import (
     SampleInfo,
 )
 from jobs import artifacts
-from jobs.queue import JobQueue, create_and_enqueue
+from jobs.queue import JobQueue, create_and_enqueue, resume_and_enqueue
 from jobs.records import JobEventRecord
 from jobs.repository import JobRepository
 from jobs.views import job_event, job_view
@@ -71,6 +71,16 @@ async def cancel_job(repo: JobRepository, settings: Settings, job_id: str) -> Jo
     job, cancelled_now = await run_in_threadpool(repo.cancel, job_id)
     if cancelled_now:
         notify_terminal(job, settings)
+    return job_view(job)
+
+
+async def resume_job(repo: JobRepository, queue: JobQueue, settings: Settings,
+                     job_id: str) -> JobView:
+    """A NEW job continuing a failed or cancelled one from its last checkpoint (same
+    request, ``resumed_from`` = the old id), recorded and sent in one step. JobNotFound,
+    InvalidTransition (not failed/cancelled, or no checkpoint), BrokerUnavailable."""
+    job, _ = await run_in_threadpool(
+        lambda: resume_and_enqueue(repo, job_id, queue, settings.store_dir))
     return job_view(job)
 
 

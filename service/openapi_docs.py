@@ -39,6 +39,7 @@ from tasks import task_specs
 
 URL = "http://127.0.0.1:8000"
 JOB = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+RESUMED_JOB = "5b4c3d2e1f00f1e2d3c4b5a697887960"
 _AT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 CURL: dict[str, str] = {
@@ -70,6 +71,7 @@ CURL: dict[str, str] = {
     "list_jobs": f"curl '{URL}/jobs?status=running&limit=20'",
     "get_job": f"curl {URL}/jobs/{JOB}",
     "cancel_job": f"curl -X POST {URL}/jobs/{JOB}/cancel",
+    "resume_job": f"curl -X POST {URL}/jobs/{JOB}/resume",
     "stream_job_events": f"curl -N {URL}/jobs/{JOB}/events",
     "get_job_metrics": f"curl {URL}/jobs/{JOB}/metrics",
     "list_job_samples": f"curl {URL}/jobs/{JOB}/samples",
@@ -81,15 +83,21 @@ CURL: dict[str, str] = {
 }
 
 
-def _job(status: JobStatus = JobStatus.RUNNING) -> JobView:
+def _job(status: JobStatus = JobStatus.RUNNING, resumed_from: str | None = None) -> JobView:
     done = status == JobStatus.SUCCEEDED
     return JobView(
-        id=JOB, task="autoencode", status=status, dataset_id="faces", base="faces-ae",
+        id=RESUMED_JOB if resumed_from else JOB, task="autoencode", status=status,
+        dataset_id="faces", base="faces-ae",
         target_model="faces-ae", hyperparameters={"epochs": 10, "batch_size": 32, "lr": 1e-3},
         auto_activate=True, epoch=10 if done else 4, total_epochs=10,
         step=80 if done else 32, total_steps=80, losses={"loss": 0.061, "mse": 0.012},
         val_metrics={"loss": 0.066, "mse": 0.013, "ssim": 0.902},
         eta_seconds=None if done else 41.5, result_version="faces-ae@2" if done else None,
+        published_epoch=9 if done else None,
+        published_metrics={"loss": 0.064, "mse": 0.0125, "ssim": 0.905} if done else None,
+        activation_reason="faces-ae@2 loss=0.064 is at least as good as active faces-ae@1"
+        " loss=0.071 (lower is better)" if done else None,
+        resumed_from=resumed_from,
         activated=done, error=None, cancel_requested=False, attempts=1, created_at=_AT,
         started_at=_AT, finished_at=_AT if done else None, updated_at=_AT)
 
@@ -146,6 +154,7 @@ def _json_examples() -> dict[str, Any]:
         "create_finetune_job": _job(JobStatus.QUEUED),
         "get_job": _job(),
         "cancel_job": _job(),
+        "resume_job": _job(JobStatus.QUEUED, resumed_from=JOB),
         "list_jobs": JobPage(jobs=[_job(JobStatus.SUCCEEDED)], total=1, limit=50, offset=0),
         "get_job_metrics": JobMetrics(job_id=JOB, status=JobStatus.RUNNING, points=[
             MetricPoint(epoch=1, step=8, losses={"loss": 0.19}, val_metrics={"loss": 0.17},

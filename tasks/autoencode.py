@@ -43,6 +43,8 @@ SPEC = register_task(TaskSpec(
     name="autoencode",
     description="reconstruct, interpolate between two images, sample new ones",
     default_model="faces-ae",
+    archs=("ae",),
+    fixed_by_base=lambda serving: {"latent_dim": int(serving["latent_dim"])},
     # main:    image f32[N,3,S,S] in input_range -> latent f32[N,L], reconstruction f32[N,3,S,S]
     # decoder: latent f32[N,L] -> image f32[N,3,S,S] in output_range (a path or a sample is
     #          one request's own batch)
@@ -55,6 +57,8 @@ SPEC = register_task(TaskSpec(
     layout=ImageFolderLayout(),
     # MSE + ssim_weight * (1 - SSIM) of the reconstructions
     gate=GateRule("loss", "min"),
-    starter=StarterRecipe("ae", {"n": 64}, {"epochs": 8, "batch_size": 16}),
+    # Long enough to beat the mean image (the gate's trivial predictor) on the drawn faces.
+    starter=StarterRecipe("ae", {"n": 64}, {"epochs": 40, "batch_size": 16,
+                                            "early_stop_patience": None}),
     synthetic=make_faces,
 ))

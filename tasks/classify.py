@@ -53,6 +53,7 @@ SPEC = register_task(TaskSpec(
     name="classify",
     description="image in, top-k labels with probabilities out",
     default_model="classify",
+    archs=("googlenet",),
     # image f32[N,3,C,C] (normalised) -> logits f32[N,K]
     graphs={"main": GraphIO("model.onnx", ("image",), ("logits",))},
     serving=ClassifyServing,

@@ -55,6 +55,9 @@ SPEC = register_task(TaskSpec(
     name="generate",
     description="latents in, generated images out (optionally ranked by the discriminator)",
     default_model="anime-faces",
+    archs=("dcgan",),
+    # The latent size is part of the graph; the widths are checked by the strict load.
+    fixed_by_base=lambda serving: {"nz": int(serving["nz"])},
     # z f32[N,nz,1,1] -> images f32[N,3,96,96] in output_range, scores f32[N]
     # A request is a batch of its own (seeded as a whole): never shared with another.
     graphs={"main": GraphIO("model.onnx", ("z",), ("images", "scores"),

@@ -53,6 +53,7 @@ SPEC = register_task(TaskSpec(
     name="matte",
     description="image in, alpha mask (or cut-out, or composite) out",
     default_model="matte",
+    archs=("u2net", "u2netp"),
     # image f32[N,3,S,S] -> mask f32[N,1,S,S] (d0 after sigmoid; min-max normalised by the API)
     graphs={"main": GraphIO("model.onnx", ("image",), ("mask",))},
     serving=MatteServing,

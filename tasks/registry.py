@@ -106,6 +106,12 @@ class TaskSpec:
     gate: GateRule | None
     starter: StarterRecipe | None = None
     synthetic: SyntheticMaker | None = None
+    # Architecture names that serve the task (their nets register in the worker; the API
+    # checks a job's base against this list without importing torch).
+    archs: tuple[str, ...] = ()
+    # Hyper-parameters a base version fixes, from its manifest's serving config: a job on
+    # that base inherits them, and asking for another value is refused at submit.
+    fixed_by_base: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
     # Optional torch-free hooks that let the generic ``POST /infer/{task}`` endpoint serve
     # the task: see ImagePipeline. Built-in tasks have dedicated endpoints instead.
     image_pipeline: ImagePipeline | None = None

@@ -140,7 +140,11 @@ def already_published(store: ModelStore, model: str, job_id: str) -> Manifest | 
 
 def publish(store: ModelStore, job: JobRecord, base: BaseWeights, result: TrainResult
             ) -> Manifest:
-    """Export, prove parity, publish (never activates). Raises ParityFailed."""
+    """Export, prove parity, publish (never activates). Raises ParityFailed.
+
+    The version's preprocessing comes from the job's hyper-parameters (it is served at the
+    size it was trained at, whatever its base was served at; lineage names the base), and
+    its metrics are those of the published epoch's weights."""
     previous = already_published(store, job.target_model, job.id)
     if previous is not None:
         log.warning("job %s already published %s; reusing it", job.id, previous.ref)
@@ -154,54 +158,91 @@ def publish(store: ModelStore, job: JobRecord, base: BaseWeights, result: TrainR
         job_id=job.id,
         synthetic_data=synthetic,
     )
-    metrics = {**result.metrics, "epochs_completed": result.epochs_completed}
+    metrics: dict[str, Any] = {**result.metrics, "epochs_completed": result.epochs_completed,
+                               "published_epoch": result.published_epoch}
     if result.best_epoch is not None:
         metrics["best_epoch"] = result.best_epoch
+    hp = get_task(job.task).hyperparameters.model_validate(job.hyperparameters or {})
     return publish_version(
         store, model_name=job.target_model, arch_name=result.arch, module=result.module,
         arch_kwargs=result.arch_kwargs, labels=result.labels, metrics=metrics,
         latent_stats=result.latent_stats, lineage=lineage,
         description=f"fine-tuned by job {job.id} on dataset {job.dataset_id}",
+        hyperparameters=hp,
     )
 
 
 def gate(store: ModelStore, job: JobRecord, new: Manifest, module: nn.Module) -> GateDecision:
-    """Should the new version become active? Both versions are evaluated here, on the same
-    validation split with the same settings, so the comparison is fair."""
+    """Should the new version become active?
+
+    A task with a gate: the new version's gate metric must be strictly better than the
+    trivial predictor's (chance, an all-background mask, the identity map, the mean image;
+    classify also by the trainer's ``gate_margin``), even as the first version of its line;
+    then at least as good as the active version's. Every version is evaluated on the same
+    validation split, each at its own serving preprocessing (the sizes in its manifest), so
+    the evaluated model sees the tensors the served one will. Without a gate (generate) only
+    the first version of a line goes live by itself."""
     spec = get_task(job.task)
     try:
         active = store.active_version(job.target_model)
     except ModelNotFound:
         active = None
-    if active is None:
-        return GateDecision(True, f"{job.target_model} had no active version")
     rule = spec.gate
     if rule is None:
+        if active is None:
+            return GateDecision(True, f"{job.target_model} had no active version")
         # No validation number says one version is better (GANs), so a person decides:
         # only the first version of a line (nothing to regress from) goes live by itself.
         return GateDecision(False, f"{spec.name} versions are never activated automatically"
                                    f" while {job.target_model}@{active} is active: look at"
                                    " the samples and activate by hand")
     metric = rule.metric
+    better = "lower" if rule.direction == "min" else "higher"
+    trainer = get_trainer(spec.name)
+    hp = spec.hyperparameters.model_validate(job.hyperparameters or {})
+    data = DatasetStore(store.root).data_dir(job.dataset_id)
+    new_hp = trainer.eval_hyperparameters(hp, dict(new.preprocessing))
+    new_metrics = trainer.evaluate(module, data, new_hp, labels=new.labels)
+    new_value = float(new_metrics[metric])
+    details: dict[str, Any] = {"new": new_metrics}
+
+    trivial = trainer.trivial_metric(data, new_hp, labels=new.labels)
+    if trivial is None:
+        sanity = f"(no trivial baseline known for {spec.name})"
+    else:
+        margin = trainer.gate_margin
+        bar = trivial + margin if rule.direction == "max" else trivial - margin
+        details["trivial"] = trivial
+        plus = f" {'+' if rule.direction == 'max' else '-'} margin {margin:g}" if margin else ""
+        if not rule.better(new_value, bar):
+            return GateDecision(
+                False,
+                f"{new.ref} {metric}={new_value:.6g} is not {better} than the trivial"
+                f" predictor's {metric}={trivial:.6g}{plus} ({trainer.trivial_predictor}):"
+                " not activated; activate by hand if it is wanted anyway",
+                metric=metric, new=new_value, active=None, details=details)
+        sanity = (f"beats the trivial predictor's {metric}={trivial:.6g}{plus}"
+                  f" ({trainer.trivial_predictor})")
+    if active is None:
+        return GateDecision(True, f"{job.target_model} had no active version; {new.ref}"
+                                  f" {metric}={new_value:.6g} {sanity}",
+                            metric=metric, new=new_value, details=details)
+
     old_module, old_manifest = load_version(store, job.target_model, active)
     if old_manifest.labels != new.labels:
         # Outputs that mean other classes: one dataset cannot score both fairly.
         return GateDecision(False, f"active {old_manifest.ref} has other labels; the two"
                                    " cannot be compared on this dataset: activate by hand",
-                            metric=metric)
-    trainer = get_trainer(spec.name)
-    hp = spec.hyperparameters.model_validate(job.hyperparameters)
-    data = DatasetStore(store.root).data_dir(job.dataset_id)
-    new_metrics = trainer.evaluate(module, data, hp, labels=new.labels)
-    old_metrics = trainer.evaluate(old_module, data, hp, labels=old_manifest.labels)
-    new_value, old_value = float(new_metrics[metric]), float(old_metrics[metric])
+                            metric=metric, new=new_value, details=details)
+    old_hp = trainer.eval_hyperparameters(hp, dict(old_manifest.preprocessing))
+    old_metrics = trainer.evaluate(old_module, data, old_hp, labels=old_manifest.labels)
+    old_value = float(old_metrics[metric])
+    details["active"] = old_metrics
     better_or_equal = rule.at_least_as_good(new_value, old_value)
     verdict = "at least as good as" if better_or_equal else "worse than"
-    better = "lower" if rule.direction == "min" else "higher"
     return GateDecision(
         better_or_equal,
         f"{new.ref} {metric}={new_value:.6g} is {verdict} active {old_manifest.ref}"
-        f" {metric}={old_value:.6g} ({better} is better)",
-        metric=metric, new=new_value, active=old_value,
-        details={"new": new_metrics, "active": old_metrics},
+        f" {metric}={old_value:.6g} ({better} is better); it {sanity}",
+        metric=metric, new=new_value, active=old_value, details=details,
     )

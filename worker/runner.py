@@ -15,8 +15,10 @@ is guarded by this worker's id, so a worker that lost its lease cannot overwrite
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import traceback
+from pathlib import Path
 
 from core.errors import DomainError
 from jobs.errors import InvalidTransition
@@ -32,6 +34,7 @@ from worker.runtime import WorkerRuntime, get_runtime
 from worker.training.datasets import DatasetError
 from worker.training.export import ExportFailed, ParityFailed
 from worker.training.trainers import ResumeMismatch
+from worker.training.trainers.checkpointing import BEST, CHECKPOINT
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,8 @@ def run_job(job_id: str, runtime: WorkerRuntime | None = None) -> JobStatus | No
     job = claim.job
     assert job is not None
     work_dir = finetune.job_work_dir(rt.store_root, job.id)
-    resumed = (work_dir / "checkpoint.pt").exists()
+    _take_over_best(rt.store_root, job, work_dir)
+    resumed = (work_dir / CHECKPOINT).exists()
     log.info("job %s: attempt %d on %s%s", job.id, job.attempts, rt.worker_id,
              " (resuming from checkpoint)" if resumed else "")
     s = rt.settings
@@ -89,6 +93,24 @@ def run_job(job_id: str, runtime: WorkerRuntime | None = None) -> JobStatus | No
         return None
     notify_terminal(final, s)
     return JobStatus(final.status)
+
+
+def _take_over_best(store_root: Path, job: JobRecord, work_dir: Path) -> None:
+    """A job that continues another (``resumed_from``) starts from the old job's
+    checkpoint.pt, copied into its work dir at submit; the checkpoint names the best epoch
+    so far, whose weights are the old job's best.pt: copy that too, or the best epoch could
+    not be handed back."""
+    if not job.resumed_from or not (work_dir / CHECKPOINT).exists() or (work_dir / BEST).exists():
+        return
+    old_best = finetune.job_work_dir(store_root, job.resumed_from) / BEST
+    if not old_best.is_file():
+        return
+    try:
+        tmp = work_dir / f".{BEST}.tmp"
+        shutil.copyfile(old_best, tmp)
+        tmp.replace(work_dir / BEST)
+    except OSError:  # the run still resumes; it hands back its own best (or last) weights
+        log.exception("job %s: could not copy %s from job %s", job.id, BEST, job.resumed_from)
 
 
 def _claim(rt: WorkerRuntime, job_id: str) -> Claim:
@@ -134,12 +156,15 @@ def _execute(rt: WorkerRuntime, job: JobRecord, control: JobControl) -> JobRecor
                                epoch=result.epochs_completed)
     if result.cancelled:  # stopped for a warm shutdown, checkpoint written
         return None
+    last = result.history[-1]["val"] if result.history else result.metrics
     repo.transition(job.id, JobStatus.EXPORTING, worker_id=wid, epoch=result.epochs_completed,
-                    val_metrics=result.metrics)
+                    val_metrics=last)
     manifest = finetune.publish(store, job, base, result)
     control.log_event(f"published {manifest.ref}", version=manifest.ref,
                       parity=manifest.parity.max_abs_error)
     activated = False
+    reason = (f"auto_activate is false: {manifest.ref} was not put to the gate; activate it"
+              " by hand")
     if job.auto_activate:
         try:
             decision = finetune.gate(store, job, manifest, result.module)
@@ -149,10 +174,13 @@ def _execute(rt: WorkerRuntime, job: JobRecord, control: JobControl) -> JobRecor
         if decision.activate:
             store.activate(job.target_model, manifest.version)
             activated = True
+        reason = decision.reason
         control.log_event(f"gate: {decision.reason}", activated=activated,
                           metric=decision.metric, new=decision.new, active=decision.active)
     return repo.transition(job.id, JobStatus.SUCCEEDED, worker_id=wid,
-                           result_version=manifest.ref, activated=activated, eta_seconds=0.0)
+                           result_version=manifest.ref, activated=activated, eta_seconds=0.0,
+                           published_epoch=result.published_epoch,
+                           published_metrics=result.metrics, activation_reason=reason)
 
 
 def describe(exc: BaseException) -> str:

@@ -248,6 +248,10 @@ def cancel_job(job_id: str) -> Call[JobView]:
     return Call("POST", f"/jobs/{segment(job_id)}/cancel")
 
 
+def resume_job(job_id: str) -> Call[JobView]:
+    return Call("POST", f"/jobs/{segment(job_id)}/resume", ok=(201,))
+
+
 def stream_job_events(job_id: str, after: int) -> Call[Any]:
     headers = {"accept": "text/event-stream"}
     if after:

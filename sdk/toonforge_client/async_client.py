@@ -203,6 +203,9 @@ class AsyncClient(ClientBase):
     async def cancel_job(self, job_id: str) -> JobView:
         return await self._send(calls.cancel_job(job_id))
 
+    async def resume_job(self, job_id: str) -> JobView:
+        return await self._send(calls.resume_job(job_id))
+
     async def stream_job_events(self, job_id: str, *, after: int = 0,
                                 read_timeout: float | None = STREAM_READ_TIMEOUT_S
                                 ) -> AsyncIterator[JobEvent]:

@@ -220,6 +220,12 @@ class Client(ClientBase):
         """A queued job is cancelled at once, a running one at its next step."""
         return self._send(calls.cancel_job(job_id))
 
+    def resume_job(self, job_id: str) -> JobView:
+        """Continue a failed or cancelled job from its last checkpoint: a NEW job (the same
+        request, ``resumed_from`` = ``job_id``) is queued and returned. A job that is not
+        failed/cancelled, or left no checkpoint, is a ``ConflictError`` (409)."""
+        return self._send(calls.resume_job(job_id))
+
     def stream_job_events(self, job_id: str, *, after: int = 0,
                           read_timeout: float | None = STREAM_READ_TIMEOUT_S
                           ) -> Iterator[JobEvent]:

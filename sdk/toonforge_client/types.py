@@ -158,6 +158,10 @@ class JobView(TypedDict):
     val_metrics: dict[str, float | None] | None
     eta_seconds: float | None
     result_version: str | None
+    published_epoch: int | None
+    published_metrics: dict[str, float | None] | None
+    activation_reason: str | None
+    resumed_from: str | None
     activated: bool
     error: str | None
     cancel_requested: bool

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -177,10 +178,13 @@ class InferencePool:
         else:
             log.info("now serving %s", loaded.ref)
 
-    async def activate(self, name: str, version: int) -> int | None:
+    async def activate(self, name: str, version: int, *, rollback: bool = False
+                       ) -> int | None:
         """Load and warm ``name@version``, then move the store's pointer and swap.
 
         Loading first means a version that cannot load is refused before anything changes.
+        ``rollback=True`` (POST /models/{name}/rollback) has the store record the move as a
+        rollback, so the next rollback walks further back instead of toggling.
         """
         async with self._lock(name):
             manifest = await self.read_store(self.store.servable_manifest, name, version)
@@ -195,7 +199,8 @@ class InferencePool:
                     raise ActivationRefused(
                         f"{manifest.ref} cannot be loaded, nothing changed: {exc}"
                     ) from exc
-            previous = await self.read_store(self.store.activate, name, version)
+            previous = await self.read_store(
+                functools.partial(self.store.activate, rollback=rollback), name, version)
             self._swap(name, loaded)
             return previous
 

@@ -1,4 +1,5 @@
-"""Fine-tune jobs: create, list, inspect, cancel, follow (SSE), metrics, sample pictures."""
+"""Fine-tune jobs: create, list, inspect, cancel, resume, follow (SSE), metrics, sample
+pictures."""
 
 from __future__ import annotations
 
@@ -82,6 +83,28 @@ async def get_job(repo: JobRepositoryDep, job_id: str) -> JobView:
 async def cancel_job(repo: JobRepositoryDep, settings: SettingsDep, job_id: str) -> JobView:
     """Cancel a job: a queued one at once, a running one at its next step (keeps its checkpoint)."""
     return await jobs_api.cancel_job(repo, settings, job_id)
+
+
+_RESUME_ERRORS = {
+    **_JOB_404,
+    409: "The job is not failed or cancelled, or it left no checkpoint (`job_conflict`).",
+    503: "The job broker is unreachable (`broker_unavailable`); nothing was recorded.",
+}
+
+
+@router.post("/{job_id}/resume", operation_id="resume_job", status_code=201,
+             responses={201: {"description": "The new job, queued (`resumed_from` names"
+                              " the old one)."},
+                        **error_responses(404, 409, 500, 503, descriptions=_RESUME_ERRORS)})
+async def resume_job(repo: JobRepositoryDep, queue: JobQueueDep, settings: SettingsDep,
+                     job_id: str) -> JobView:
+    """Continue a failed or cancelled job from its last checkpoint, as a new job.
+
+    The new job has the old one's request (dataset, base, target, hyper-parameters,
+    auto_activate, webhook) and `resumed_from` set to the old id; it starts from the old
+    job's checkpoint (weights, optimizer, epoch). The old job is left as it is.
+    """
+    return await jobs_api.resume_job(repo, queue, settings, job_id)
 
 
 @router.get("/{job_id}/events", operation_id="stream_job_events", response_class=Response,

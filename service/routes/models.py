@@ -60,7 +60,9 @@ async def activate_model_version(
     responses=error_responses(404, 409, 500),
 )
 async def rollback_model(pool: PoolDep, name: str) -> ActivateResponse:
-    """Re-activate the version that was active before the current one (409 if none)."""
+    """Step back through the activation history: re-activate the version that was active
+    before the current one became active (409 if none). Rolling back again goes one more
+    step back (v1 -> v2 -> v3, rollback: v2, rollback: v1), it does not toggle."""
     target = await pool.read_store(pool.store.rollback_target, name)
-    previous = await pool.activate(name, target)
+    previous = await pool.activate(name, target, rollback=True)
     return ActivateResponse(name=name, active=target, previous=previous)

@@ -167,7 +167,7 @@ async function runClassify(file) {
   c.start();
   bars.replaceChildren();
   try {
-    const response = await api("/classify?top_k=5", {
+    const response = await api("/classify", {  // top_k left out: the API answers min(5, labels)
       method: "POST", body: file, headers: { "Content-Type": file.type || "application/octet-stream" },
     });
     const body = await response.json();

@@ -91,6 +91,27 @@ def test_rollback_returns_to_the_previous_active_version(start_server, store_roo
         assert_error(http.post("/models/nope/rollback"), 404, "model_not_found")
 
 
+def test_rollback_walks_back_through_the_activation_history(start_server, store_root,
+                                                            chelsea):
+    """v1 -> v2 -> v3, then rollback: v2, rollback: v1 (not a toggle between the last two);
+    each step is served before the route answers, and the store records it as a rollback."""
+    assert publish_tiny(ModelStore(store_root), "matte", seed=2, activate=False) == 3
+    server = start_server(store_root, reload_poll_s="30")  # only the routes can swap here
+    with server.client() as http:
+        for version in (2, 3):
+            assert http.post("/models/matte/activate", json={"version": version}
+                             ).status_code == 200
+        for active, previous in ((2, 3), (1, 2)):
+            assert http.post("/models/matte/rollback").json() == {
+                "name": "matte", "active": active, "previous": previous}
+            assert http.post("/matte", files=matte_file(chelsea)).headers[
+                "x-model-version"] == f"matte@{active}"
+        assert_error(http.post("/models/matte/rollback"), 409, "activation_refused")
+    history = ModelStore(store_root).history("matte")
+    assert [(e["version"], bool(e.get("rollback"))) for e in history[-4:]] == [
+        (2, False), (3, False), (2, True), (1, True)]
+
+
 def test_parity_failed_version_is_refused(start_server, store_root, chelsea):
     publish_tiny(ModelStore(store_root), "matte", seed=3, activate=False, parity=False)
     server = start_server(store_root)

@@ -16,8 +16,8 @@ import pytest
 
 from core.wire import FinetuneRequest
 from jobs.db import Database
-from jobs.errors import BrokerUnavailable, IdempotencyConflict
-from jobs.queue import JobQueue, create_and_enqueue
+from jobs.errors import BrokerUnavailable, IdempotencyConflict, InvalidTransition
+from jobs.queue import JobQueue, create_and_enqueue, resume_and_enqueue
 from jobs.records import JobRecord
 from jobs.repository import JobRepository
 from model_store.store import ModelStore
@@ -108,14 +108,18 @@ def test_job_runs_in_a_worker_process(backend: JobBackend, jobs: Jobs, workers: 
     assert (done.epoch, done.total_epochs, done.attempts) == (2, 2, 1)
     assert done.step == done.total_steps and done.total_steps > 0
     assert done.val_metrics and "loss" in done.val_metrics
-    assert done.result_version == "faces-ae@1" and done.activated
+    assert done.result_version == "faces-ae@1"
+    # Two epochs from scratch do not beat the mean image: the gate keeps the first version
+    # of the line inactive, and the job says why with both numbers.
+    assert not done.activated and "trivial predictor" in done.activation_reason
+    assert done.published_epoch in (1, 2) and "loss" in done.published_metrics
     assert done.started_at <= done.finished_at
 
     progress = [e.data for e in jobs.repo.events_after(job.id) if e.kind == "progress"]
     assert [p["epoch"] for p in progress if p["kind"] == "epoch"] == [1, 2]
     store = ModelStore(backend.store_dir)
     manifest = store.manifest("faces-ae", 1)
-    assert store.active_version("faces-ae") == 1  # no active version before: nothing to beat
+    assert store.active_version("faces-ae") is None
     lineage = manifest.lineage
     assert (lineage.source, lineage.dataset, lineage.job_id) == ("scratch", DATASET, job.id)
     assert lineage.synthetic_data and lineage.hyperparameters["epochs"] == 2
@@ -247,3 +251,29 @@ def test_cancel_keeps_the_checkpoint_and_calls_the_webhook(
         time.sleep(0.05)
     assert [r["event"] for r in received] == ["job.cancelled"]
     assert received[0]["body"]["id"] == job.id and received[0]["body"]["status"] == "cancelled"
+
+
+def test_a_cancelled_job_resumes_from_its_checkpoint_as_a_new_job(
+        embedded_backend: JobBackend, jobs: Jobs, workers: WorkerPool) -> None:
+    workers.start()
+    job = jobs.submit(epochs=8)
+    with pytest.raises(InvalidTransition):  # still queued or running: nothing to resume
+        resume_and_enqueue(jobs.repo, job.id, jobs.queue, embedded_backend.store_dir)
+    wait_for(jobs, job.id, lambda j: j.epoch >= 2, workers)
+    jobs.repo.request_cancel(job.id)
+    cancelled = wait_for(jobs, job.id, finished, workers)
+    assert cancelled.status == "cancelled" and cancelled.epoch < 8
+
+    resumed, created = resume_and_enqueue(jobs.repo, job.id, jobs.queue,
+                                          embedded_backend.store_dir)
+    assert created and resumed.id != job.id and resumed.resumed_from == job.id
+    done = wait_for(jobs, resumed.id, finished, workers, timeout=90)
+    assert done.status == "succeeded", done.error
+    assert done.epoch == 8 and done.result_version == "faces-ae@1"
+    events = jobs.repo.events_after(resumed.id)
+    first_step = next(e for e in events if e.kind == "progress")
+    assert first_step.data["epoch"] >= cancelled.epoch  # continued, not started over
+    attempt_log = [e.data for e in events if e.kind == "log" and "attempt" in e.data]
+    assert [a["resumed_from_checkpoint"] for a in attempt_log] == [True]
+    with pytest.raises(InvalidTransition):  # a succeeded job is not resumed
+        resume_and_enqueue(jobs.repo, resumed.id, jobs.queue, embedded_backend.store_dir)

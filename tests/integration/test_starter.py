@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from model_store.datasets import DatasetStore
 from model_store.store import ModelStore
@@ -36,21 +37,38 @@ def test_starter_jobs_are_queued_once(embedded_backend: JobBackend) -> None:
     assert queue_starter_jobs(off) == []
 
 
+# The starters whose synthetic data a few epochs learn well enough to beat the gate's trivial
+# predictor on 2 CPU cores. matte is not among them: u2netp from scratch on 32 drawn images
+# stays worse than an all-background mask within a starter's budget, so its job succeeds
+# and the version stays inactive, with the reason on the job (the gate working as meant).
+EXPECTED_ACTIVE = {"cartoonize", "classify", "generate", "autoencode"}
+
+
+@pytest.mark.timeout(1000)
 def test_first_start_trains_and_serves_every_task(
     embedded_backend: JobBackend, workers: WorkerPool
 ) -> None:
     workers.env = {**workers.env, "TOONFORGE_STARTER_MODELS": "true"}
     workers.start()
-    store = ModelStore(embedded_backend.store_dir)
-    deadline = time.monotonic() + 600
+    runtime = WorkerRuntime.create(embedded_backend.settings())
+    deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
-        active = {m.name: m.active for m in store.list_models()}
-        if all(active.get(name) for name in DEFAULT_MODELS.values()):
+        jobs = runtime.repo.list(limit=20)
+        if len(jobs) == len(STARTED) and all(j.status in ("succeeded", "failed") for j in jobs):
             break
-        time.sleep(1)
+        time.sleep(2)
     else:
-        raise AssertionError(f"starter models not all active: {active}\n{workers.logs()}")
+        raise AssertionError(f"starter jobs not finished\n{workers.logs()}")
+    by_task = {j.task: j for j in jobs}
+    assert all(j.status == "succeeded" for j in jobs), {t: j.error for t, j in by_task.items()}
+    for task, job in by_task.items():
+        assert job.published_epoch is not None and job.activation_reason, task
+        if task in EXPECTED_ACTIVE:
+            assert job.activated, f"{task}: {job.activation_reason}"
+        else:
+            assert not job.activated and "trivial predictor" in job.activation_reason
 
+    store = ModelStore(embedded_backend.store_dir)
     for model in DEFAULT_MODELS.values():
         lineage = store.manifest(model, 1).lineage
         assert lineage.source == "scratch" and lineage.synthetic_data
@@ -64,11 +82,13 @@ def test_first_start_trains_and_serves_every_task(
         Image.new("RGB", (96, 80), (200, 120, 40)).save(photo)
         body = photo.read_bytes()
         with httpx.Client(base_url=server.url, timeout=60) as http:
-            for path, model in [("/cartoonize", "cartoon"), ("/matte", "matte"),
-                                ("/classify", "classify"), ("/autoencode", "faces-ae")]:
+            for path, model in [("/cartoonize", "cartoon"), ("/classify", "classify"),
+                                ("/autoencode", "faces-ae")]:
                 r = http.post(path, content=body, headers={"content-type": "image/png"})
                 assert r.status_code == 200, (path, r.text)
                 assert r.headers["x-model-version"] == f"{model}@1"
+            r = http.post("/matte", content=body, headers={"content-type": "image/png"})
+            assert r.status_code == 503 and r.json()["error"]["code"] == "no_active_version"
             r = http.post("/generate", params={"n": 4, "seed": 1})
             assert r.status_code == 200 and r.headers["x-model-version"] == "anime-faces@1"
             labels = {p["label"] for p in http.post(

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from tests.support.server import ApiServer
 
 REAL_AE = "real-ae"  # a real autoencoder (random weights, real export and parity)
+# A tiny autoencoder version with ONNX graphs only, no weights.pt (never active; its
+# manifest says latent_dim 64 so a job on it passes the submit-time checks): a job on it is
+# accepted and fails in the worker, which is how these tests get a failed job.
+NO_WEIGHTS_AE = "sdk-no-weights@1"
 DATASET = "sdk-faces"  # uploaded once per session, through the SDK's raw HTTP twin
 EPOCHS = 2
 # A tiny autoencode job that finishes in seconds (tests/integration/test_queue.py).
@@ -53,7 +57,7 @@ class Stack:
 @pytest.fixture(scope="session")
 def sdk_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from tasks.synthetic import make_dataset
-    from tests.api.tiny_models import build_tiny_store
+    from tests.api.tiny_models import PREPROCESSING, build_tiny_store, publish_tiny
     from tests.integration.conftest import FAST_JOBS, JobBackend
     from tests.support.archives import zip_folder
     from tests.support.processes import WorkerPool
@@ -73,6 +77,8 @@ def sdk_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     backend = JobBackend("embedded", env, root)
     store = build_tiny_store(backend.store_dir)
     import_test_model(store, "autoencode", root / "ckpt", model=REAL_AE)
+    publish_tiny(store, "autoencode", NO_WEIGHTS_AE.partition("@")[0], activate=False,
+                 preprocessing={**PREPROCESSING["autoencode"], "latent_dim": 64})
     workers = WorkerPool(env, root / "logs")
     workers.start(wait=False)  # warms up (imports torch) while the API starts
     api = ApiServer(backend.store_dir, root / "api.log", env)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.sdk.conftest import EPOCHS, REAL_AE, Stack
+from tests.sdk.conftest import EPOCHS, NO_WEIGHTS_AE, REAL_AE, Stack
 from tests.support.server import REPO
 
 pytestmark = pytest.mark.timeout(180)
@@ -272,7 +272,10 @@ def test_finetune_wait_and_jobs(cli, sdk_stack: Stack, dataset_id: str) -> None:
                "--progress")
     assert proc.returncode == 0, (proc.stderr, sdk_stack.logs())
     job_id = proc.stdout.split()[1]
-    assert proc.stdout.strip() == f"job {job_id} succeeded: cli-ae@1 (activated)"
+    job = json.loads(cli("jobs", "show", job_id, "--json").stdout)
+    # Whether the gate lets a 2-epoch version go live is the worker's call; the line says it.
+    assert proc.stdout.strip() == f"job {job_id} succeeded: cli-ae@1" + (
+        " (activated)" if job["activated"] else "")
     assert f"job {job_id}: running" in proc.stderr
     assert f"[########################] {EPOCHS}/{EPOCHS} 100%" in proc.stderr
     assert "loss " in proc.stderr and "ETA " in proc.stderr
@@ -281,6 +284,8 @@ def test_finetune_wait_and_jobs(cli, sdk_stack: Stack, dataset_id: str) -> None:
     assert listed.returncode == 0 and job_id in listed.stdout
     shown = cli("jobs", "show", job_id)
     assert shown.returncode == 0 and f"epoch {EPOCHS}/{EPOCHS}" in shown.stdout
+    assert f"published epoch {job['published_epoch']}: " in shown.stdout
+    assert f"activation: {job['activation_reason']}" in shown.stdout
     assert json.loads(cli("jobs", "show", job_id, "--json").stdout)["id"] == job_id
     waited = cli("jobs", "wait", job_id)
     assert waited.returncode == 0 and "succeeded" in waited.stdout
@@ -290,10 +295,16 @@ def test_finetune_wait_and_jobs(cli, sdk_stack: Stack, dataset_id: str) -> None:
 
 def test_failed_and_cancelled_jobs_exit_4(cli, sdk_stack: Stack, dataset_id: str) -> None:
     sdk_stack.ready_worker()
+    refused = cli("finetune", "--task", "autoencode", "--dataset", dataset_id, "--base",
+                  "u2netp", "--target", "cli-bad", "-p", "epochs=1")
+    assert refused.returncode == 1 and "invalid_parameter" in refused.stderr
     failed = cli("finetune", "--task", "autoencode", "--dataset", dataset_id, "--base",
-                 "u2netp", "--target", "cli-bad", "-p", "epochs=1", "--wait")
+                 NO_WEIGHTS_AE, "--target", "cli-bad", "-p", "epochs=1", "--wait")
     assert failed.returncode == 4, failed.stderr
     assert "failed" in failed.stdout and "toonforge: error: job" in failed.stderr
+    failed_id = failed.stdout.split()[1]
+    no_checkpoint = cli("jobs", "resume", failed_id)  # failed before its first checkpoint
+    assert no_checkpoint.returncode == 1 and "job_conflict" in no_checkpoint.stderr
 
     queued = cli("finetune", "--task", "autoencode", "--dataset", dataset_id, "--base", REAL_AE,
                  "--target", "cli-cancel", "-p", "epochs=200")

@@ -30,7 +30,7 @@ from toonforge_client import (
     WaitTimeoutError,
 )
 
-from tests.sdk.conftest import EPOCHS, HYPER, REAL_AE, Stack
+from tests.sdk.conftest import EPOCHS, HYPER, NO_WEIGHTS_AE, REAL_AE, Stack
 from tests.support.archives import zip_bytes
 
 pytestmark = pytest.mark.timeout(180)
@@ -365,7 +365,11 @@ def test_job_follow_async_falls_back_to_polling(sdk_stack: Stack, dataset_id: st
                                          stream_read_timeout=0.05, poll_interval=0.2,
                                          timeout=120)
             assert done["status"] == "succeeded", (done["error"], sdk_stack.logs())
-            assert done["result_version"] == "sdk-async-ae@1" and done["activated"]
+            assert done["result_version"] == "sdk-async-ae@1" and done["activation_reason"]
+            # Whether the gate lets a 2-epoch version go live is the worker's call (it must
+            # beat the trivial predictor); the answer and the store agree either way.
+            active = (await tf.get_model("sdk-async-ae"))["active"]
+            assert active == (1 if done["activated"] else None), done["activation_reason"]
             assert any(u.source == "poll" for u in updates), [u.source for u in updates]
             assert updates[-1].status == "succeeded" and updates[-1].event is None
 
@@ -400,9 +404,15 @@ def test_async_cancel_and_failed_job(sdk_stack: Stack, dataset_id: str) -> None:
 
     async def run() -> None:
         async with AsyncClient(sdk_stack.url) as tf:
-            # an architecture of another task: accepted, then failed by the worker
+            # an architecture of another task: refused at submit, naming the field
+            with pytest.raises(InvalidRequestError) as refused:
+                await tf.create_finetune_job(task="autoencode", dataset_id=dataset_id,
+                                             base="u2netp", target_model="sdk-bad",
+                                             hyperparameters=HYPER)
+            assert "base" in refused.value.message and "u2netp" in refused.value.message
+            # a base without weights.pt: accepted, then failed by the worker
             job = await tf.create_finetune_job(task="autoencode", dataset_id=dataset_id,
-                                               base="u2netp", target_model="sdk-bad",
+                                               base=NO_WEIGHTS_AE, target_model="sdk-bad",
                                                hyperparameters=HYPER)
             queued = await tf.create_finetune_job(task="autoencode", dataset_id=dataset_id,
                                                   base=REAL_AE, target_model="sdk-never",
@@ -411,7 +421,8 @@ def test_async_cancel_and_failed_job(sdk_stack: Stack, dataset_id: str) -> None:
             assert cancelled["cancel_requested"]
             with pytest.raises(JobFailedError) as exc:
                 await tf.wait_for_job(job["id"], timeout=60)
-            assert exc.value.status == "failed" and "u2netp" in (exc.value.job["error"] or "")
+            assert exc.value.status == "failed" and "weights.pt" in (exc.value.job["error"]
+                                                                      or ""), exc.value.job
             with pytest.raises(ApiError):
                 await tf.cancel_job(job["id"])  # finished: 409
             final = await tf.wait_for_job(queued["id"], timeout=60, raise_on_failure=False)

@@ -54,6 +54,7 @@ SPEC = register_task(TaskSpec(
     name=TASK,
     description="photo in, colour negative out (a test-only family)",
     default_model="inverter",
+    archs=(ARCH,),
     graphs={"main": GraphIO("model.onnx", ("image",), ("inverted",))},
     serving=InvertServing,
     hyperparameters=InvertHyperparameters,

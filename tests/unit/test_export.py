@@ -98,7 +98,36 @@ def test_a_serving_config_that_does_not_fit_its_task_is_refused(monkeypatch) -> 
     from worker.training.publish import serving_config
 
     spec = get_arch("u2netp")
-    broken = dataclasses.replace(spec, serving_config=lambda m: {"size": 320})
+    broken = dataclasses.replace(spec, serving_config=lambda m, hp=None: {"size": 320})
     monkeypatch.setitem(registry._REGISTRY, "u2netp", broken)
     with pytest.raises(ExportFailed, match="does not fit task matte"):
         serving_config("u2netp", create_model("u2netp"))
+
+
+def test_the_serving_config_records_the_training_size(tmp_path: Path) -> None:
+    """A fine-tune is served at the size it trained at: matte's ``resize``, classify's
+    ``image_size`` (resize-shorter keeps the 256/224 ratio); an import gets the defaults.
+    The exported graph's fixed input side follows the serving config."""
+    from model_store.manifest import Lineage
+    from model_store.store import ModelStore
+    from tasks.classify import ClassifyHyperparameters
+    from tasks.matte import MatteHyperparameters
+    from worker.training.publish import publish_version, serving_config
+
+    matte = create_model("u2netp")
+    assert serving_config("u2netp", matte)["size"] == 320
+    assert serving_config("u2netp", matte, MatteHyperparameters(resize=96, crop=80))["size"] == 96
+    net = create_model("googlenet", num_classes=3, aux_logits=False)
+    assert (serving_config("googlenet", net)["crop"],
+            serving_config("googlenet", net)["resize_shorter"]) == (224, 256)
+    small = serving_config("googlenet", net, ClassifyHyperparameters(image_size=64))
+    assert (small["crop"], small["resize_shorter"]) == (64, 73)
+
+    store = ModelStore(tmp_path / "store")
+    torch.manual_seed(0)
+    manifest = publish_version(store, model_name="m", arch_name="u2netp", module=matte,
+                               lineage=Lineage(source="scratch"),
+                               hyperparameters=MatteHyperparameters(resize=96, crop=80))
+    assert manifest.preprocessing["size"] == 96
+    assert manifest.graphs["main"].inputs[0].shape[1:] == [3, 96, 96]
+    assert manifest.parity.passed

@@ -146,6 +146,29 @@ def test_check_references(tmp_path: Path) -> None:
         assert err.value.errors[0]["loc"] == ["body", field]
 
 
+def test_submit_checks_the_base_against_the_task(tmp_path: Path) -> None:
+    from model_store.store import ModelStore
+    from tests.api.tiny_models import LATENT, publish_tiny
+    from worker.starter import publish_synthetic_dataset
+
+    publish_synthetic_dataset(tmp_path, "autoencode", "faces", n=4)
+    publish_tiny(ModelStore(tmp_path), "autoencode", "faces-ae")
+    # An architecture of another task is refused before anything is queued.
+    with pytest.raises(InvalidJobSpec, match="'dcgan' serves generate, not autoencode") as err:
+        check_references(request(base="dcgan"), tmp_path)
+    assert err.value.errors[0]["loc"] == ["body", "base"]
+    with pytest.raises(InvalidJobSpec, match="neither a model nor an architecture"):
+        check_references(request(base="nonsense"), tmp_path)
+    # A base version fixes its latent size: inherited when not given, refused when it differs.
+    inherited = check_references(request(base="faces-ae"), tmp_path)
+    assert inherited.hyperparameters["latent_dim"] == LATENT
+    other = LATENT * 2
+    with pytest.raises(InvalidJobSpec, match=f"latent_dim={LATENT}") as err:
+        check_references(request(base="faces-ae",
+                                 hyperparameters={"epochs": 2, "latent_dim": other}), tmp_path)
+    assert err.value.errors[0]["loc"] == ["body", "hyperparameters", "latent_dim"]
+
+
 class _Flaky(BaseHTTPRequestHandler):
     codes: list[int] = []
     seen: list[dict] = []

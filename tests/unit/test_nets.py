@@ -71,9 +71,12 @@ def test_registry_entry_matches_graph_contract(arch: str) -> None:
     for fixture in spec.published_layouts.values():
         assert read_layout(fixture)
     # The manifest's preprocessing fits the task's serving model (publish validates it too).
-    config = spec.serving_config(model)
+    config = spec.serving_config(model, None)
     valid = get_task(spec.task).serving.model_validate(config)
     assert serving_config(arch, model) == valid.model_dump(mode="json")
+    # The task's default hyper-parameters give the same sizes as an import.
+    defaults = get_task(spec.task).hyperparameters.model_validate({})
+    assert serving_config(arch, model, defaults) == valid.model_dump(mode="json")
 
 
 def _forward_contract(arch: str, model: torch.nn.Module) -> None:

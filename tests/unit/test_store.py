@@ -78,6 +78,23 @@ def test_activate_rollback_and_history(tmp_path: Path) -> None:
     assert (summary.name, summary.task, summary.active) == ("matte", "matte", 1)
 
 
+def test_rollback_walks_back_through_the_history(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    for _ in range(4):
+        _publish(store, "matte")
+    for version in (1, 2, 3):
+        store.activate("matte", version)
+    assert store.rollback("matte") == 2
+    assert store.rollback("matte") == 1  # not back to 3: a second rollback steps further
+    with pytest.raises(ActivationRefused, match="no earlier active version"):
+        store.rollback("matte")
+    # A new activation starts a new step: rolling back from it returns to where it came from.
+    store.activate("matte", 4)
+    assert store.rollback("matte") == 1
+    assert [h.get("rollback", False) for h in store.history("matte")] == [
+        False, False, False, True, True, False, True]
+
+
 def test_parity_failure_can_never_be_active(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
     _publish(store, "matte", passed=False)

@@ -143,7 +143,8 @@ def _load_official(parts: Mapping[str, Path], labels_file: Path | None) -> Impor
     return ImportedWeights(module, kwargs, latent_stats=stats)
 
 
-def _serving_config(model: nn.Module) -> dict[str, Any]:
+def _serving_config(model: nn.Module, hp: Any = None) -> dict[str, Any]:
+    # Fixed by the built net (64x64, its latent_dim): ``hp`` changes nothing.
     # The API builds latents of the built module's size (a fine-tune may change it).
     assert isinstance(model, ConvAutoencoder)
     return {"size": SIZE, "latent_dim": int(model.latent_dim),

@@ -123,7 +123,8 @@ def _export_graphs(model: nn.Module) -> dict[str, ExportGraph]:
     }
 
 
-def _serving_config(model: nn.Module) -> dict[str, Any]:
+def _serving_config(model: nn.Module, hp: Any = None) -> dict[str, Any]:
+    # Fixed by the built net (nz, 96x96): ``hp`` changes nothing.
     # The API draws latents of the built generator's size, not the default's.
     assert isinstance(model, DCGAN)
     return {"nz": int(model.nz), "output_range": [-1, 1]}

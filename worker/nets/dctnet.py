@@ -260,7 +260,8 @@ def _load_official(parts: Mapping[str, Path], labels_file: Path | None) -> Impor
     return ImportedWeights(load_tf_variables(dctnet(), parts[""]))
 
 
-def _serving_config(model: nn.Module) -> dict[str, Any]:
+def _serving_config(model: nn.Module, hp: Any = None) -> dict[str, Any]:
+    # Sizes follow the photo (dynamic H and W), not the training crop: ``hp`` changes nothing.
     # Long side capped at 720 and sides a multiple of 4 (two stride-2 convs); BGR in [-1, 1].
     return {"max_side": 720, "multiple_of": 4, "color_order": "BGR",
             "input_range": [-1, 1], "output_range": [-1, 1]}

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from tasks import CommonHyperparameters
 from worker.nets.checkpoints import (
     ImportRefused,
     load_state_dict_strict,
@@ -176,21 +177,25 @@ class _Logits(nn.Module):
         return out[0] if isinstance(out, tuple) else out
 
 
-def _normalised_images(gen: torch.Generator, n: int) -> torch.Tensor:
-    img = torch.rand(n, 3, CROP, CROP, generator=gen)
+def _normalised_images(gen: torch.Generator, n: int, crop: int = CROP) -> torch.Tensor:
+    img = torch.rand(n, 3, crop, crop, generator=gen)
     return (img - torch.tensor(_MEAN).view(1, 3, 1, 1)) / torch.tensor(_STD).view(1, 3, 1, 1)
 
 
-def _export_graphs(model: nn.Module) -> dict[str, ExportGraph]:
+def _export_graphs(model: nn.Module, config: Mapping[str, Any] | None = None
+                   ) -> dict[str, ExportGraph]:
+    # The graph's fixed input side is the version's serving crop (what training ran at).
+    crop = int((config or _serving_config(model))["crop"])
     gen = torch.Generator().manual_seed(2345)
     return {
         "main": ExportGraph(
             module=_Logits(model),
             input_names=("image",),
             output_names=("logits",),
-            example_inputs=(_normalised_images(gen, 2),),
+            example_inputs=(_normalised_images(gen, 2, crop),),
             dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-            parity_inputs=[(_normalised_images(gen, 1),), (_normalised_images(gen, 3),)],
+            parity_inputs=[(_normalised_images(gen, 1, crop),),
+                           (_normalised_images(gen, 3, crop),)],
         )
     }
 
@@ -227,9 +232,18 @@ def _load_official(parts: Mapping[str, Path], labels_file: Path | None) -> Impor
                            labels=_labels(num_classes, labels_file))
 
 
-def _serving_config(model: nn.Module) -> dict[str, Any]:
-    # torchvision's eval transform: Resize(256), CenterCrop(224), ToTensor, Normalize.
-    return {"resize_shorter": 256, "crop": CROP, "mean": list(_MEAN), "std": list(_STD)}
+def resize_shorter_for(crop: int) -> int:
+    """The resize-shorter size that keeps torchvision's 256 -> 224 ratio."""
+    return round(crop * 256 / 224)
+
+
+def _serving_config(model: nn.Module, hp: CommonHyperparameters | None = None
+                    ) -> dict[str, Any]:
+    # torchvision's eval transform: Resize(256), CenterCrop(224), ToTensor, Normalize; a
+    # fine-tune serves at its ``image_size`` (the crop it trained and validated on).
+    crop = int(getattr(hp, "image_size", CROP)) if hp is not None else CROP
+    return {"resize_shorter": resize_shorter_for(crop), "crop": crop, "mean": list(_MEAN),
+            "std": list(_STD)}
 
 
 @register_arch(

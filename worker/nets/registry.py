@@ -11,16 +11,17 @@ built-in ones; plugin families register from their own modules (core/plugins.py)
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from tasks import get_task
+from tasks import CommonHyperparameters, get_task
 
 
 @dataclass
@@ -48,11 +49,26 @@ class ImportedWeights:
     latent_stats: dict[str, np.ndarray] | None = None
 
 
-# (built module) -> the manifest's "preprocessing"; validated against the task's serving model.
-ServingConfigHook = Callable[[nn.Module], dict[str, Any]]
+class ServingConfigHook(Protocol):
+    """(built module, the hyper-parameters it was trained with) -> the manifest's
+    "preprocessing", validated against the task's serving model. ``hp`` is None for an
+    imported checkpoint: the arch's defaults (the official recipe's sizes)."""
+
+    def __call__(self, module: nn.Module, hp: CommonHyperparameters | None = None, /
+                 ) -> dict[str, Any]: ...
+
+
+class ExportGraphsHook(Protocol):
+    """(model in eval mode, the version's validated serving config) -> graph role ->
+    ExportGraph. Fixed input sizes come from ``config`` (what the API will feed); None: the
+    sizes of ``serving_config(module, None)``."""
+
+    def __call__(self, module: nn.Module, config: Mapping[str, Any] | None = None, /
+                 ) -> dict[str, ExportGraph]: ...
+
+
 # A registered builder keeps its own signature (and return type) through the decorator.
 BuilderT = TypeVar("BuilderT", bound=Callable[..., nn.Module])
-ExportGraphsHook = Callable[[nn.Module], dict[str, ExportGraph]]
 # (part name -> file, labels file or None) -> the imported weights. Raises CheckpointError.
 OfficialLoader = Callable[[Mapping[str, Path], Path | None], ImportedWeights]
 
@@ -81,6 +97,28 @@ class ArchSpec:
 _REGISTRY: dict[str, ArchSpec] = {}
 
 
+def _positional_arity(hook: Callable[..., Any]) -> int:
+    try:
+        params = inspect.signature(hook).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: assume the new form
+        return 2
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 2
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
+def _with_second_argument(hook: Callable[..., Any]) -> Any:
+    """A hook written before the second argument existed (``hook(module)``: a plugin
+    family's fixed sizes) keeps working: the extra argument is dropped for it."""
+    if _positional_arity(hook) >= 2:
+        return hook
+
+    def adapted(module: nn.Module, extra: Any = None, /) -> Any:
+        return hook(module)
+
+    return adapted
+
+
 class UnknownArch(KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
@@ -90,15 +128,19 @@ def register_arch(
     name: str,
     *,
     task: str,
-    serving_config: ServingConfigHook,
-    export_graphs: ExportGraphsHook,
+    serving_config: ServingConfigHook | Callable[[nn.Module], dict[str, Any]],
+    export_graphs: ExportGraphsHook | Callable[[nn.Module], dict[str, ExportGraph]],
     official_parts: Mapping[str, str | None] | None = None,
     load_official: OfficialLoader | None = None,
     description: str = "",
 ) -> Callable[[BuilderT], BuilderT]:
     """Register the decorated builder as architecture ``name`` serving ``task`` (a
     registered task: ``UnknownTask`` otherwise)."""
-    task_name = get_task(task).name
+    spec = get_task(task)
+    task_name = spec.name
+    if name not in spec.archs:
+        raise ValueError(f"architecture {name!r} is not in task {task_name!r}'s archs"
+                         f" {list(spec.archs)}: declare it in the task spec")
     if bool(official_parts) != (load_official is not None):
         raise ValueError(f"architecture {name!r}: official_parts and load_official go together")
 
@@ -109,8 +151,8 @@ def register_arch(
             name=name,
             task=task_name,
             builder=builder,
-            serving_config=serving_config,
-            export_graphs=export_graphs,
+            serving_config=_with_second_argument(serving_config),
+            export_graphs=_with_second_argument(export_graphs),
             official_parts=dict(official_parts or {}),
             loader=load_official,
             description=description,

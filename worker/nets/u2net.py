@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from tasks import CommonHyperparameters
 from worker.nets.checkpoints import load_torch_file_strict
 from worker.nets.registry import ExportGraph, ImportedWeights, OfficialLoader, register_arch
 
@@ -222,26 +223,33 @@ def _normalised_images(gen: torch.Generator, n: int, size: int) -> torch.Tensor:
     return (img - mean) / std
 
 
-def _export_graphs(model: nn.Module) -> dict[str, ExportGraph]:
+def _export_graphs(model: nn.Module, config: Mapping[str, Any] | None = None
+                   ) -> dict[str, ExportGraph]:
+    # The graph's fixed input side is the version's serving size (what training ran at).
+    size = int((config or _serving_config(model))["size"])
     gen = torch.Generator().manual_seed(1234)
     return {
         "main": ExportGraph(
             module=_MaskOnly(model),
             input_names=("image",),
             output_names=("mask",),
-            example_inputs=(_normalised_images(gen, 2, SIZE),),
+            example_inputs=(_normalised_images(gen, 2, size),),
             dynamic_axes={"image": {0: "batch"}, "mask": {0: "batch"}},
             parity_inputs=[
-                (_normalised_images(gen, 1, SIZE),),
-                (_normalised_images(gen, 2, SIZE),),
+                (_normalised_images(gen, 1, size),),
+                (_normalised_images(gen, 2, size),),
             ],
         )
     }
 
 
-def _serving_config(model: nn.Module) -> dict[str, Any]:
-    # The official test transform: resize to SIZE, divide by the max, ImageNet-normalise.
-    return {"size": SIZE, "divide_by_max": True, "mean": list(_MEAN), "std": list(_STD)}
+def _serving_config(model: nn.Module, hp: CommonHyperparameters | None = None
+                    ) -> dict[str, Any]:
+    # The official test transform: resize to the size the weights were trained at (SIZE for
+    # the official files; a fine-tune's ``resize``: it trains on crops of that size and
+    # validates at it), divide by the max, ImageNet-normalise.
+    size = int(getattr(hp, "resize", SIZE)) if hp is not None else SIZE
+    return {"size": size, "divide_by_max": True, "mean": list(_MEAN), "std": list(_STD)}
 
 
 def _loader(builder: Callable[[], U2Net]) -> OfficialLoader:

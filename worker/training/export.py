@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -134,11 +136,14 @@ def check_parity(
 
 
 def export_and_verify(
-    module: nn.Module, arch: ArchSpec, directory: Path, tolerance: float | None = None
+    module: nn.Module, arch: ArchSpec, directory: Path, tolerance: float | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> ExportResult:
-    """Export ``module`` as ``arch`` into ``directory`` and prove the graphs match it."""
+    """Export ``module`` as ``arch`` into ``directory`` and prove the graphs match it.
+    ``config`` is the version's serving config (the manifest's preprocessing): the graphs'
+    fixed input sizes follow it; None is the arch's defaults."""
     module.eval()
-    graphs = arch.export_graphs(module)
+    graphs = arch.export_graphs(module, config)
     expected = get_task(arch.task).graphs
     if set(graphs) != set(expected):
         raise ExportFailed(

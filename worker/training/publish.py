@@ -17,19 +17,21 @@ from torch import nn
 from model_store.files import LATENT_STATS_FILE, WEIGHTS_FILE
 from model_store.manifest import Lineage, Manifest
 from model_store.store import ModelStore
-from tasks import get_task
+from tasks import CommonHyperparameters, get_task
 from worker.nets.registry import get_arch
 from worker.training.export import ExportFailed, ParityFailed, export_and_verify
 
 log = logging.getLogger(__name__)
 
 
-def serving_config(arch_name: str, module: nn.Module) -> dict[str, Any]:
-    """The manifest's ``preprocessing`` for ``module`` built as ``arch_name``: the arch's
+def serving_config(arch_name: str, module: nn.Module,
+                   hyperparameters: CommonHyperparameters | None = None) -> dict[str, Any]:
+    """The manifest's ``preprocessing`` for ``module`` built as ``arch_name`` and trained
+    with ``hyperparameters`` (None: an imported checkpoint, the arch's defaults): the arch's
     ``serving_config`` hook, validated against its task's serving model. A config that does
     not fit raises ``ExportFailed`` (a version the API could not serve is never written)."""
     arch = get_arch(arch_name)
-    config = arch.serving_config(module)
+    config = arch.serving_config(module, hyperparameters)
     try:
         valid = get_task(arch.task).serving.model_validate(config)
     except ValidationError as exc:
@@ -52,16 +54,21 @@ def publish_version(
     description: str = "",
     activate: bool = False,
     tolerance: float | None = None,
+    hyperparameters: CommonHyperparameters | None = None,
 ) -> Manifest:
     """Export ``module`` and publish it as the next version of ``model_name``.
+
+    ``hyperparameters`` are the ones the weights were trained with (a fine-tune job's):
+    the preprocessing travels with the version, so it is served at the size it was trained
+    at. None (an import): the arch's defaults.
 
     Raises ``ParityFailed`` (and writes nothing) when onnxruntime and PyTorch disagree.
     """
     arch = get_arch(arch_name)
     module.eval()
-    preprocessing = serving_config(arch_name, module)
+    preprocessing = serving_config(arch_name, module, hyperparameters)
     with store.staging(model_name) as staged:
-        result = export_and_verify(module, arch, staged, tolerance)
+        result = export_and_verify(module, arch, staged, tolerance, preprocessing)
         if not result.parity.passed:
             raise ParityFailed(result.parity)
         payload = {"arch": arch_name, "arch_kwargs": arch_kwargs or {},

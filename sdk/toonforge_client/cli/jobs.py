@@ -1,5 +1,5 @@
 """``toonforge finetune`` (queue a job, ``--wait`` follows it) and ``toonforge jobs``: list,
-show, cancel, wait."""
+show, cancel, resume, wait."""
 
 from __future__ import annotations
 
@@ -150,6 +150,14 @@ def show_job(ctx: Ctx) -> int:
         f" {format_seconds(job['eta_seconds'])}, attempts {job['attempts']}")
     if losses or metrics:
         out(f"  losses: {losses or '-'}; validation: {metrics or '-'}")
+    if job.get("published_epoch") is not None:
+        published = ", ".join(f"{k} {v:.4g}" for k, v in
+                              (job.get("published_metrics") or {}).items() if v is not None)
+        out(f"  published epoch {job['published_epoch']}: {published or '-'}")
+    if job.get("activation_reason"):
+        out(f"  activation: {job['activation_reason']}")
+    if job.get("resumed_from"):
+        out(f"  resumed from {job['resumed_from']}")
     out(f"  created {job['created_at']}, finished {job['finished_at'] or '-'}")
     return EXIT_OK
 
@@ -162,6 +170,19 @@ def cancel_job(ctx: Ctx) -> int:
         out(f"job {job['id']} cancelled")
     else:
         out(f"job {job['id']} {job['status']}: cancel requested (it stops at its next step)")
+    return EXIT_OK
+
+
+def resume_job(ctx: Ctx) -> int:
+    job = ctx.client.resume_job(ctx.args.id)
+    err(f"job {job['id']} {job['status']}: resumes {job['resumed_from']} from its last"
+        " checkpoint")
+    if ctx.args.wait:
+        return follow(ctx, job["id"])
+    if ctx.json:
+        dump(job)
+    else:
+        out(job["id"])
     return EXIT_OK
 
 
@@ -187,7 +208,7 @@ FINETUNE = Command("finetune", "queue a fine-tune job (--wait follows it)", cmd_
         " goes on)"),
 ))
 
-JOBS = Command("jobs", "list, show, cancel or wait for jobs", actions=(
+JOBS = Command("jobs", "list, show, cancel, resume or wait for jobs", actions=(
     Command("list", "jobs, newest first", list_jobs, (
         arg("--status", choices=JOB_STATUSES),
         arg("--task", metavar="TASK", help=TASK_HELP),
@@ -195,6 +216,12 @@ JOBS = Command("jobs", "list, show, cancel or wait for jobs", actions=(
     )),
     Command("show", "one job", show_job, (arg("id"),)),
     Command("cancel", "cancel a job", cancel_job, (arg("id"),)),
+    Command("resume", "continue a failed or cancelled job from its last checkpoint (a new"
+            " job)", resume_job, (
+        arg("id"),
+        arg("--wait", action="store_true", help="follow the new job with a live bar"),
+        arg("--wait-timeout", type=float, help="give up waiting after S seconds (exit 5)"),
+    )),
     Command("wait", "follow a job to its end with a live bar", wait_job, (
         arg("id"),
         arg("--wait-timeout", type=float),

@@ -1,6 +1,6 @@
 """Convolutional autoencoder fine-tune: MSE + ssim_weight * (1 - SSIM), Adam with cosine LR,
-early stopping on the validation loss; at the end a full-covariance Gaussian is fitted to the
-training-set latents (for /autoencode/sample)."""
+early stopping on the validation loss (the gate metric); at the end a full-covariance
+Gaussian is fitted to the training-set latents (for /autoencode/sample)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from worker.training.datasets import Images, Samples
 from worker.training.losses import ssim
 from worker.training.metrics import Mean
 from worker.training.publish import fit_latent_distribution
-from worker.training.trainers.base import Trainer
+from worker.training.trainers.base import Trainer, _eval_loader
 from worker.training.trainers.context import TrainResult
 from worker.training.trainers.registry import register_trainer
 
@@ -37,9 +37,20 @@ class _Transform:
         return augment.square(augment.to_tensor(img), SIZE)
 
 
+class _Constant(nn.Module):
+    """The trivial autoencoder: every image reconstructed as the mean training image."""
+
+    def __init__(self, image: torch.Tensor) -> None:
+        super().__init__()
+        self.image = image
+
+    def forward(self, x: torch.Tensor) -> tuple[None, torch.Tensor]:
+        return None, self.image.to(x.device).expand_as(x)
+
+
 @register_trainer("autoencode")
 class AutoencodeTrainer(Trainer):
-    monitor = "loss"
+    trivial_predictor = "the mean training image"
     hp: AutoencodeHyperparameters
     model: ConvAutoencoder
 
@@ -84,6 +95,19 @@ class AutoencodeTrainer(Trainer):
             ss.add(ssim(recon, x, data_range=1.0), len(x))
         return {"loss": mse.value() + hp.ssim_weight * (1 - ss.value()),
                 "mse": mse.value(), "ssim": ss.value()}
+
+    @classmethod
+    def trivial_metrics(cls, splits: Any, loader: DataLoader[Any], hp: Any,
+                        labels: list[str] | None) -> dict[str, float] | None:
+        total, n = None, 0
+        for x in _eval_loader(Images(_paths(splits.train), _Transform()), hp):
+            batch_sum = x.double().sum(0)
+            total = batch_sum if total is None else total + batch_sum
+            n += len(x)
+        if total is None:
+            return None
+        mean = (total / n).float()[None]
+        return cls.measure(_Constant(mean), loader, torch.device("cpu"), hp, labels)
 
     def arch_kwargs(self) -> dict[str, Any]:
         return {"latent_dim": int(self.model.latent_dim)}

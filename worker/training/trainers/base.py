@@ -5,23 +5,32 @@ A task trainer subclasses :class:`Trainer` and fills in the hooks (``setup``, ``
 behave the same for every task: seeding, per-epoch batch order, cancellation at step
 boundaries, progress events, atomic checkpoints with RNG state, exact resume (also from the
 middle of an epoch), best-weights tracking and early stopping.
+
+One metric per task decides both which epoch's weights a job keeps and whether the version
+may go live: the task spec's gate (``get_task(task).gate``: metric and direction). A task
+without a gate (generate) keeps the last epoch.
+
+BatchNorm: before every validation pass the running statistics of the trainable BatchNorm
+layers are re-estimated over the training set (:func:`recalibrate_batchnorm`), so the
+eval-mode module that is validated, kept in best.pt, evaluated by the gate and exported is
+one and the same, with statistics that belong to its weights.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence, Sized
+from collections.abc import Callable, Iterable, Sequence, Sized
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar, Literal, cast
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from jobs import artifacts
-from tasks import CommonHyperparameters
+from tasks import CommonHyperparameters, GateRule, get_task
 from worker.training.datasets import DatasetError, Samples, Splits, load_splits
 from worker.training.trainers.checkpointing import (
     BEST,
@@ -39,6 +48,69 @@ from worker.training.trainers.context import (
 )
 
 SAMPLES_DIR = artifacts.SAMPLES_DIR  # the API lists and serves them from there
+# BatchNorm re-estimation sees at most this many training images (evenly spaced over the
+# split's order, so every class of a class-sorted split is in): a few thousand images
+# estimate the statistics well and keep the extra pass short on large datasets.
+BN_MAX_IMAGES = 2048
+
+_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def trainable_batchnorms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``module`` that track statistics and are not frozen.
+
+    A layer whose affine parameters do not train belongs to a frozen stage, and it keeps
+    the base's statistics: freezing is always a prefix of the network (classify's first
+    ``freeze_layers`` stages, cartoonize's first encoder convs), so a frozen layer's inputs
+    are computed by frozen layers only and do not change during the fine-tune; its
+    statistics still describe them (and re-estimating them on a small fine-tune set would
+    only add noise to what the base measured on its own, larger, data)."""
+    layers: list[nn.modules.batchnorm._BatchNorm] = []
+    for m in module.modules():
+        if not isinstance(m, _BATCHNORM) or not m.track_running_stats:
+            continue
+        params = [p for p in (m.weight, m.bias) if p is not None]
+        if params and not any(p.requires_grad for p in params):
+            continue  # frozen
+        layers.append(m)
+    return layers
+
+
+def recalibrate_batchnorm(module: nn.Module, batches: Iterable[Any],
+                          forward: Callable[[nn.Module, Any], Any]) -> int:
+    """Re-estimate the running statistics of ``module``'s trainable BatchNorm layers.
+
+    Each layer is reset and set to a cumulative average (momentum None), ``forward(module,
+    batch)`` runs every batch with only those layers in train mode (dropout and frozen
+    layers stay in eval mode, and no random number is drawn: resume stays exact), then
+    everything goes back to eval mode with the layers' momentum restored. Without this the
+    eval-mode statistics of a short fine-tune are still mostly those of the initialisation
+    (momentum 0.1 over a few dozen steps), and every input gets about the same output.
+    Returns the number of batches seen."""
+    layers = trainable_batchnorms(module)
+    module.eval()
+    if not layers:
+        return 0
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    seen = 0
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                forward(module, batch)
+                seen += 1
+    finally:
+        for m, momentum in zip(layers, momenta, strict=True):
+            m.momentum = momentum
+        module.eval()
+    return seen
+
+
+def _first_input(module: nn.Module, batch: Any) -> Any:
+    return module(batch[0] if isinstance(batch, list | tuple) else batch)
 
 
 def _quiet_generator() -> torch.Generator:
@@ -64,8 +136,11 @@ class Trainer(ABC):
     # spec's hyper-parameter model.
     task: ClassVar[str]
     hyperparams: ClassVar[type[CommonHyperparameters]]
-    monitor: ClassVar[str | None] = None  # val metric that picks the returned weights
-    monitor_mode: ClassVar[Literal["min", "max"]] = "min"
+    # How much better than the trivial predictor's (``trivial_metric``) the gate metric must
+    # be before a version may go live by itself (classify: 0.05 above chance).
+    gate_margin: ClassVar[float] = 0.0
+    # What ``trivial_metrics`` scores, in words (the gate's reason names it).
+    trivial_predictor: ClassVar[str] = "the trivial predictor"
 
     def __init__(self, ctx: TrainContext) -> None:
         hp = ctx.hyperparameters
@@ -85,6 +160,7 @@ class Trainer(ABC):
         self.model: nn.Module
         self.train_set: Dataset[Any]
         self.val_loader: DataLoader[Any]
+        self._bn_loader: DataLoader[Any] | None = None  # training set, evaluation transform
         # Loop state (all of it goes into checkpoint.pt).
         self.epoch = 0  # completed epochs
         self.step_in_epoch = 0
@@ -119,6 +195,20 @@ class Trainer(ABC):
     def measure(cls, module: nn.Module, loader: DataLoader[Any], device: torch.device,
                 hp: CommonHyperparameters, labels: list[str] | None) -> dict[str, float]:
         """Metrics of ``module`` (eval mode, no grad) over ``loader``'s batches."""
+
+    @classmethod
+    def trivial_metrics(cls, splits: Splits, loader: DataLoader[Any],
+                        hp: CommonHyperparameters, labels: list[str] | None
+                        ) -> dict[str, float] | None:
+        """Metrics (the gate metric among them) of the trivial predictor on ``loader``'s
+        evaluation batches of a split of ``splits``: what a version must beat before it may
+        go live. None: the trainer knows no trivial predictor (the gate says so)."""
+        return None
+
+    def bn_forward(self, module: nn.Module, batch: Any) -> Any:
+        """One forward pass for BatchNorm re-estimation over an evaluation batch of the
+        training set (on the device): the model on the batch's input."""
+        return _first_input(module, batch)
 
     def write_samples(self, epoch: int, folder: Path) -> list[Path]:
         return []
@@ -163,12 +253,77 @@ class Trainer(ABC):
     def eval_loader(self, samples: Samples) -> DataLoader[Any]:
         return _eval_loader(self.eval_dataset(samples, self.hp, self.labels()), self.hp)
 
+    def _bn_batches(self) -> Iterable[Any]:
+        if self._bn_loader is None:
+            dataset = self.eval_dataset(self.splits.train, self.hp, self.labels())
+            n = len(cast(Sized, dataset))
+            if n > BN_MAX_IMAGES:
+                stride = math.ceil(n / BN_MAX_IMAGES)
+                dataset = Subset(dataset, range(0, n, stride))
+            self._bn_loader = _eval_loader(dataset, self.hp)
+        loader = self._bn_loader
+        for i, batch in enumerate(loader):
+            batch = to_device(batch, self.device)
+            first = batch[0] if isinstance(batch, list | tuple) else batch
+            if i and torch.is_tensor(first) and len(first) == 1:
+                continue  # a trailing batch of one: its variance says nothing
+            yield batch
+
+    def recalibrate(self) -> None:
+        """Re-estimate the trainable BatchNorm statistics over the training set (evaluation
+        transform, no augmentation); leaves the model in eval mode."""
+        recalibrate_batchnorm(self.model, self._bn_batches(), self.bn_forward)
+
     def validate(self) -> dict[str, float]:
-        self.model.eval()
+        self.recalibrate()
         with torch.no_grad():
             return self.measure(self.model, self.val_loader, self.device, self.hp, self.labels())
 
     # -- evaluation outside training -----------------------------------------------------------
+
+    @classmethod
+    def gate_rule(cls) -> GateRule | None:
+        """The task's gate: the metric that picks the kept epoch and decides activation."""
+        return get_task(cls.task).gate
+
+    @classmethod
+    def eval_hyperparameters(cls, hp: CommonHyperparameters,
+                             preprocessing: dict[str, Any]) -> CommonHyperparameters:
+        """``hp`` with the evaluation sizes of a version whose manifest's preprocessing is
+        ``preprocessing``, so that it is evaluated on the tensors it is served. The default
+        changes nothing (the task's sizes are fixed by its net or already recorded)."""
+        return hp
+
+    @classmethod
+    def _loader_for(cls, data: Path | str, hp: CommonHyperparameters,
+                    labels: list[str] | None, split: Literal["val", "test"]
+                    ) -> tuple[Splits, DataLoader[Any], list[str] | None]:
+        splits = load_splits(data, cls.task)
+        samples = splits.split(split)
+        if not samples:
+            raise ValueError(f"dataset {data} has no {split} split")
+        labels = labels or splits.classes
+        return splits, _eval_loader(cls.eval_dataset(samples, hp, labels), hp), labels
+
+    @classmethod
+    def trivial_metric(
+        cls,
+        data: Path | str,
+        hyperparameters: CommonHyperparameters | None = None,
+        *,
+        labels: list[str] | None = None,
+        split: Literal["val", "test"] = "val",
+    ) -> float | None:
+        """The gate metric of the trivial predictor on a dataset's split (at the evaluation
+        sizes of ``hyperparameters``); None for a task without a gate, or a trainer that
+        knows no trivial predictor."""
+        rule = cls.gate_rule()
+        if rule is None:
+            return None
+        hp = hyperparameters or cls.hyperparams.model_validate({})
+        splits, loader, labels = cls._loader_for(data, hp, labels, split)
+        metrics = cls.trivial_metrics(splits, loader, hp, labels)
+        return None if metrics is None else float(metrics[rule.metric])
 
     @classmethod
     def evaluate(
@@ -192,12 +347,7 @@ class Trainer(ABC):
         if isinstance(data, DataLoader):
             loader = data
         else:
-            splits = load_splits(data, cls.task)
-            samples = splits.split(split)
-            if not samples:
-                raise ValueError(f"dataset {data} has no {split} split")
-            labels = labels or splits.classes
-            loader = _eval_loader(cls.eval_dataset(samples, hp, labels), hp)
+            _, loader, labels = cls._loader_for(data, hp, labels, split)
         module.to(device).eval()
         with torch.no_grad():
             return cls.measure(module, loader, device, hp, labels)
@@ -292,12 +442,11 @@ class Trainer(ABC):
                                            total, train_losses, metrics, samples))
 
     def _track_best(self, work: Path, metrics: dict[str, float]) -> None:
-        if self.monitor is None:
-            return
-        value = metrics[self.monitor]
-        better = self.best is None or (
-            value < self.best if self.monitor_mode == "min" else value > self.best
-        )
+        rule = self.gate_rule()
+        if rule is None:
+            return  # no validation number says one epoch is better: the last one is kept
+        value = metrics[rule.metric]
+        better = self.best is None or rule.better(value, self.best)
         if better and math.isfinite(value):
             self.best, self.best_epoch, self.best_metrics = value, self.epoch, dict(metrics)
             self.bad_epochs = 0
@@ -311,11 +460,18 @@ class Trainer(ABC):
 
     def _result(self, work: Path, cancelled: bool) -> TrainResult:
         metrics = self.history[-1]["val"] if self.history else {}
+        published: int | None = self.epoch if self.history else None
         if not cancelled and self.best_epoch is not None and (work / BEST).exists():
-            # Hand back the best validated weights, not merely the last ones.
+            # Hand back the best validated weights, not merely the last ones. best.pt was
+            # saved right after that epoch's validation: its BatchNorm statistics are the
+            # re-estimated ones the metrics were measured with (what is exported).
             best = torch.load(work / BEST, map_location=self.device, weights_only=True)
             self.model.load_state_dict(best["model"])
-            metrics = self.best_metrics
+            metrics, published = self.best_metrics, self.best_epoch
+        elif self.best_epoch is not None and not cancelled:
+            # No best.pt (a resumed job's copy lacked it): the last weights are handed back,
+            # and they are named for what they are.
+            self.best_epoch = None
         result = TrainResult(
             module=self.model.cpu().eval(),
             arch=self.ctx.arch,
@@ -327,6 +483,7 @@ class Trainer(ABC):
             cancelled=cancelled,
             epochs_completed=self.epoch,
             best_epoch=self.best_epoch,
+            published_epoch=published,
             dataset=self.splits.summary(),
         )
         if not cancelled:

@@ -5,6 +5,10 @@ Optimizer: SGD with momentum 0.9 by default (the usual choice for fine-tuning an
 GoogLeNet; Adam is available). Cosine annealing runs over the job's epochs. Labels are the
 sorted class folder names. Frozen stages also keep their BatchNorm statistics frozen (eval
 mode), otherwise "frozen" layers would still drift with small fine-tune batches.
+
+The kept epoch and the gate both go by validation top-1; a version only goes live when its
+top-1 beats chance (1/K) by ``gate_margin``. Training crops ``image_size`` (from the shorter
+side resized to ``image_size * 256 / 224``) and the version is served at exactly that.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset
 
 from tasks.classify import ClassifyHyperparameters
-from worker.nets.googlenet import GoogLeNet
+from worker.nets.googlenet import GoogLeNet, resize_shorter_for
 from worker.nets.registry import create_model
 from worker.training import augment
 from worker.training.datasets import DatasetError, LabelledImages, Samples
@@ -37,8 +41,8 @@ STAGES = ("conv1", "conv2", "conv3", "inception3a", "inception3b", "inception4a"
 
 
 def resize_for(image_size: int) -> int:
-    """The resize-shorter size that keeps torchvision's 256 -> 224 ratio."""
-    return round(image_size * 256 / 224)
+    """The resize-shorter size that keeps torchvision's 256 -> 224 ratio (the served one)."""
+    return resize_shorter_for(image_size)
 
 
 def labelled(samples: Samples, labels: Sequence[str]) -> list[tuple[Path, int]]:
@@ -78,7 +82,8 @@ def _logits(out: Any) -> torch.Tensor:
 
 @register_trainer("classify")
 class ClassifyTrainer(Trainer):
-    monitor = "loss"
+    gate_margin = 0.05  # top-1 must beat chance by this much before a version goes live
+    trivial_predictor = "chance: 1/K"
     hp: ClassifyHyperparameters
     train_set: LabelledImages
 
@@ -148,6 +153,19 @@ class ClassifyTrainer(Trainer):
         if not labels:
             raise DatasetError("evaluating a classifier needs its labels")
         return LabelledImages(labelled(samples, labels), _Transform(hp.image_size, False))
+
+    @classmethod
+    def trivial_metrics(cls, splits: Any, loader: DataLoader[Any], hp: Any,
+                        labels: list[str] | None) -> dict[str, float] | None:
+        # Chance: a constant (or random) prediction among K classes.
+        k = len(labels or splits.classes or [])
+        return {"top1": 1.0 / k} if k else None
+
+    @classmethod
+    def eval_hyperparameters(cls, hp: Any, preprocessing: dict[str, Any]) -> Any:
+        # The served crop (resize_shorter follows it: resize_shorter_for(crop)).
+        return cls.hyperparams.model_validate(
+            {**hp.model_dump(), "image_size": int(preprocessing["crop"])})
 
     @staticmethod
     def predict(module: nn.Module, loader: DataLoader[Any],

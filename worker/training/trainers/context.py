@@ -60,10 +60,13 @@ class TrainResult:
     arch: str
     arch_kwargs: dict[str, Any]
     labels: list[str] | None
-    metrics: dict[str, float]  # validation metrics of the returned weights
+    metrics: dict[str, float]  # validation metrics of the returned weights (published_epoch)
     history: list[dict[str, Any]]
     latent_stats: dict[str, np.ndarray] | None
     cancelled: bool
     epochs_completed: int
     best_epoch: int | None = None
+    # The epoch whose weights ``module`` holds (the best by the gate metric, or the last for
+    # a task without a gate); ``metrics`` are that epoch's validation metrics.
+    published_epoch: int | None = None
     dataset: dict[str, Any] = field(default_factory=dict)  # split sizes, intake's skipped files

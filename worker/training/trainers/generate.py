@@ -55,7 +55,8 @@ def _bce(p: torch.Tensor, target: float) -> torch.Tensor:
 
 @register_trainer("generate")
 class GenerateTrainer(Trainer):
-    monitor = None  # no validation loss says one GAN epoch is better than another
+    # The task has no gate (no validation loss says one GAN epoch is better than another):
+    # the last epoch is kept.
     hp: GenerateHyperparameters
     model: DCGAN
 
@@ -102,6 +103,19 @@ class GenerateTrainer(Trainer):
             self.optimize(loss_g, "g")
             out["loss_g"] = loss_g.item()
         return out
+
+    def recalibrate(self) -> None:
+        # Seeded per epoch: a resumed run replays the same noise.
+        self._bn_noise = torch.Generator().manual_seed(self.hp.seed * 1_000_003 + 13 + self.epoch)
+        super().recalibrate()
+
+    def bn_forward(self, module: nn.Module, batch: Any) -> Any:
+        # D sees real images and G's samples (as in training); G sees noise. The noise comes
+        # from a private generator, so the re-estimation draws nothing from the global RNG.
+        gan = cast(DCGAN, module)
+        z = torch.randn(len(batch), gan.nz, 1, 1, generator=self._bn_noise).to(batch.device)
+        gan.netd(batch)
+        return gan.netd(gan.netg(z))
 
     @classmethod
     def eval_dataset(cls, samples: Samples, hp: Any,

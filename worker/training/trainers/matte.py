@@ -3,7 +3,8 @@ sum of the seven side-output BCE losses, Adam 1e-3.
 
 Images are divided by their max then ImageNet-normalised (the official ToTensorLab and our
 serving preprocessing); masks are scaled to [0, 1]. Validation runs at the resize size
-without crop, on the min-max normalised fused map, like the official test script.
+without crop, on the min-max normalised fused map, like the official test script; the
+version is served at that size (its manifest's ``size`` is the job's ``resize``).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class _Transform:
 
 @register_trainer("matte")
 class MatteTrainer(Trainer):
-    monitor = "mae"
+    trivial_predictor = "an all-background mask"
     hp: MatteHyperparameters
 
     def setup(self) -> None:
@@ -96,6 +97,21 @@ class MatteTrainer(Trainer):
             loss.add(multi_bce(outputs, mask), len(image))
             sal.add(minmax_normalize(outputs[0].float()), mask)
         return {"loss": loss.value(), **sal.compute()}
+
+    @classmethod
+    def trivial_metrics(cls, splits: Any, loader: DataLoader[Any], hp: Any,
+                        labels: list[str] | None) -> dict[str, float] | None:
+        # An all-background mask (all zeros) for every image.
+        sal = SaliencyMetrics()
+        for _, mask in loader:
+            sal.add(torch.zeros_like(mask), mask)
+        return sal.compute()
+
+    @classmethod
+    def eval_hyperparameters(cls, hp: Any, preprocessing: dict[str, Any]) -> Any:
+        size = int(preprocessing["size"])
+        return cls.hyperparams.model_validate(
+            {**hp.model_dump(), "resize": size, "crop": min(int(hp.crop), size)})
 
     def write_samples(self, epoch: int, folder: Path) -> list[Path]:
         ds = cast(PairedImages, self.val_loader.dataset)  # built by eval_dataset
