@@ -110,13 +110,7 @@ def cmd_finetune(ctx: Ctx) -> int:
         idempotency_key=args.idempotency_key)
     err(f"job {job['id']} {job['status']} ({job['task']} on {job['dataset_id']},"
         f" {job['base']} -> {job['target_model']}, {job['total_epochs']} epochs)")
-    if args.wait:
-        return follow(ctx, job["id"])
-    if ctx.json:
-        dump(job)
-    else:
-        out(job["id"])
-    return EXIT_OK
+    return _created(ctx, job, args.wait)
 
 
 def list_jobs(ctx: Ctx) -> int:
@@ -177,7 +171,12 @@ def resume_job(ctx: Ctx) -> int:
     job = ctx.client.resume_job(ctx.args.id)
     err(f"job {job['id']} {job['status']}: resumes {job['resumed_from']} from its last"
         " checkpoint")
-    if ctx.args.wait:
+    return _created(ctx, job, ctx.args.wait)
+
+
+def _created(ctx: Ctx, job: JobView, wait: bool) -> int:
+    """A new job: follow it to the end (--wait), or print it (JSON) or its id."""
+    if wait:
         return follow(ctx, job["id"])
     if ctx.json:
         dump(job)
