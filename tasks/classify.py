@@ -8,6 +8,7 @@ from pydantic import Field
 
 from tasks.layouts import ClassFolderLayout
 from tasks.registry import (
+    RGB,
     CommonHyperparameters,
     GateRule,
     GraphIO,
@@ -17,8 +18,6 @@ from tasks.registry import (
     register_task,
 )
 from tasks.synthetic import make_classify
-
-RGB = tuple[float, float, float]
 
 
 class ClassifyHyperparameters(CommonHyperparameters):

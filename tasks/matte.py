@@ -6,6 +6,7 @@ from pydantic import Field, model_validator
 
 from tasks.layouts import PairedLayout
 from tasks.registry import (
+    RGB,
     CommonHyperparameters,
     GateRule,
     GraphIO,
@@ -15,8 +16,6 @@ from tasks.registry import (
     register_task,
 )
 from tasks.synthetic import make_matte
-
-RGB = tuple[float, float, float]
 
 
 class MatteHyperparameters(CommonHyperparameters):

@@ -45,6 +45,7 @@ class ServingConfig(BaseModel):
 
 
 Range = tuple[float, float]
+RGB = tuple[float, float, float]  # per-channel mean / std of a normalisation
 
 
 @dataclass(frozen=True)
