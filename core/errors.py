@@ -9,6 +9,7 @@ raise these; the API turns any of them into the JSON envelope in one exception h
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 
@@ -45,3 +46,23 @@ class UnknownTask(InvalidParameter):
     def __init__(self, name: object, known: list[str]) -> None:
         super().__init__("task", f"unknown task {name!r}; known: {', '.join(known)}")
         self.name = name
+
+
+# Object reprs ("<_io.BytesIO object at 0x7f...>") and absolute paths in library messages.
+_OBJECT_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>")
+_ENUM_REPR = re.compile(r"<[A-Za-z_][\w.]*\.([A-Za-z_]\w*): ('[^']*'|-?\d+)>")
+_PATH = re.compile(r"""(?<![\w.])(?:[A-Za-z]:)?(?:/[^\s/'"<>:,;()]+){2,}/?""")
+
+
+def public_reason(exc: BaseException | str) -> str:
+    """A library's error message made safe to show a client: object reprs, enum reprs and
+    absolute file paths (a server's staging directories) are replaced by neutral words.
+    Used wherever a message is built from ``str(exc)`` of Pillow, zipfile, tarfile, OS
+    errors."""
+    text = exc if isinstance(exc, str) else str(exc)
+    text = _OBJECT_REPR.sub("the data", text)
+    text = _ENUM_REPR.sub(lambda m: m.group(2).strip("'"), text)
+    text = _PATH.sub("<path>", text)
+    if not text.strip() and isinstance(exc, BaseException):
+        return type(exc).__name__
+    return text

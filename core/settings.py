@@ -112,6 +112,95 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
 
+    # ---- bounded inference work, overload, memory (issue 9; docs/OPERATIONS.md "Limits")
+    # Requests admitted beyond max_concurrency that may wait for a slot; more: 503 overloaded.
+    max_queued: int = Field(32, ge=0)
+    # Seconds a 503 overloaded answer tells the client to wait (its Retry-After header).
+    overload_retry_after_s: int = Field(1, ge=1)
+    # Longest image side / shortest side an inference request may send (422 beyond it).
+    max_aspect_ratio: float = Field(20.0, ge=1.0)
+    # Pixels (width x height) the largest image an answer may hold (output of any route).
+    max_output_pixels: int = Field(40_000_000, ge=1)
+    # onnxruntime's CPU arena: ~20% less CPU per large batch than malloc (pages stay mapped).
+    ort_cpu_mem_arena: bool = True
+    # onnxruntime's memory pattern (one block per input shape): on, u2netp b8 took 4.1 GB not 2.5.
+    ort_mem_pattern: bool = False
+    # Seconds without requests after which arenas shrink and malloc_trim frees heap; 0: never.
+    memory_release_idle_s: float = Field(2.0, ge=0)
+
+    # ---- intake caps, webhooks (issue 9)
+    # Files one dataset may keep (files the layout uses; ignored entries are not counted).
+    dataset_max_files: int = Field(30_000, ge=1)
+    # Bytes one upload may write to staging while extracting, counted as disk blocks (a
+    # 1-byte file costs 4 KiB); also the cap on a dataset's data/ on disk.
+    dataset_max_staging_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1)
+    # Entries of the intake report's skipped list kept (and ignored names sampled); counts
+    # always cover every file.
+    dataset_report_max_items: int = Field(100, ge=1)
+    # Webhook hosts allowed although they resolve to loopback/private/link-local addresses
+    # (exact host names or IP literals, comma list); empty: only public addresses.
+    webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("webhook_allow_hosts", mode="before")
+    @classmethod
+    def _comma_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    # ---- access: API keys, scopes, per-key limits (issue 9; docs/SECURITY.md)
+    # Scopes anyone may use without a key (comma list: infer, train, admin; empty: none).
+    open_scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["infer"])
+    # HMAC-SHA256 secret for key hashes; unset: one is generated once into the jobs database.
+    api_key_secret: str | None = None
+    # Seconds a key's verification is cached in each API process (the revocation delay).
+    api_key_cache_s: float = Field(5.0, ge=0)
+    # Requests per second (token refill rate) per key, or per client IP without a key; 0: off.
+    rate_limit_rps: float = Field(50.0, ge=0)
+    # Token bucket size: requests a caller may send at once after a quiet spell.
+    rate_limit_burst: int = Field(100, ge=1)
+    # Redis shared by API replicas for the buckets; None: the broker's when it is redis://,
+    # else in-process; "memory": always in-process.
+    rate_limit_redis_url: str | None = None
+    # Jobs a key may have running (or exporting) when it submits another; 0: no limit.
+    key_max_running_jobs: int = Field(4, ge=0)
+    # Jobs a key may have waiting in the queue; 0: no limit.
+    key_max_queued_jobs: int = Field(50, ge=0)
+    # Bytes on disk of all datasets a key uploaded (sum of their data/); 0: no limit.
+    key_max_dataset_bytes: int = Field(50 * 1024**3, ge=0)
+    # Files kept in all datasets a key uploaded; 0: no limit.
+    key_max_dataset_files: int = Field(1_000_000, ge=0)
+
+    @field_validator("open_scopes", mode="before")
+    @classmethod
+    def _scope_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            unknown = sorted({str(v) for v in value} - {"infer", "train", "admin"})
+            if unknown:
+                raise ValueError(f"open_scopes: unknown scope(s) {', '.join(unknown)};"
+                                 " known: infer, train, admin")
+        return value
+
+    # ---- INT8 variants (issue 10; worker/training/quantize.py, service/inference/sessions.py)
+    # Build and gate an INT8 variant of every version at publish (import and fine-tune).
+    int8_variants: bool = True
+    # Precision a request without ?precision= gets: auto = int8 where the version's variant
+    # passed its gate, else fp32; fp32 = always fp32; int8 = as if every request asked int8.
+    default_precision: Literal["auto", "fp32", "int8"] = "auto"
+
+    # ---- toonforge pull (issue 10; worker/pull.py, worker/catalogue.py, docs/CLI.md)
+    # Where downloads (and resumable .part files) are kept; None: <data_dir>/downloads.
+    pull_cache_dir: Path | None = None
+    # A mirror of the whole catalogue: each file is fetched from <base>/<file name> instead
+    # of its official URL (None: the official URLs). An http(s) URL.
+    pull_base_url: str | None = None
+    # Seconds to wait for a connection and for each read of a download.
+    pull_timeout_s: float = Field(60.0, gt=0)
+    # Tries per file (each resumes where the last stopped) before a cut download fails.
+    pull_attempts: int = Field(3, ge=1)
+
     @field_validator("task_plugins", "worker_plugins", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:

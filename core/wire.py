@@ -55,6 +55,12 @@ class ModelChoice(BaseModel):
     version: int | None = Field(
         None, ge=1, description="Version number; the model's active version when absent."
     )
+    # issue 10: which graphs run; X-Model-Precision names the one that did.
+    precision: Literal["fp32", "int8"] | None = Field(
+        None, description="fp32, or int8 (the version's INT8 variant, kept only when it"
+        " passed its fidelity gate; 409 precision_unavailable for a version without one)."
+        " Absent: the server's default_precision (auto: int8 where the variant passed)."
+    )
 
 
 class CartoonizeParams(ModelChoice):
@@ -185,15 +191,21 @@ class Health(BaseModel):
 class ModelReadiness(BaseModel):
     name: str
     task: TaskName | None
-    active_version: int | None
-    loaded_version: int | None
+    active_version: int | None = Field(description="the version the store's pointer names")
+    loaded_version: int | None = Field(
+        description="the version this process serves (null: none); another than"
+        " active_version when that one cannot load (fallback)")
     providers: list[str]
-    ready: bool
-    error: str | None
+    ready: bool = Field(description="serves a version (or has no active version at all)")
+    fallback: bool = Field(
+        description="serves the last good version because the active one cannot load"
+        " (error says why)")
+    error: str | None = Field(description="why the active version could not be loaded")
 
 
 class Readiness(BaseModel):
-    ready: bool
+    ready: bool = Field(description="every model serves a version (the answer is 200);"
+                        " false when one serves nothing (503)")
     models: list[ModelReadiness]
 
 
@@ -302,3 +314,44 @@ class SampleInfo(BaseModel):
     epoch: int | None
     bytes: int
     url: str = Field(description="where GET answers the PNG")
+
+
+# ---- access: API keys over HTTP (issue 9; docs/SECURITY.md)
+ApiScope = Literal["infer", "train", "admin"]
+
+
+class KeyLimitsBody(BaseModel):
+    """A key's own limits; null (or absent) takes the server's setting, 0 means no limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rps: float | None = Field(None, ge=0, description="requests per second (bucket refill)")
+    burst: int | None = Field(None, ge=1, le=1_000_000, description="bucket size")
+    max_running_jobs: int | None = Field(None, ge=0, le=1_000_000)
+    max_queued_jobs: int | None = Field(None, ge=0, le=1_000_000)
+    max_dataset_bytes: int | None = Field(None, ge=0, le=2**62)
+    max_dataset_files: int | None = Field(None, ge=0, le=2**31 - 1)
+
+
+class KeyCreateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, description="who or what uses the key")
+    scopes: list[ApiScope] = Field(min_length=1, max_length=3,
+                                   description="admin grants train and infer too")
+    limits: KeyLimitsBody = Field(default_factory=KeyLimitsBody)
+
+
+class KeyView(BaseModel):
+    """An API key as listed (never its secret)."""
+
+    id: str = Field(description="the key's id: the <key_id> of tf_<key_id>_<secret>")
+    name: str
+    scopes: list[ApiScope]
+    created_at: datetime
+    revoked_at: datetime | None
+    limits: KeyLimitsBody
+
+
+class KeyCreated(KeyView):
+    key: str = Field(description="the key itself, shown only in this answer")

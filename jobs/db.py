@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from jobs import keys as _keys  # noqa: F401  (registers the api_keys tables on Base)
 from jobs.records import Base
 
 if TYPE_CHECKING:

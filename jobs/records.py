@@ -124,6 +124,9 @@ class JobRecord(Base):
     resumed_from: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The API key that created the job (jobs/keys.py); None: anonymous open access. Per-key
+    # job quotas count by it (service/ratelimit.py).
+    owner_key: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     __table_args__ = (Index("ix_jobs_created_at", "created_at"),)
 
@@ -136,8 +139,8 @@ class JobEventRecord(Base):
         String(32), ForeignKey("jobs.id", ondelete="CASCADE"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    kind: Mapped[str] = mapped_column(String(16))  # progress | status | sample | log
+    kind: Mapped[str] = mapped_column(String(16))  # progress | status | sample | log | webhook
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-EVENT_KINDS = frozenset({"progress", "status", "sample", "log"})
+EVENT_KINDS = frozenset({"progress", "status", "sample", "log", "webhook"})

@@ -99,12 +99,15 @@ class JobRepository:
         *,
         before_commit: Callable[[JobRecord], None] | None = None,
         resumed_from: str | None = None,
+        owner_key: str | None = None,
+        admit: Callable[[], None] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Insert a queued job; returns (job, created).
 
         With a key already used: the same request returns that job (created=False), a
-        different one raises ``IdempotencyConflict``. ``before_commit`` runs after the row is
-        flushed and before the commit; if it raises, nothing is written.
+        different one raises ``IdempotencyConflict``. ``admit`` (a quota check) runs only
+        when a new job would be created, so a replay is never refused by it. ``before_commit``
+        runs after the row is flushed and before the commit; if it raises, nothing is written.
         """
         request = normalized_request(request)
         digest = request_hash(request)
@@ -112,6 +115,8 @@ class JobRepository:
             existing = self._by_key(idempotency_key, digest)
             if existing is not None:
                 return existing, False
+        if admit is not None:
+            admit()
         now = utcnow()
         job = JobRecord(
             id=new_job_id(), task=request.task, status=JobStatus.QUEUED.value,
@@ -122,6 +127,7 @@ class JobRepository:
             total_epochs=request.hyperparameters.get("epochs"),
             created_at=now, updated_at=now, attempts=0, epoch=0, step=0,
             activated=False, cancel_requested=False, resumed_from=resumed_from,
+            owner_key=owner_key,
         )
         with self._sessions() as session:
             try:
@@ -412,6 +418,22 @@ class JobRepository:
         stmt = _filtered(select(func.count()).select_from(JobRecord), status, task)
         with self._sessions() as session:
             return int(session.scalar(stmt) or 0)
+
+    def count_owned(self, owner_key: str | None) -> dict[str, int]:
+        """The unfinished jobs of one API key (None: anonymous ones), for its quotas:
+        ``{"queued": n, "active": m}`` (active: running or exporting)."""
+        owner = (JobRecord.owner_key.is_(None) if owner_key is None
+                 else JobRecord.owner_key == owner_key)
+        unfinished = [s.value for s in JobStatus if not s.is_terminal]
+        stmt = (select(JobRecord.status, func.count()).where(owner,
+                                                             JobRecord.status.in_(unfinished))
+                .group_by(JobRecord.status))
+        with self._sessions() as session:
+            rows = session.execute(stmt).all()
+        counts = {"queued": 0, "active": 0}
+        for status, n in rows:
+            counts["queued" if status == JobStatus.QUEUED.value else "active"] += int(n)
+        return counts
 
     def dataset_in_use(self, dataset_id: str) -> bool:
         """A job that has not finished (queued, running, exporting) names the dataset."""

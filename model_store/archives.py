@@ -4,6 +4,19 @@ Nothing here trusts the archive: the format is detected from magic bytes, every 
 is checked before anything is written, only regular files and directories are created
 (never links, devices or fifos), and the size caps count the bytes actually written, so a
 header that lies about sizes gains nothing.
+
+Refusals come as early as the format allows, so a bomb costs no disk: a zip's central
+directory is read first and its declared sizes, per-entry compression ratios, file count and
+staging bytes are checked before the first byte is written (CPython's zip reader never
+yields more than an entry's declared size, so the declaration is a bound, and the CRC
+catches a lie); a tar member's header size is checked against the running totals before
+its data is copied, and a compressed tar may not declare more than ``max_ratio`` times the
+archive's size. While writing, the running totals are checked again on every chunk.
+
+Entries the caller's ``keep`` rule rejects (files the task's layout never reads) are not
+extracted at all; they are counted, and a capped sample of their names is kept for the
+intake report. Staging bytes are counted as disk blocks (``disk_cost``): a one-byte file
+occupies a 4 KiB block, which is how 49,000 one-byte files once became 200 MB.
 """
 
 from __future__ import annotations
@@ -14,10 +27,12 @@ import stat
 import tarfile
 import zipfile
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
 
+from core.errors import public_reason
 from model_store.errors import ArchiveTooLarge, ArchiveUnsafe, NotAnArchive
 
 CHUNK = 1024 * 1024
@@ -28,6 +43,10 @@ RATIO_GRACE_BYTES = 1024 * 1024
 IGNORED_DIRS = frozenset({"__MACOSX"})
 IGNORED_FILES = frozenset({"Thumbs.db", "desktop.ini"})
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
+# Staging bytes are counted in blocks of this size (the usual file-system block).
+DISK_BLOCK = 4096
+# Names of ignored entries kept for the report, unless the limits say otherwise.
+IGNORED_SAMPLE = 100
 _MAX_COMPONENT = 255
 
 _GZIP, _BZIP2, _XZ = b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00"
@@ -57,6 +76,11 @@ def safe_relative_path(name: str) -> PurePosixPath | None:
 
     Raises ``ArchiveUnsafe`` for absolute paths, ``..``, drive letters, backslashes, NULs.
     """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # tarfile keeps undecodable bytes as surrogates
+        raise ArchiveUnsafe(name.encode("utf-8", "backslashreplace").decode(),
+                            "name is not valid UTF-8") from None
     if "\x00" in name:
         raise ArchiveUnsafe(name, "NUL byte in name")
     if "\\" in name:
@@ -80,18 +104,33 @@ def safe_relative_path(name: str) -> PurePosixPath | None:
 
 
 # ---- extraction
+def disk_cost(size: int) -> int:
+    """What a file of ``size`` bytes occupies on disk: whole blocks, at least one."""
+    return max(1, -(-max(size, 0) // DISK_BLOCK)) * DISK_BLOCK
+
+
+KeepRule = Callable[[PurePosixPath], bool]
+
+
 @dataclass(frozen=True)
 class ExtractLimits:
-    max_entries: int
-    max_bytes: int
-    max_ratio: float
+    max_entries: int  # entries of any kind, ignored ones included
+    max_bytes: int  # bytes the archive may inflate to (everything it decompresses)
+    max_ratio: float  # inflated bytes / compressed bytes, per zip entry or compressed tar
+    max_files: int | None = None  # files written (those ``keep`` accepts)
+    max_staging_bytes: int | None = None  # disk bytes written (``disk_cost`` per file/dir)
+    keep: KeepRule | None = None  # which files to write; None: every file
+    ignored_sample: int = IGNORED_SAMPLE
 
 
 @dataclass
 class ExtractStats:
     entries: int = 0
     files: int = 0
-    bytes: int = 0
+    bytes: int = 0  # inflated bytes (written or skipped over)
+    staged: int = 0  # disk bytes written, counted with disk_cost
+    ignored: int = 0  # files not extracted because ``keep`` rejected them
+    ignored_names: list[str] = field(default_factory=list)  # the first few of those
 
 
 class _Extractor:
@@ -109,6 +148,36 @@ class _Extractor:
         if self.stats.entries > self.limits.max_entries:
             raise ArchiveTooLarge(f"archive has more than {self.limits.max_entries} entries")
 
+    def keeps(self, rel: PurePosixPath) -> bool:
+        return self.limits.keep is None or self.limits.keep(rel)
+
+    def keeps_dir(self, rel: PurePosixPath) -> bool:
+        # A folder is made when a file in it could be kept (layout folders stay visible).
+        return self.keeps(rel / "x.png")
+
+    def ignore(self, rel: PurePosixPath) -> None:
+        self.stats.ignored += 1
+        if len(self.stats.ignored_names) < self.limits.ignored_sample:
+            self.stats.ignored_names.append(rel.as_posix())
+
+    def admit(self, name: str, size: int) -> None:
+        """Refuse a file of declared ``size`` before it is written if it would pass a cap."""
+        lim = self.limits
+        if lim.max_files is not None and self.stats.files + 1 > lim.max_files:
+            raise ArchiveTooLarge(f"archive has more than {lim.max_files} files the task's"
+                                  " layout uses")
+        if self.stats.bytes + size > lim.max_bytes:
+            raise ArchiveTooLarge(f"archive extracts to more than {lim.max_bytes} bytes")
+        self._stage(disk_cost(size), check_only=True)
+
+    def _stage(self, cost: int, *, check_only: bool = False) -> None:
+        cap = self.limits.max_staging_bytes
+        if cap is not None and self.stats.staged + cost > cap:
+            raise ArchiveTooLarge(f"archive needs more than {cap} bytes of disk (counted in"
+                                  f" {DISK_BLOCK}-byte blocks) to extract")
+        if not check_only:
+            self.stats.staged += cost
+
     def target(self, name: str, rel: PurePosixPath) -> Path:
         key = rel.as_posix()
         if key in self.seen:
@@ -120,6 +189,9 @@ class _Extractor:
 
     def make_dir(self, name: str, rel: PurePosixPath) -> None:
         path = self.target(name, rel)
+        if path.is_dir():
+            return
+        self._stage(DISK_BLOCK)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as exc:
@@ -134,18 +206,21 @@ class _Extractor:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
             raise ArchiveUnsafe(name, "path conflicts with another entry") from exc
+        self.stats.files += 1
         written = 0
+        self._stage(DISK_BLOCK)  # the file's first block (an empty file still costs one)
         with os.fdopen(fd, "wb") as out:
             while chunk := src.read(CHUNK):
+                before = disk_cost(written)
                 written += len(chunk)
                 self.stats.bytes += len(chunk)
                 if self.stats.bytes > self.limits.max_bytes:
                     raise ArchiveTooLarge(
                         f"archive extracts to more than {self.limits.max_bytes} bytes"
                     )
+                self._stage(disk_cost(written) - before)
                 self.check_ratio(name, written, packed)
                 out.write(chunk)
-        self.stats.files += 1
 
     def check_ratio(self, name: str, produced: int, packed: int | None) -> None:
         if packed is None and self.stream is not None:
@@ -168,35 +243,82 @@ def _extract_zip(path: Path, ex: _Extractor) -> None:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise NotAnArchive(f"unreadable zip: {exc}") from exc
+        raise NotAnArchive(f"unreadable zip: {_zip_reason(exc)}") from exc
     with zf:
         infos = zf.infolist()
         if len(infos) > ex.limits.max_entries:
             raise ArchiveTooLarge(f"archive has more than {ex.limits.max_entries} entries")
-        # The declared total is only a cheap early refusal; the real check counts writes.
+        # CPython's reader stops at file_size (then the CRC fails), so the declared sizes
+        # bound what can be written: check them all before writing anything.
         if sum(i.file_size for i in infos) > ex.limits.max_bytes:
             raise ArchiveTooLarge(f"archive declares more than {ex.limits.max_bytes} bytes")
         # A lying compress_size cannot make the ratio look small: real data fits the file.
         archive_size = path.stat().st_size
-        for info in infos:
-            ex.count_entry()
-            rel = safe_relative_path(info.filename)
-            if rel is None:
-                continue
-            if _zip_is_symlink(info):
-                raise ArchiveUnsafe(info.filename, "symbolic link")
-            if info.flag_bits & 0x1:
-                raise ArchiveUnsafe(info.filename, "encrypted entry")
+        plan = _plan_zip(infos, ex, archive_size)
+        for info, rel in plan:
             if info.is_dir():
                 ex.make_dir(info.filename, rel)
                 continue
+            ex.admit(info.filename, info.file_size)
             try:
                 with zf.open(info) as src:
                     ex.write_file(
                         info.filename, rel, src, min(info.compress_size, archive_size)
                     )
             except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-                raise NotAnArchive(f"corrupt zip entry {info.filename!r}: {exc}") from exc
+                raise NotAnArchive(
+                    f"corrupt zip entry {info.filename!r}: {_zip_reason(exc)}") from exc
+
+
+def _plan_zip(infos: list[zipfile.ZipInfo], ex: _Extractor, archive_size: int
+              ) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+    """Check every entry's name and declarations; the entries to extract, in order.
+
+    Everything here reads the central directory only, so each refusal costs no disk."""
+    plan: list[tuple[zipfile.ZipInfo, PurePosixPath]] = []
+    files = staged = 0
+    for info in infos:
+        ex.count_entry()
+        rel = safe_relative_path(info.filename)
+        if rel is None:
+            continue
+        if _zip_is_symlink(info):
+            raise ArchiveUnsafe(info.filename, "symbolic link")
+        if info.flag_bits & 0x1:
+            raise ArchiveUnsafe(info.filename, "encrypted entry")
+        if info.is_dir():
+            if ex.keeps_dir(rel):
+                plan.append((info, rel))
+            continue
+        if not ex.keeps(rel):
+            ex.ignore(rel)
+            continue
+        packed = max(min(info.compress_size, archive_size), 1)
+        if info.file_size > RATIO_GRACE_BYTES and info.file_size > ex.limits.max_ratio * packed:
+            raise ArchiveTooLarge(f"entry {info.filename!r} inflates more than"
+                                  f" {ex.limits.max_ratio:g}x (zip bomb?)")
+        files += 1
+        staged += disk_cost(info.file_size)
+        if ex.limits.max_files is not None and files > ex.limits.max_files:
+            raise ArchiveTooLarge(f"archive has more than {ex.limits.max_files} files the"
+                                  " task's layout uses")
+        cap = ex.limits.max_staging_bytes
+        if cap is not None and staged > cap:
+            raise ArchiveTooLarge(f"archive declares more than {cap} bytes of disk (counted"
+                                  f" in {DISK_BLOCK}-byte blocks) for the files it keeps")
+        plan.append((info, rel))
+    # Many entries each under the grace size add up: the whole archive may not inflate
+    # past max_ratio x its own size either.
+    declared = sum(info.file_size for info, _ in plan)
+    if declared > RATIO_GRACE_BYTES and declared > ex.limits.max_ratio * max(archive_size, 1):
+        raise ArchiveTooLarge(f"archive inflates more than {ex.limits.max_ratio:g}x its size"
+                              " (zip bomb?)")
+    return plan
+
+
+def _zip_reason(exc: BaseException) -> str:
+    """The zip library's complaint without file paths or object reprs."""
+    return public_reason(exc)
 
 
 class _CountingReader:
@@ -229,6 +351,9 @@ def _extract_tar(path: Path, ex: _Extractor, compressed: bool) -> None:
     raw = open(path, "rb")  # noqa: SIM115 - closed below, after the tar stream
     counter = _CountingReader(raw)
     ex.stream = counter if compressed else None
+    # A compressed stream cannot inflate past max_ratio x the archive without being a bomb:
+    # checked on each member's declared size before its data is read.
+    inflate_cap = ex.limits.max_ratio * max(path.stat().st_size, 1) if compressed else None
     try:
         # Stream mode ("r|*"): members are read one by one and never all kept in memory.
         with tarfile.open(fileobj=counter, mode="r|*") as tf:  # type: ignore[call-overload]
@@ -236,15 +361,30 @@ def _extract_tar(path: Path, ex: _Extractor, compressed: bool) -> None:
                 ex.count_entry()
                 rel = safe_relative_path(member.name)
                 rule = _tar_rule(member)
+                size = max(member.size, 0)
+                if (inflate_cap is not None and ex.stats.bytes + size > inflate_cap
+                        and ex.stats.bytes + size > RATIO_GRACE_BYTES):
+                    raise ArchiveTooLarge(
+                        f"entry {member.name!r} inflates more than {ex.limits.max_ratio:g}x"
+                        " (zip bomb?)")
                 if rel is None:
                     # Skipping still decompresses the data: count it against the cap.
-                    ex.stats.bytes += max(member.size, 0)
+                    ex.stats.bytes += size
                     continue
                 if rule:
                     raise ArchiveUnsafe(member.name, rule)
                 if member.isdir():
-                    ex.make_dir(member.name, rel)
+                    if ex.keeps_dir(rel):
+                        ex.make_dir(member.name, rel)
                     continue
+                if not ex.keeps(rel):
+                    ex.ignore(rel)
+                    ex.stats.bytes += size
+                    if ex.stats.bytes > ex.limits.max_bytes:
+                        raise ArchiveTooLarge(
+                            f"archive extracts to more than {ex.limits.max_bytes} bytes")
+                    continue
+                ex.admit(member.name, size)
                 src = tf.extractfile(member)
                 if src is None:
                     raise ArchiveUnsafe(member.name, "unreadable entry")
@@ -254,7 +394,7 @@ def _extract_tar(path: Path, ex: _Extractor, compressed: bool) -> None:
             raise  # a real I/O failure (disk full), not a bad archive
         if isinstance(exc, tarfile.ReadError) and ex.stats.entries == 0:
             raise NotAnArchive("the upload is not a zip or tar archive") from exc
-        raise NotAnArchive(f"corrupt tar archive: {exc}") from exc
+        raise NotAnArchive(f"corrupt tar archive: {public_reason(exc)}") from exc
     finally:
         raw.close()
 

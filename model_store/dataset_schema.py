@@ -45,7 +45,16 @@ class IntakeReport(BaseModel):
     image_size: SizeStats | None = None
     files_seen: int = 0  # every regular file extracted (junk like __MACOSX never counts)
     files_accepted: int = 0  # files referenced by the index
+    # Extracted files the scan could not use, with the reason (the first
+    # dataset_report_max_items of them; files_skipped counts all). They are not kept.
     skipped: list[SkippedFile] = Field(default_factory=list)
+    files_skipped: int = 0
+    # Entries never extracted: not image files, or outside the task's layout folders.
+    files_ignored: int = 0
+    ignored: list[str] = Field(default_factory=list,
+                               description="a sample of the ignored names (capped)")
+    truncated: bool = Field(False, description="a list above holds only its first entries;"
+                            " the counts cover every file")
     stripped_folder: str | None = None  # the single top-level folder removed, if any
 
 
@@ -69,6 +78,8 @@ class DatasetMeta(BaseModel):
     filename: str  # the uploaded file's name, as the client sent it
     synthetic: bool = False  # made by toonforge itself (demo / test data), not uploaded
     counts: dict[str, int] = Field(default_factory=dict)
+    # The API key id that uploaded it (per-key dataset quotas); None: anonymous or older.
+    owner: str | None = None
 
 
 class IngestResult(BaseModel):

@@ -37,6 +37,18 @@ class ActivationRefused(StoreError):
     http_status = 409
 
 
+class VersionCorrupt(ActivationRefused):
+    """A version's files do not match the sha256 its manifest records (or are missing);
+    ``details.file`` names the file (never a server path)."""
+
+    code = "version_corrupt"
+    http_status = 409
+
+    def __init__(self, ref: str, file: str | None, problem: str) -> None:
+        super().__init__(f"{ref} is corrupt: {problem}", {"version": ref, "file": file})
+        self.file = file
+
+
 class StoreMissing(StoreError):
     """A command that reads the store was pointed at a directory that does not exist."""
 

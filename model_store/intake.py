@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from model_store.archives import CHUNK, ExtractLimits, extract_archive
-from model_store.dataset_scan import scan_dataset
+from model_store.dataset_scan import keep_rule, prune_unused, scan_dataset
 from model_store.dataset_schema import DatasetMeta, IngestResult
 from model_store.datasets import DATA_DIR, DatasetStore, new_dataset_id, tree_bytes
 from model_store.errors import DatasetInvalid, UploadTooLarge
@@ -115,6 +115,9 @@ class IntakeSettings(Protocol):
     dataset_max_entries: int
     dataset_max_extracted_bytes: int
     dataset_max_compression_ratio: float
+    dataset_max_files: int
+    dataset_max_staging_bytes: int
+    dataset_report_max_items: int
     max_pixels: int
 
 
@@ -128,6 +131,7 @@ def ingest_upload(
     name: str | None = None,
     dataset_id: str | None = None,
     synthetic: bool = False,
+    owner: str | None = None,
 ) -> IngestResult:
     """Turn an uploaded archive into a stored dataset, or refuse it leaving nothing behind.
 
@@ -139,21 +143,30 @@ def ingest_upload(
     store = DatasetStore(store_root)
     meta_id = dataset_id or new_dataset_id()
     store.path(meta_id)  # validates a client-chosen id before any work
+    max_items = settings.dataset_report_max_items
     limits = ExtractLimits(
         max_entries=settings.dataset_max_entries,
         max_bytes=settings.dataset_max_extracted_bytes,
         max_ratio=settings.dataset_max_compression_ratio,
+        max_files=settings.dataset_max_files,
+        max_staging_bytes=settings.dataset_max_staging_bytes,
+        keep=keep_rule(task),
+        ignored_sample=max_items,
     )
     with store.staging() as staged:
         extracted = staged / "extracted"
-        extract_archive(upload_path, extracted, limits)
+        stats = extract_archive(upload_path, extracted, limits)
         root, stripped = find_data_root(extracted, task)
         os.rename(root, staged / DATA_DIR)
         shutil.rmtree(extracted, ignore_errors=True)  # the emptied wrapper, if stripped
-        report, index = scan_dataset(staged / DATA_DIR, task, settings.max_pixels)
+        report, index = scan_dataset(staged / DATA_DIR, task, settings.max_pixels, max_items)
         report.stripped_folder = stripped
+        report.files_ignored = stats.ignored
+        report.ignored = stats.ignored_names[:max_items]
+        report.truncated = report.truncated or stats.ignored > len(report.ignored)
         if not report.can_train:
             raise DatasetInvalid(report)
+        prune_unused(staged / DATA_DIR, index)  # skipped files are reported, not kept
         meta = DatasetMeta(
             id=meta_id,
             task=task,
@@ -162,6 +175,7 @@ def ingest_upload(
             filename=filename,
             synthetic=synthetic,
             counts=report.counts,
+            owner=owner,
         )
         store.publish(staged, meta, report, index)
     return IngestResult(meta=meta, report=report)

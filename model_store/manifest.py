@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,18 +37,72 @@ class FileEntry(BaseModel):
     bytes: int
 
 
+class OutputParity(BaseModel):
+    """One graph output's parity figures under the relative rule (``ParityReport.rule``)."""
+
+    max_abs_error: float = Field(description="Worst |ORT - torch| over the parity inputs.")
+    scale: float = Field(description="max |torch output| over the parity inputs.")
+    atol: float
+    rtol: float
+    bound: float = Field(description="atol + rtol * scale: the most max_abs_error may be.")
+    passed: bool
+
+
 class ParityReport(BaseModel):
-    """Evidence that the ONNX graphs compute what the PyTorch module computes."""
+    """Evidence that the ONNX graphs compute what the PyTorch module computes.
+
+    ``rule`` "relative" (versions published since issue 10): every output passes when
+    max |ORT - torch| <= atol + rtol * max |torch|, with atol = ``tolerance`` and ``rtol``;
+    ``outputs`` holds each output's figures. "absolute" (older manifests, which lack the
+    field): max |ORT - torch| <= ``tolerance``. docs/ARCHITECTURE.md says why float32 needs
+    the relative term."""
 
     passed: bool
-    tolerance: float
+    tolerance: float = Field(description="The absolute term (atol) of the bound.")
+    rule: Literal["absolute", "relative"] = "absolute"
+    rtol: float = Field(0.0, description="The relative term: times max |torch output|.")
     max_abs_error: dict[str, float] = Field(
         default_factory=dict, description="Worst |ORT - torch| per graph output."
+    )
+    outputs: dict[str, OutputParity] = Field(
+        default_factory=dict, description="Per graph output: error, scale and bound."
     )
     inputs: str = Field("", description="How the fixed parity inputs were made.")
     torch_version: str = ""
     onnxruntime_version: str = ""
     detail: str = ""
+
+
+class VariantRecord(BaseModel):
+    """A reduced-precision variant of a version's graphs (``Manifest.variants["int8"]``):
+    how it was made, how close it stayed to fp32 on held-out inputs, and whether it serves.
+
+    A refused variant ships no graph file: the fp32 graphs serve and ``reason`` says why.
+    The graph files, when kept, are hashed in ``Manifest.files`` like every other file."""
+
+    precision: str = Field(description="'int8'.")
+    passed: bool
+    reason: str = Field("", description="Why it was kept or refused (a failure's error).")
+    graphs: dict[str, str] = Field(
+        default_factory=dict, description="Graph role -> file of this variant (kept only)."
+    )
+    fidelity: dict[str, float] = Field(
+        default_factory=dict, description="'role.metric' -> value measured against fp32."
+    )
+    limits: dict[str, str] = Field(
+        default_factory=dict, description="metric -> the bound it had to meet, e.g. '<= 0.0039'."
+    )
+    speedup: float | None = Field(
+        None, description="fp32 / int8 time of the main graph, batch 1, on the publishing host."
+    )
+    fp32_ms: float | None = None
+    int8_ms: float | None = None
+    calibration: str = Field("", description="What the calibration and held-out inputs were.")
+    calibration_inputs: int = 0
+    held_out_inputs: int = 0
+    method: str = ""
+    onnxruntime_version: str = ""
+    seconds: float = Field(0.0, description="Time the variant took to build and gate.")
 
 
 class Lineage(BaseModel):
@@ -81,6 +135,8 @@ class Manifest(BaseModel):
     lineage: Lineage
     extra: dict[str, Any] = Field(default_factory=dict)
     files: dict[str, FileEntry] = Field(default_factory=dict)
+    # precision -> variant ("int8"); empty for versions published before variants existed.
+    variants: dict[str, VariantRecord] = Field(default_factory=dict)
 
     @property
     def ref(self) -> str:

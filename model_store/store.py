@@ -33,10 +33,11 @@ from model_store.errors import (
     ManifestInvalid,
     ModelNotFound,
     StoreMissing,
+    VersionCorrupt,
     VersionNotFound,
 )
 from model_store.files import MANIFEST_FILE
-from model_store.manifest import Manifest, file_entries
+from model_store.manifest import Manifest, file_entries, sha256_file
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
@@ -213,9 +214,37 @@ class ModelStore:
             )
         return manifest
 
+    def verified_manifest(self, name: str, version: int) -> Manifest:
+        """``servable_manifest``, after checking every file the manifest lists against its
+        size and sha256 (and that each graph file is listed). ``VersionCorrupt`` names the
+        first file that is missing or differs; the message carries no server path."""
+        manifest = self.servable_manifest(name, version)
+        ref, vdir = f"{name}@{int(version)}", self.version_dir(name, version)
+        if not manifest.files:
+            raise VersionCorrupt(ref, None, "its manifest lists no files to verify")
+        for graph in manifest.graphs.values():
+            if graph.file not in manifest.files:
+                raise VersionCorrupt(ref, graph.file, f"graph file {graph.file!r} is not"
+                                     " listed with a sha256 in the manifest")
+        for file, entry in sorted(manifest.files.items()):
+            path = vdir / file
+            if "/" in file or file.startswith(".") or not path.is_file():
+                raise VersionCorrupt(ref, file, f"{file} is missing")
+            if path.stat().st_size != entry.bytes or sha256_file(path) != entry.sha256:
+                raise VersionCorrupt(ref, file, f"{file} does not match its sha256 in the"
+                                     " manifest")
+        return manifest
+
     def activate(self, name: str, version: int, *, rollback: bool = False) -> int | None:
         """Make ``version`` active; returns the previously active version. ``rollback``
-        records the change as a step back (see ``rollback_target``)."""
+        records the change as a step back (see ``rollback_target``).
+
+        Every path that moves the pointer (the API, ``toonforge store activate``, the
+        worker's auto-activation, rollback) comes through here, so here is where a version
+        proves itself: its parity passed and its files match their hashes
+        (``verified_manifest``). Versions are immutable, so the hashing runs before the
+        lock is taken and does not hold up other writers."""
+        self.verified_manifest(name, version)
         with self._locked(name) as mdir:
             self.servable_manifest(name, version)
             previous = self.active_version(name)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.exc import DBAPIError
 
 from core.plugins import TASK_ENTRY_POINTS, import_modules
 from core.settings import Settings, get_settings
@@ -16,6 +17,7 @@ from jobs.queue import JobQueue
 from jobs.repository import JobRepository
 from model_store.datasets import DatasetStore
 from model_store.store import ModelStore
+from service.auth import Access, install_access
 from service.errors import install_error_handlers
 from service.imaging import MULTIPART_OVERHEAD
 from service.inference.pool import InferencePool
@@ -23,10 +25,30 @@ from service.inference.reload import ReloadWatcher
 from service.limits import BodyLimitMiddleware
 from service.observability import install_observability
 from service.openapi_docs import install_openapi
-from service.routes import datasets, health, inference, jobs, models
+from service.routes import datasets, health, inference, jobs, keys, models
 from service.routes.web import install_web
 
 log = logging.getLogger(__name__)
+
+
+SCHEMA_RETRY_S = 5.0
+
+
+async def _create_schema(jobs_db: Database, first_try: asyncio.Event) -> None:
+    """Create the jobs schema, retrying while the database does not answer."""
+    try:
+        while True:
+            try:
+                await asyncio.to_thread(jobs_db.create_schema)
+                return
+            except DBAPIError as exc:
+                log.error("the jobs database does not answer (%s); job routes answer 503"
+                          " and the schema is retried in %.0f s", type(exc).__name__,
+                          SCHEMA_RETRY_S)
+                first_try.set()
+                await asyncio.sleep(SCHEMA_RETRY_S)
+    finally:
+        first_try.set()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -45,8 +67,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pool = pool
         # One job database and one broker producer per process (docs/JOBS.md).
         jobs_db = Database.from_settings(settings)
-        await asyncio.to_thread(jobs_db.create_schema)
+        # A database that is down at start does not stop inference: the open scopes serve,
+        # job routes answer 503 database_unavailable, and the schema is created once the
+        # database answers (docs/OPERATIONS.md, "What needs what").
+        first_try = asyncio.Event()
+        schema = asyncio.create_task(_create_schema(jobs_db, first_try))
+        await first_try.wait()  # normally done in ms; on failure the task keeps retrying
+        failure = schema.exception() if schema.done() else None
+        if failure is not None:
+            raise failure  # not an outage: e.g. a database URL it cannot use
         app.state.job_repository = JobRepository(jobs_db.sessions)
+        # API keys and rate limits (service/auth.py); logs which scopes are open.
+        app.state.access = access = await asyncio.to_thread(Access.start, settings,
+                                                            jobs_db.sessions)
         app.state.job_queue = job_queue = JobQueue(settings)
         try:
             await pool.sync_all()  # a model that fails to load is reported by /readyz
@@ -57,9 +90,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            schema.cancel()
             await watcher.stop()
             pool.close()
             job_queue.close()
+            await access.close()
             jobs_db.dispose()
 
     app = FastAPI(
@@ -70,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_access(app)  # 401/403/429 with their headers
     # The largest legitimate body: two images for /autoencode/interpolate, plus framing.
     app.add_middleware(
         BodyLimitMiddleware,
@@ -80,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
+    app.include_router(keys.router)  # API keys (admin scope)
     app.include_router(health.router)
     install_web(app)  # the web page: / and /static/* (not in the OpenAPI schema)
     # Last: its middleware wraps all others (JSON logs, X-Request-ID, /metrics).

@@ -18,12 +18,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
-from core.errors import DomainError, InvalidParameter
+from core.errors import DomainError, InvalidParameter, public_reason
 from core.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
+
+DATABASE_RETRY_AFTER_S = 5
 
 
 # ---------------------------------------------------------------- errors of the API itself
@@ -37,6 +41,39 @@ class Undecodable(DomainError):
 class TooLarge(DomainError):
     code = "too_large"
     http_status = 413
+
+
+class MalformedJson(DomainError):
+    """A JSON body that does not parse. 422 like every other invalid body, so each route
+    that takes JSON already documents it; the code tells it apart from a wrong field."""
+
+    code = "malformed_json"
+    http_status = 422
+
+
+class MalformedMultipart(DomainError):
+    """Multipart framing that cannot be parsed (no boundary, broken part headers)."""
+
+    code = "malformed_multipart"
+    http_status = 400
+
+
+class TooManyParts(DomainError):
+    """More multipart fields or files than the route reads: refused, not parsed further."""
+
+    code = "too_many_parts"
+    http_status = 413
+
+
+def multipart_error(exc: Exception) -> DomainError:
+    """The domain error for a failure of Starlette's form parser (which raises a plain 400
+    ``HTTPException``, or ``MultiPartException`` outside an app)."""
+    detail = str(getattr(exc, "detail", None) or getattr(exc, "message", None) or exc)
+    if detail.startswith(("Too many fields", "Too many files")):
+        return TooManyParts(f"the multipart body has too many parts: {detail}")
+    if detail.startswith("Part exceeded maximum size"):
+        return TooLarge(f"a multipart field is too large: {detail}")
+    return MalformedMultipart(f"the multipart body could not be parsed: {public_reason(detail)}")
 
 
 class UnsupportedMediaType(DomainError):
@@ -107,13 +144,16 @@ class ErrorEnvelope(BaseModel):
 
 
 _DESCRIPTIONS = {
-    400: "The image could not be decoded (`undecodable`).",
+    400: "The image could not be decoded (`undecodable`), or the multipart framing is"
+    " broken (`malformed_multipart`).",
     404: "Unknown model or version (`model_not_found`, `version_not_found`).",
-    409: "The version may not become active (`activation_refused`).",
-    413: "The upload is larger than the byte limit (`too_large`).",
+    409: "The version may not become active (`activation_refused`), or its files do not"
+    " match their sha256 (`version_corrupt`, details.file names the file).",
+    413: "The upload is larger than the byte limit (`too_large`), or a multipart body has"
+    " more parts than the route reads (`too_many_parts`).",
     415: "The body is not an image (`unsupported_media_type`).",
     422: "A parameter is invalid (`invalid_parameter`) or the image has too many pixels"
-    " (`too_many_pixels`).",
+    " (`too_many_pixels`); a JSON body that does not parse is `malformed_json`.",
     500: "A bug on our side (`internal`).",
     503: "No servable version (`no_active_version`, `model_not_ready`).",
 }
@@ -145,6 +185,14 @@ _EXAMPLE_MESSAGES: dict[str, str] = {
     "archive_too_large": "archive inflates past 4294967296 bytes",
     "sample_not_found": "job 0f1e2d3c4b5a69788796a5b4c3d2e1f0 has no sample 'epoch_009.png'",
     "model_not_ready": "matte@2 failed to load: model.onnx does not match its sha256",
+    "version_corrupt": "matte@2 is corrupt: model.onnx does not match its sha256 in the"
+    " manifest",
+    "overloaded": "the server is at capacity (48 requests running or waiting); retry in 1 s",
+    "malformed_json": "the body is not valid JSON: Expecting value (at byte 9)",
+    "malformed_multipart": "the multipart body could not be parsed: Missing boundary in"
+    " multipart.",
+    "too_many_parts": "the multipart body has too many parts: Too many fields. Maximum"
+    " number of fields is 8.",
     "task_not_found": "no task 'sketch' is registered; known: cartoonize, matte, classify,"
     " generate, autoencode",
 }
@@ -191,23 +239,71 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (Starlette's 405 names only
+    the methods of the first route that matched the path). Each top-level route (FastAPI
+    includes routers as routes of their own) is asked whether it would take the request
+    with each method; mounts (static files) answer their own 405s and are left out."""
+    allowed = []
+    for method in _METHODS:
+        probe = {**request.scope, "method": method}
+        if any(not isinstance(route, Mount) and route.matches(probe)[0] == Match.FULL
+               for route in request.app.router.routes):
+            allowed.append(method)
+    if "GET" in allowed and "HEAD" not in allowed:  # Starlette answers HEAD for every GET
+        allowed.insert(allowed.index("GET") + 1, "HEAD")
+    return allowed
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def domain_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DomainError)
-        return envelope(exc.http_status, exc.code, exc.message, exc.details)
+        response = envelope(exc.http_status, exc.code, exc.message, exc.details)
+        response.headers.update(getattr(exc, "headers", None) or {})  # e.g. Retry-After
+        return response
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        broken = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+        if broken:
+            reason = (broken[0].get("ctx") or {}).get("error", "invalid JSON")
+            position = broken[0].get("loc", ("body", None))[-1]
+            where = f" (at byte {position})" if isinstance(position, int) else ""
+            return envelope(MalformedJson.http_status, MalformedJson.code,
+                            f"the body is not valid JSON: {reason}{where}")
         return envelope(422, InvalidParameter.code, _describe_validation(exc))
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR:
+            # FastAPI's answer for a JSON body that does not even decode (bad UTF-16,
+            # nesting too deep): the same malformed_json as any unparsable JSON.
+            return envelope(MalformedJson.http_status, MalformedJson.code,
+                            "the body is not valid JSON: it could not be decoded")
         codes = {404: "not_found", 405: "method_not_allowed", 413: TooLarge.code}
         response = envelope(
             exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
         )
         if exc.headers:
             response.headers.update(exc.headers)
+        if exc.status_code == 405 and (methods := allowed_methods(request)):
+            response.headers["Allow"] = ", ".join(methods)
+        return response
+
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        # The jobs database is down or unreachable (or its schema is not created yet,
+        # because it was down at start): the job routes say so; inference is unaffected.
+        log.warning("jobs database error on %s %s: %s", request.method, request.url.path,
+                    type(exc).__name__)
+        response = envelope(503, "database_unavailable",
+                            "the jobs database does not answer; try again shortly")
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
         return response
 
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -223,4 +319,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, domain_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(OperationalError, database_error)
+    app.add_exception_handler(InterfaceError, database_error)
     app.add_exception_handler(Exception, internal_error)

@@ -19,16 +19,18 @@ import io
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
-from core.errors import InvalidParameter
+from core.errors import InvalidParameter, public_reason
 from service.errors import (
+    MalformedMultipart,
     TooLarge,
     TooManyPixels,
     Undecodable,
     UnsupportedMediaType,
+    multipart_error,
 )
 
 # Our own pixel check (Settings.max_pixels) answers bombs with a clear 422; Pillow's global
@@ -81,8 +83,23 @@ async def _replayed_form(request: Request, body: bytes, max_files: int) -> FormD
     try:
         form = await replay.form(max_files=max_files, max_fields=16)
     except Exception as exc:  # malformed multipart framing is a client error
-        raise Undecodable(f"the multipart body could not be parsed: {exc}") from exc
+        raise multipart_error(exc) from None
+    boundary = _boundary(request.headers.get("content-type", ""))
+    if boundary and b"--" + boundary + b"--" not in body:
+        # Starlette keeps the parts it read from a cut-off body; a truncated upload is a
+        # broken body, not a request that forgot a field.
+        await form.close()
+        raise MalformedMultipart("the multipart body is truncated: its closing boundary is"
+                                 " missing")
     return form
+
+
+def _boundary(content_type: str) -> bytes | None:
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.strip().lower() == "boundary" and value:
+            return value.strip().strip('"').encode("latin-1", "replace")
+    return None
 
 
 async def _form_images(
@@ -162,14 +179,26 @@ def _to_rgb8(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode untrusted bytes into an EXIF-oriented 8-bit RGB image."""
+def decode_image(data: bytes, max_pixels: int,
+                 reduce_to: tuple[int, int] | None = None) -> Image.Image:
+    """Decode untrusted bytes into an EXIF-oriented 8-bit RGB image.
+
+    ``reduce_to``: the caller needs no more than this (width, height) (its answer does not
+    carry the image at full size: classify). A JPEG at least twice that size in both
+    dimensions is then decoded by libjpeg's DCT scaling (Pillow's ``draft``) at 1/2, 1/4 or
+    1/8, never below ``reduce_to``: decoding a 12-megapixel photo for a 224-pixel crop
+    costs a fraction of the full decode. Callers ask for twice the model's input, so the
+    resize after it still has full-resolution detail to filter from.
+    """
     if not data:
         raise Undecodable("the image is empty")
     try:
         image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise Undecodable("not a decodable image: the format is unknown or unsupported"
+                          ) from None
     except Exception as exc:
-        raise Undecodable(f"not a decodable image: {exc}") from exc
+        raise Undecodable(f"not a decodable image: {public_reason(exc)}") from exc
     width, height = image.size
     if width * height > max_pixels:
         raise TooManyPixels(
@@ -178,18 +207,28 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
         )
     if width < 1 or height < 1:
         raise Undecodable(f"the image has an empty size {width}x{height}")
+    if reduce_to is not None and image.format == "JPEG":
+        # EXIF rotation swaps the axes after decoding: ask for the larger side both ways.
+        side = max(reduce_to)
+        if width >= 2 * side and height >= 2 * side:
+            try:
+                image.draft(image.mode, (side, side))
+            except Exception:  # a JPEG variant without DCT scaling decodes at full size
+                pass
     try:
         image.load()
     except Exception as exc:  # truncated or corrupt data fails here, in any of many ways
-        raise Undecodable(f"the image could not be decoded: {exc}") from exc
+        raise Undecodable(f"the image could not be decoded: {public_reason(exc)}") from exc
     try:
-        image = ImageOps.exif_transpose(image)  # type: ignore[assignment]  # Image, not ImageFile
+        # In place: without it, an upright image (the usual case) is copied whole for nothing.
+        ImageOps.exif_transpose(image, in_place=True)
     except Exception:  # unreadable EXIF: the pixels are still good, serve them as stored
         pass
     try:
         return _to_rgb8(image)
     except Exception as exc:  # a pixel mode Pillow cannot convert
-        raise Undecodable(f"unsupported pixel format {image.mode!r}: {exc}") from exc
+        raise Undecodable(f"unsupported pixel format {image.mode!r}: {public_reason(exc)}"
+                          ) from exc
 
 
 def encode_image(image: Image.Image, fmt: str) -> bytes:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
@@ -37,17 +37,29 @@ from jobs.records import JobEventRecord
 from jobs.repository import JobRepository
 from jobs.views import job_event, job_view
 from jobs.webhooks import notify_terminal
+from service.auth import Caller
+from service.ratelimit import check_job_quota
 
 # ----------------------------------------------------------------- create, read, cancel
 
 
+def _quota(repo: JobRepository, caller: Caller | None) -> Callable[[], None] | None:
+    """The job quota check of ``caller`` (service/ratelimit.py), run before a job is made."""
+    if caller is None:
+        return None
+    return lambda: check_job_quota(repo, caller.key_id, caller.limits)
+
+
 async def create_job(repo: JobRepository, queue: JobQueue, settings: Settings,
-                     request: FinetuneRequest, idempotency_key: str | None
-                     ) -> tuple[JobView, bool]:
-    """Check, record and send the job; (view, created). created=False: an idempotent replay."""
+                     request: FinetuneRequest, idempotency_key: str | None,
+                     caller: Caller | None = None) -> tuple[JobView, bool]:
+    """Check, record and send the job; (view, created). created=False: an idempotent replay.
+    With ``caller`` the job records its key and counts against the key's job quota."""
+    owner = caller.key_id if caller else None
     job, created = await run_in_threadpool(
         lambda: create_and_enqueue(repo, request, idempotency_key, queue=queue,
-                                   store_root=settings.store_dir))
+                                   store_root=settings.store_dir, owner_key=owner,
+                                   admit=_quota(repo, caller)))
     return job_view(job), created
 
 
@@ -70,17 +82,20 @@ async def cancel_job(repo: JobRepository, settings: Settings, job_id: str) -> Jo
     it); a running one is asked to stop at its next step. A finished job: InvalidTransition."""
     job, cancelled_now = await run_in_threadpool(repo.cancel, job_id)
     if cancelled_now:
-        notify_terminal(job, settings)
+        notify_terminal(job, settings, repo)
     return job_view(job)
 
 
 async def resume_job(repo: JobRepository, queue: JobQueue, settings: Settings,
-                     job_id: str) -> JobView:
+                     job_id: str, caller: Caller | None = None) -> JobView:
     """A NEW job continuing a failed or cancelled one from its last checkpoint (same
     request, ``resumed_from`` = the old id), recorded and sent in one step. JobNotFound,
-    InvalidTransition (not failed/cancelled, or no checkpoint), BrokerUnavailable."""
+    InvalidTransition (not failed/cancelled, or no checkpoint), BrokerUnavailable; the new
+    job belongs to ``caller``'s key and counts against its quota."""
+    owner = caller.key_id if caller else None
     job, _ = await run_in_threadpool(
-        lambda: resume_and_enqueue(repo, job_id, queue, settings.store_dir))
+        lambda: resume_and_enqueue(repo, job_id, queue, settings.store_dir, owner_key=owner,
+                                   admit=_quota(repo, caller)))
     return job_view(job)
 
 

@@ -23,6 +23,9 @@ from core.wire import (
     JobPage,
     JobStatus,
     JobView,
+    KeyCreated,
+    KeyLimitsBody,
+    KeyView,
     MetricPoint,
     ModelDetail,
     ModelInfo,
@@ -77,6 +80,11 @@ CURL: dict[str, str] = {
     "list_job_samples": f"curl {URL}/jobs/{JOB}/samples",
     "get_job_sample": f"curl {URL}/jobs/{JOB}/samples/epoch_002.png -o epoch_002.png",
     "infer": f"curl -F image=@photo.jpg '{URL}/infer/sketch' -o sketch.png",
+    "create_key": f"curl {URL}/keys -H 'content-type: application/json'"
+                  " -d '{\"name\": \"ci\", \"scopes\": [\"infer\", \"train\"],"
+                  " \"limits\": {\"rps\": 5}}'",
+    "list_keys": f"curl '{URL}/keys?include_revoked=false'",
+    "revoke_key": f"curl -X DELETE {URL}/keys/0f1e2d3c4b5a",
     "healthz": f"curl {URL}/healthz",
     "readyz": f"curl {URL}/readyz",
     "metrics": f"curl {URL}/metrics",
@@ -130,6 +138,11 @@ def _dataset() -> IngestResult:
     return IngestResult(meta=meta, report=report)
 
 
+def _key() -> KeyView:
+    return KeyView(id="0f1e2d3c4b5a", name="ci", scopes=["infer", "train"], created_at=_AT,
+                   revoked_at=None, limits=KeyLimitsBody(rps=5))
+
+
 def _json_examples() -> dict[str, Any]:
     matte = ModelInfo(name="matte", task="matte", versions=[1, 2], active=2, is_default=True)
     summary = VersionSummary(version=2, arch="u2netp", created_at=_AT.isoformat(),
@@ -161,10 +174,15 @@ def _json_examples() -> dict[str, Any]:
                         at=_AT)]),
         "list_job_samples": [SampleInfo(name="epoch_001.png", epoch=1, bytes=48_213,
                                         url=f"/jobs/{JOB}/samples/epoch_001.png")],
+        "create_key": KeyCreated(**_key().model_dump(),
+                                 key="tf_0f1e2d3c4b5a_n8sGHFaga9wkrr8fiCpQrOI1dVTgBxJ_9h7HPghFGtk"),
+        "list_keys": [_key()],
+        "revoke_key": KeyView(**{**_key().model_dump(), "revoked_at": _AT}),
         "healthz": Health(),
         "readyz": Readiness(ready=True, models=[ModelReadiness(
             name="matte", task="matte", active_version=2, loaded_version=2,
-            providers=["CPUExecutionProvider"], ready=True, error=None)]),
+            providers=["CPUExecutionProvider"], ready=True, fallback=False,
+            error=None)]),
     }
     return {op: _dump(value) for op, value in examples.items()}
 
@@ -181,6 +199,7 @@ REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
                             "auto_activate": True},
     "activate_model_version": {"version": 2},
     "generate": {"n": 4, "seed": 7, "rank_by_discriminator": True, "format": "json"},
+    "create_key": {"name": "ci", "scopes": ["infer", "train"], "limits": {"rps": 5}},
 }
 
 
@@ -191,6 +210,15 @@ def _envelope_422() -> dict[str, Any]:
     """FastAPI documents its own 422 body on routes with parameters; ours is the envelope."""
     return error_responses(422, descriptions={
         422: "A parameter is invalid (`invalid_parameter`)."})[422] | {"model": None}
+
+
+def _with_key(curl: str, op: dict[str, Any]) -> str:
+    """The curl line with the API key header where the operation's scope is not open by
+    default (train, admin; docs/SECURITY.md)."""
+    scopes = {s for requirement in op.get("security", []) for s in requirement.get("bearer", [])}
+    if scopes - {"infer"}:
+        return curl.replace("curl ", 'curl -H "Authorization: Bearer $TOONFORGE_API_KEY" ', 1)
+    return curl
 
 
 def add_examples(schema: dict[str, Any]) -> dict[str, Any]:
@@ -207,7 +235,8 @@ def add_examples(schema: dict[str, Any]) -> dict[str, Any]:
                     "schema", {}).get("$ref") == _FASTAPI_422:
                 responses["422"] = fixed_422
             if op_id in CURL:
-                op["x-codeSamples"] = [{"lang": "Shell", "label": "curl", "source": CURL[op_id]}]
+                op["x-codeSamples"] = [{"lang": "Shell", "label": "curl",
+                                        "source": _with_key(CURL[op_id], op)}]
             for status, response in op.get("responses", {}).items():
                 media = response.get("content", {}).get("application/json")
                 if status.startswith("2") and media is not None and op_id in answers:

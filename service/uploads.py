@@ -9,6 +9,8 @@ from pathlib import Path
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 
 from core.errors import InvalidParameter
 from core.settings import Settings
@@ -16,6 +18,7 @@ from model_store.dataset_schema import IngestResult
 from model_store.datasets import DatasetStore, validate_dataset_id
 from model_store.errors import InvalidName
 from model_store.intake import ingest_upload, receive_upload, receive_upload_async
+from service.errors import multipart_error
 
 
 async def _receive(request: Request, dest: Path, max_bytes: int) -> str:
@@ -26,17 +29,23 @@ async def _receive(request: Request, dest: Path, max_bytes: int) -> str:
         return request.headers.get("x-filename", "upload")
     # Starlette spools the part to a temporary file; the body itself is already capped by
     # BodyLimitMiddleware, and the copy below enforces the cap on the part alone.
-    async with request.form(max_files=1, max_fields=8) as form:
+    try:
+        form = await request.form(max_files=1, max_fields=8)
+    except (StarletteHTTPException, MultiPartException) as exc:
+        raise multipart_error(exc) from None  # 413 too_many_parts / 400 malformed_multipart
+    try:
         part = form.get("file")
         if not isinstance(part, UploadFile):
             raise InvalidParameter("file", "send the archive as the multipart file field 'file'"
                                    " or as the raw body")
         await run_in_threadpool(receive_upload, part.file, dest, max_bytes)
         return part.filename or "upload"
+    finally:
+        await form.close()
 
 
 async def create_dataset(request: Request, settings: Settings, task: str, name: str | None,
-                         dataset_id: str | None) -> IngestResult:
+                         dataset_id: str | None, owner: str | None = None) -> IngestResult:
     if dataset_id is not None:
         try:
             validate_dataset_id(dataset_id)
@@ -47,7 +56,7 @@ async def create_dataset(request: Request, settings: Settings, task: str, name: 
         filename = await _receive(request, tmp, settings.dataset_max_upload_bytes)
         return await run_in_threadpool(
             ingest_upload, settings.store_dir, task, tmp, filename, settings,
-            name=name, dataset_id=dataset_id,
+            name=name, dataset_id=dataset_id, owner=owner,
         )
 
 

@@ -9,6 +9,7 @@ from tasks.registry import (
     CommonHyperparameters,
     GateRule,
     GraphIO,
+    Int8Gate,
     Range,
     ServingConfig,
     StarterRecipe,
@@ -61,4 +62,6 @@ SPEC = register_task(TaskSpec(
     starter=StarterRecipe("ae", {"n": 64}, {"epochs": 40, "batch_size": 16,
                                             "early_stop_patience": None}),
     synthetic=make_faces,
+    int8_gate=Int8Gate({"main": "reconstruction", "decoder": "image"},
+                       at_most={"pixel_mae": 2 / 255}),
 ))

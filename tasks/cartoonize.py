@@ -11,6 +11,7 @@ from tasks.registry import (
     CommonHyperparameters,
     GateRule,
     GraphIO,
+    Int8Gate,
     Range,
     ServingConfig,
     StarterRecipe,
@@ -86,4 +87,5 @@ SPEC = register_task(TaskSpec(
     starter=StarterRecipe("dctnet", {"n": 32},
                           {"epochs": 8, "image_size": 64, "batch_size": 4, "lr": 1e-3}),
     synthetic=make_cartoonize,
+    int8_gate=Int8Gate({"main": "cartoon"}, at_least={"psnr_db": 40.0}),  # vs fp32
 ))

@@ -12,6 +12,7 @@ from tasks.registry import (
     CommonHyperparameters,
     GateRule,
     GraphIO,
+    Int8Gate,
     ServingConfig,
     StarterRecipe,
     TaskSpec,
@@ -62,4 +63,7 @@ SPEC = register_task(TaskSpec(
     starter=StarterRecipe("googlenet", {"per_class": 16},
                           {"epochs": 4, "image_size": 64, "batch_size": 8}),
     synthetic=make_classify,
+    # The same top-1 label on 99% of held-out images, and (on average) the same top-5 set.
+    int8_gate=Int8Gate({"main": "logits"},
+                       at_least={"top1_agreement": 0.99, "top5_overlap": 0.95}),
 ))

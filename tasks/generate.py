@@ -10,6 +10,7 @@ from tasks.layouts import ImageFolderLayout
 from tasks.registry import (
     CommonHyperparameters,
     GraphIO,
+    Int8Gate,
     Range,
     ServingConfig,
     StarterRecipe,
@@ -69,4 +70,5 @@ SPEC = register_task(TaskSpec(
     gate=None,
     starter=StarterRecipe("dcgan", {"n": 64}, {"epochs": 5, "batch_size": 16}),
     synthetic=_faces_96,
+    int8_gate=Int8Gate({"main": "images"}, at_most={"pixel_mae": 2 / 255}),
 ))

@@ -24,6 +24,7 @@ from typing import Protocol
 from PIL import Image, ImageChops
 from pydantic import BaseModel
 
+from core.errors import public_reason
 from tasks.split import auto_split
 
 # One entry of index.json: paths relative to data/, plus "label" (classify) and the primary
@@ -161,7 +162,9 @@ def _decode(path: Path, max_pixels: int, mask: bool) -> tuple[int, int] | str:
                 return f"mask has colour (mode {im.mode}); masks must be greyscale"
             return width, height
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad input
-        return f"not a readable image ({type(exc).__name__}: {exc})"
+        # Pillow names the file by its absolute (staging) path: name it by its own name.
+        reason = public_reason(str(exc).replace(str(path), path.name))
+        return f"not a readable image ({type(exc).__name__}: {reason})"
 
 
 def _is_single_channel(im: Image.Image) -> bool:

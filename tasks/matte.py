@@ -10,6 +10,7 @@ from tasks.registry import (
     CommonHyperparameters,
     GateRule,
     GraphIO,
+    Int8Gate,
     ServingConfig,
     StarterRecipe,
     TaskSpec,
@@ -65,4 +66,7 @@ SPEC = register_task(TaskSpec(
     starter=StarterRecipe("u2netp", {"n": 32},
                           {"epochs": 4, "resize": 96, "crop": 80, "batch_size": 4}),
     synthetic=make_matte,
+    # The served (min-max normalised) mask within 1/255 mean, and the same shape at 0.5.
+    int8_gate=Int8Gate({"main": "mask"}, at_most={"mask_mae": 1 / 255},
+                       at_least={"mask_iou": 0.99}),
 ))

@@ -79,6 +79,22 @@ class GateRule:
 
 
 @dataclass(frozen=True)
+class Int8Gate:
+    """How close a version's INT8 variant must stay to its fp32 graphs, on held-out inputs
+    the calibration did not see, to be kept (worker/training/quantize.py measures it).
+
+    ``compare``: graph role -> the output compared (every role is quantized; the variant is
+    kept only when every role passes). ``at_most`` / ``at_least``: metric -> bound. Metrics:
+    ``mask_mae`` and ``mask_iou`` (the served, min-max normalised mask; IoU at 0.5),
+    ``top1_agreement`` and ``top5_overlap`` (logits), ``psnr_db`` and ``pixel_mae`` (images
+    scaled to [0, 1] by the serving config's ``output_range``)."""
+
+    compare: Mapping[str, str]
+    at_most: Mapping[str, float] = field(default_factory=dict)
+    at_least: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class StarterRecipe:
     """The first start with an empty store trains the task's default model like this: the
     architecture to start from scratch, the synthetic dataset's sizes (keyword arguments of
@@ -117,6 +133,8 @@ class TaskSpec:
     # the task: see ImagePipeline. Built-in tasks have dedicated endpoints instead.
     image_pipeline: ImagePipeline | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # None: versions of the task get no INT8 variant (the fp32 graphs serve alone).
+    int8_gate: Int8Gate | None = None
 
     @property
     def main_graph(self) -> GraphIO:

@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# Publishing builds no INT8 variant in the suite unless a test asks for one
+# (publish_version(int8=True): tests/unit/test_quantize.py): quantizing every full-size
+# test model would add ~10 s per version, and served answers stay fp32 where tests compare
+# them with PyTorch. Worker and API subprocesses inherit this.
+os.environ.setdefault("TOONFORGE_INT8_VARIANTS", "0")
 
 
 @pytest.fixture(scope="session")

@@ -52,7 +52,7 @@ def _parts(args: argparse.Namespace, part_flags: list[str]) -> dict[str, Path]:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     import_modules(args.settings.worker_plugins, WORKER_ENTRY_POINTS)
-    from worker.importer import import_checkpoint
+    from worker.importer import import_checkpoint, parity_summary
 
     parts = _parts(args, args.part_flags)  # refused flags write nothing, not even a store
     manifest = import_checkpoint(
@@ -64,10 +64,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
         labels=Path(args.labels) if args.labels else None,
         activate=args.activate,
     )
-    errors = ", ".join(f"{k}={v:.2e}" for k, v in manifest.parity.max_abs_error.items())
     state = "active" if args.activate else "inactive"
     print(f"imported {manifest.ref} ({manifest.task}/{manifest.arch}, {state});"
-          f" parity passed: {errors} <= {manifest.parity.tolerance}")
+          f" {parity_summary(manifest)}")
     return 0
 
 

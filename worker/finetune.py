@@ -169,6 +169,8 @@ def publish(store: ModelStore, job: JobRecord, base: BaseWeights, result: TrainR
         latent_stats=result.latent_stats, lineage=lineage,
         description=f"fine-tuned by job {job.id} on dataset {job.dataset_id}",
         hyperparameters=hp,
+        # The INT8 variant calibrates on the dataset's own validation images.
+        calibration_dataset=DatasetStore(store.root).data_dir(job.dataset_id),
     )
 
 

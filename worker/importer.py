@@ -18,7 +18,20 @@ from worker.nets.checkpoints import ImportRefused, load_official
 from worker.nets.registry import get_arch
 from worker.training.publish import publish_version
 
-__all__ = ["ImportRefused", "import_checkpoint"]
+__all__ = ["ImportRefused", "import_checkpoint", "parity_summary"]
+
+
+def parity_summary(manifest: Manifest) -> str:
+    """One line of parity evidence for the import/pull commands: each output's worst error
+    against its bound (atol + rtol * scale)."""
+    parity = manifest.parity
+    if parity.outputs:
+        figures = ", ".join(f"{k}={o.max_abs_error:.2e} <= {o.bound:.2e}"
+                            for k, o in parity.outputs.items())
+        return (f"parity passed: {figures} (bound {parity.tolerance:g} + {parity.rtol:g}"
+                " * max|output|)")
+    figures = ", ".join(f"{k}={v:.2e}" for k, v in parity.max_abs_error.items())
+    return f"parity passed: {figures} <= {parity.tolerance}"
 
 
 def import_checkpoint(

@@ -91,7 +91,7 @@ def run_job(job_id: str, runtime: WorkerRuntime | None = None) -> JobStatus | No
     if final is None:  # shut down gracefully: hand it back after the heartbeat stopped
         _release(rt, job)
         return None
-    notify_terminal(final, s)
+    notify_terminal(final, s, rt.repo)
     return JobStatus(final.status)
 
 
@@ -137,7 +137,7 @@ def _not_claimed(rt: WorkerRuntime, job_id: str, claim: Claim) -> JobStatus | No
     # Only the outcomes this claim itself caused are announced here; a job cancelled while
     # queued was announced by the API process that cancelled it.
     if claim.outcome in (ClaimOutcome.CANCELLED, ClaimOutcome.EXHAUSTED):
-        notify_terminal(job, rt.settings)
+        notify_terminal(job, rt.settings, rt.repo)
     log.info("job %s: %s (%s); nothing to run", job_id, claim.outcome.value, status.value)
     return status
 

@@ -78,7 +78,8 @@ class Reclaimer(threading.Thread):
             try:
                 result = requeue_stale_jobs(self.runtime.repo, self.runtime.queue)
                 for job_id in result.failed + result.cancelled:
-                    notify_terminal(self.runtime.repo.get(job_id), self.runtime.settings)
+                    notify_terminal(self.runtime.repo.get(job_id), self.runtime.settings,
+                                    self.runtime.repo)
             except Exception:
                 log.exception("reclaiming stale jobs failed; trying again later")
             if self.stopped.wait(self.interval):

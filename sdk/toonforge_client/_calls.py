@@ -27,6 +27,8 @@ from toonforge_client.types import (
     JobMetrics,
     JobPage,
     JobView,
+    KeyCreated,
+    KeyView,
     Manifest,
     ModelDetail,
     ModelInfo,
@@ -36,6 +38,7 @@ from toonforge_client.types import (
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "TOONFORGE_URL"
+API_KEY_ENV = "TOONFORGE_API_KEY"
 DEFAULT_TIMEOUT_S = 120.0
 
 T = TypeVar("T")
@@ -47,6 +50,14 @@ def resolve_url(url: str | None) -> str:
     if "://" not in chosen:
         chosen = f"http://{chosen}"
     return chosen.rstrip("/")
+
+
+def resolve_api_key(api_key: str | None) -> str | None:
+    """``api_key``, else ``$TOONFORGE_API_KEY``, else None (no Authorization header)."""
+    chosen = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    if not chosen:
+        return None
+    return chosen.strip() or None
 
 
 def segment(value: str | int) -> str:
@@ -222,6 +233,19 @@ def get_dataset(dataset_id: str) -> Call[IngestResult]:
 
 def delete_dataset(dataset_id: str) -> Call[None]:
     return Call("DELETE", f"/datasets/{segment(dataset_id)}", _nothing, ok=(204,))
+
+
+def create_key(name: str, scopes: list[str], limits: dict[str, Any]) -> Call[KeyCreated]:
+    return Call("POST", "/keys", json={"name": name, "scopes": list(scopes),
+                                       "limits": drop_none(limits)}, ok=(201,))
+
+
+def list_keys(include_revoked: bool) -> Call[list[KeyView]]:
+    return Call("GET", "/keys", params={"include_revoked": str(include_revoked).lower()})
+
+
+def revoke_key(key_id: str) -> Call[KeyView]:
+    return Call("DELETE", f"/keys/{segment(key_id)}")
 
 
 def create_finetune_job(task: str, dataset_id: str, base: str, target_model: str,

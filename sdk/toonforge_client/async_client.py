@@ -30,6 +30,8 @@ from toonforge_client.types import (
     JobPage,
     JobUpdate,
     JobView,
+    KeyCreated,
+    KeyView,
     Manifest,
     ModelDetail,
     ModelInfo,
@@ -47,8 +49,9 @@ class AsyncClient(ClientBase):
 
     def __init__(self, url: str | None = None, *, timeout: float | httpx.Timeout | None = None,
                  headers: dict[str, str] | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        super().__init__(url, timeout, headers)
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 api_key: str | None = None) -> None:
+        super().__init__(url, timeout, headers, api_key)
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout,
                                        headers=self.headers, transport=transport)
 
@@ -181,6 +184,27 @@ class AsyncClient(ClientBase):
 
     async def delete_dataset(self, dataset_id: str) -> None:
         return await self._send(calls.delete_dataset(dataset_id))
+
+    # ------------------------------------------------------------------ API keys (admin)
+
+    async def create_key(self, *, name: str, scopes: list[str], rps: float | None = None,
+                         burst: int | None = None, max_running_jobs: int | None = None,
+                         max_queued_jobs: int | None = None,
+                         max_dataset_bytes: int | None = None,
+                         max_dataset_files: int | None = None) -> KeyCreated:
+        """A new API key (``POST /keys``, admin scope); ``["key"]`` is its plaintext, shown
+        only in this answer. Limits left out take the server's settings (0: no limit)."""
+        limits = {"rps": rps, "burst": burst, "max_running_jobs": max_running_jobs,
+                  "max_queued_jobs": max_queued_jobs, "max_dataset_bytes": max_dataset_bytes,
+                  "max_dataset_files": max_dataset_files}
+        return await self._send(calls.create_key(name, scopes, limits))
+
+    async def list_keys(self, *, include_revoked: bool = True) -> list[KeyView]:
+        return await self._send(calls.list_keys(include_revoked))
+
+    async def revoke_key(self, key_id: str) -> KeyView:
+        """Revoke a key; API processes refuse it within their key cache time (5 s)."""
+        return await self._send(calls.revoke_key(key_id))
 
     # ------------------------------------------------------------------ jobs
 

@@ -2,12 +2,16 @@
 
     ToonforgeError
     ├── ApiError                 the server answered non-2xx: .status_code .code .message .details
+    │   │                            .retry_after (seconds, from Retry-After; else None)
     │   ├── BadRequestError          400 (undecodable)
+    │   ├── UnauthorizedError        401 (unauthorized: no key, or an invalid or revoked one)
+    │   ├── ForbiddenError           403 (forbidden: the key lacks the operation's scope)
     │   ├── NotFoundError            404 (model_not_found, version_not_found, job_not_found, ...)
     │   ├── ConflictError            409 (activation_refused, dataset_conflict, job_conflict, ...)
     │   ├── PayloadTooLargeError     413 (too_large)
     │   ├── UnsupportedMediaTypeError 415
     │   ├── InvalidRequestError      422 (invalid_parameter, too_many_pixels, dataset_invalid, ...)
+    │   ├── TooManyRequestsError     429 (rate_limited, quota_exceeded): .retry_after
     │   ├── ServiceUnavailableError  503 (no_active_version, model_not_ready, broker_unavailable)
     │   └── ServerError              any other 5xx (internal)
     ├── ToonforgeConnectionError the server could not be reached, or the connection broke
@@ -31,14 +35,16 @@ class ApiError(ToonforgeError):
     """The server refused the request; ``code`` is its stable machine name."""
 
     def __init__(self, status_code: int, code: str, message: str,
-                 details: dict[str, Any] | None = None, *, request_id: str | None = None
-                 ) -> None:
+                 details: dict[str, Any] | None = None, *, request_id: str | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.status_code = status_code
         self.code = code
         self.message = message
         self.details = details
         self.request_id = request_id
+        # Seconds the server asked to wait (Retry-After: 429, an overloaded 503), else None.
+        self.retry_after = retry_after
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.status_code}, {self.code!r}, {self.message!r})"
@@ -46,6 +52,15 @@ class ApiError(ToonforgeError):
 
 class BadRequestError(ApiError):
     pass
+
+
+class UnauthorizedError(ApiError):
+    """401: no API key where one is needed, or an invalid or revoked key (pass ``api_key=``
+    or set ``TOONFORGE_API_KEY``)."""
+
+
+class ForbiddenError(ApiError):
+    """403: the API key lacks the scope the operation needs."""
 
 
 class NotFoundError(ApiError):
@@ -68,6 +83,11 @@ class InvalidRequestError(ApiError):
     pass
 
 
+class TooManyRequestsError(ApiError):
+    """429: over the key's request rate (``rate_limited``) or a quota (``quota_exceeded``);
+    ``retry_after`` says how many seconds to wait."""
+
+
 class ServiceUnavailableError(ApiError):
     pass
 
@@ -78,11 +98,14 @@ class ServerError(ApiError):
 
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: BadRequestError,
+    401: UnauthorizedError,
+    403: ForbiddenError,
     404: NotFoundError,
     409: ConflictError,
     413: PayloadTooLargeError,
     415: UnsupportedMediaTypeError,
     422: InvalidRequestError,
+    429: TooManyRequestsError,
     503: ServiceUnavailableError,
 }
 
@@ -136,7 +159,17 @@ def error_from_response(response: httpx.Response) -> ApiError:
         text = response.text.strip().replace("\n", " ")
         message = text[:300] or response.reason_phrase or "no message"
     kind = _BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
-    return kind(status, code, message, details, request_id=response.headers.get("x-request-id"))
+    return kind(status, code, message, details, request_id=response.headers.get("x-request-id"),
+                retry_after=_retry_after(response.headers.get("retry-after")))
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (the server sends an integer; an HTTP date is not used)."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
 
 
 def transport_error(exc: httpx.TransportError, base_url: str) -> ToonforgeConnectionError:

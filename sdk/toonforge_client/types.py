@@ -103,6 +103,7 @@ class DatasetMeta(TypedDict):
     synthetic: bool
     counts: dict[str, int]
     created_at: str
+    owner: str | None  # the API key id that uploaded it (None: anonymous)
 
 
 class SkippedFile(TypedDict):
@@ -130,7 +131,11 @@ class IntakeReport(TypedDict):
     class_counts: dict[str, dict[str, int]] | None
     files_seen: int
     files_accepted: int
-    skipped: list[SkippedFile]
+    skipped: list[SkippedFile]  # the first few; files_skipped counts all
+    files_skipped: int
+    files_ignored: int  # never extracted: not images, or outside the layout
+    ignored: list[str]  # a sample of their names
+    truncated: bool  # a list holds only its first entries
     stripped_folder: str | None
     split_source: Literal["given", "auto"]
     image_size: SizeStats | None
@@ -214,6 +219,32 @@ class Health(TypedDict):
     status: str
 
 
+class KeyLimits(TypedDict):
+    """A key's own limits (None: the server's setting; 0: no limit)."""
+
+    rps: float | None
+    burst: int | None
+    max_running_jobs: int | None
+    max_queued_jobs: int | None
+    max_dataset_bytes: int | None
+    max_dataset_files: int | None
+
+
+class KeyView(TypedDict):
+    """An API key as listed (never its secret)."""
+
+    id: str
+    name: str
+    scopes: list[str]
+    created_at: str
+    revoked_at: str | None
+    limits: KeyLimits
+
+
+class KeyCreated(KeyView):
+    key: str  # the key itself: shown only in the answer to create_key
+
+
 class ModelReadiness(TypedDict):
     name: str
     task: str | None
@@ -221,6 +252,7 @@ class ModelReadiness(TypedDict):
     loaded_version: int | None
     providers: list[str]
     ready: bool
+    fallback: bool  # serving the last good version: the active one cannot load (error)
     error: str | None
 
 
@@ -252,8 +284,12 @@ class FileEntry(TypedDict):
 
 class ParityReport(TypedDict):
     passed: bool
-    tolerance: float
+    tolerance: float  # the absolute term (atol) of the bound
+    rule: Literal["absolute", "relative"]  # relative: error <= atol + rtol * max|output|
+    rtol: float
     max_abs_error: dict[str, float]
+    # output -> {max_abs_error, scale, atol, rtol, bound, passed}
+    outputs: dict[str, dict[str, Any]]
     inputs: str
     detail: str
     torch_version: str
@@ -268,6 +304,26 @@ class Lineage(TypedDict):
     job_id: str | None
     hyperparameters: dict[str, Any]
     synthetic_data: bool
+
+
+class VariantRecord(TypedDict):
+    """A version's INT8 variant (``Manifest.variants["int8"]``): kept or refused, and why."""
+
+    precision: str  # int8
+    passed: bool
+    reason: str
+    graphs: dict[str, str]  # graph role -> file (empty when refused)
+    fidelity: dict[str, float]  # "role.metric" -> value measured against fp32
+    limits: dict[str, str]  # metric -> bound, e.g. "<= 0.00392"
+    speedup: float | None  # fp32 / int8 time, main graph, batch 1, on the publishing host
+    fp32_ms: float | None
+    int8_ms: float | None
+    calibration: str
+    calibration_inputs: int
+    held_out_inputs: int
+    method: str
+    onnxruntime_version: str
+    seconds: float
 
 
 class Manifest(TypedDict):
@@ -288,6 +344,7 @@ class Manifest(TypedDict):
     lineage: Lineage
     files: dict[str, FileEntry]
     extra: dict[str, Any]
+    variants: dict[str, VariantRecord]  # precision -> variant; {} without one
 
 
 # ------------------------------------------------------------------ errors, request bodies

@@ -70,6 +70,16 @@ class Batcher:
 
     # ------------------------------------------------------------------ collector thread
     def _collect(self) -> None:
+        try:
+            self._collect_until_closed()
+        finally:
+            # ``run`` is the graph's bound method and the graph holds this batcher: a cycle
+            # only the cyclic GC would free, late, with the session and its whole arena
+            # (gigabytes after a burst) still allocated. Drop our half as the thread ends.
+            self._run = _closed_run
+            self._on_batch = None
+
+    def _collect_until_closed(self) -> None:
         carry: _Request | None = None
         while True:
             first = carry if carry is not None else self._queue.get()
@@ -137,3 +147,7 @@ class Batcher:
         bounds = np.cumsum([r.rows for r in batch])[:-1]
         pieces = {name: np.split(value, bounds, axis=0) for name, value in outputs.items()}
         return [{name: pieces[name][i] for name in outputs} for i in range(len(batch))]
+
+
+def _closed_run(feeds: Feeds) -> Feeds:
+    raise BatcherClosed("batcher is closed")

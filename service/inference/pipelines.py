@@ -81,6 +81,44 @@ async def _staged(pool: InferencePool, version: LoadedVersion, role: str,
         return await pool.run(finish, context, outputs)
 
 
+def _decode(pool: InferencePool, data: bytes,
+            reduce_to: tuple[int, int] | None = None) -> Image.Image:
+    """Decode an upload (pixel cap checked from the header) and refuse extreme shapes.
+
+    Decoding a 1x10000 image is cheap; what it makes later is not (a shorter-side resize
+    turns it into 256x2560000). Every pipeline bounds what it creates by construction; the
+    aspect-ratio limit (Settings.max_aspect_ratio) refuses the shapes no model can use.
+    """
+    image = decode_image(data, pool.settings.max_pixels, reduce_to)
+    check_aspect_ratio(image.size, pool.settings.max_aspect_ratio)
+    return image
+
+
+def check_aspect_ratio(size: tuple[int, int], limit: float) -> None:
+    """422 ``invalid_parameter`` naming the limit when long side / short side > ``limit``."""
+    width, height = size
+    if max(width, height) > limit * min(width, height):
+        raise InvalidParameter(
+            "image", f"the image is {width}x{height}; the longest side may be at most"
+            f" {limit:g} times the shortest (TOONFORGE_MAX_ASPECT_RATIO)",
+            {"width": width, "height": height, "max_aspect_ratio": limit})
+
+
+def check_output_pixels(pool: InferencePool, parameter: str, pixels: int) -> None:
+    """422 before any work when an answer would hold more than max_output_pixels."""
+    limit = pool.settings.max_output_pixels
+    if pixels > limit:
+        raise InvalidParameter(parameter, f"the answer would hold {pixels} pixels; the most"
+                               f" is {limit} (TOONFORGE_MAX_OUTPUT_PIXELS)")
+
+
+def _image_pixels(version: LoadedVersion, role: str, output: int) -> int:
+    """H x W of one image of a graph output whose shape the manifest fixes (1 if not)."""
+    shape = version.manifest.graphs[role].outputs[output].shape
+    dims = [d for d in shape[-2:] if isinstance(d, int) and d > 0]
+    return int(np.prod(dims)) if len(dims) == 2 else 1
+
+
 def _config(version: LoadedVersion, kind: type[S]) -> S:
     """The version's serving config as the type this pipeline reads (set at load)."""
     config = version.config
@@ -94,14 +132,15 @@ def _png_b64(image: Image.Image) -> str:
 
 # ------------------------------------------------------------------ image in, image out
 async def cartoonize(pool: InferencePool, data: bytes, params: CartoonizeParams) -> Served:
-    version = await pool.resolve("cartoonize", params.model, params.version)
+    version = await pool.resolve("cartoonize", params.model, params.version,
+                                 params.precision)
     config = _config(version, CartoonizeServing)
     max_side = min(params.max_side or config.max_side, pool.settings.max_side_limit)
     bgr = config.color_order == "BGR"
     graph = version.graph("main")
 
     def prepare() -> tuple[Image.Image, Feeds]:
-        image = decode_image(data, pool.settings.max_pixels)
+        image = _decode(pool, data)
         pixels = proc.cartoon_input(image, max_side, config.multiple_of, bgr, config.input_range)
         return image, {graph.inputs[0]: pixels}
 
@@ -118,12 +157,13 @@ async def matte(pool: InferencePool, data: bytes, params: MatteParams) -> Served
     if params.format == "jpeg" and params.output == "cutout":
         raise InvalidParameter("format", "jpeg has no alpha channel: use png or webp for cutout")
     colour = proc.parse_colour(params.background)
-    version = await pool.resolve("matte", params.model, params.version)
+    version = await pool.resolve("matte", params.model, params.version,
+                                 params.precision)
     config = _config(version, MatteServing)
     graph = version.graph("main")
 
     def prepare() -> tuple[Image.Image, Feeds]:
-        image = decode_image(data, pool.settings.max_pixels)
+        image = _decode(pool, data)
         pixels = proc.matte_input(image, config.size, config.mean, config.std,
                                   config.divide_by_max)
         return image, {graph.inputs[0]: pixels}
@@ -143,7 +183,8 @@ async def matte(pool: InferencePool, data: bytes, params: MatteParams) -> Served
 
 
 async def classify(pool: InferencePool, data: bytes, params: ClassifyParams) -> Served:
-    version = await pool.resolve("classify", params.model, params.version)
+    version = await pool.resolve("classify", params.model, params.version,
+                                 params.precision)
     manifest = version.manifest
     config = _config(version, ClassifyServing)
     if manifest.labels and params.top_k and params.top_k > len(manifest.labels):
@@ -151,7 +192,8 @@ async def classify(pool: InferencePool, data: bytes, params: ClassifyParams) -> 
     graph = version.graph("main")
 
     def prepare() -> tuple[None, Feeds]:
-        image = decode_image(data, pool.settings.max_pixels)
+        # Only a crop is used: a large JPEG decodes at a reduced scale (imaging.decode_image).
+        image = _decode(pool, data, (2 * config.resize_shorter,) * 2)
         pixels = proc.classify_input(image, config.resize_shorter, config.crop, config.mean,
                                      config.std)
         return None, {graph.inputs[0]: pixels}
@@ -173,12 +215,15 @@ async def classify(pool: InferencePool, data: bytes, params: ClassifyParams) -> 
 
 
 async def autoencode(pool: InferencePool, data: bytes, params: AutoencodeParams) -> Served:
-    version = await pool.resolve("autoencode", params.model, params.version)
+    version = await pool.resolve("autoencode", params.model, params.version,
+                                 params.precision)
     config = _config(version, AutoencodeServing)
+    side = params.size or config.size
+    check_output_pixels(pool, "size", side * side)
     graph = version.graph("main")
 
     def prepare() -> tuple[None, Feeds]:
-        image = decode_image(data, pool.settings.max_pixels)
+        image = _decode(pool, data)
         return None, {graph.inputs[0]: proc.autoencode_input(image, config.size,
                                                                config.input_range)}
 
@@ -192,14 +237,15 @@ async def autoencode(pool: InferencePool, data: bytes, params: AutoencodeParams)
 
 async def interpolate(pool: InferencePool, image_a: bytes, image_b: bytes,
                       params: InterpolateParams) -> Served:
-    version = await pool.resolve("autoencode", params.model, params.version)
+    version = await pool.resolve("autoencode", params.model, params.version,
+                                 params.precision)
     config = _config(version, AutoencodeServing)
     steps = params.steps or DEFAULT_STEPS
+    check_output_pixels(pool, "steps", steps * config.size * config.size)
     encoder, decoder = version.graph("main"), version.graph("decoder")
 
     def prepare() -> tuple[None, Feeds]:
-        pair = [proc.autoencode_input(decode_image(d, pool.settings.max_pixels), config.size,
-                                      config.input_range)
+        pair = [proc.autoencode_input(_decode(pool, d), config.size, config.input_range)
                 for d in (image_a, image_b)]
         return None, {encoder.inputs[0]: np.concatenate(pair, axis=0)}
 
@@ -220,8 +266,10 @@ async def interpolate(pool: InferencePool, image_a: bytes, image_b: bytes,
 
 # ------------------------------------------------------------------ latents in, images out
 async def sample(pool: InferencePool, params: SampleParams) -> Served:
-    version = await pool.resolve("autoencode", params.model, params.version)
+    version = await pool.resolve("autoencode", params.model, params.version,
+                                 params.precision)
     config = _config(version, AutoencodeServing)
+    check_output_pixels(pool, "n", params.n * config.size * config.size)
     seed = params.seed if params.seed is not None else secrets.randbits(63)
     decoder = version.graph("decoder")
     stats = version.latent_stats
@@ -268,11 +316,13 @@ def _generate_plan(options: GenerateBody, nz: int) -> tuple[int, np.ndarray | No
 
 
 async def generate(pool: InferencePool, options: GenerateBody, model: str | None,
-                   version_number: int | None) -> Served:
-    version = await pool.resolve("generate", model, version_number)
+                   version_number: int | None, precision: str | None = None) -> Served:
+    version = await pool.resolve("generate", model, version_number, precision)
     config = _config(version, GenerateServing)
     nz = config.nz
     n, explicit = _generate_plan(options, nz)
+    created = n * options.oversample if explicit is None and options.rank_by_discriminator else n
+    check_output_pixels(pool, "n", created * _image_pixels(version, "main", 0))
     seed = None if explicit is not None else (
         options.seed if options.seed is not None else secrets.randbits(63))
     graph = version.graph("main")
@@ -324,11 +374,11 @@ async def infer_image(pool: InferencePool, spec: TaskSpec, data: bytes, params: 
     """Image in, PNG out through the task spec's ``image_pipeline`` hooks."""
     hooks = spec.image_pipeline
     assert hooks is not None  # image_task() checked
-    version = await pool.resolve(spec.name, params.model, params.version)
+    version = await pool.resolve(spec.name, params.model, params.version, params.precision)
     graph = version.graph("main")
 
     def prepare() -> tuple[Image.Image, Feeds]:
-        image = decode_image(data, pool.settings.max_pixels)
+        image = _decode(pool, data)
         feeds = hooks.prepare(image, version.config)
         missing = [name for name in graph.inputs if name not in feeds]
         if missing:  # a bug of the task's hooks, not of the request
@@ -344,4 +394,5 @@ async def infer_image(pool: InferencePool, spec: TaskSpec, data: bytes, params: 
 
 def describe(served: Served) -> dict[str, Any]:
     """Headers every inference answer carries."""
-    return {"X-Model-Version": served.version.ref, **served.headers}
+    return {"X-Model-Version": served.version.ref,
+            "X-Model-Precision": served.version.precision, **served.headers}

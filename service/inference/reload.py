@@ -2,7 +2,8 @@
 
 Each tick reads the pointers (a directory listing and one tiny file per model); only a
 change costs more: the pool loads the new version in its loader thread, warms it up and
-swaps it in, while requests already running finish on the version they hold.
+swaps it in, while requests already running finish on the version they hold. The same
+tick hands freed heap back to the OS once the pool has been idle for a while after a burst.
 """
 
 from __future__ import annotations
@@ -37,5 +38,6 @@ class ReloadWatcher:
             await asyncio.sleep(self._interval_s)
             try:
                 await self._pool.sync_all()
+                await self._pool.trim_when_idle()  # give a burst's heap back once quiet
             except Exception:  # a bad tick must never end the watcher
                 log.exception("reload watcher tick failed; retrying next tick")

@@ -6,11 +6,19 @@ Loading is all-or-nothing: the manifest's task must be registered and its
 file is checked against the manifest's sha256, every graph the task declares gets a
 session whose tensor names must match the task spec and the manifest, and every session
 runs once on a dummy input of its contract shape (warm-up) before the version is handed out.
+
+Precision (issue 10): a version whose manifest holds an INT8 variant that passed its gate
+(``Manifest.variants["int8"]``) can serve either precision. The precision requests get by
+default (``Settings.default_precision``) is loaded with the version; the other one is
+loaded on the first request that asks for it (``LoadedVersion.load_precision``) and kept
+with the version, so memory grows only for precisions that are actually used. Each
+precision is its own ``LoadedVersion`` (own sessions and batchers) sharing the manifest.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -20,12 +28,13 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import ValidationError
 
-from core.errors import UnknownTask
+from core.errors import DomainError, UnknownTask
 from core.settings import Settings
 from model_store.errors import ManifestInvalid
 from model_store.files import LATENT_STATS_FILE, WEIGHTS_FILE
-from model_store.manifest import GraphSpec, Manifest, sha256_file
+from model_store.manifest import GraphSpec, Manifest, VariantRecord, sha256_file
 from model_store.store import ModelStore
+from service.errors import ModelNotReady
 from service.inference.batching import Batcher, Feeds
 from service.metrics import BATCH_SIZE
 from tasks import GraphIO, ServingConfig, TaskSpec, get_task
@@ -38,8 +47,51 @@ _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
            "tensor(double)": np.float64, "tensor(int64)": np.int64}
 
 
+FP32, INT8 = "fp32", "int8"
+
+
 class LoadFailed(Exception):
     """The version could not be loaded; the message says why."""
+
+
+class PrecisionUnavailable(DomainError):
+    """``precision=int8`` for a version without an INT8 variant that passed its gate."""
+
+    code = "precision_unavailable"
+    http_status = 409
+
+
+def int8_variant(manifest: Manifest, spec: TaskSpec) -> VariantRecord | None:
+    """The version's INT8 variant when it passed its gate and has every graph role."""
+    variant = manifest.variants.get(INT8)
+    if variant is None or not variant.passed or any(
+            role not in variant.graphs for role in spec.graphs):
+        return None
+    return variant
+
+
+def choose_precision(manifest: Manifest, spec: TaskSpec, requested: str | None,
+                     default: str) -> str:
+    """The precision a request is served at: ``requested`` (``?precision=``), else
+    ``default`` (Settings.default_precision). ``auto`` is int8 where the variant passed its
+    gate and was faster than fp32 on the publishing host, else fp32; an explicit int8 (or
+    the int8 default) without a passing variant is ``PrecisionUnavailable`` (409)."""
+    wanted = requested or default
+    if wanted == FP32:
+        return FP32
+    variant = int8_variant(manifest, spec)
+    if wanted == "auto":
+        faster = variant is not None and (variant.speedup is None or variant.speedup > 1.0)
+        return INT8 if faster else FP32
+    if variant is None:
+        record = manifest.variants.get(INT8)
+        why = (record.reason if record is not None and record.reason
+               else "it was published without one")
+        raise PrecisionUnavailable(
+            f"{manifest.ref} has no INT8 variant that passed its fidelity gate ({why}):"
+            " ask for precision=fp32, or leave precision out",
+            {"model": manifest.model, "version": manifest.version, "precision": INT8})
+    return INT8
 
 
 @dataclass
@@ -67,8 +119,14 @@ class LoadedVersion:
     """What a request holds while it is served; dropping the last reference frees it."""
 
     def __init__(self, manifest: Manifest, spec: TaskSpec, config: ServingConfig,
-                 graphs: dict[str, Graph], latent_stats: LatentStats | None) -> None:
+                 graphs: dict[str, Graph], latent_stats: LatentStats | None,
+                 precision: str = FP32) -> None:
         self.manifest = manifest
+        # What ``graphs`` compute in (X-Model-Precision); ``_others`` holds this version at
+        # the other precisions once asked for (never itself: no cycle delays the release).
+        self.precision = precision
+        self._others: dict[str, LoadedVersion] = {}
+        self._others_lock = threading.Lock()
         self.spec = spec
         # The manifest's preprocessing, validated as the task's serving config.
         self.config = config
@@ -77,7 +135,7 @@ class LoadedVersion:
         self.loaded_at = time.time()
         batchers = [g.batcher for g in graphs.values() if g.batcher is not None]
         # Closing batchers and logging must not keep this object alive: no self reference.
-        weakref.finalize(self, _released, manifest.ref, batchers)
+        weakref.finalize(self, _released, f"{manifest.ref} ({precision})", batchers)
 
     @property
     def ref(self) -> str:
@@ -97,6 +155,29 @@ class LoadedVersion:
         except KeyError:
             raise LoadFailed(f"{self.ref} has no {role!r} graph") from None
 
+    def loaded_precision(self, precision: str) -> LoadedVersion | None:
+        """This version at ``precision`` if already loaded (never blocks)."""
+        return self if precision == self.precision else self._others.get(precision)
+
+    def load_precision(self, precision: str, settings: Settings, store: ModelStore
+                       ) -> LoadedVersion:
+        """This version at ``precision``, loading and warming its graphs the first time
+        (blocking: run it off the event loop). The one the pool holds keeps the others; a
+        request holding another precision keeps just that one until it finishes."""
+        with self._others_lock:
+            other = self.loaded_precision(precision)
+            if other is None:
+                try:
+                    other = _load_graphs(store, self.manifest, self.spec, settings, precision,
+                                         self.config, self.latent_stats)
+                except Exception as exc:  # the version keeps serving its other precision
+                    log.error("cannot load %s at %s: %s", self.ref, precision, exc)
+                    raise ModelNotReady(f"{self.ref} at {precision} failed to load: {exc}"
+                                        ) from exc
+                self._others[precision] = other
+                log.info("loaded %s at %s on first use", self.ref, precision)
+            return other
+
 
 def _released(ref: str, batchers: list[Batcher]) -> None:
     for batcher in batchers:
@@ -111,6 +192,12 @@ def session_options(settings: Settings) -> ort.SessionOptions:
     # Spinning threads burn the cores other requests (and decode/encode) need.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    # The CPU arena keeps the high-water mark of a burst until it is shrunk (the pool does
+    # that once idle: pool.release_memory); the memory pattern pre-plans one block
+    # per input shape, which took u2netp at batch 8 from 2.5 to 4.1 GB for no speed.
+    # docs/BENCHMARKS.md "Soak and memory" has the measurements.
+    options.enable_cpu_mem_arena = settings.ort_cpu_mem_arena
+    options.enable_mem_pattern = settings.ort_mem_pattern
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return options
 
@@ -194,8 +281,8 @@ def _names_match(manifest: Manifest, role: str, io: GraphIO) -> None:
 
 
 def _session(vdir: Path, manifest: Manifest, role: str, io: GraphIO,
-             settings: Settings) -> Graph:
-    spec = manifest.graphs[role]
+             settings: Settings, file: str | None = None) -> Graph:
+    spec = manifest.graphs[role].model_copy(update={"file": file or manifest.graphs[role].file})
     try:
         session = ort.InferenceSession(str(vdir / spec.file), session_options(settings),
                                        providers=usable_providers(settings))
@@ -234,18 +321,37 @@ def load_version(store: ModelStore, name: str, version: int, settings: Settings)
     for role, io in spec.graphs.items():
         _names_match(manifest, role, io)
     vdir = store.version_dir(name, version)
-    _verify_files(vdir, manifest, [manifest.graphs[role].file for role in spec.graphs])
-    graphs = {role: _session(vdir, manifest, role, io, settings)
-              for role, io in spec.graphs.items()}
+    variant = int8_variant(manifest, spec)
+    files = [manifest.graphs[role].file for role in spec.graphs]
+    _verify_files(vdir, manifest, files + (list(variant.graphs.values()) if variant else []))
     stats = _latent_stats(vdir / LATENT_STATS_FILE, manifest.ref)
+    try:  # the precision requests get by default loads now; an explicit one on first use
+        precision = choose_precision(manifest, spec, None, settings.default_precision)
+    except PrecisionUnavailable:
+        precision = FP32  # default int8 without a variant: requests get the 409, not /readyz
+    loaded = _load_graphs(store, manifest, spec, settings, precision, config, stats)
+    log.info("loaded %s (%s, %s) in %.2fs on %s", manifest.ref, manifest.arch, precision,
+             time.perf_counter() - started, loaded.providers)
+    return loaded
+
+
+def _load_graphs(store: ModelStore, manifest: Manifest, spec: TaskSpec, settings: Settings,
+                 precision: str, config: ServingConfig, stats: LatentStats | None
+                 ) -> LoadedVersion:
+    """Sessions (warmed) and batchers of every graph of ``manifest`` at ``precision``."""
+    vdir = store.version_dir(manifest.model, manifest.version)
+    variant = int8_variant(manifest, spec) if precision == INT8 else None
+    if precision == INT8 and variant is None:
+        raise LoadFailed(f"{manifest.ref} has no INT8 variant that passed its gate")
+    graphs = {role: _session(vdir, manifest, role, io, settings,
+                             variant.graphs[role] if variant else None)
+              for role, io in spec.graphs.items()}
     if settings.batching:  # threads start only once nothing else can fail
+        label = manifest.ref if precision == FP32 else f"{manifest.ref}:{precision}"
         for role, graph in graphs.items():
             if batchable(manifest.graphs[role], spec.graphs[role]):
                 graph.batcher = Batcher(graph.run, settings.batch_max_size,
                                         settings.batch_max_delay_ms / 1000.0,
-                                        f"{manifest.ref}:{role}",
-                                        BATCH_SIZE.labels(manifest.ref, role).observe)
-    loaded = LoadedVersion(manifest, spec, config, graphs, stats)
-    log.info("loaded %s (%s) in %.2fs on %s", manifest.ref, manifest.arch,
-             time.perf_counter() - started, loaded.providers)
-    return loaded
+                                        f"{label}:{role}",
+                                        BATCH_SIZE.labels(label, role).observe)
+    return LoadedVersion(manifest, spec, config, graphs, stats, precision)

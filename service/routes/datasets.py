@@ -7,14 +7,17 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from model_store.dataset_scan import cap_report
 from model_store.dataset_schema import DatasetMeta, IngestResult
 from model_store.datasets import DatasetStore
 from service import uploads
+from service.auth import TrainCaller, auth_responses, scope
 from service.deps import JobRepositoryDep, SettingsDep
 from service.errors import error_responses
+from service.ratelimit import check_dataset_room, enforce_dataset_quota
 from tasks import TaskName
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(prefix="/datasets", tags=["datasets"], responses=auth_responses())
 
 _ARCHIVE = {"type": "string", "format": "binary"}
 _UPLOAD_BODY = {
@@ -29,49 +32,62 @@ _UPLOAD_BODY = {
     },
 }
 _UPLOAD_ERRORS = {
-    413: "The archive is larger than the upload cap (`too_large`).",
+    400: "The multipart framing is broken (`malformed_multipart`).",
+    413: "The archive is larger than the upload cap (`too_large`), or the multipart body has"
+    " more than the field `file` and a few others (`too_many_parts`).",
     415: "The body is not a zip or tar archive (`unsupported_media_type`).",
     409: "A dataset with this id exists (`dataset_conflict`).",
     422: "The dataset cannot train (`dataset_invalid`, details.report says why), an entry"
     " breaks a safety rule (`archive_unsafe`: absolute or `..` paths, links) or the archive"
-    " inflates past the caps (`archive_too_large`), or a parameter is invalid.",
+    " passes a cap (`archive_too_large`: entries, files the layout uses, inflated bytes,"
+    " staging disk bytes, compression ratio), or a parameter is invalid.",
 }
 
 
 @router.post("", operation_id="create_dataset", status_code=201,
              openapi_extra={"requestBody": _UPLOAD_BODY},
-             responses=error_responses(409, 413, 415, 422, 500, descriptions=_UPLOAD_ERRORS))
+             responses=error_responses(400, 409, 413, 415, 422, 500, descriptions=_UPLOAD_ERRORS))
 async def create_dataset(
     request: Request,
     settings: SettingsDep,
+    caller: TrainCaller,
     task: Annotated[TaskName, Query(description="The task the dataset trains.")],
     name: str | None = Query(None, max_length=200, description="A name to show in lists."),
     id: str | None = Query(None, description="Choose the id (lowercase, digits, . _ -)."),
 ) -> IngestResult:
     """Upload a dataset archive (raw body or multipart field `file`); answers its intake report."""
-    return await uploads.create_dataset(request, settings, task, name, id)
+    # Per-key dataset quota (service/ratelimit.py): before the body is read, and once the
+    # new dataset's size is known.
+    await run_in_threadpool(check_dataset_room, settings.store_dir, caller.key_id, caller.limits)
+    result = await uploads.create_dataset(request, settings, task, name, id, owner=caller.key_id)
+    return await run_in_threadpool(enforce_dataset_quota, settings.store_dir, caller.key_id,
+                                   caller.limits, result)
 
 
-@router.get("", operation_id="list_datasets", responses=error_responses(422, 500))
+@router.get("", operation_id="list_datasets", responses=error_responses(422, 500),
+            dependencies=[scope("train")])
 async def list_datasets(settings: SettingsDep, task: TaskName | None = None
                         ) -> list[DatasetMeta]:
     """Every stored dataset, newest first, optionally of one task."""
     return await run_in_threadpool(DatasetStore(settings.store_dir).list_datasets, task)
 
 
-@router.get("/{dataset_id}", operation_id="get_dataset",
+@router.get("/{dataset_id}", operation_id="get_dataset", dependencies=[scope("train")],
             responses=error_responses(404, 500, descriptions={404: "`dataset_not_found`."}))
 async def get_dataset(settings: SettingsDep, dataset_id: str) -> IngestResult:
     """One dataset with its intake report."""
     store = DatasetStore(settings.store_dir)
 
     def read() -> IngestResult:
-        return IngestResult(meta=store.get(dataset_id), report=store.report(dataset_id))
+        # Capped again on the way out: reports stored before the cap existed may be huge.
+        report = cap_report(store.report(dataset_id), settings.dataset_report_max_items)
+        return IngestResult(meta=store.get(dataset_id), report=report)
 
     return await run_in_threadpool(read)
 
 
 @router.delete("/{dataset_id}", operation_id="delete_dataset", status_code=204,
+               dependencies=[scope("admin")],
                response_class=Response,
                responses=error_responses(404, 409, 500, descriptions={
                    404: "`dataset_not_found`.",

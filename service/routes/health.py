@@ -22,15 +22,22 @@ async def healthz() -> Health:
     "/readyz",
     operation_id="readyz",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "Not every active version is loaded."},
+    responses={503: {"model": Readiness,
+                     "description": "A model with an active version serves nothing."},
                **error_responses(500)},
 )
 async def readyz(pool: PoolDep) -> JSONResponse:
-    """Ready when every model's active version is loaded and warmed; per-model detail."""
+    """Ready (200) while every model serves a version; per-model detail.
+
+    A model whose active version cannot load but that still serves an earlier good one
+    (kept from before, or at start the newest loadable version of its activation history)
+    is ready with ``fallback: true`` and the load error: traffic is still answered, so a
+    load balancer should keep the replica. 503 only when a model serves nothing at all.
+    """
     models = [
         ModelReadiness(name=s.name, task=s.task, active_version=s.active_version,
                        loaded_version=s.loaded_version, providers=s.providers, ready=s.ready,
-                       error=s.error)
+                       fallback=s.fallback, error=s.error)
         for s in await pool.states()
     ]
     body = Readiness(ready=all(m.ready for m in models), models=models)

@@ -22,12 +22,14 @@ from core.wire import (
     ModelChoice,
     SampleParams,
 )
+from service.auth import auth_responses, scope
 from service.deps import PoolDep
 from service.errors import error_responses
 from service.imaging import read_uploads
 from service.inference import pipelines
 
-router = APIRouter(tags=["inference"])
+router = APIRouter(tags=["inference"], dependencies=[scope("infer")],
+                   responses=auth_responses())
 P = TypeVar("P", bound=BaseModel)
 
 _BINARY = {"type": "string", "format": "binary"}
@@ -52,15 +54,32 @@ def _image_ok(*media_types: str, headers: dict[str, str] | None = None) -> dict[
         "description": "The image; X-Model-Version names the version that made it.",
         "content": {media: {"schema": _BINARY} for media in media_types},
         "headers": {"X-Model-Version": {"schema": {"type": "string"}, "description": "model@n"},
+                    "X-Model-Precision": {"schema": {"type": "string", "enum": ["fp32", "int8"]},
+                                          "description": "The precision of the graphs that ran"},
                     **{k: {"schema": {"type": "string"}, "description": v}
                        for k, v in (headers or {}).items()}},
     }
     return {200: ok}
 
 
-_UPLOAD_ERRORS = error_responses(400, 404, 409, 413, 415, 422, 500, 503)
+# Every inference route can be refused when the pool is full (pool.admit): 503 overloaded.
+_503 = {503: "No servable version (`no_active_version`, `model_not_ready`), or the server is"
+        " at capacity (`overloaded`: retry after the `Retry-After` seconds)."}
+
+
+def _with_retry_after(responses: dict[int | str, Any]) -> dict[int | str, Any]:
+    """Document the Retry-After header an ``overloaded`` 503 carries."""
+    responses[503]["headers"] = {"Retry-After": {
+        "schema": {"type": "integer"},
+        "description": "With `overloaded`: seconds to wait before retrying."}}
+    return responses
+
+
+_UPLOAD_ERRORS = _with_retry_after(
+    error_responses(400, 404, 409, 413, 415, 422, 500, 503, descriptions=_503))
 # No upload, but a JSON body (generate) is still bounded by the body-limit middleware.
-_NO_UPLOAD_ERRORS = error_responses(404, 409, 413, 422, 500, 503)
+_NO_UPLOAD_ERRORS = _with_retry_after(
+    error_responses(404, 409, 413, 422, 500, 503, descriptions=_503))
 
 
 def _respond(served: pipelines.Served) -> Response:
@@ -95,8 +114,9 @@ async def cartoonize(
     request: Request, pool: PoolDep, params: Annotated[CartoonizeParams, Query()]
 ) -> Response:
     """Turn a photo into a cartoon of the same size."""
-    data = await _one_image(request, pool)
-    return _respond(await pipelines.cartoonize(pool, data, params))
+    async with pool.admit():  # before the body is read: a full pool reads none
+        data = await _one_image(request, pool)
+        return _respond(await pipelines.cartoonize(pool, data, params))
 
 
 @router.post("/matte", operation_id="matte", response_class=Response,
@@ -105,8 +125,9 @@ async def cartoonize(
 async def matte(request: Request, pool: PoolDep, params: Annotated[MatteParams, Query()]
                 ) -> Response:
     """Separate the foreground: alpha mask, RGBA cut-out or composite on a colour."""
-    data = await _one_image(request, pool)
-    return _respond(await pipelines.matte(pool, data, params))
+    async with pool.admit():  # before the body is read: a full pool reads none
+        data = await _one_image(request, pool)
+        return _respond(await pipelines.matte(pool, data, params))
 
 
 @router.post("/classify", operation_id="classify", response_class=Response,
@@ -117,8 +138,9 @@ async def classify(
     request: Request, pool: PoolDep, params: Annotated[ClassifyParams, Query()]
 ) -> Response:
     """The most probable labels of an image, with softmax scores."""
-    data = await _one_image(request, pool)
-    return _respond(await pipelines.classify(pool, data, params))
+    async with pool.admit():  # before the body is read: a full pool reads none
+        data = await _one_image(request, pool)
+        return _respond(await pipelines.classify(pool, data, params))
 
 
 class GenerateQuery(ModelChoice, GenerateOptions):
@@ -136,11 +158,12 @@ async def generate(
 ) -> Response:
     """Generate images from a seed or explicit latents: a PNG grid or JSON (format=json)."""
     options = GenerateBody.model_validate(
-        query.model_dump(exclude_unset=True, exclude={"model", "version"})
+        query.model_dump(exclude_unset=True, exclude={"model", "version", "precision"})
     )
     if body is not None:
         options = _merge(options, body.model_dump(exclude_unset=True))
-    return _respond(await pipelines.generate(pool, options, query.model, query.version))
+    return _respond(await pipelines.generate(pool, options, query.model, query.version,
+                                             query.precision))
 
 
 @router.post("/autoencode", operation_id="autoencode", response_class=Response,
@@ -150,8 +173,9 @@ async def autoencode(
     request: Request, pool: PoolDep, params: Annotated[AutoencodeParams, Query()]
 ) -> Response:
     """Reconstruct an image through the autoencoder (64x64 unless size asks for more)."""
-    data = await _one_image(request, pool)
-    return _respond(await pipelines.autoencode(pool, data, params))
+    async with pool.admit():  # before the body is read: a full pool reads none
+        data = await _one_image(request, pool)
+        return _respond(await pipelines.autoencode(pool, data, params))
 
 
 @router.post("/autoencode/interpolate", operation_id="autoencode_interpolate",
@@ -163,13 +187,14 @@ async def autoencode_interpolate(
     request: Request, pool: PoolDep, params: Annotated[InterpolateParams, Query()]
 ) -> Response:
     """Decode a straight path between the latents of image_a and image_b (a PNG strip)."""
-    images, texts = await read_uploads(
-        request, ("image_a", "image_b"), pool.settings.max_upload_bytes
-    )
-    params = _merge(params, {k: v for k, v in texts.items() if k in ("steps", "format")})
-    return _respond(
-        await pipelines.interpolate(pool, images["image_a"], images["image_b"], params)
-    )
+    async with pool.admit():  # before the body is read: a full pool reads none
+        images, texts = await read_uploads(
+            request, ("image_a", "image_b"), pool.settings.max_upload_bytes
+        )
+        params = _merge(params, {k: v for k, v in texts.items() if k in ("steps", "format")})
+        return _respond(
+            await pipelines.interpolate(pool, images["image_a"], images["image_b"], params)
+        )
 
 
 @router.post("/autoencode/sample", operation_id="autoencode_sample", response_class=Response,
@@ -182,12 +207,13 @@ async def autoencode_sample(pool: PoolDep, params: Annotated[SampleParams, Query
     return _respond(await pipelines.sample(pool, params))
 
 
-_INFER_ERRORS = error_responses(400, 404, 409, 413, 415, 422, 500, 503, descriptions={
+_INFER_ERRORS = _with_retry_after(error_responses(
+    400, 404, 409, 413, 415, 422, 500, 503, descriptions={**_503,
     404: "No task of that name is registered (`task_not_found`), or an unknown model or"
     " version (`model_not_found`, `version_not_found`).",
     422: "The task has no image pipeline, the model serves another task or a parameter is"
     " invalid (`invalid_parameter`), or the image has too many pixels (`too_many_pixels`).",
-})
+}))
 
 
 @router.post("/infer/{task}", operation_id="infer", response_class=Response,
@@ -209,5 +235,6 @@ async def infer(
     version when absent), and X-Model-Version names the version that did.
     """
     spec = pipelines.image_task(task)  # 404 / 422 before the body is read
-    data = await _one_image(request, pool)
-    return _respond(await pipelines.infer_image(pool, spec, data, params))
+    async with pool.admit():  # before the body is read: a full pool reads none
+        data = await _one_image(request, pool)
+        return _respond(await pipelines.infer_image(pool, spec, data, params))

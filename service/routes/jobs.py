@@ -9,19 +9,24 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
 from core.wire import FinetuneRequest, JobMetrics, JobPage, JobStatus, JobView, SampleInfo
+from jobs import webhooks
 from service import jobs_api
+from service.auth import TrainCaller, auth_responses, scope
 from service.deps import JobQueueDep, JobRepositoryDep, SettingsDep
 from service.errors import error_responses
 from tasks import TaskName
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[scope("train")],
+                   responses=auth_responses())
 
 _JOB_404 = {404: "Unknown job (`job_not_found`)."}
 _CREATE_ERRORS = {
     409: "The Idempotency-Key was used with another body (`idempotency_conflict`).",
     422: "A field is invalid (`invalid_parameter`; the message and details.errors name it):"
     " an unknown or invalid hyper-parameter, an unknown dataset or one of another task, an"
-    " unknown base model or version, a target model of another task.",
+    " unknown base model or version, a target model of another task, a webhook_url that is"
+    " not http(s) or names a loopback/private address; or the body is not JSON"
+    " (`malformed_json`).",
     503: "The job broker is unreachable (`broker_unavailable`); nothing was recorded.",
 }
 Responses = dict[int | str, dict[str, Any]]
@@ -30,8 +35,8 @@ _CREATED: Responses = {201: {"description": "The job, queued."},
                   " key created (header Idempotent-Replayed: true)."}}
 _SSE: Responses = {200: {
     "description": "text/event-stream: `id:` the event id, `event:` progress |"
-              " status | sample | log, `data:` a JobEvent as JSON; ends after the terminal"
-              " status event; `: keep-alive` comments in long silences.",
+              " status | sample | log | webhook, `data:` a JobEvent as JSON; ends after"
+              " the terminal status event; `: keep-alive` comments in long silences.",
               "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
 _PNG: Responses = {200: {"description": "The PNG.", "content": {"image/png": {"schema": {
     "type": "string", "format": "binary"}}}}}
@@ -46,12 +51,16 @@ async def create_finetune_job(
     repo: JobRepositoryDep,
     queue: JobQueueDep,
     settings: SettingsDep,
+    caller: TrainCaller,
     idempotency_key: str | None = Header(
         None, max_length=255, description="Repeat a request safely: the same key and body"
         " answer the job it created; the same key with another body is a 409."),
 ) -> JobView:
     """Queue a fine-tune job on an uploaded dataset (201; 200 for an Idempotency-Key replay)."""
-    job, created = await jobs_api.create_job(repo, queue, settings, body, idempotency_key)
+    if body.webhook_url is not None:  # scheme and literal addresses; resolved at delivery
+        webhooks.check_webhook_url(str(body.webhook_url), settings.webhook_allow_hosts)
+    job, created = await jobs_api.create_job(repo, queue, settings, body, idempotency_key,
+                                             caller)
     if not created:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
@@ -97,14 +106,14 @@ _RESUME_ERRORS = {
                               " the old one)."},
                         **error_responses(404, 409, 500, 503, descriptions=_RESUME_ERRORS)})
 async def resume_job(repo: JobRepositoryDep, queue: JobQueueDep, settings: SettingsDep,
-                     job_id: str) -> JobView:
+                     caller: TrainCaller, job_id: str) -> JobView:
     """Continue a failed or cancelled job from its last checkpoint, as a new job.
 
     The new job has the old one's request (dataset, base, target, hyper-parameters,
     auto_activate, webhook) and `resumed_from` set to the old id; it starts from the old
     job's checkpoint (weights, optimizer, epoch). The old job is left as it is.
     """
-    return await jobs_api.resume_job(repo, queue, settings, job_id)
+    return await jobs_api.resume_job(repo, queue, settings, job_id, caller)
 
 
 @router.get("/{job_id}/events", operation_id="stream_job_events", response_class=Response,
@@ -113,18 +122,26 @@ async def stream_job_events(
     repo: JobRepositoryDep,
     settings: SettingsDep,
     job_id: str,
-    last_event_id: int | None = Header(None, alias="Last-Event-ID", ge=0,
-                                       description="Resume after this event id."),
+    last_event_id: str | None = Header(
+        None, alias="Last-Event-ID", pattern=r"^(null|[0-9]{1,18})?$",
+        description="Resume after this event id (digits; empty or `null`: from the start)."),
     after: int = Query(0, ge=0, description="Resume after this event id (for clients that"
                        " cannot set Last-Event-ID)."),
 ) -> StreamingResponse:
     """Follow a job as server-sent events until it finishes (resume with Last-Event-ID)."""
     await jobs_api.get_job(repo, job_id)  # a 404 is JSON, before the stream starts
     stream = jobs_api.event_stream(
-        repo, job_id, max(after, last_event_id or 0), poll_s=settings.job_events_poll_s,
+        repo, job_id, max(after, _event_id(last_event_id)), poll_s=settings.job_events_poll_s,
         heartbeat_s=settings.job_events_heartbeat_s)
     return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _event_id(header: str | None) -> int:
+    """Last-Event-ID as a number; absent, empty and ``null`` (an EventSource that never
+    saw an id, or a client that serialised None) mean "from the start"."""
+    text = (header or "").strip()
+    return int(text) if text.isdigit() else 0
 
 
 @router.get("/{job_id}/metrics", operation_id="get_job_metrics",

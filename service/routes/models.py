@@ -7,19 +7,22 @@ from fastapi import APIRouter, Path
 from core.wire import ActivateRequest, ActivateResponse, ModelDetail, ModelInfo
 from model_store.manifest import Manifest
 from service import catalog
+from service.auth import auth_responses, scope
 from service.deps import PoolDep
 from service.errors import error_responses
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/models", tags=["models"], responses=auth_responses())
 
 
-@router.get("", operation_id="list_models", responses=error_responses(500))
+@router.get("", operation_id="list_models", responses=error_responses(500),
+            dependencies=[scope("infer")])
 async def list_models(pool: PoolDep) -> list[ModelInfo]:
     """Every model: task, versions, active version, whether it is its task's default."""
     return await pool.read_store(catalog.list_models, pool.store, pool.settings)
 
 
-@router.get("/{name}", operation_id="get_model", responses=error_responses(404, 422, 500))
+@router.get("/{name}", operation_id="get_model", responses=error_responses(404, 422, 500),
+            dependencies=[scope("infer")])
 async def get_model(pool: PoolDep, name: str) -> ModelDetail:
     """One model with a summary of each version."""
     loaded = pool.loaded(name)
@@ -32,6 +35,7 @@ async def get_model(pool: PoolDep, name: str) -> ModelDetail:
 @router.get(
     "/{name}/versions/{version}",
     operation_id="get_model_version",
+    dependencies=[scope("infer")],
     responses=error_responses(404, 422, 500),
 )
 async def get_model_version(
@@ -44,6 +48,7 @@ async def get_model_version(
 @router.post(
     "/{name}/activate",
     operation_id="activate_model_version",
+    dependencies=[scope("admin")],
     responses=error_responses(404, 409, 413, 422, 500),
 )
 async def activate_model_version(
@@ -57,6 +62,7 @@ async def activate_model_version(
 @router.post(
     "/{name}/rollback",
     operation_id="rollback_model",
+    dependencies=[scope("admin")],
     responses=error_responses(404, 409, 500),
 )
 async def rollback_model(pool: PoolDep, name: str) -> ActivateResponse:

@@ -16,11 +16,64 @@ class ApiError extends Error {
   }
 }
 
+// ---------------------------------------------------------------- API key
+// Kept in localStorage (this browser only) and sent as Authorization: Bearer on every call.
+const KEY_STORAGE = "toonforge.apiKey";
+
+function apiKey() {
+  try { return localStorage.getItem(KEY_STORAGE) || ""; } catch (_) { return ""; }
+}
+
+function withKey(options = {}) {
+  const key = apiKey();
+  if (!key) return options;
+  const headers = new Headers(options.headers || {});
+  if (!headers.has("Authorization")) headers.set("Authorization", `Bearer ${key}`);
+  return { ...options, headers };
+}
+
+/** A 401/403 says what to do about it, once, at the top of the page. */
+function noteAuthFailure(status, message) {
+  const box = $("#auth-notice");
+  if (!box) return;
+  const what = status === 401
+    ? (apiKey() ? "The API key was refused (invalid or revoked)" : "This needs an API key")
+    : "The API key lacks the scope this needs";
+  box.textContent = `${what}: ${message}. Enter a key at the top right (toonforge keys create).`;
+  box.hidden = false;
+}
+
+function setupApiKey() {
+  const input = $("#api-key");
+  const clear = $("#api-key-clear");
+  const show = () => {
+    const key = apiKey();
+    input.value = "";
+    input.placeholder = key ? `key ${key.split("_")[1] || "set"} in use` : "API key (optional)";
+    clear.hidden = !key;
+  };
+  $("#key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const key = input.value.trim();
+    try { if (key) localStorage.setItem(KEY_STORAGE, key); } catch (_) { /* private mode */ }
+    $("#auth-notice").hidden = true;
+    show();
+    refreshJobs();
+    refreshModels();
+  });
+  clear.addEventListener("click", () => {
+    try { localStorage.removeItem(KEY_STORAGE); } catch (_) { /* private mode */ }
+    $("#auth-notice").hidden = true;
+    show();
+  });
+  show();
+}
+
 /** fetch() that turns the error envelope {"error": {"code", "message"}} into an ApiError. */
 async function api(path, options = {}) {
   let response;
   try {
-    response = await fetch(path, options);
+    response = await fetch(path, withKey(options));
   } catch (err) {
     throw new ApiError(0, "network_error", `could not reach the server (${err.message})`);
   }
@@ -39,9 +92,88 @@ async function api(path, options = {}) {
     } catch (_) {
       if (text) message = text.slice(0, 300);
     }
+    if (response.status === 401 || response.status === 403) noteAuthFailure(response.status, message);
     throw new ApiError(response.status, code, message);
   }
   return response;
+}
+
+/** An <img> whose picture needs the API key (an <img src> cannot send one). */
+async function loadAuthImage(img, path) {
+  try {
+    setBlobImage(img, await (await api(path)).blob());
+  } catch (err) {
+    img.alt = `${img.alt}: ${err}`;
+  }
+}
+
+/**
+ * EventSource's interface over fetch(), which can send the API key (EventSource cannot).
+ * Dispatches "event:" types to listeners, reconnects after 2 s with Last-Event-ID, and
+ * calls onerror when the stream ends or fails (as EventSource does before reconnecting).
+ */
+class EventStream {
+  constructor(path) {
+    this.path = path;
+    this.listeners = {};
+    this.onerror = null;
+    this.lastId = null;
+    this.closed = false;
+    this.controller = null;
+    setTimeout(() => this.run(), 0);
+  }
+  addEventListener(kind, fn) { (this.listeners[kind] = this.listeners[kind] || []).push(fn); }
+  close() {
+    this.closed = true;
+    if (this.controller) this.controller.abort();
+  }
+  async run() {
+    while (!this.closed) {
+      this.controller = new AbortController();
+      try {
+        const headers = this.lastId !== null ? { "Last-Event-ID": this.lastId } : {};
+        const response = await api(this.path, { headers, signal: this.controller.signal });
+        const reader = response.body.getReader();
+        const decoder = new TextDecoder();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, "\n");
+          let cut;
+          while ((cut = buffer.indexOf("\n\n")) >= 0) {
+            this.dispatch(buffer.slice(0, cut));
+            buffer = buffer.slice(cut + 2);
+          }
+        }
+        if (!this.closed && this.onerror) await this.onerror(new Event("error"));
+      } catch (err) {
+        if (this.closed) return;
+        if (this.onerror) await this.onerror(err);
+        if (err instanceof ApiError && [401, 403, 404].includes(err.status)) return;
+      }
+      if (!this.closed) await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
+  }
+  dispatch(block) {
+    let kind = "message";
+    let id = null;
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (!line || line.startsWith(":")) continue;
+      const at = line.indexOf(":");
+      const field = at < 0 ? line : line.slice(0, at);
+      let value = at < 0 ? "" : line.slice(at + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "event") kind = value;
+      else if (field === "data") data.push(value);
+      else if (field === "id") id = value;
+    }
+    if (id !== null) this.lastId = id;
+    if (!data.length) return;
+    const event = { type: kind, data: data.join("\n"), lastEventId: id };
+    for (const fn of this.listeners[kind] || []) fn(event);
+  }
 }
 
 async function apiJson(path, options) {
@@ -485,6 +617,13 @@ async function refreshJob(id) {
   }
 }
 
+function sampleImage(sample) {
+  // Fetched with the API key (sample pictures need the train scope), shown as a blob.
+  const img = el("img", { alt: sample.name });
+  loadAuthImage(img, sample.url);
+  return img;
+}
+
 async function refreshSamples(id) {
   try {
     const samples = await apiJson(`/jobs/${encodeURIComponent(id)}/samples`);
@@ -497,8 +636,7 @@ async function refreshSamples(id) {
     const existing = new Map([...box.querySelectorAll("figure")].map((f) => [f.dataset.name, f]));
     box.replaceChildren(...samples.map((s) => existing.get(s.name) ||
       el("figure", { class: "sample", "data-name": s.name },
-        el("a", { href: s.url, target: "_blank", rel: "noopener" },
-          el("img", { src: s.url, alt: s.name, loading: "lazy" })),
+        el("a", { href: s.url, target: "_blank", rel: "noopener" }, sampleImage(s)),
         el("figcaption", { text: s.epoch != null ? `epoch ${s.epoch}` : s.name }))));
   } catch (err) {
     if (jobsState.selected === id) showError($("#job-error"), err);
@@ -528,7 +666,7 @@ function selectJob(id) {
   refreshSamples(id);
 
   // The whole history replays from event 0, then live events until the terminal status.
-  const source = new EventSource(`/jobs/${encodeURIComponent(id)}/events`);
+  const source = new EventStream(`/jobs/${encodeURIComponent(id)}/events`);
   jobsState.source = source;
   const parse = (e) => { try { return JSON.parse(e.data); } catch (_) { return null; } };
   source.addEventListener("progress", (e) => {
@@ -556,7 +694,7 @@ function selectJob(id) {
     }
   });
   source.onerror = async () => {
-    // EventSource reconnects by itself (with Last-Event-ID); stop when there is nothing more
+    // The stream reconnects by itself (with Last-Event-ID); stop when there is nothing more
     // to follow, or say why the stream failed.
     if (jobsState.source !== source) return;
     const job = await refreshJob(id);
@@ -716,6 +854,7 @@ async function refreshReadiness() {
 
 // ---------------------------------------------------------------- start
 
+setupApiKey();
 setupDropzone();
 setupGenerate();
 setupJobs();

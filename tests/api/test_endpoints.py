@@ -190,7 +190,7 @@ def test_generate_bad_params(client, body, parameter):
 def test_generate_bad_json(client):
     response = client.post("/generate", content=b"{not json",
                            headers={"content-type": "application/json"})
-    assert_error(response, 422, "invalid_parameter")
+    assert_error(response, 422, "malformed_json")
 
 
 # ------------------------------------------------------------------ autoencode

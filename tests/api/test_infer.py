@@ -123,11 +123,17 @@ def test_a_wrong_serving_config_is_reported_by_readyz(store: ModelStore, tmp_pat
     settings = Settings(store_dir=store.root, data_dir=tmp_path / "data", reload_poll_s=60)
     with TestClient(create_app(settings)) as client:
         ready = client.get("/readyz")
-        assert ready.status_code == 503
+        # Issue 9: the last good version of the history (1) serves meanwhile, readyz says so.
+        assert ready.status_code == 200
         state = {m["name"]: m for m in ready.json()["models"]}[MODEL]
-        assert state["active_version"] == broken and state["loaded_version"] is None
+        assert state["active_version"] == broken and state["loaded_version"] == 1
+        assert state["fallback"] is True
         assert "input_range: Field required" in state["error"]
-        error = assert_error(client.post(f"/infer/{TASK}", files=png()), 503, "model_not_ready")
+        served = client.post(f"/infer/{TASK}", files=png())
+        assert served.headers["x-model-version"] == f"{MODEL}@1"
+        # Asked for by number, the broken version is still refused with the reason.
+        error = assert_error(client.post(f"/infer/{TASK}?version={broken}", files=png()),
+                             503, "model_not_ready")
         assert "input_range" in error["message"]
 
 

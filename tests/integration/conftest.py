@@ -37,6 +37,8 @@ FAST_JOBS = {
     "TOONFORGE_JOB_CANCEL_POLL_S": "0.2",
     "TOONFORGE_JOB_PROGRESS_INTERVAL_S": "0.2",
     "TOONFORGE_WEBHOOK_TIMEOUT_S": "2",
+    # The webhook receivers of these tests listen on loopback, which is refused otherwise.
+    "TOONFORGE_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
     # One training thread per worker: the tests share two cores with the test process.
     "OMP_NUM_THREADS": "1",
 }

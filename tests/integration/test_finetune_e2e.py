@@ -349,6 +349,8 @@ def test_killed_worker_job_resumes_through_the_api(embedded_backend: JobBackend,
     done = stack.wait(job["id"], finished)
     assert done["status"] == "succeeded", done["error"]
     assert (done["attempts"], done["epoch"], done["result_version"]) == (2, 12, f"{MODEL}@2")
+    # Exactly one new version: the lost attempt published nothing, the resumed one once.
+    assert stack.http.get(f"/models/{MODEL}").json()["versions"] == [1, 2]
 
     messages = read_sse(stack.http, job["id"])
     statuses = [m["data"]["data"]["status"] for m in messages if m["event"] == "status"]

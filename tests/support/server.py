@@ -13,6 +13,9 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 60.0
+# Tests that are not about access get a server anyone may use fully (no keys, no request-rate
+# limit); tests/api/test_auth.py passes its own values (docs/SECURITY.md).
+OPEN_ACCESS = {"TOONFORGE_OPEN_SCOPES": "infer,train,admin", "TOONFORGE_RATE_LIMIT_RPS": "0"}
 
 
 def _free_port() -> int:
@@ -34,10 +37,12 @@ class ApiServer:
         # them with workers (then it passes TOONFORGE_DATA_DIR): never into the repository.
         data_dir = log_path.parent / f"{log_path.stem}-data"
         full_env = {**os.environ, "TOONFORGE_STORE_DIR": str(store),
-                    "TOONFORGE_DATA_DIR": str(data_dir), **(env or {})}
+                    "TOONFORGE_DATA_DIR": str(data_dir), **OPEN_ACCESS, **(env or {})}
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
+            # The protocol `python -m service` runs (JSON errors for what h11 refuses).
             [sys.executable, "-m", "uvicorn", "service.app:app",
+             "--http", "service.http11:JsonErrorH11Protocol",
              "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
         )

@@ -37,6 +37,9 @@ class _IntakeSettings:
     dataset_max_entries: int = 10_000
     dataset_max_extracted_bytes: int = 1 << 30
     dataset_max_compression_ratio: float = 1000.0
+    dataset_max_files: int = 10_000
+    dataset_max_staging_bytes: int = 1 << 30
+    dataset_report_max_items: int = 100
     max_pixels: int = MAX_PIXELS
 
 

@@ -332,12 +332,21 @@ def test_one_class_only_is_refused_with_the_report(store, settings, tmp_path):
 
 
 def test_non_images_are_skipped_and_refused_when_nothing_is_left(store, settings, tmp_path):
-    files = {**good_files("generate"), "images/notes.txt": b"hello", "README.md": b"# hi"}
-    report = ingest(store, "generate", write_zip(tmp_path / "a.zip", files), settings).report
+    files = {**good_files("generate"), "images/notes.txt": b"hello", "README.md": b"# hi",
+             "images/fake.png": b"not really a png"}
+    result = ingest(store, "generate", write_zip(tmp_path / "a.zip", files), settings)
+    report = result.report
+    # Not image files, or outside the layout: never extracted, counted and named.
+    assert report.files_ignored == 2 and sorted(report.ignored) == ["README.md",
+                                                                    "images/notes.txt"]
+    # Extracted, but unreadable: reported with the reason, and not kept.
     reasons = {s.path: s.reason for s in report.skipped}
-    assert reasons["images/notes.txt"].startswith("not a readable image")
-    assert reasons["README.md"].startswith("not part of the generate layout")
-    assert report.files_seen == 8 and report.files_accepted == 6
+    assert list(reasons) == ["images/fake.png"]
+    assert reasons["images/fake.png"].startswith("not a readable image")
+    assert report.files_seen == 7 and report.files_accepted == 6 and report.files_skipped == 1
+    data = DatasetStore(store).data_dir(result.meta.id)
+    assert sorted(p.name for p in data.rglob("*") if p.is_file()) == [
+        f"{i:03d}.png" for i in range(6)]
 
     min_images = ImageFolderLayout().min_images
     only_junk = {f"images/{i}.png": b"not really a png" for i in range(min_images + 2)}

@@ -206,11 +206,14 @@ def test_pool_reports_failures_and_missing_models(tiny: ModelStore):
             await empty.resolve("matte", None, None)
         empty.close()
         path = tiny.version_dir("matte", 2) / "model.onnx"
-        path.write_bytes(b"broken")
+        # Broken after its activation (the store refuses to activate a corrupt version).
         tiny.activate("matte", 2)
+        path.write_bytes(b"broken")
         await pool.sync_all()
         states = {s.name: s for s in await pool.states()}
-        assert not states["matte"].ready and "sha256" in states["matte"].error
+        # Issue 9: still ready, serving the last good version, and saying so.
+        assert states["matte"].ready and states["matte"].fallback
+        assert states["matte"].loaded_version == 1 and "sha256" in states["matte"].error
         assert (await pool.resolve("matte", None, None)).ref == "matte@1"
         with pytest.raises(ModelNotReady):
             await pool.resolve("matte", None, 2)
@@ -273,8 +276,10 @@ def test_a_version_of_an_unregistered_task_is_a_load_failure(tiny: ModelStore):
         pool = InferencePool(tiny, settings_for(tiny))
         await pool.sync_all()
         states = {s.name: s for s in await pool.states()}
-        assert not states["matte"].ready and "sketch" in states["matte"].error
+        assert "sketch" in states["matte"].error
         assert states["matte"].active_version == 2 and states["matte"].task is None
+        # Issue 9: a fresh pool serves the newest loadable version of the history instead.
+        assert states["matte"].fallback and states["matte"].loaded_version == 1
         pool.close()
 
     asyncio.run(scenario())

@@ -11,6 +11,7 @@ from model_store.errors import (
     ActivationRefused,
     InvalidName,
     ModelNotFound,
+    VersionCorrupt,
     VersionNotFound,
 )
 from model_store.manifest import GraphSpec, Lineage, Manifest, ParityReport, TensorSpec
@@ -101,6 +102,38 @@ def test_parity_failure_can_never_be_active(tmp_path: Path) -> None:
     with pytest.raises(ActivationRefused, match="parity"):
         store.activate("matte", 1)
     assert store.active_version("matte") is None
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_every_activation_path_verifies_the_files(tmp_path: Path, damage: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A version whose file no longer matches its sha256 is refused by the store itself,
+    so the API, the CLI and any code calling activate() all refuse it; nothing moves."""
+    store = ModelStore(tmp_path)
+    _publish(store, "matte", b"good")
+    _publish(store, "matte", b"also")
+    store.activate("matte", 1)
+    graph = store.version_dir("matte", 2) / "model.onnx"
+    if damage == "flip":
+        graph.write_bytes(b"alsO")  # same size, other bytes
+    elif damage == "truncate":
+        graph.write_bytes(b"al")
+    else:
+        graph.unlink()
+    with pytest.raises(VersionCorrupt, match="model.onnx") as caught:
+        store.activate("matte", 2)
+    assert caught.value.code == "version_corrupt" and caught.value.http_status == 409
+    assert caught.value.details == {"version": "matte@2", "file": "model.onnx"}
+    assert str(tmp_path) not in str(caught.value)
+    assert store.active_version("matte") == 1 and len(store.history("matte")) == 1
+
+    from worker.cli import main  # the `toonforge store activate` command
+
+    assert main(["--store", str(tmp_path), "store", "activate", "matte", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "matte@2 is corrupt" in err and "model.onnx" in err and str(tmp_path) not in err
+    assert store.active_version("matte") == 1
+    assert main(["--store", str(tmp_path), "store", "activate", "matte", "1"]) == 0
 
 
 def test_errors_name_the_problem(tmp_path: Path) -> None:

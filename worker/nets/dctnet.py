@@ -18,9 +18,10 @@ The original is TensorFlow (slim); this is a numerically faithful PyTorch port:
 ``DCTNet.forward(x)`` takes BGR in [-1, 1] and returns the filtered cartoon clipped to
 [-1, 1]; ``DCTNet.generator`` is the raw generator for training.
 
-Official checkpoint (part ``""``): a ``.npz`` holding the TF variables of ``unet_generator``
-under their TF names (``generator/Conv/weights`` ...), HWIO weights. Frozen ``.pb`` graphs are
-not read: convert them to ``.npz`` first.
+Official checkpoint (part ``""``): the authors' frozen TensorFlow graph (``.pb``, e.g.
+ModelScope's ``cartoon_anime_bg.pb``), read without TensorFlow by ``worker/nets/tf_graph.py``
+and checked node by node against this generator; or a ``.npz`` holding the TF variables of
+``unet_generator`` under their TF names (``generator/Conv/weights`` ...), HWIO weights.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from worker.nets import tf_graph
 from worker.nets.checkpoints import (
     CheckpointMismatch,
     CheckpointUnreadable,
@@ -224,20 +226,40 @@ def _tf_shape(torch_shape: Shape) -> Shape:
     return torch_shape
 
 
-def load_tf_variables(model: nn.Module, path: Path) -> nn.Module:
-    """Load a ``.npz`` of the TF variables (HWIO weights) into ``model`` strictly."""
-    path = Path(path)
-    if path.suffix == ".pb":
-        raise CheckpointUnreadable(
-            path, "frozen TensorFlow graphs are not supported: convert to .npz of the variables"
-        )
-    if not path.is_file():
-        raise CheckpointUnreadable(path, "no such file")
+def _conv_specs(model: nn.Module) -> list[tf_graph.ConvSpec]:
+    """The generator's convs as the frozen graph must hold them (TF scope, HWIO, stride)."""
+    specs = []
+    for name, module in model.named_modules():
+        if isinstance(module, _Conv):
+            scope = torch_to_tf_name(f"{name}.weight").rsplit("/", 1)[0]
+            o, i, h, w = module.weight.shape
+            specs.append(tf_graph.ConvSpec(scope, (h, w, i, o), int(module.stride[0])))
+    return specs
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
-            tf_vars = {k.split(":")[0]: np.asarray(npz[k]) for k in npz.files}
+            return {k.split(":")[0]: np.asarray(npz[k]) for k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise CheckpointUnreadable(path, f"{type(exc).__name__}: {exc}"[:300]) from exc
+
+
+def load_tf_variables(model: nn.Module, path: Path) -> nn.Module:
+    """Load the TF variables of ``unet_generator`` into ``model`` strictly: from a frozen
+    graph (``.pb``: its Const nodes, after the structure check) or a ``.npz`` (HWIO)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointUnreadable(path, "no such file")
+    if zipfile.is_zipfile(path):
+        tf_vars = _read_npz(path)
+    else:  # anything else must be a frozen graph (GraphDef)
+        try:
+            tf_vars = tf_graph.read_slim_convs(path, _conv_specs(model), root="generator",
+                                               resizes=2)
+        except CheckpointUnreadable as exc:
+            raise CheckpointUnreadable(path, f"{exc.reason}; DCT-Net weights come as a frozen"
+                                       " graph (.pb) or a .npz of its TF variables") from exc
 
     # Compare in TF terms so the error names the variables as they are in the file.
     expected_tf = {torch_to_tf_name(k): v for k, v in model.state_dict().items()}

@@ -21,13 +21,21 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from model_store.manifest import GraphSpec, ParityReport, TensorSpec
+from model_store.manifest import GraphSpec, OutputParity, ParityReport, TensorSpec
 from tasks import get_task
 from worker.nets.registry import ArchSpec, ExportGraph
 
 OPSET = 17
-# Absolute tolerance of |onnxruntime - torch| per output element (docs/ARCHITECTURE.md).
+# The parity rule, per graph output (docs/ARCHITECTURE.md, "Export and parity"):
+#   max |onnxruntime - torch| <= DEFAULT_TOLERANCE + DEFAULT_RTOL * max |torch|.
+# The absolute term alone (the rule before issue 10) keeps outputs in [0, 1] or [-1, 1] as
+# strict as ever; the relative term scales with the output, because float32 rounding does:
+# a GoogLeNet whose logits span -19..+16 was 1.4e-4 away from its own float64 run, so an
+# ONNX graph cannot be held closer than that to it. rtol 1e-4 is 10x the worst float32-only
+# error seen (ORT 2.0e-4 off on logits near 19: 1e-5 of the scale); every family measured
+# here is at 1e-7..5e-6 of its scale; a 0.1% weight drift is ~10x over the bound.
 DEFAULT_TOLERANCE = 1e-4
+DEFAULT_RTOL = 1e-4
 
 
 class ExportFailed(RuntimeError):
@@ -98,12 +106,14 @@ def _as_tuple(out: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tenso
 
 def check_parity(
     graphs: dict[str, ExportGraph], directory: Path, task: str,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float = DEFAULT_TOLERANCE, rtol: float = DEFAULT_RTOL,
 ) -> ParityReport:
     """Run every exported graph of ``task`` in onnxruntime (CPU) and PyTorch on the parity
-    inputs."""
+    inputs; an output passes when its worst |ORT - torch| is at most ``tolerance`` (atol)
+    + ``rtol`` * its largest |torch| value (both over all parity inputs)."""
     files = {role: io.file for role, io in get_task(task).graphs.items()}
     worst: dict[str, float] = {}
+    scale: dict[str, float] = {}
     calls = 0
     for role, graph in graphs.items():
         session = ort.InferenceSession(
@@ -115,29 +125,49 @@ def check_parity(
             feeds = {n: t.numpy() for n, t in zip(graph.input_names, inputs, strict=True)}
             got = session.run(list(graph.output_names), feeds)
             for name, ref, out in zip(graph.output_names, expected, got, strict=True):
+                ref64 = ref.numpy().astype(np.float64)
                 if tuple(ref.shape) != tuple(out.shape):
                     err = float("inf")
                 else:
-                    err = float(np.max(np.abs(ref.numpy().astype(np.float64) - out)))
+                    err = float(np.max(np.abs(ref64 - out))) if ref64.size else 0.0
+                # NaN or inf anywhere (either side) is a failure, never a pass: NaN would
+                # lose every comparison, including max() below.
+                if not np.isfinite(err):
+                    err = float("inf")
                 key = f"{role}.{name}"
                 worst[key] = max(worst.get(key, 0.0), err)
+                finite = np.abs(ref64[np.isfinite(ref64)])
+                ref_scale = float(finite.max()) if finite.size else 0.0
+                scale[key] = max(scale.get(key, 0.0), ref_scale)
             calls += 1
-    passed = bool(worst) and all(v <= tolerance for v in worst.values())
-    failing = {k: v for k, v in worst.items() if not v <= tolerance}
+    outputs = {}
+    for key, err in worst.items():
+        bound = tolerance + rtol * scale[key]
+        outputs[key] = OutputParity(max_abs_error=err, scale=scale[key], atol=tolerance,
+                                    rtol=rtol, bound=bound, passed=bool(err <= bound))
+    passed = bool(outputs) and all(o.passed for o in outputs.values())
+    failing = ", ".join(f"{k} {o.max_abs_error:.3g} > {o.bound:.3g} (scale {o.scale:.3g})"
+                        for k, o in outputs.items() if not o.passed)
     return ParityReport(
         passed=passed,
         tolerance=tolerance,
+        rule="relative",
+        rtol=rtol,
         max_abs_error=worst,
+        outputs=outputs,
         inputs=f"{calls} fixed seeded batches (batch sizes 1 and >1)",
         torch_version=torch.__version__,
         onnxruntime_version=ort.__version__,
-        detail="" if passed else f"max |onnxruntime - torch| above {tolerance}: {failing}",
+        detail="" if passed else (
+            f"max |onnxruntime - torch| above {tolerance:g} + {rtol:g} * max |torch|: {failing}"
+            if outputs else "no graph output was compared"
+        ),
     )
 
 
 def export_and_verify(
     module: nn.Module, arch: ArchSpec, directory: Path, tolerance: float | None = None,
-    config: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None, *, rtol: float | None = None,
 ) -> ExportResult:
     """Export ``module`` as ``arch`` into ``directory`` and prove the graphs match it.
     ``config`` is the version's serving config (the manifest's preprocessing): the graphs'
@@ -159,5 +189,7 @@ def export_and_verify(
                 f" do not match the {arch.task} contract {io.inputs}->{io.outputs}"
             )
         specs[role] = export_graph(graph, directory / io.file)
-    parity = check_parity(graphs, directory, arch.task, tolerance or DEFAULT_TOLERANCE)
+    parity = check_parity(graphs, directory, arch.task,
+                          DEFAULT_TOLERANCE if tolerance is None else tolerance,
+                          DEFAULT_RTOL if rtol is None else rtol)
     return ExportResult(graphs=specs, parity=parity)

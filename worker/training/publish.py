@@ -7,6 +7,7 @@ the store went through the same export and the same parity proof.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,11 +16,12 @@ from pydantic import ValidationError
 from torch import nn
 
 from model_store.files import LATENT_STATS_FILE, WEIGHTS_FILE
-from model_store.manifest import Lineage, Manifest
+from model_store.manifest import Lineage, Manifest, VariantRecord
 from model_store.store import ModelStore
 from tasks import CommonHyperparameters, get_task
 from worker.nets.registry import get_arch
 from worker.training.export import ExportFailed, ParityFailed, export_and_verify
+from worker.training.quantize import build_int8_variant, variants_enabled
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +57,19 @@ def publish_version(
     activate: bool = False,
     tolerance: float | None = None,
     hyperparameters: CommonHyperparameters | None = None,
+    calibration_dataset: Path | None = None,
+    int8: bool | None = None,
 ) -> Manifest:
     """Export ``module`` and publish it as the next version of ``model_name``.
 
     ``hyperparameters`` are the ones the weights were trained with (a fine-tune job's):
     the preprocessing travels with the version, so it is served at the size it was trained
     at. None (an import): the arch's defaults.
+
+    ``int8`` (None: ``Settings.int8_variants``) also builds the INT8 variant
+    (worker/training/quantize.py), calibrated on ``calibration_dataset``'s validation images
+    (a fine-tune's dataset) or the shipped photos (an import), and records it in the
+    manifest, kept or refused with the reason; it never fails the publish.
 
     Raises ``ParityFailed`` (and writes nothing) when onnxruntime and PyTorch disagree.
     """
@@ -79,6 +88,13 @@ def publish_version(
             # numpy's stub also matches **kwds against allow_pickle: bool.
             np.savez(staged / LATENT_STATS_FILE, **latent_stats)  # type: ignore[arg-type]
             extra["latent_distribution"] = "fitted"
+        variants: dict[str, VariantRecord] = {}
+        build_int8 = variants_enabled() if int8 is None else int8
+        if build_int8:
+            record = build_int8_variant(staged, arch.task, result.graphs, preprocessing,
+                                        dataset_dir=calibration_dataset)
+            if record is not None:
+                variants[record.precision] = record
         manifest = Manifest(
             model=model_name,
             version=0,  # assigned by the store
@@ -92,6 +108,7 @@ def publish_version(
             metrics=metrics or {},
             lineage=lineage,
             extra=extra,
+            variants=variants,
         )
         published = store.publish(model_name, staged, manifest)
     log.info("published %s (parity max err %s)", published.ref, result.parity.max_abs_error)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from toonforge_client import __version__
-from toonforge_client._calls import DEFAULT_URL, URL_ENV
+from toonforge_client._calls import API_KEY_ENV, DEFAULT_URL, URL_ENV
 from toonforge_client.cli import datasets, inference, jobs, models
 from toonforge_client.cli.base import (
     EXIT_API,
@@ -51,13 +51,14 @@ ADMIN_GROUP = "toonforge.admin"
 ADMIN_HELP = {
     "import": "convert an official checkpoint into a store version (server install)",
     "store": "list, show, activate or roll back versions in the local store (server install)",
+    "keys": "create, list or revoke API keys in the jobs database (server install)",
 }
-ADMIN_HINT = ("server admin commands (import, store) run on the machine that holds the model"
-              " store and come with the server package: pip install 'toonforge[worker]'")
+ADMIN_HINT = ("server admin commands (import, store, keys) run on the machine that holds the"
+              " model store and come with the server package: pip install 'toonforge[worker]'")
 EPILOG = ("exit codes: 0 ok, 1 the server refused (code: message), 2 usage, 3 cannot reach the"
           " server, 4 job failed or cancelled, 5 --wait-timeout passed, 130 interrupted.")
 # Global options that take a value (to find the command word before argparse runs).
-_VALUE_OPTIONS = {"--url", "--timeout"}
+_VALUE_OPTIONS = {"--url", "--timeout", "--api-key"}
 
 
 # ----------------------------------------------------------------------------- plugins
@@ -102,6 +103,8 @@ def _global_options(sub: bool) -> argparse.ArgumentParser:
     d = argparse.SUPPRESS if sub else None
     p.add_argument("--url", default=d, help=f"server URL (default: ${URL_ENV}, else"
                    f" {DEFAULT_URL})")
+    p.add_argument("--api-key", default=d, metavar="KEY",
+                   help=f"API key, sent as Authorization: Bearer (default: ${API_KEY_ENV})")
     p.add_argument("--timeout", type=float, default=d if sub else 120.0,
                    help="seconds to wait for each answer (default 120)")
     p.add_argument("--json", action="store_true", default=d if sub else False,
@@ -166,13 +169,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_USAGE, f"'{argv[i]}' is not installed here: {ADMIN_HINT}")
     args = build_parser(sorted(admin)).parse_args(argv)
     try:
-        with Client(args.url, timeout=args.timeout) as client:
+        with Client(args.url, timeout=args.timeout, api_key=args.api_key) as client:
             code: int = args.func(Ctx(args, client))  # set by each subcommand's parser
             return code
     except UsageError as exc:
         return _fail(EXIT_USAGE, str(exc))
     except ApiError as exc:
-        return _fail(EXIT_API, describe_api_error(exc))
+        hint = (f" (set --api-key or {API_KEY_ENV})"
+                if exc.status_code in (401, 403) else "")
+        return _fail(EXIT_API, describe_api_error(exc) + hint)
     except ToonforgeConnectionError as exc:
         return _fail(EXIT_CONNECTION, f"{exc} (set --url or {URL_ENV})")
     except OSError as exc:  # a local file we could not read or write

@@ -1,0 +1,409 @@
+"""toonforge vs the rembg server, side by side on the same u2netp graph and the same input.
+
+Both servers run on this machine at once; the same 512x512 JPEG goes to toonforge's
+``POST /matte?output=cutout`` and to rembg's ``POST /api/remove`` (model u2netp), and both
+answer an RGBA cut-out PNG. Load runs are interleaved (toonforge, rembg, rembg, toonforge,
+...) at 1 / 4 / 8 concurrent clients, so a burst of other work on the machine lands on
+both. Then raw onnxruntime batch-1 on the same graph, fp32 and INT8, and the same table for
+/classify and /cartoonize against raw onnxruntime.
+
+rembg is a bench-only extra (pyproject ``bench``): install it into its own venv so the
+project's stays untouched, and pass its server command (``{port}`` is filled in):
+
+    python3 -m venv /work/peers-venv
+    /work/peers-venv/bin/pip install "rembg[cpu,cli]==2.0.86"
+    .venv/bin/python bench/peers.py \
+        --rembg-cmd "/work/peers-venv/bin/rembg s --host 127.0.0.1 --port {port} --no-ui"
+
+The graphs: u2netp, GoogLeNet and DCT-Net built by the worker and published through the
+normal path (export, parity, INT8 variant + gate). Speed does not depend on the weights;
+the INT8 fidelity does (an untrained U-2-Net's mask is flat, and min-max normalising a
+flat mask magnifies any error), so u2netp is first trained for a few epochs on synthetic
+mattes (``--train-epochs``, the starter recipe; 0 = random weights). rembg loads the same
+fp32 graph file from ``U2NET_HOME``: no download. Ratios only; nothing passes or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.serving import raw_input  # noqa: E402
+from model_store.store import ModelStore  # noqa: E402
+from service.imaging import decode_image  # noqa: E402
+from tasks import get_task  # noqa: E402
+from tests.support.server import ApiServer  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+THREADS = 2  # the API's default intra-op threads (Settings.ort_intra_op_threads)
+
+
+# ------------------------------------------------------------------ inputs and models
+def photo_jpeg(side: int = 512) -> bytes:
+    from skimage import data
+
+    buf = io.BytesIO()
+    Image.fromarray(data.astronaut()).resize((side, side)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def build_store(root: Path, train_epochs: int) -> ModelStore:
+    """matte (u2netp, 320), classify (GoogLeNet, 1000 classes, 224), cartoon (DCT-Net)."""
+    store = ModelStore(root)
+    missing = {"matte", "classify", "cartoon"} - set(store.model_names())
+    if not missing:
+        return store
+    import torch
+
+    from model_store.manifest import Lineage
+    from worker.nets.registry import create_model
+    from worker.training.publish import publish_version
+
+    torch.manual_seed(0)
+    matte, mattes = create_model("u2netp"), None
+    if train_epochs > 0 and "matte" in missing:
+        matte, mattes = train_u2netp(root, train_epochs)
+    for name, arch, module, labels, calibration in (
+        # Trained on synthetic mattes: its own validation images calibrate and gate it (the
+        # fine-tune rule); on real photos this weak model's mask is flat and grey.
+        ("matte", "u2netp", matte, None, mattes),
+        ("classify", "googlenet", create_model("googlenet"), [f"c{i}" for i in range(1000)],
+         None),
+        ("cartoon", "dctnet", create_model("dctnet"), None, None),
+    ):
+        if name not in missing:
+            continue
+        started = time.perf_counter()
+        manifest = publish_version(store, model_name=name, arch_name=arch, module=module.eval(),
+                                   labels=labels, lineage=Lineage(source="scratch"),
+                                   int8=True, activate=True, calibration_dataset=calibration)
+        variant = manifest.variants.get("int8")
+        print(f"published {manifest.ref} ({arch}) in {time.perf_counter() - started:.0f}s;"
+              f" int8: {variant.reason if variant else 'none'}", flush=True)
+    return store
+
+
+def train_u2netp(root: Path, epochs: int):
+    """A few epochs of the starter recipe on synthetic mattes (96 px, served at 320)."""
+    from model_store.datasets import DatasetStore
+    from tasks.matte import MatteHyperparameters
+    from worker.starter import publish_synthetic_dataset
+    from worker.training.trainers import TrainContext, get_trainer
+
+    datasets = DatasetStore(root)
+    data = (datasets.data_dir("bench-mattes") if datasets.data_dir("bench-mattes").is_dir()
+            else publish_synthetic_dataset(root, "matte", "bench-mattes", n=32))
+    hp = MatteHyperparameters(epochs=epochs, resize=96, crop=80, batch_size=4)
+    started = time.perf_counter()
+    result = get_trainer("matte").train(TrainContext(
+        dataset_dir=data, work_dir=root / "train-work", hyperparameters=hp, arch="u2netp"))
+    print(f"trained u2netp {epochs} epochs in {time.perf_counter() - started:.0f}s", flush=True)
+    return result.module, data
+
+
+def regate_matte_mae_only(store: ModelStore) -> None:
+    """``--matte-gate mae``: publish the active matte's graphs again with an INT8 variant
+    gated on mask MAE alone (no IoU), so the speed of *serving* INT8 can be measured when
+    the real gate refused it. Labelled as such in the output; never a default."""
+    from model_store.files import MANIFEST_FILE
+    from tasks import Int8Gate
+    from worker.training.quantize import build_int8_variant
+
+    version = store.active_version("matte")
+    assert version is not None
+    manifest = store.manifest("matte", version)
+    if manifest.variants.get("int8") is not None and manifest.variants["int8"].passed:
+        return
+    with store.staging("matte") as staged:
+        for path in store.version_dir("matte", version).iterdir():
+            if path.name != MANIFEST_FILE:
+                shutil.copy2(path, staged / path.name)
+        gate = Int8Gate({"main": "mask"}, at_most={"mask_mae": 1 / 255})
+        record = build_int8_variant(staged, "matte", manifest.graphs, manifest.preprocessing,
+                                    dataset_dir=store.root / "datasets" / "bench-mattes"
+                                    / "data", gate=gate)
+        assert record is not None
+        record.reason = f"SPEED ONLY, mask MAE-only gate: {record.reason}"
+        final = store.publish("matte", staged, manifest.model_copy(
+            update={"variants": {"int8": record}, "description": "bench: MAE-only INT8 gate"}))
+    store.activate("matte", final.version)
+    print(f"published {final.ref} with a mask-MAE-only INT8 gate: {record.reason}", flush=True)
+
+
+def _options() -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def graph_path(store: ModelStore, model: str, precision: str) -> tuple[Path, str]:
+    """The active version's main graph at ``precision``, and a note. A refused INT8 variant
+    ships no file: one is made here the same way, for its speed only."""
+    version = store.active_version(model)
+    assert version is not None
+    manifest = store.manifest(model, version)
+    vdir = store.version_dir(model, version)
+    file = manifest.graphs["main"].file
+    if precision == "fp32":
+        return vdir / file, ""
+    variant = manifest.variants.get("int8")
+    if variant is not None and variant.passed:
+        return vdir / variant.graphs["main"], "kept"
+    from worker.training.quantize import image_sets, main_feeds, quantize_graph
+
+    target = RESULTS / f"{model}-refused.int8.onnx"
+    if not target.is_file():
+        spec = get_task(manifest.task)
+        feeds = main_feeds(spec, manifest.preprocessing,
+                           image_sets(None, manifest.task).calibration, 0)
+        quantize_graph(vdir / file, target, feeds)
+    return target, "refused by its gate: speed only"
+
+
+def graph_input(store: ModelStore, model: str, photo: bytes) -> np.ndarray:
+    """The main graph's input as the API builds it (bench/serving.py's raw_input)."""
+    manifest = store.manifest(model, store.active_version(model) or 0)
+    return raw_input(manifest.task, decode_image(photo, 10**9), manifest.preprocessing)
+
+
+# ------------------------------------------------------------------ measuring
+def _stats(latencies: list[float], seconds: float) -> dict[str, float]:
+    ordered = sorted(latencies)
+    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+    return {"n": len(ordered), "rps": len(ordered) / seconds,
+            "p50_ms": statistics.median(ordered) * 1000, "p99_ms": p99 * 1000}
+
+
+def load(send: Callable[[httpx.Client], httpx.Response], clients: int, seconds: float
+         ) -> list[float]:
+    """``clients`` threads sending back to back for ``seconds``; per-request latencies."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client() -> None:
+        with httpx.Client(timeout=120) as http:
+            while time.monotonic() < stop:
+                started = time.perf_counter()
+                response = send(http)
+                elapsed = time.perf_counter() - started
+                with lock:
+                    if response.status_code == 200:
+                        latencies.append(elapsed)
+                    else:
+                        errors.append(f"{response.status_code} {response.text[:200]}")
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed requests, first: {errors[0]}")
+    return latencies
+
+
+def raw_batch1(path: Path, x: np.ndarray, seconds: float) -> dict[str, float]:
+    session = ort.InferenceSession(str(path), _options(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    session.run(None, {name: x})
+    latencies = []
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        started = time.perf_counter()
+        session.run(None, {name: x})
+        latencies.append(time.perf_counter() - started)
+    return _stats(latencies, sum(latencies))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Rembg:
+    def __init__(self, command: str, model_file: Path, log: Path) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="u2net-home-"))
+        shutil.copy2(model_file, self.home / "u2netp.onnx")  # the same graph as toonforge's
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "U2NET_HOME": str(self.home), "MODEL_CHECKSUM_DISABLED": "1"}
+        self._log = log.open("wb")
+        self.process = subprocess.Popen(shlex.split(command.format(port=self.port)), env=env,
+                                        stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"rembg exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/api", timeout=1).status_code < 500:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.3)
+        raise RuntimeError("rembg did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        self._log.close()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _alpha(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"), np.float64)[..., 3] / 255.0
+
+
+# ------------------------------------------------------------------ the bench
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rembg-cmd", required=True,
+                        help="the rembg server command; {port} is replaced")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per load run")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved runs per side")
+    parser.add_argument("--clients", default="1,4,8")
+    parser.add_argument("--train-epochs", type=int, default=4)
+    parser.add_argument("--store", type=Path, default=RESULTS / "peers-store")
+    parser.add_argument("--matte-gate", choices=["task", "mae"], default="task",
+                        help="mae: re-gate a refused matte variant on mask MAE only, to"
+                        " measure serving INT8 (labelled speed-only)")
+    parser.add_argument("--out", default="peers.json")
+    args = parser.parse_args()
+    # A plain kill still stops both servers (the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    clients = [int(c) for c in args.clients.split(",")]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    store = build_store(args.store, args.train_epochs)
+    if args.matte_gate == "mae":
+        regate_matte_mae_only(store)
+    photo = photo_jpeg()
+    print(f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} cores;"
+          f" onnxruntime {ort.__version__}; input: 512x512 JPEG, {len(photo)} bytes", flush=True)
+
+    toon = ApiServer(args.store, RESULTS / "peers-toonforge.log")  # default settings
+    rembg = Rembg(args.rembg_cmd, graph_path(store, "matte", "fp32")[0],
+                  RESULTS / "peers-rembg.log")
+    results: dict[str, object] = {"seconds": args.seconds, "rounds": args.rounds}
+    try:
+        def send_toon(http: httpx.Client, path: str = "/matte?output=cutout",
+                      base: str = toon.url) -> httpx.Response:
+            return http.post(f"{base}{path}", content=photo,
+                             headers={"content-type": "image/jpeg"})
+
+        def send_rembg(http: httpx.Client) -> httpx.Response:
+            return http.post(f"{rembg.url}/api/remove", data={"model": "u2netp"},
+                             files={"file": ("photo.jpg", photo, "image/jpeg")})
+
+        with httpx.Client(timeout=120) as http:
+            served = send_toon(http)
+            fp32 = send_toon(http, "/matte?output=cutout&precision=fp32")
+            peer = send_rembg(http)
+        for response in (served, fp32, peer):
+            assert response.status_code == 200, response.text
+        a_served, a_fp32, a_peer = _alpha(served.content), _alpha(fp32.content), _alpha(
+            peer.content)
+        fidelity = {
+            "served_precision": served.headers.get("x-model-precision"),
+            "served_vs_fp32_alpha_mae_255": float(np.mean(np.abs(a_served - a_fp32)) * 255),
+            "served_vs_fp32_iou": float(np.logical_and(a_served >= .5, a_fp32 >= .5).sum()
+                                        / max(1, np.logical_or(a_served >= .5,
+                                                               a_fp32 >= .5).sum())),
+            # rembg resizes its mask with Lanczos, toonforge bilinear: not a fidelity figure
+            "fp32_vs_rembg_alpha_mae_255": float(np.mean(np.abs(a_fp32 - a_peer)) * 255),
+        }
+        manifest = store.manifest("matte", store.active_version("matte") or 0)
+        variant = manifest.variants.get("int8")
+        fidelity["gate"] = variant.model_dump() if variant else None
+        results["fidelity"] = fidelity
+        print(json.dumps({k: v for k, v in fidelity.items() if k != "gate"}), flush=True)
+
+        rows = []
+        for n in clients:
+            toon_lat: list[float] = []
+            peer_lat: list[float] = []
+            for round_ in range(args.rounds):
+                order = [("toon", toon_lat), ("rembg", peer_lat)]
+                for side, bucket in (order if round_ % 2 == 0 else order[::-1]):
+                    send = send_toon if side == "toon" else send_rembg
+                    bucket.extend(load(send, n, args.seconds))
+            t = _stats(toon_lat, args.seconds * args.rounds)
+            r = _stats(peer_lat, args.seconds * args.rounds)
+            row = {"clients": n, "toonforge": t, "rembg": r,
+                   "throughput_ratio": t["rps"] / r["rps"],
+                   "p50_ratio": t["p50_ms"] / r["p50_ms"], "p99_ratio": t["p99_ms"] / r["p99_ms"]}
+            rows.append(row)
+            print(f"matte clients={n}: toonforge {t['rps']:.2f} rps p50 {t['p50_ms']:.0f}"
+                  f" p99 {t['p99_ms']:.0f} | rembg {r['rps']:.2f} rps p50 {r['p50_ms']:.0f}"
+                  f" p99 {r['p99_ms']:.0f} | ratios thr {row['throughput_ratio']:.2f}"
+                  f" p50 {row['p50_ratio']:.2f} p99 {row['p99_ratio']:.2f}", flush=True)
+        results["matte"] = rows
+        rembg.stop()
+        rembg = None  # type: ignore[assignment]
+
+        raw: dict[str, dict[str, dict[str, float]]] = {}
+        for model in ("matte", "classify", "cartoon"):
+            x = graph_input(store, model, photo)
+            raw[model] = {}
+            for precision in ("fp32", "int8"):
+                path, note = graph_path(store, model, precision)
+                raw[model][precision] = {**raw_batch1(path, x, args.seconds / 2)}
+                s = raw[model][precision]
+                shape = "x".join(map(str, x.shape))
+                print(f"raw onnxruntime {model} {precision} batch 1 ({shape}):"
+                      f" {s['rps']:.2f} runs/s p50 {s['p50_ms']:.1f} ms {note}", flush=True)
+        results["raw"] = raw
+
+        other: dict[str, list[dict[str, object]]] = {}
+        for model, path in (("classify", "/classify"), ("cartoon", "/cartoonize")):
+            other[model] = []
+            for n in clients:
+                lat = load(lambda http, p=path: send_toon(http, p), n, args.seconds)
+                s = _stats(lat, args.seconds)
+                vs = {p: s["rps"] / raw[model][p]["rps"] for p in raw[model]}
+                other[model].append({"clients": n, "toonforge": s, "vs_raw": vs})
+                print(f"{path} clients={n}: {s['rps']:.2f} rps p50 {s['p50_ms']:.0f}"
+                      f" p99 {s['p99_ms']:.0f} ms; vs raw batch-1: "
+                      + ", ".join(f"{p} {v:.2f}x" for p, v in vs.items()), flush=True)
+        results["other"] = other
+        variants: dict[str, object] = {}
+        for model in ("matte", "classify", "cartoon"):
+            record = store.manifest(model, store.active_version(model) or 0).variants.get("int8")
+            variants[model] = record.model_dump() if record else None
+        results["variants"] = variants
+    finally:
+        toon.stop()
+        if rembg is not None:
+            rembg.stop()
+    out = RESULTS / args.out
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

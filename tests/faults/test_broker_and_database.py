@@ -1,0 +1,194 @@
+"""The broker or the job database is gone; the API must say so quickly and write nothing.
+
+- Broker dead (nothing listens on its port) and black-holed (a listener that accepts and
+  never answers): ``POST /jobs/finetune`` answers 503 ``broker_unavailable`` within the
+  stated bound (``broker_connect_timeout_s``, plus a little for the request itself) and
+  leaves no job row and no new dataset behind.
+- Database down: inference never touches the job database (models come from the store;
+  with ``infer`` open no key is looked up), so the inference and catalogue routes keep
+  answering while the job routes answer 503 in the JSON envelope. The database is cut
+  under a running API through a loopback proxy to the real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.tiny_models import build_tiny_store
+from tests.faults.netfaults import BlackHole, CuttableProxy, dead_port
+from tests.integration.conftest import _admin, postgres_admin_url_or_skip
+from tests.support.archives import good_files, image_bytes, zip_bytes
+from tests.support.server import ApiServer
+
+CONNECT_TIMEOUT_S = 1.0
+# The bound a client may rely on: the connect timeout, plus the request's own work (upload
+# checks, one database transaction) on a loaded two-core machine.
+BOUND_S = CONNECT_TIMEOUT_S * 1.5 + 0.5
+OPEN = {"TOONFORGE_OPEN_SCOPES": "infer,train,admin"}
+NO_JOB = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+StartApi = Callable[[str], ApiServer]  # broker URL -> a running API using it
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("faults-store")
+    build_tiny_store(root)
+    return root
+
+
+def _finetune_body(dataset_id: str) -> dict[str, Any]:
+    return {"task": "generate", "dataset_id": dataset_id, "base": "anime-faces",
+            "target_model": "anime-faces", "hyperparameters": {"epochs": 1}}
+
+
+def _broker_down(server: ApiServer) -> tuple[float, httpx.Response, dict[str, Any],
+                                              dict[str, set[str]]]:
+    with server.client(timeout=60) as http:
+        up = http.post("/datasets", params={"task": "generate"},
+                       content=zip_bytes(good_files("generate")),
+                       headers={"Content-Type": "application/zip"})
+        assert up.status_code == 201, up.text
+        dataset_id = up.json()["meta"]["id"]
+        datasets_before = {d["id"] for d in http.get("/datasets").json()}
+        start = time.monotonic()
+        r = http.post("/jobs/finetune", json=_finetune_body(dataset_id),
+                      headers={"Idempotency-Key": "fault-1"})
+        elapsed = time.monotonic() - start
+        jobs = http.get("/jobs").json()
+        datasets_after = {d["id"] for d in http.get("/datasets").json()}
+        return elapsed, r, jobs, {"before": datasets_before, "after": datasets_after}
+
+
+def _assert_refused_and_nothing_written(r: httpx.Response, jobs: dict[str, Any],
+                                        datasets: dict[str, set[str]]) -> None:
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "broker_unavailable"
+    assert jobs["total"] == 0 and jobs["jobs"] == [], jobs
+    assert datasets["after"] == datasets["before"]
+
+
+@pytest.fixture()
+def broker_server(store: Path, tmp_path: Path) -> Iterator[StartApi]:
+    servers: list[ApiServer] = []
+
+    def start(broker_url: str) -> ApiServer:
+        server = ApiServer(store, tmp_path / f"api-{len(servers)}.log", {
+            **OPEN, "TOONFORGE_BROKER_URL": broker_url,
+            "TOONFORGE_BROKER_CONNECT_TIMEOUT_S": str(CONNECT_TIMEOUT_S),
+            "TOONFORGE_RATE_LIMIT_RPS": "0"})
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def test_dead_broker_answers_503_and_writes_nothing(broker_server: StartApi) -> None:
+    server = broker_server(f"redis://127.0.0.1:{dead_port()}/0")
+    elapsed, r, jobs, datasets = _broker_down(server)
+    _assert_refused_and_nothing_written(r, jobs, datasets)
+    assert elapsed < 4 * CONNECT_TIMEOUT_S + 2, f"503 after {elapsed:.2f}s"
+
+
+def test_dead_broker_answers_503_within_the_bound(broker_server: StartApi) -> None:
+    server = broker_server(f"redis://127.0.0.1:{dead_port()}/0")
+    elapsed, r, jobs, datasets = _broker_down(server)
+    _assert_refused_and_nothing_written(r, jobs, datasets)
+    assert elapsed < BOUND_S, f"503 after {elapsed:.2f}s; bound {BOUND_S:.2f}s"
+
+
+def test_black_holed_broker_answers_503_within_the_bound(broker_server: StartApi) -> None:
+    hole = BlackHole()
+    try:
+        server = broker_server(f"redis://127.0.0.1:{hole.port}/0")
+        elapsed, r, jobs, datasets = _broker_down(server)
+        assert hole.accepted >= 1  # the API really did reach the black hole
+        _assert_refused_and_nothing_written(r, jobs, datasets)
+        assert elapsed < BOUND_S, f"503 after {elapsed:.2f}s; bound {BOUND_S:.2f}s"
+    finally:
+        hole.stop()
+
+
+# ------------------------------------------------------------------ database down
+@pytest.fixture()
+def postgres_db() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL: its URL (dropped afterwards)."""
+    import uuid
+
+    from sqlalchemy.engine import make_url
+
+    admin = postgres_admin_url_or_skip()
+    name = f"toonforge_fault_{uuid.uuid4().hex[:10]}"
+    _admin(admin, f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
+    finally:
+        _admin(admin, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def _inference_answers(http: httpx.Client) -> None:
+    png = image_bytes(32, 32)
+    for path in ("/classify", "/matte", "/cartoonize", "/autoencode"):
+        r = http.post(path, content=png, headers={"Content-Type": "image/png"})
+        assert r.status_code == 200, (path, r.text)
+    r = http.post("/generate", params={"n": "2", "seed": "1"})
+    assert r.status_code == 200, r.text
+    assert http.get("/models").status_code == 200
+    assert http.get("/healthz").status_code == 200
+
+
+def test_database_cut_under_a_running_api(store: Path, tmp_path: Path, postgres_db: str
+                                          ) -> None:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_db)
+    proxy = CuttableProxy((url.host or "127.0.0.1", url.port or 5432))
+    server = ApiServer(store, tmp_path / "api.log", {
+        **OPEN, "TOONFORGE_DATABASE_URL": url.set(host="127.0.0.1", port=proxy.port)
+        .render_as_string(hide_password=False)})
+    try:
+        with server.client(timeout=30) as http:
+            assert http.get("/jobs").status_code == 200  # the database is in use
+            proxy.cut()
+            _inference_answers(http)
+            # A key (well-formed, never seen) must be looked up, and cannot be: a 503 that
+            # says so, not a 401 (the key may be fine) and not a 500.
+            unknown_key = f"tf_{'0' * 12}_{'s' * 43}"
+            r = http.get("/models", headers={"Authorization": f"Bearer {unknown_key}"})
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "auth_unavailable"
+            assert r.headers["Retry-After"].isdigit()
+            for method, path in (("GET", "/jobs"), ("GET", f"/jobs/{NO_JOB}"),
+                                 ("POST", f"/jobs/{NO_JOB}/cancel")):
+                start = time.monotonic()
+                r = http.request(method, path)
+                assert r.status_code == 503, (path, r.status_code, r.text)
+                assert set(r.json()["error"]) >= {"code", "message"}, r.text
+                assert time.monotonic() - start < 10, path
+            assert "Traceback" not in r.text and "psycopg" not in r.text
+            _inference_answers(http)  # and still, after the failed job calls
+    finally:
+        server.stop()
+        proxy.cut()
+
+
+def test_api_starts_and_serves_with_the_database_down(store: Path, tmp_path: Path) -> None:
+    """Nothing listens where the database should be, from the start."""
+    server = ApiServer(store, tmp_path / "api.log", {
+        **OPEN, "TOONFORGE_DATABASE_URL":
+        f"postgresql+psycopg://postgres@127.0.0.1:{dead_port()}/test"})
+    try:
+        with server.client(timeout=30) as http:
+            _inference_answers(http)
+            r = http.get("/jobs")
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"], r.text
+    finally:
+        server.stop()

@@ -1,0 +1,394 @@
+"""``toonforge pull NAME``: download official weights from the catalogue (worker/catalogue.py),
+prove they are the published files, then import them like ``toonforge import`` (strict load,
+ONNX export, parity, publish).
+
+Order of work, so that nothing unproven reaches the store:
+
+1. every file's URL and expected sha256 is settled first (``--url``/``--sha256`` override
+   the catalogue; ``TOONFORGE_PULL_BASE_URL`` mirrors the whole catalogue); a file with no
+   known checksum and no ``--sha256`` is refused before any download;
+2. each file is streamed into ``<cache>/<name>.part``; a cut download resumes there with an
+   HTTP ``Range`` request (on the next try, or the next run); a progress bar goes to stderr;
+3. the whole file's sha256 is checked; only a matching file is renamed to ``<cache>/<name>``
+   (a mismatch deletes the ``.part``: a wrong file is not resumed);
+4. only then is the store opened, and ``import_checkpoint`` runs its own checks before it
+   writes anything.
+
+A failure at steps 1-3 (wrong checksum, cut download, HTTP error, refused connection)
+exits 1 with one line saying what and where, and leaves the store as it was.
+
+Entry point ``toonforge.admin: pull`` (``pull_command``); ``python -m worker.pull`` too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from core.errors import DomainError
+from core.settings import Settings, get_settings
+from model_store.manifest import sha256_file
+from worker.catalogue import CATALOGUE, CatalogueEntry, UnknownCatalogueEntry, get_entry
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 16
+
+
+class PullFailed(RuntimeError):
+    """A download could not be fetched or proven; the store was not touched."""
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One file to fetch: where from, and the checksum it must have."""
+
+    part: str
+    filename: str
+    url: str
+    sha256: str | None
+    sha256_prefix: str | None
+    size: int | None
+
+
+def shown_url(url: str) -> str:
+    """``url`` for messages: scheme, host and path (a query may hold a signed token)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _check_url(url: str, what: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PullFailed(f"{what}: {url!r} is not an http(s) URL")
+    return url
+
+
+def _per_part(values: Sequence[str], entry: CatalogueEntry, flag: str) -> dict[str, str]:
+    """``--url``/``--sha256`` values: ``VALUE`` is the first file's, ``PART=VALUE`` names the
+    part (e.g. ``--sha256 netd=HEX`` for anime-faces)."""
+    parts = [f.part for f in entry.files]
+    out: dict[str, str] = {}
+    for value in values:
+        head, sep, tail = value.partition("=")
+        if sep and head in parts and not head.startswith("http"):
+            part, value = head, tail
+        else:
+            part = parts[0]
+        if part in out:
+            named = f"part {part!r}" if part else "the first file"
+            raise PullFailed(f"{flag} given twice for {named} of {entry.name}")
+        out[part] = value
+    return out
+
+
+def plan(entry: CatalogueEntry, *, urls: Sequence[str] = (), sha256s: Sequence[str] = (),
+         base_url: str | None = None) -> list[PlannedFile]:
+    """Every file of ``entry`` with its URL and expected checksum; refuses (before any
+    download) a file whose checksum is not known and not given."""
+    url_for = _per_part(urls, entry, "--url")
+    sha_for = {p: v.strip().lower() for p, v in _per_part(sha256s, entry, "--sha256").items()}
+    if base_url:
+        _check_url(base_url, "TOONFORGE_PULL_BASE_URL")
+    planned = []
+    for f in entry.files:
+        if f.part in url_for:
+            url = _check_url(url_for[f.part], "--url")
+        elif base_url:
+            url = f"{base_url.rstrip('/')}/{f.filename}"
+        else:
+            url = f.url
+        digest, prefix = f.sha256, f.sha256_prefix
+        if f.part in sha_for:
+            digest, prefix = sha_for[f.part], None
+            if not _HEX64.match(digest):
+                raise PullFailed(f"--sha256 for {f.filename}: {digest!r} is not a sha256"
+                                 " (64 hex digits)")
+        if digest is None and prefix is None:
+            flag = "--sha256 HEX" if f.part == entry.files[0].part else f"--sha256 {f.part}=HEX"
+            raise PullFailed(
+                f"{f.filename} ({entry.name}) has no published sha256, so it cannot be"
+                f" verified: pass {flag}, the sha256 of a copy you trust"
+                " (sha256sum FILE)")
+        planned.append(PlannedFile(f.part, f.filename, url, digest, prefix,
+                                   f.size if f.part not in url_for else None))
+    return planned
+
+
+class Progress:
+    """A one-line progress bar on stderr (a terminal), or a start and an end line."""
+
+    def __init__(self, stream: IO[str], enabled: bool) -> None:
+        self.stream, self.enabled = stream, enabled
+        self.name, self.done, self.start, self.last = "", 0, 0.0, 0.0
+        self.total: int | None = None
+
+    def begin(self, name: str, url: str, done: int, total: int | None) -> None:
+        self.name, self.total, self.done = name, total, done
+        self.start = self.last = time.monotonic()
+        resume = f", resuming at {done:,} bytes" if done else ""
+        if not self.enabled:
+            print(f"downloading {name} from {shown_url(url)}{resume}", file=self.stream)
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and now - self.last >= 0.1:
+            self.last = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        rate = self.done / max(now - self.start, 1e-6) / 1e6
+        if self.total:
+            frac = min(self.done / self.total, 1.0)
+            bar = "#" * int(frac * 30)
+            line = (f"\r{self.name} [{bar:<30}] {frac:4.0%} {self.done / 1e6:.1f}/"
+                    f"{self.total / 1e6:.1f} MB {rate:.1f} MB/s")
+        else:
+            line = f"\r{self.name} {self.done / 1e6:.1f} MB {rate:.1f} MB/s"
+        self.stream.write(line)
+        self.stream.flush()
+
+    def end(self) -> None:
+        if self.enabled:
+            self._draw(time.monotonic())
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _cut_message(f: PlannedFile, have: int, total: int | None, tries: int, part: Path) -> str:
+    of = f" of {total:,}" if total else ""
+    return (f"download of {f.filename} from {shown_url(f.url)} was cut off at {have:,}{of}"
+            f" bytes after {tries} tr{'y' if tries == 1 else 'ies'}; the bytes so far are kept"
+            f" in {part} and the next pull resumes from there")
+
+
+@dataclass
+class _State:
+    """What one file's download knows so far (kept across tries and a try's exception)."""
+
+    have: int = 0  # bytes in the .part
+    total: int | None = None  # the file's full size, once a server said it
+
+
+def _fetch_once(client: httpx.Client, f: PlannedFile, part: Path, progress: Progress,
+                state: _State) -> None:
+    """One GET into ``part`` (a Range request when it holds bytes already), updating
+    ``state``. Transport errors propagate."""
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    with client.stream("GET", f.url, headers=headers) as r:
+        if r.status_code == 416 and have:
+            # Nothing left to send: the .part may be whole already (verified next).
+            state.have = state.total = have
+            return
+        if r.status_code == 206 and have:
+            match = re.match(r"bytes (\d+)-\d+/(\d+|\*)", r.headers.get("content-range", ""))
+            if not match or int(match.group(1)) != have:
+                raise PullFailed(f"{shown_url(f.url)} answered a range request with"
+                                 f" {r.headers.get('content-range')!r}, not bytes {have}-")
+            total = int(match.group(2)) if match.group(2) != "*" else None
+            mode = "ab"
+        elif r.status_code == 200:
+            have, mode = 0, "wb"  # no range support: start again
+            length = r.headers.get("content-length")
+            total = int(length) if length and length.isdigit() else None
+        else:
+            raise PullFailed(f"download of {f.filename} failed: {shown_url(f.url)} answered"
+                             f" HTTP {r.status_code} {r.reason_phrase}".rstrip())
+        state.have, state.total = have, total or state.total
+        progress.begin(f.filename, f.url, have, state.total or f.size)
+        try:
+            with part.open(mode) as out:
+                for chunk in r.iter_bytes(_CHUNK):
+                    out.write(chunk)
+                    state.have += len(chunk)
+                    progress.advance(len(chunk))
+        finally:
+            progress.end()
+
+
+def download(f: PlannedFile, cache: Path, client: httpx.Client, progress: Progress, *,
+             attempts: int = 3) -> Path:
+    """``f`` as a verified file in ``cache`` (downloaded, resumed, or already there)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    final, part = cache / f.filename, cache / f"{f.filename}.part"
+    if final.exists():
+        if _matches(sha256_file(final), f):
+            print(f"{f.filename}: already downloaded, checksum verified ({final})",
+                  file=progress.stream)
+            return final
+        final.unlink()
+    state, tries = _State(), 0
+    while tries < attempts:
+        tries += 1
+        try:
+            _fetch_once(client, f, part, progress, state)
+        except httpx.ConnectError as exc:
+            raise PullFailed(f"cannot download {f.filename}: {_connect_reason(exc, f.url)}"
+                             ) from exc
+        except httpx.ConnectTimeout as exc:
+            raise PullFailed(f"cannot download {f.filename}: no connection to"
+                             f" {shown_url(f.url)} within the timeout"
+                             " (TOONFORGE_PULL_TIMEOUT_S)") from exc
+        except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            state.have = part.stat().st_size if part.exists() else 0
+            if tries >= attempts:
+                raise PullFailed(_cut_message(f, state.have, state.total or f.size, tries,
+                                              part) + f" ({type(exc).__name__})") from exc
+            continue
+        except httpx.HTTPError as exc:
+            raise PullFailed(f"download of {f.filename} from {shown_url(f.url)} failed:"
+                             f" {type(exc).__name__}: {exc}") from exc
+        if state.total is None or state.have >= state.total:
+            break
+    else:
+        raise PullFailed(_cut_message(f, state.have, state.total, tries, part))
+    got = sha256_file(part)
+    if not _matches(got, f):
+        part.unlink()
+        want = f.sha256 or f"{f.sha256_prefix}..."
+        raise PullFailed(f"checksum mismatch for {f.filename} from {shown_url(f.url)}:"
+                         f" sha256 {got}, expected {want}; the download was deleted and"
+                         " nothing was imported")
+    os.replace(part, final)
+    print(f"{f.filename}: {final.stat().st_size:,} bytes, sha256 {got} verified",
+          file=progress.stream)
+    return final
+
+
+def _matches(digest: str, f: PlannedFile) -> bool:
+    if f.sha256 is not None:
+        return digest == f.sha256
+    return f.sha256_prefix is not None and digest.startswith(f.sha256_prefix)
+
+
+def _connect_reason(exc: httpx.ConnectError, url: str) -> str:
+    parts = urlsplit(url)
+    where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    text = str(exc).lower()
+    if "refused" in text:
+        return f"connection to {where} refused"
+    if "name" in text or "resolve" in text or "nodename" in text:
+        return f"cannot resolve {parts.hostname}"
+    return f"cannot connect to {where} ({exc})"
+
+
+# ----------------------------------------------------------------------------- command
+
+
+def _list(stream: IO[str]) -> int:
+    for e in CATALOGUE:
+        if all(f.sha256 for f in e.files):
+            check = "sha256 pinned"
+        else:
+            check = "sha256 prefix pinned" if e.verified else "needs --sha256"
+        files = ", ".join(f.filename for f in e.files)
+        print(f"{e.name}\t{e.task}/{e.arch}\t-> {e.model}\t{check}\t{files}\t{e.description}",
+              file=stream)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    names = ", ".join(e.name for e in CATALOGUE)
+    p = argparse.ArgumentParser(
+        prog="toonforge pull",
+        description="Download official weights (sha256-verified, resumable) and import them"
+                    f" into the local model store. Catalogue: {names}.",
+        epilog="--url and --sha256 take VALUE for the first file or PART=VALUE (e.g."
+               " --sha256 netd=HEX for anime-faces). Exit 1 when a download cannot be"
+               " fetched or proven (the store is left as it was).")
+    p.add_argument("name", nargs="?", help="catalogue entry (see --list)")
+    p.add_argument("--list", action="store_true", help="print the catalogue and exit")
+    p.add_argument("--model", help="store model to import into (default: the entry's)")
+    p.add_argument("--activate", action="store_true", help="make the new version active")
+    p.add_argument("--url", action="append", default=[], metavar="[PART=]URL",
+                   help="fetch from this mirror or private copy instead")
+    p.add_argument("--sha256", action="append", default=[], metavar="[PART=]HEX",
+                   help="the file's sha256 (required where the catalogue pins none)")
+    p.add_argument("--labels", help="class names, one per line (classify)")
+    p.add_argument("--store", help="model store root (default: TOONFORGE_STORE_DIR)")
+    p.add_argument("--cache-dir", help="download cache (default: TOONFORGE_PULL_CACHE_DIR,"
+                   " else <TOONFORGE_DATA_DIR>/downloads)")
+    bars = p.add_mutually_exclusive_group()
+    bars.add_argument("--progress", dest="progress", action="store_true", default=None,
+                      help="draw the progress bar even when stderr is not a terminal")
+    bars.add_argument("--no-progress", dest="progress", action="store_false",
+                      help="never draw the progress bar")
+    return p
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from core.plugins import WORKER_ENTRY_POINTS, import_modules
+    from model_store.store import ModelStore, validate_name
+
+    entry = get_entry(args.name)
+    model = args.model or entry.model
+    validate_name(model)
+    if args.labels and not Path(args.labels).is_file():
+        raise PullFailed(f"{args.labels} does not exist or is not a file")
+    files = plan(entry, urls=args.url, sha256s=args.sha256, base_url=settings.pull_base_url)
+    cache = Path(args.cache_dir or settings.pull_cache_dir or Path(settings.data_dir) /
+                 "downloads")
+    enabled = sys.stderr.isatty() if args.progress is None else args.progress
+    progress = Progress(sys.stderr, enabled)
+    timeout = httpx.Timeout(settings.pull_timeout_s)
+    with httpx.Client(follow_redirects=True, timeout=timeout) as client:
+        paths = {f.part: download(f, cache, client, progress, attempts=settings.pull_attempts)
+                 for f in files}
+
+    # Verified: now, and only now, the store (import_checkpoint checks before it writes).
+    import_modules(settings.worker_plugins, WORKER_ENTRY_POINTS)
+    from worker.importer import import_checkpoint, parity_summary
+
+    manifest = import_checkpoint(
+        ModelStore(args.store or settings.store_dir, create=True),
+        task=entry.task, arch=entry.arch, parts=paths, model=model,
+        labels=Path(args.labels) if args.labels else None, activate=args.activate)
+    state = "active" if args.activate else "inactive"
+    print(f"pulled {entry.name}: imported {manifest.ref} ({manifest.task}/{manifest.arch},"
+          f" {state}); {parity_summary(manifest)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    if args.list:
+        return _list(sys.stdout)
+    if not args.name:
+        parser.error("name a catalogue entry (toonforge pull --list shows them)")
+    settings = settings or get_settings()
+    try:
+        return _run(args, settings)
+    except KeyboardInterrupt:
+        print("toonforge: interrupted; a partial download is kept and the next pull resumes"
+              " it", file=sys.stderr)
+        return 130
+    except (PullFailed, UnknownCatalogueEntry, DomainError, ValueError, KeyError,
+            RuntimeError, OSError) as exc:
+        # Download, checksum, strict-load, parity and store errors name the problem; a
+        # traceback would only hide it.
+        print(f"toonforge: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def pull_command(argv: list[str]) -> int:
+    """``toonforge pull ...`` (entry point ``toonforge.admin: pull``)."""
+    return main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
