@@ -91,6 +91,7 @@ def _image(response: httpx.Response) -> ImageResult:
         model_version=response.headers.get("x-model-version"),
         seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
         latent_distribution=response.headers.get("x-latent-distribution"),
+        precision=response.headers.get("x-model-precision"),
     )
 
 
@@ -124,6 +125,13 @@ class Call(Generic[T]):
         if response.status_code not in self.ok:
             raise error_from_response(response)
         return self.parse(response)
+
+
+def with_precision(call: Call[T], precision: str | None) -> Call[T]:
+    """``?precision=fp32|int8`` on an inference call (None: the server's default)."""
+    if precision is not None:
+        call.params = {**(call.params or {}), "precision": precision}
+    return call
 
 
 def _model(model: str | None, version: int | None) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from toonforge_client.types import (
     Manifest,
     ModelDetail,
     ModelInfo,
+    Precision,
     Readiness,
     SampleInfo,
     Task,
@@ -80,28 +81,37 @@ class AsyncClient(ClientBase):
     # ------------------------------------------------------------------ inference
 
     async def cartoonize(self, image: ImageInput, *, model: str | None = None,
-                         version: int | None = None, max_side: int | None = None,
+                         version: int | None = None,
+                         precision: Precision | None = None, max_side: int | None = None,
                          format: Literal["png", "jpeg", "webp"] | None = None) -> ImageResult:
-        return await self._send(calls.cartoonize(image, model, version, max_side, format))
+        call = calls.cartoonize(image, model, version, max_side, format)
+        return await self._send(calls.with_precision(call, precision))
 
     async def infer(self, task: str, image: ImageInput, *, model: str | None = None,
-                    version: int | None = None) -> ImageResult:
-        return await self._send(calls.infer(task, image, model, version))
+                    version: int | None = None,
+                    precision: Precision | None = None) -> ImageResult:
+        call = calls.infer(task, image, model, version)
+        return await self._send(calls.with_precision(call, precision))
 
     async def matte(self, image: ImageInput, *, model: str | None = None,
                     version: int | None = None,
+                    precision: Precision | None = None,
                     output: Literal["mask", "cutout", "composite"] | None = None,
                     background: str | None = None,
                     format: Literal["png", "webp", "jpeg"] | None = None) -> ImageResult:
-        return await self._send(calls.matte(image, model, version, output, background, format))
+        call = calls.matte(image, model, version, output, background, format)
+        return await self._send(calls.with_precision(call, precision))
 
     async def classify(self, image: ImageInput, *, model: str | None = None,
-                       version: int | None = None, top_k: int | None = None
+                       version: int | None = None,
+                       precision: Precision | None = None, top_k: int | None = None
                        ) -> ClassifyResponse:
-        return await self._send(calls.classify(image, model, version, top_k))
+        call = calls.classify(image, model, version, top_k)
+        return await self._send(calls.with_precision(call, precision))
 
     @overload
     async def generate(self, *, model: str | None = ..., version: int | None = ...,
+                       precision: Precision | None = ...,
                        n: int | None = ..., seed: int | None = ...,
                        latents: list[list[float]] | None = ...,
                        rank_by_discriminator: bool | None = ..., oversample: int | None = ...,
@@ -109,47 +119,59 @@ class AsyncClient(ClientBase):
 
     @overload
     async def generate(self, *, model: str | None = ..., version: int | None = ...,
+                       precision: Precision | None = ...,
                        n: int | None = ..., seed: int | None = ...,
                        latents: list[list[float]] | None = ...,
                        rank_by_discriminator: bool | None = ..., oversample: int | None = ...,
                        format: Literal["json"]) -> ImagesResponse: ...
 
     async def generate(self, *, model: str | None = None, version: int | None = None,
+                       precision: Precision | None = None,
                        n: int | None = None, seed: int | None = None,
                        latents: list[list[float]] | None = None,
                        rank_by_discriminator: bool | None = None, oversample: int | None = None,
                        format: Literal["grid", "json"] = "grid"
                        ) -> ImageResult | ImagesResponse:
-        return await self._send(calls.generate(model, version, n, seed, latents,
-                                           rank_by_discriminator, oversample, format))
+        call = calls.generate(model, version, n, seed, latents,
+                                           rank_by_discriminator, oversample, format)
+        return await self._send(calls.with_precision(call, precision))
 
     async def autoencode(self, image: ImageInput, *, model: str | None = None,
-                         version: int | None = None, size: int | None = None) -> ImageResult:
-        return await self._send(calls.autoencode(image, model, version, size))
+                         version: int | None = None,
+                         precision: Precision | None = None, size: int | None = None
+                         ) -> ImageResult:
+        call = calls.autoencode(image, model, version, size)
+        return await self._send(calls.with_precision(call, precision))
 
     @overload
     async def autoencode_interpolate(self, image_a: ImageInput, image_b: ImageInput, *,
                                      model: str | None = ..., version: int | None = ...,
+                                     precision: Precision | None = ...,
                                      steps: int | None = ..., format: Literal["png"] = ...
                                      ) -> ImageResult: ...
 
     @overload
     async def autoencode_interpolate(self, image_a: ImageInput, image_b: ImageInput, *,
                                      model: str | None = ..., version: int | None = ...,
+                                     precision: Precision | None = ...,
                                      steps: int | None = ..., format: Literal["json"]
                                      ) -> ImagesResponse: ...
 
     async def autoencode_interpolate(self, image_a: ImageInput, image_b: ImageInput, *,
                                      model: str | None = None, version: int | None = None,
+                                     precision: Precision | None = None,
                                      steps: int | None = None,
                                      format: Literal["png", "json"] = "png"
                                      ) -> ImageResult | ImagesResponse:
-        return await self._send(calls.autoencode_interpolate(image_a, image_b, model, version,
-                                                         steps, format))
+        call = calls.autoencode_interpolate(image_a, image_b, model, version,
+                                                         steps, format)
+        return await self._send(calls.with_precision(call, precision))
 
     async def autoencode_sample(self, *, model: str | None = None, version: int | None = None,
+                                precision: Precision | None = None,
                                 n: int | None = None, seed: int | None = None) -> ImageResult:
-        return await self._send(calls.autoencode_sample(model, version, n, seed))
+        call = calls.autoencode_sample(model, version, n, seed)
+        return await self._send(calls.with_precision(call, precision))
 
     # ------------------------------------------------------------------ models
 

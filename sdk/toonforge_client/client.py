@@ -35,6 +35,7 @@ from toonforge_client.types import (
     Manifest,
     ModelDetail,
     ModelInfo,
+    Precision,
     Readiness,
     SampleInfo,
     Task,
@@ -85,31 +86,40 @@ class Client(ClientBase):
     # ------------------------------------------------------------------ inference
 
     def cartoonize(self, image: ImageInput, *, model: str | None = None,
-                   version: int | None = None, max_side: int | None = None,
+                   version: int | None = None,
+                   precision: Precision | None = None, max_side: int | None = None,
                    format: Literal["png", "jpeg", "webp"] | None = None) -> ImageResult:
         """A cartoon of the same size (``POST /cartoonize``)."""
-        return self._send(calls.cartoonize(image, model, version, max_side, format))
+        call = calls.cartoonize(image, model, version, max_side, format)
+        return self._send(calls.with_precision(call, precision))
 
     def infer(self, task: str, image: ImageInput, *, model: str | None = None,
-              version: int | None = None) -> ImageResult:
+              version: int | None = None,
+              precision: Precision | None = None) -> ImageResult:
         """Image in, image out for any task with an image pipeline (``POST /infer/{task}``:
         e.g. a plugin family)."""
-        return self._send(calls.infer(task, image, model, version))
+        call = calls.infer(task, image, model, version)
+        return self._send(calls.with_precision(call, precision))
 
     def matte(self, image: ImageInput, *, model: str | None = None, version: int | None = None,
+              precision: Precision | None = None,
               output: Literal["mask", "cutout", "composite"] | None = None,
               background: str | None = None,
               format: Literal["png", "webp", "jpeg"] | None = None) -> ImageResult:
         """An alpha mask, RGBA cut-out or composite on ``background`` (#rrggbb)."""
-        return self._send(calls.matte(image, model, version, output, background, format))
+        call = calls.matte(image, model, version, output, background, format)
+        return self._send(calls.with_precision(call, precision))
 
     def classify(self, image: ImageInput, *, model: str | None = None,
-                 version: int | None = None, top_k: int | None = None) -> ClassifyResponse:
+                 version: int | None = None,
+                 precision: Precision | None = None, top_k: int | None = None) -> ClassifyResponse:
         """The ``top_k`` most probable labels with their scores."""
-        return self._send(calls.classify(image, model, version, top_k))
+        call = calls.classify(image, model, version, top_k)
+        return self._send(calls.with_precision(call, precision))
 
     @overload
     def generate(self, *, model: str | None = ..., version: int | None = ...,
+                 precision: Precision | None = ...,
                  n: int | None = ..., seed: int | None = ...,
                  latents: list[list[float]] | None = ...,
                  rank_by_discriminator: bool | None = ..., oversample: int | None = ...,
@@ -117,50 +127,61 @@ class Client(ClientBase):
 
     @overload
     def generate(self, *, model: str | None = ..., version: int | None = ...,
+                 precision: Precision | None = ...,
                  n: int | None = ..., seed: int | None = ...,
                  latents: list[list[float]] | None = ...,
                  rank_by_discriminator: bool | None = ..., oversample: int | None = ...,
                  format: Literal["json"]) -> ImagesResponse: ...
 
     def generate(self, *, model: str | None = None, version: int | None = None,
+                 precision: Precision | None = None,
                  n: int | None = None, seed: int | None = None,
                  latents: list[list[float]] | None = None,
                  rank_by_discriminator: bool | None = None, oversample: int | None = None,
                  format: Literal["grid", "json"] = "grid") -> ImageResult | ImagesResponse:
         """Generated images: a PNG grid (``ImageResult``, ``seed`` set) or, with
         ``format="json"``, each image as base64 PNG with its discriminator score."""
-        return self._send(calls.generate(model, version, n, seed, latents, rank_by_discriminator,
-                                     oversample, format))
+        call = calls.generate(model, version, n, seed, latents, rank_by_discriminator,
+                                     oversample, format)
+        return self._send(calls.with_precision(call, precision))
 
     def autoencode(self, image: ImageInput, *, model: str | None = None,
-                   version: int | None = None, size: int | None = None) -> ImageResult:
+                   version: int | None = None,
+                   precision: Precision | None = None, size: int | None = None) -> ImageResult:
         """The autoencoder's reconstruction (``size`` upscales it)."""
-        return self._send(calls.autoencode(image, model, version, size))
+        call = calls.autoencode(image, model, version, size)
+        return self._send(calls.with_precision(call, precision))
 
     @overload
     def autoencode_interpolate(self, image_a: ImageInput, image_b: ImageInput, *,
                                model: str | None = ..., version: int | None = ...,
+                               precision: Precision | None = ...,
                                steps: int | None = ..., format: Literal["png"] = ...
                                ) -> ImageResult: ...
 
     @overload
     def autoencode_interpolate(self, image_a: ImageInput, image_b: ImageInput, *,
                                model: str | None = ..., version: int | None = ...,
+                               precision: Precision | None = ...,
                                steps: int | None = ..., format: Literal["json"]
                                ) -> ImagesResponse: ...
 
     def autoencode_interpolate(self, image_a: ImageInput, image_b: ImageInput, *,
                                model: str | None = None, version: int | None = None,
+                               precision: Precision | None = None,
                                steps: int | None = None, format: Literal["png", "json"] = "png"
                                ) -> ImageResult | ImagesResponse:
         """The decoded straight path between two images' latents (a PNG strip, or JSON)."""
-        return self._send(calls.autoencode_interpolate(image_a, image_b, model, version, steps,
-                                                   format))
+        call = calls.autoencode_interpolate(image_a, image_b, model, version, steps,
+                                                   format)
+        return self._send(calls.with_precision(call, precision))
 
     def autoencode_sample(self, *, model: str | None = None, version: int | None = None,
+                          precision: Precision | None = None,
                           n: int | None = None, seed: int | None = None) -> ImageResult:
         """A grid decoded from latents sampled from the fitted distribution."""
-        return self._send(calls.autoencode_sample(model, version, n, seed))
+        call = calls.autoencode_sample(model, version, n, seed)
+        return self._send(calls.with_precision(call, precision))
 
     # ------------------------------------------------------------------ models
 

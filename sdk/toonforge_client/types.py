@@ -18,6 +18,9 @@ JobStatus = Literal["queued", "running", "exporting", "succeeded", "failed", "ca
 # The statuses a job ends in: the one definition the clients and the CLI use.
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
+# ?precision= of the inference calls (None: the server's default_precision).
+Precision = Literal["fp32", "int8"]
+
 
 def is_terminal(status: str) -> bool:
     """Whether a job in ``status`` has ended (succeeded, failed or cancelled)."""
@@ -33,6 +36,7 @@ class ImageResult:
     model_version: str | None = field(default=None)  # X-Model-Version: "model@n"
     seed: int | None = None  # X-Seed (generate, autoencode sample)
     latent_distribution: str | None = None  # X-Latent-Distribution (autoencode sample)
+    precision: str | None = None  # X-Model-Precision: "fp32" or "int8"
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         out = Path(path)

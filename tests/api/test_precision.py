@@ -160,3 +160,22 @@ def test_default_precision_setting(store_root: Path, tmp_path: Path) -> None:
             assert _post(client, "/classify", precision="fp32").status_code == 200
     finally:
         server.stop()
+
+
+def test_the_sdk_and_cli_choose_the_precision(auto: ApiServer, tmp_path: Path) -> None:
+    from toonforge_client import ApiError, Client
+    from toonforge_client.cli import main as cli_main
+
+    with Client(auto.url) as tf:
+        assert tf.matte(_photo(), precision="fp32").precision == "fp32"
+        assert tf.matte(_photo(), precision="int8").precision == "int8"
+        assert tf.matte(_photo()).precision == "int8"  # the server's auto
+        with pytest.raises(ApiError) as refused:
+            tf.matte(_photo(), model="matte", version=1, precision="int8")
+        assert refused.value.code == "precision_unavailable"
+    src = tmp_path / "photo.png"
+    src.write_bytes(_photo())
+    out = tmp_path / "mask.png"
+    assert cli_main(["--url", auto.url, "matte", str(src), "-o", str(out),
+                     "--precision", "fp32"]) == 0
+    assert out.is_file()

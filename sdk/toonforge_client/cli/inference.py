@@ -35,18 +35,21 @@ def cmd_image(ctx: Ctx) -> int:
 
         def call(src: Path) -> ImageResult:
             return ctx.client.cartoonize(src, model=model, version=version,
+                                         precision=args.precision,
                                          max_side=args.max_side, format=args.format)
     elif kind == "matte":
         suffix = "." + ("jpg" if args.format == "jpeg" else (args.format or "png"))
 
         def call(src: Path) -> ImageResult:
-            return ctx.client.matte(src, model=model, version=version, output=args.mode,
+            return ctx.client.matte(src, model=model, version=version,
+                                    precision=args.precision, output=args.mode,
                                     background=args.background, format=args.format)
     else:
         suffix = ".png"
 
         def call(src: Path) -> ImageResult:
-            return ctx.client.autoencode(src, model=model, version=version, size=args.size)
+            return ctx.client.autoencode(src, model=model, version=version,
+                                         precision=args.precision, size=args.size)
 
     pairs = plan_outputs(args, images, suffix, kind)
     return run_batch(ctx, kind, list(pairs), lambda src, dest: write_image(call(src), dest))
@@ -59,7 +62,8 @@ def cmd_classify(ctx: Ctx) -> int:
     results: dict[Path, Any] = {}
 
     def work(src: Path, _: Path | None) -> str:
-        answer = ctx.client.classify(src, model=model, version=version, top_k=args.top_k)
+        answer = ctx.client.classify(src, model=model, version=version,
+                                     precision=args.precision, top_k=args.top_k)
         results[src] = answer
         return f"{answer['model']}@{answer['version']}"
 
@@ -80,7 +84,8 @@ def cmd_generate(ctx: Ctx) -> int:
     args = ctx.args
     model, version = parse_model(args.model)
     if args.separate:
-        answer = ctx.client.generate(model=model, version=version, n=args.n, seed=args.seed,
+        answer = ctx.client.generate(model=model, version=version,
+                                     precision=args.precision, n=args.n, seed=args.seed,
                                      rank_by_discriminator=args.rank or None,
                                      oversample=args.oversample, format="json")
         folder = Path(args.out or "generated")
@@ -92,7 +97,8 @@ def cmd_generate(ctx: Ctx) -> int:
         if ctx.json:
             dump({k: v for k, v in answer.items() if k != "images"})
         return EXIT_OK
-    result = ctx.client.generate(model=model, version=version, n=args.n, seed=args.seed,
+    result = ctx.client.generate(model=model, version=version,
+                                 precision=args.precision, n=args.n, seed=args.seed,
                                  rank_by_discriminator=args.rank or None,
                                  oversample=args.oversample)
     dest = result.save(args.out or "generated.png")
@@ -107,7 +113,8 @@ def cmd_interpolate(ctx: Ctx) -> int:
         if not Path(path).is_file():
             raise UsageError(f"{path}: no such file")
     result = ctx.client.autoencode_interpolate(args.image_a, args.image_b, model=model,
-                                               version=version, steps=args.steps)
+                                               version=version,
+                                               precision=args.precision, steps=args.steps)
     dest = result.save(args.out or "interpolation.png")
     err(f"wrote {dest} ({result.model_version})")
     return EXIT_OK
@@ -116,7 +123,8 @@ def cmd_interpolate(ctx: Ctx) -> int:
 def cmd_sample(ctx: Ctx) -> int:
     args = ctx.args
     model, version = parse_model(args.model)
-    result = ctx.client.autoencode_sample(model=model, version=version, n=args.n,
+    result = ctx.client.autoencode_sample(model=model, version=version,
+                                          precision=args.precision, n=args.n,
                                           seed=args.seed)
     dest = result.save(args.out or "samples.png")
     err(f"wrote {dest} ({result.model_version}, seed {result.seed},"
@@ -125,6 +133,10 @@ def cmd_sample(ctx: Ctx) -> int:
 
 
 # ----------------------------------------------------------------------------- table
+
+PRECISION = arg("--precision", choices=["fp32", "int8"],
+                help="graph precision (?precision=; default: the server's, int8 where the"
+                     " version's INT8 variant passed its gate)")
 
 
 def batch_args(what: str) -> tuple[Arg, ...]:
@@ -137,6 +149,7 @@ def batch_args(what: str) -> tuple[Arg, ...]:
         arg("--model", help="NAME or NAME@VERSION (default: the task's model, its active"
             " version)"),
         arg("-j", "--concurrency", type=int, default=4, help="requests in flight (default 4)"),
+        PRECISION,
     )
 
 
@@ -159,6 +172,7 @@ COMMANDS: tuple[Command, ...] = (
                 arg("--model", help=MODEL_HELP),
                 arg("--top-k", type=int),
                 arg("-j", "--concurrency", type=int, default=4),
+                PRECISION,
             )),
     Command("generate", "generate images (a PNG grid, or --separate files)", cmd_generate, (
         arg("-o", "--out", help="grid file (default generated.png) or, with --separate, a"
@@ -169,6 +183,7 @@ COMMANDS: tuple[Command, ...] = (
         arg("--oversample", type=int),
         arg("--separate", action="store_true", help="one PNG per image"),
         arg("--model", help=MODEL_HELP),
+        PRECISION,
     )),
     Command("autoencode", "reconstruct images through the autoencoder", cmd_image, (
         *batch_args("autoencode"),
@@ -180,11 +195,13 @@ COMMANDS: tuple[Command, ...] = (
         arg("-o", "--out", help="default interpolation.png"),
         arg("--steps", type=int),
         arg("--model", help=MODEL_HELP),
+        PRECISION,
     )),
     Command("sample", "autoencoder: decode random latents into a grid", cmd_sample, (
         arg("-o", "--out", help="default samples.png"),
         arg("-n", type=int),
         arg("--seed", type=int),
         arg("--model", help=MODEL_HELP),
+        PRECISION,
     )),
 )
