@@ -30,6 +30,15 @@ runs; the three loops are interleaved per repeat. ``ratio`` = trainer / bare (th
 data pipeline). ``same`` checks that both bare loops compute the trainer's first-step loss,
 i.e. that they really do the same work. Ratios only: nothing here passes or fails.
 
+``--devices 1,2`` (its own section, instead of the table above): the autoencode case trained
+by the real trainer for ``--epochs`` epochs on 1 process (``torch.set_num_threads(2)``) and
+on 2 gloo ranks (``distributed.launch``, 1 thread each: the same 2 cores), same global
+batch. Reported: the whole call's wall time (spawn, imports and process-group start of the
+ranks included; setup, validation and checkpoints for both) as images/s over all epochs'
+training images, and the step phase alone (first to last step event seen by the caller;
+the 2-rank events are relayed every 0.2 s, so that figure is +-0.2 s of its window).
+Writes bench/results/training_devices.json.
+
 Run it on an otherwise idle machine: with other processes on the 2 cores, torch's 2-thread
 intra-op pool stalls on small ops and the numbers swing by several x (the 1-minute load
 average is printed and stored for that reason).
@@ -61,6 +70,7 @@ sys.path.insert(0, str(ROOT))
 from tasks.synthetic import make_dataset  # noqa: E402
 from worker.nets.dctnet import guided_filter  # noqa: E402
 from worker.nets.registry import create_model  # noqa: E402
+from worker.training import distributed  # noqa: E402
 from worker.training.losses import multi_bce, ssim  # noqa: E402
 from worker.training.trainers import ProgressEvent, TrainContext, Trainer, get_trainer  # noqa: E402
 from worker.training.trainers.checkpointing import seed_everything  # noqa: E402
@@ -307,13 +317,73 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def bench_devices(root: Path, devices: list[int], epochs: int, repeats: int) -> dict[str, Any]:
+    """Images/s of the autoencode trainer on 1 process vs N gloo ranks (module docstring)."""
+    case = next(c for c in CASES if c.task == "autoencode")
+    cls = get_trainer(case.task)
+    data = make_dataset(case.task, root / case.task, seed=0, **case.data)
+    rows = []
+    for n in devices:
+        hp = cls.hyperparams(epochs=epochs, devices=n, **case.hp)
+        walls, phases, images = [], [], 0
+        for _ in range(repeats):
+            stamps: list[tuple[float, int]] = []
+
+            def on_progress(event: ProgressEvent, stamps: list[tuple[float, int]] = stamps
+                            ) -> None:
+                if event.kind == "step":
+                    stamps.append((time.perf_counter(), event.step))
+
+            with tempfile.TemporaryDirectory() as work:
+                ctx = TrainContext(dataset_dir=data, work_dir=Path(work), hyperparameters=hp,
+                                   arch=case.arch, device=CPU, on_progress=on_progress)
+                start = time.perf_counter()
+                result = cls.train(ctx) if n == 1 else distributed.launch(cls, ctx, n)
+                walls.append(time.perf_counter() - start)
+            assert result.epochs_completed == epochs
+            if not images:  # the training images of all epochs (the loop's own batches)
+                probe = cls(ctx)
+                probe.setup()
+                images = epochs * sum(len(b) for b in probe._epoch_batches(0))
+            (t0, s0), (t1, s1) = stamps[0], stamps[-1]
+            phases.append((s1 - s0) * hp.batch_size / (t1 - t0))
+        rows.append({"devices": n, "backend": "in-process" if n == 1 else "gloo",
+                     "threads_per_process": THREADS if n == 1 else max(1, THREADS // n),
+                     "images": images, "wall_s": statistics.median(walls),
+                     "img_s_whole_call": images / statistics.median(walls),
+                     "img_s_steps": statistics.median(phases)})
+    return {"task": case.task, "arch": case.arch, "batch": case.hp["batch_size"],
+            "dataset": case.data, "epochs": epochs, "repeats": repeats, "rows": rows}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=3, help="untimed first steps (>= 1)")
     parser.add_argument("--tasks", default=",".join(c.task for c in CASES))
     parser.add_argument("--out", type=Path, default=RESULTS / "training.json")
+    parser.add_argument("--devices", default="",
+                        help="comma list (e.g. 1,2): the multi-device section instead")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of the --devices runs")
     args = parser.parse_args()
+    if args.devices:
+        torch.set_num_threads(THREADS)
+        load = os.getloadavg()[0]
+        with tempfile.TemporaryDirectory() as tmp:
+            out = bench_devices(Path(tmp), [int(d) for d in args.devices.split(",")],
+                                args.epochs, args.repeats)
+        out["load_average_1min_before"] = load
+        print(f"autoencode, {out['epochs']} epochs, batch {out['batch']} (global), CPU,"
+              f" median of {args.repeats}; 1-min load average {load:.1f} before")
+        print("devices  backend     threads/proc  wall s  img/s (whole call)  img/s (steps)")
+        for r in out["rows"]:
+            print(f"{r['devices']:>7}  {r['backend']:<10}  {r['threads_per_process']:>12}"
+                  f"  {r['wall_s']:>6.1f}  {r['img_s_whole_call']:>18.1f}"
+                  f"  {r['img_s_steps']:>13.1f}")
+        path = RESULTS / "training_devices.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2) + "\n")
+        return 0
     if args.warmup < 1 or args.repeats < 1:
         parser.error("--warmup and --repeats must be >= 1")
     torch.set_num_threads(THREADS)

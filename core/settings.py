@@ -201,6 +201,24 @@ class Settings(BaseSettings):
     # Tries per file (each resumes where the last stopped) before a cut download fails.
     pull_attempts: int = Field(3, ge=1)
 
+    # ---- reload across replicas (issue 11; model_store/notify.py, service/inference/reload.py)
+    # Redis whose pub/sub announces activations to every API replica; None: the broker's
+    # when it is redis://, else none (poll only); "off": never (poll only).
+    reload_redis_url: str | None = None
+    # The pub/sub channel of those announcements (deployments sharing one Redis: one each).
+    reload_redis_channel: str = "toonforge:activations"
+    # This process's name in /readyz and in the announcements it sends; None: hostname:pid.
+    replica_id: str | None = None
+
+    # ---- sweeps (issue 11; jobs/sweeps.py, docs/JOBS.md "Sweeps")
+    # The most points (jobs) one POST /sweeps may create; a larger grid or list is a 422.
+    sweep_max_points: int = Field(16, ge=1, le=1000)
+
+    # ---- multi-device training (issue 11; worker/training/distributed.py, docs/JOBS.md)
+    # Most CPU training processes one job may ask for (devices) on a CPU worker; None: the
+    # worker's core count. CUDA workers allow torch.cuda.device_count() instead.
+    max_train_processes: int | None = Field(None, ge=1)
+
     @field_validator("task_plugins", "worker_plugins", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs import keys as _keys  # noqa: F401  (registers the api_keys tables on Base)
+from jobs import sweeps as _sweeps  # noqa: F401  (registers the sweeps table on Base)
 from jobs.records import Base
 
 if TYPE_CHECKING:

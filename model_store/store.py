@@ -38,6 +38,7 @@ from model_store.errors import (
 )
 from model_store.files import MANIFEST_FILE
 from model_store.manifest import Manifest, file_entries, sha256_file
+from model_store.notify import ActivationNotifier
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
@@ -76,10 +77,13 @@ class ModelSummary:
 
 
 class ModelStore:
-    def __init__(self, root: Path | str, *, create: bool = True) -> None:
+    def __init__(self, root: Path | str, *, create: bool = True,
+                 notifier: ActivationNotifier | None = None) -> None:
         """The store at ``root``; ``create=False`` (commands that only read it) refuses a
-        directory that does not exist instead of making an empty store there."""
+        directory that does not exist instead of making an empty store there.
+        ``notifier`` announces each activation to the API replicas (model_store/notify.py)."""
         self.root = Path(root)
+        self.notifier = notifier
         self.models_dir = self.root / "models"
         if not create and not self.root.is_dir():
             raise StoreMissing(f"no model store at {self.root}: set TOONFORGE_STORE_DIR or"
@@ -255,7 +259,9 @@ class ModelStore:
                 entry["rollback"] = True
             with open(mdir / "history.jsonl", "a") as fh:
                 fh.write(json.dumps(entry) + "\n")
-            return previous
+        if self.notifier is not None:  # after the lock: replicas re-read the moved pointer
+            self.notifier.announce(name, int(version))
+        return previous
 
     def rollback_target(self, name: str) -> int:
         """The version to step back to: the activation history replayed as a stack (an

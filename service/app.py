@@ -16,6 +16,7 @@ from jobs.db import Database
 from jobs.queue import JobQueue
 from jobs.repository import JobRepository
 from model_store.datasets import DatasetStore
+from model_store.notify import notifier_from_settings
 from model_store.store import ModelStore
 from service.auth import Access, install_access
 from service.errors import install_error_handlers
@@ -25,7 +26,7 @@ from service.inference.reload import ReloadWatcher
 from service.limits import BodyLimitMiddleware
 from service.observability import install_observability
 from service.openapi_docs import install_openapi
-from service.routes import datasets, health, inference, jobs, keys, models
+from service.routes import datasets, health, inference, jobs, keys, models, sweeps
 from service.routes.web import install_web
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = InferencePool(ModelStore(settings.store_dir), settings)
+        # Activations through this process are announced to the other replicas.
+        pool = InferencePool(ModelStore(settings.store_dir,
+                                        notifier=notifier_from_settings(settings)), settings)
         # Leftovers of uploads a crashed process never finished (none in normal operation).
         await asyncio.to_thread(DatasetStore(settings.store_dir).sweep_staging)
         app.state.pool = pool
@@ -85,7 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await pool.sync_all()  # a model that fails to load is reported by /readyz
         except Exception:
             log.exception("initial load of the model store failed; the watcher retries")
-        watcher = ReloadWatcher(pool, settings.reload_poll_s)
+        # The poll, plus Redis activation announcements when configured (/readyz: reload).
+        app.state.reload_watcher = watcher = ReloadWatcher.from_settings(pool, settings)
         watcher.start()
         try:
             yield
@@ -117,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(keys.router)  # API keys (admin scope)
+    app.include_router(sweeps.router)  # hyper-parameter sweeps (train scope)
     app.include_router(health.router)
     install_web(app)  # the web page: / and /static/* (not in the OpenAPI schema)
     # Last: its middleware wraps all others (JSON logs, X-Request-ID, /metrics).

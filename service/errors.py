@@ -176,6 +176,7 @@ _EXAMPLE_MESSAGES: dict[str, str] = {
     "dataset_not_found": "dataset 'faces' does not exist",
     "dataset_conflict": "dataset 'faces' is used by an unfinished job",
     "job_not_found": "job 0f1e2d3c4b5a69788796a5b4c3d2e1f0 does not exist",
+    "sweep_not_found": "sweep 5e1f0a2b3c4d5e6f708192a3b4c5d6e7 does not exist",
     "job_conflict": "job 0f1e2d3c4b5a69788796a5b4c3d2e1f0 has finished (succeeded)",
     "idempotency_conflict": "Idempotency-Key 'faces-1' was used with another request body",
     "broker_unavailable": "the job broker is unreachable; nothing was recorded",

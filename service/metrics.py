@@ -51,6 +51,11 @@ MODEL_RELOADS = Counter(
 MODEL_RELOAD_FAILURES = Counter(
     "toonforge_model_reload_failures",
     "Active versions that failed to load (the previous one kept serving).", ("model",))
+# Set on every swap (issue 11): which version this replica serves, one series per model, so
+# replicas that disagree after an activation show up side by side.
+MODEL_SERVED_VERSION = Gauge(
+    "toonforge_model_served_version",
+    "The version of each model this process serves now (set on every swap).", ("model",))
 
 # ---- state (read at scrape time)
 JOBS_QUERY_TIMEOUT_S = 2.0

@@ -32,6 +32,7 @@ from core.wire import (
     ModelReadiness,
     Prediction,
     Readiness,
+    ReloadStatus,
     SampleInfo,
     VersionSummary,
 )
@@ -182,9 +183,11 @@ def _json_examples() -> dict[str, Any]:
         "readyz": Readiness(ready=True, models=[ModelReadiness(
             name="matte", task="matte", active_version=2, loaded_version=2,
             providers=["CPUExecutionProvider"], ready=True, fallback=False,
-            error=None)]),
+            error=None)], replica="api-1", reload=ReloadStatus(mode="redis", connected=True)),
     }
-    return {op: _dump(value) for op, value in examples.items()}
+    from service.routes.sweeps import json_examples as sweep_examples  # issue 11
+
+    return {**{op: _dump(value) for op, value in examples.items()}, **sweep_examples()}
 
 
 def _dump(value: Any) -> Any:

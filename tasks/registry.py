@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from core.errors import UnknownTask
 from tasks.layouts import DatasetLayout
@@ -35,6 +35,19 @@ class CommonHyperparameters(BaseModel):
         default=False, description="torch.autocast + GradScaler; used on CUDA only"
     )
     num_workers: int = Field(default=0, ge=0, le=32, description="DataLoader worker processes")
+    devices: int = Field(
+        default=1, ge=1, le=64,
+        description="devices (CUDA GPUs, or CPU processes) to train on with"
+                    " torch.distributed DDP; batch_size is the global batch, split across them",
+    )
+
+    @model_validator(mode="after")
+    def _batch_covers_devices(self) -> CommonHyperparameters:
+        # Every rank needs at least one image of every global batch.
+        if self.devices > self.batch_size:
+            raise ValueError(f"batch_size={self.batch_size} is smaller than"
+                             f" devices={self.devices}: every device needs a share of a batch")
+        return self
 
 
 class ServingConfig(BaseModel):

@@ -21,6 +21,7 @@ from pathlib import Path
 from core.errors import DomainError
 from core.plugins import TASK_ENTRY_POINTS, WORKER_ENTRY_POINTS, import_modules
 from core.settings import Settings, get_settings
+from model_store.notify import notifier_from_settings
 from model_store.store import ModelStore
 from tasks import list_tasks
 
@@ -29,7 +30,9 @@ def _store(args: argparse.Namespace, *, create: bool) -> ModelStore:
     # Only ``import`` makes a store; reading commands refuse a directory that does not exist
     # (StoreMissing names TOONFORGE_STORE_DIR and --store) instead of creating an empty one.
     root = args.store or args.settings.store_dir
-    return ModelStore(root, create=create)
+    # Activations are announced to the API replicas when Redis is set (model_store/notify.py).
+    return ModelStore(root, create=create,
+                      notifier=notifier_from_settings(args.settings, role="cli"))
 
 
 def _parts(args: argparse.Namespace, part_flags: list[str]) -> dict[str, Path]:

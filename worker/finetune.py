@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from core.errors import DomainError
+from core.settings import get_settings
 from jobs.artifacts import job_dir
 from jobs.records import JobRecord
 from jobs.spec import parse_base
@@ -27,6 +28,7 @@ from model_store.store import ModelStore
 from tasks import get_task
 from worker.nets.checkpoints import load_state_dict_strict
 from worker.nets.registry import create_model, get_arch
+from worker.training import distributed
 from worker.training.publish import publish_version
 from worker.training.trainers import TrainContext, TrainResult, get_trainer
 
@@ -121,7 +123,15 @@ def train(
         should_cancel=should_cancel,
         base_labels=base.labels,
     )
-    return get_trainer(job.task).train(ctx)
+    trainer = get_trainer(job.task)
+    if hp.devices == 1:
+        return trainer.train(ctx)
+    # More than one device: N torch.distributed ranks (distributed.py); this process relays
+    # rank 0's progress and the cancel request. Checked here, not at submission: the API
+    # cannot see the worker's devices.
+    distributed.check_devices(hp.devices, ctx.device.type == "cuda",
+                              get_settings().max_train_processes)
+    return distributed.launch(trainer, ctx, hp.devices)
 
 
 def already_published(store: ModelStore, model: str, job_id: str) -> Manifest | None:

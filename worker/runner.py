@@ -26,6 +26,7 @@ from jobs.records import JobRecord
 from jobs.repository import Claim, ClaimOutcome
 from jobs.states import JobStatus
 from jobs.webhooks import notify_terminal
+from model_store.notify import notifier_from_settings
 from model_store.store import ModelStore
 from worker import finetune
 from worker.control import JobControl
@@ -144,7 +145,9 @@ def _not_claimed(rt: WorkerRuntime, job_id: str, claim: Claim) -> JobStatus | No
 
 def _execute(rt: WorkerRuntime, job: JobRecord, control: JobControl) -> JobRecord | None:
     repo, wid = rt.repo, rt.worker_id
-    store = ModelStore(rt.store_root)
+    # auto_activate is announced to the API replicas when Redis is set (model_store/notify.py)
+    store = ModelStore(rt.store_root,
+                       notifier=notifier_from_settings(rt.settings, role="worker"))
     finetune.check_target(store, job)
     base = finetune.resolve_base(store, job)
     result = finetune.train(rt.store_root, job, base, on_progress=control.on_progress,

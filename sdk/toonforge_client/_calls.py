@@ -34,6 +34,8 @@ from toonforge_client.types import (
     ModelInfo,
     Readiness,
     SampleInfo,
+    SweepPage,
+    SweepView,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -315,3 +317,21 @@ def readyz() -> Call[Readiness]:
 
 def metrics() -> Call[str]:
     return Call("GET", "/metrics", _text)
+
+
+# ---- sweeps (issue 11)
+def create_sweep(base: dict[str, Any], grid: dict[str, list[Any]] | None,
+                 points: list[dict[str, Any]] | None, auto_activate: bool,
+                 idempotency_key: str | None) -> Call[SweepView]:
+    body = drop_none({"base": base, "grid": grid, "points": points,
+                      "auto_activate": auto_activate})
+    headers = {"idempotency-key": idempotency_key} if idempotency_key else None
+    return Call("POST", "/sweeps", json=body, headers=headers, ok=(200, 201))
+
+
+def list_sweeps(limit: int | None, offset: int | None) -> Call[SweepPage]:
+    return Call("GET", "/sweeps", params={"limit": limit, "offset": offset})
+
+
+def get_sweep(sweep_id: str) -> Call[SweepView]:
+    return Call("GET", f"/sweeps/{segment(sweep_id)}")

@@ -21,6 +21,7 @@ from toonforge_client.types import (
     ActivateResponse,
     ClassifyResponse,
     DatasetMeta,
+    FinetuneRequest,
     Health,
     ImageResult,
     ImagesResponse,
@@ -38,6 +39,8 @@ from toonforge_client.types import (
     Precision,
     Readiness,
     SampleInfo,
+    SweepPage,
+    SweepView,
     Task,
 )
 
@@ -342,3 +345,24 @@ class AsyncClient(ClientBase):
 
     async def metrics(self) -> str:
         return await self._send(calls.metrics())
+
+    # ------------------------------------------------------------------ sweeps (issue 11)
+
+    async def create_sweep(self, *, base: FinetuneRequest | dict[str, Any],
+                     grid: dict[str, list[Any]] | None = None,
+                     points: list[dict[str, Any]] | None = None,
+                     auto_activate: bool = False,
+                     idempotency_key: str | None = None) -> SweepView:
+        """One fine-tune job per point: ``grid`` (every combination) or ``points`` (a list),
+        each merged into ``base["hyperparameters"]``. All or nothing: a bad point (422) or a
+        quota that cannot take every point (429) creates no job."""
+        return await self._send(calls.create_sweep(dict(base), grid, points, auto_activate,
+                                                idempotency_key))
+
+    async def list_sweeps(self, *, limit: int | None = None, offset: int | None = None
+                    ) -> SweepPage:
+        return await self._send(calls.list_sweeps(limit, offset))
+
+    async def get_sweep(self, sweep_id: str) -> SweepView:
+        """The points side by side: values, status, epochs, final and best metric, version."""
+        return await self._send(calls.get_sweep(sweep_id))

@@ -260,9 +260,16 @@ class ModelReadiness(TypedDict):
     error: str | None
 
 
+class ReloadStatus(TypedDict):
+    mode: Literal["redis", "poll"]  # redis: announced activations (+ the poll); poll only
+    connected: bool  # subscribed to the announcements now
+
+
 class Readiness(TypedDict):
     ready: bool
     models: list[ModelReadiness]
+    replica: str  # the API replica that answered
+    reload: ReloadStatus
 
 
 # ------------------------------------------------------------------ manifests
@@ -445,3 +452,58 @@ def apply_event(job: JobView, event: JobEvent) -> JobView:
         if data.get("error"):
             updated["error"] = data["error"]
     return updated  # type: ignore[return-value]
+
+
+# ---- sweeps (issue 11): POST /sweeps, GET /sweeps, GET /sweeps/{id}
+class SweepEpoch(TypedDict):
+    epoch: int
+    value: float | None
+
+
+class SweepPoint(TypedDict):
+    index: int
+    values: dict[str, Any]
+    job_id: str
+    status: JobStatus
+    epoch: int
+    total_epochs: int | None
+    final_metric: float | None
+    best_metric: float | None
+    best_epoch: int | None
+    published_metric: float | None
+    result_version: str | None
+    activated: bool
+    activation_reason: str | None
+    error: str | None
+    series: list[SweepEpoch]
+
+
+class SweepView(TypedDict):
+    id: str
+    created_at: str
+    task: str
+    base: FinetuneRequest
+    grid: dict[str, list[Any]] | None
+    auto_activate: bool
+    metric: str | None
+    direction: Literal["min", "max"] | None
+    best_index: int | None
+    status_counts: dict[str, int]
+    points: list[SweepPoint]
+
+
+class SweepSummary(TypedDict):
+    id: str
+    created_at: str
+    task: str
+    dataset_id: str
+    target_model: str
+    keys: list[str]
+    job_ids: list[str]
+
+
+class SweepPage(TypedDict):
+    sweeps: list[SweepSummary]
+    total: int
+    limit: int
+    offset: int

@@ -48,7 +48,12 @@ from service.inference.sessions import (
     choose_precision,
     load_version,
 )
-from service.metrics import MODEL_RELOAD_FAILURES, MODEL_RELOADS, PoolBacklog
+from service.metrics import (
+    MODEL_RELOAD_FAILURES,
+    MODEL_RELOADS,
+    MODEL_SERVED_VERSION,
+    PoolBacklog,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -288,6 +293,7 @@ class InferencePool:
     def _swap(self, name: str, loaded: LoadedVersion, *, fallback: bool = False) -> None:
         previous = self._active.get(name)
         self._active[name] = loaded  # one assignment: readers see old or new, never neither
+        MODEL_SERVED_VERSION.labels(name).set(loaded.manifest.version)
         if not fallback:  # a fallback keeps the failure: it is why /readyz says fallback
             self._failures.pop(name, None)
         self._trimmed = False  # the retired version's memory goes back at the next idle

@@ -59,6 +59,7 @@ function setupApiKey() {
     $("#auth-notice").hidden = true;
     show();
     refreshJobs();
+    refreshSweeps();
     refreshModels();
   });
   clear.addEventListener("click", () => {
@@ -405,9 +406,10 @@ function setupGenerate() {
 const SERIES_COLOURS = ["#2f6fde", "#e0662b", "#1c9c6b", "#a54bd6", "#c8a000", "#d2386c"];
 
 class LossChart {
-  constructor(canvas, legend) {
+  constructor(canvas, legend, xLabel = "step") {
     this.canvas = canvas;
     this.legend = legend;
+    this.xLabel = xLabel; // the x axis: optimizer step (jobs) or epoch (sweeps)
     this.series = new Map(); // name -> [{x: step, y: value}]
     this.epochMarks = []; // steps where an epoch ended
     this.pending = false;
@@ -512,7 +514,7 @@ class LossChart {
       const x = xMin + ((xMax - xMin) * i) / 4;
       ctx.fillText(String(Math.round(x)), X(x), pad.top + h + 6);
     }
-    ctx.fillText("step", pad.left + w / 2, pad.top + h + 18 > cssHeight - 12 ? cssHeight - 12 : pad.top + h + 18);
+    ctx.fillText(this.xLabel, pad.left + w / 2, pad.top + h + 18 > cssHeight - 12 ? cssHeight - 12 : pad.top + h + 18);
     // axes
     ctx.strokeStyle = "#9ca3af";
     ctx.beginPath();
@@ -718,6 +720,85 @@ function setupJobs() {
   setInterval(() => { if (!document.hidden) refreshJobs(); }, 3000);
 }
 
+// ---------------------------------------------------------------- sweeps
+// GET /sweeps lists them; GET /sweeps/{id} is the comparison: a table (one row per point)
+// and the per-epoch gate metric of every point's job on one chart (one line per point).
+
+const sweepsState = { selected: null, chart: null };
+
+function pointLabel(point) {
+  return `#${point.index} ` + Object.entries(point.values).map(([k, v]) => `${k}=${v}`).join(" ");
+}
+
+async function refreshSweeps() {
+  try {
+    const page = await apiJson("/sweeps?limit=50");
+    showError($("#sweeps-error"), null);
+    const select = $("#sweep-select");
+    select.replaceChildren(...page.sweeps.map((s) => el("option", {
+      value: s.id, selected: s.id === sweepsState.selected,
+      text: `${s.id.slice(0, 8)} · ${s.task} · ${s.keys.join(", ")} · ${s.job_ids.length} points`,
+    })));
+    $("#sweeps-empty").hidden = page.sweeps.length > 0;
+    if (!sweepsState.selected && page.sweeps.length) sweepsState.selected = page.sweeps[0].id;
+    if (sweepsState.selected) await showSweep(sweepsState.selected);
+  } catch (err) {
+    showError($("#sweeps-error"), err);
+  }
+}
+
+async function showSweep(id) {
+  try {
+    const sweep = await apiJson(`/sweeps/${encodeURIComponent(id)}`);
+    if (sweepsState.selected !== id) return;
+    renderSweep(sweep);
+  } catch (err) {
+    showError($("#sweeps-error"), err);
+  }
+}
+
+function renderSweep(sweep) {
+  const detail = $("#sweep-detail");
+  detail.hidden = false;
+  detail.dataset.sweepId = sweep.id;
+  const metric = sweep.metric || "metric";
+  const better = sweep.direction ? ` (${sweep.direction === "min" ? "lower" : "higher"} is better)` : "";
+  $("#sweep-facts").textContent = `${sweep.task} on ${sweep.base.dataset_id} → ${sweep.base.target_model}; ` +
+    `${metric}${better}; ` + Object.entries(sweep.status_counts).map(([k, n]) => `${n} ${k}`).join(", ");
+  $("#sweep-final-head").textContent = `final ${metric}`;
+  $("#sweep-best-head").textContent = `best ${metric}`;
+  $("#sweep-table tbody").replaceChildren(...sweep.points.map((p) => el("tr", {
+    "data-index": String(p.index), class: p.index === sweep.best_index ? "selected" : "",
+  },
+    el("td", { text: String(p.index) + (p.index === sweep.best_index ? " ★" : "") }),
+    el("td", { class: "mono", text: Object.entries(p.values).map(([k, v]) => `${k}=${v}`).join(", ") }),
+    el("td", {}, statusPill(p.status)),
+    el("td", { text: `${p.epoch}/${p.total_epochs ?? "?"}` }),
+    el("td", { text: fmtNum(p.final_metric) }),
+    el("td", { text: p.best_metric == null ? "–" : `${fmtNum(p.best_metric)} (epoch ${p.best_epoch})` }),
+    el("td", { text: p.result_version ? p.result_version + (p.activated ? " (activated)" : "") : "–",
+               title: p.activation_reason || p.error || "" }),
+    el("td", { class: "mono", text: p.job_id.slice(0, 8), title: p.job_id }))));
+  const chart = sweepsState.chart;
+  chart.series.clear();
+  chart.emptyText = "no epoch has finished yet";
+  for (const p of sweep.points) {
+    for (const e of p.series) chart.add(e.epoch, { [pointLabel(p)]: e.value }, false);
+  }
+  chart.schedule();
+}
+
+function setupSweeps() {
+  sweepsState.chart = new LossChart($("#sweep-chart"), $("#sweep-legend"), "epoch");
+  $("#sweeps-refresh").addEventListener("click", refreshSweeps);
+  $("#sweep-select").addEventListener("change", (e) => {
+    sweepsState.selected = e.target.value;
+    showSweep(sweepsState.selected);
+  });
+  refreshSweeps();
+  setInterval(() => { if (!document.hidden) refreshSweeps(); }, 5000);
+}
+
 // ---------------------------------------------------------------- models
 
 const modelsState = { selected: null, previous: new Map(), detail: null };
@@ -858,6 +939,7 @@ setupApiKey();
 setupDropzone();
 setupGenerate();
 setupJobs();
+setupSweeps();
 setupModels();
 refreshReadiness();
 setInterval(() => { if (!document.hidden) refreshReadiness(); }, 10000);

@@ -50,13 +50,14 @@ SCOPE_OF: dict[tuple[str, str], str] = {
         ("post", "/jobs/finetune"), ("get", "/jobs"), ("get", "/jobs/{job_id}"),
         ("post", "/jobs/{job_id}/cancel"), ("post", "/jobs/{job_id}/resume"),
         ("get", "/jobs/{job_id}/events"), ("get", "/jobs/{job_id}/metrics"),
-        ("get", "/jobs/{job_id}/samples"), ("get", "/jobs/{job_id}/samples/{name}"))},
+        ("get", "/jobs/{job_id}/samples"), ("get", "/jobs/{job_id}/samples/{name}"),
+        ("post", "/sweeps"), ("get", "/sweeps"), ("get", "/sweeps/{sweep_id}"))},
 }
 # Open to anyone whatever open_scopes says (declared without a scope).
 OPEN_PATHS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs",
               "/docs/oauth2-redirect", "/redoc", "/", "/static"}
 PATH_VALUES = {"name": "x", "version": "1", "task": "x", "dataset_id": "x",
-               "job_id": "0" * 32, "key_id": "0" * 12}
+               "job_id": "0" * 32, "key_id": "0" * 12, "sweep_id": "0" * 32}
 # A key of each kind: one lacking the scope, one having it.
 WRONG = {"infer": "train", "train": "infer", "admin": "infer,train"}
 RIGHT = {"infer": "infer", "train": "train", "admin": "admin"}

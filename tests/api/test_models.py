@@ -127,7 +127,9 @@ def test_parity_failed_version_is_refused(start_server, store_root, chelsea):
 def test_empty_store(start_server, tmp_path, chelsea):
     server = start_server(tmp_path / "empty")
     with server.client() as http:
-        assert http.get("/readyz").json() == {"ready": True, "models": []}
+        body = http.get("/readyz").json()
+        assert (body["ready"], body["models"]) == (True, [])
+        assert body["reload"] == {"mode": "poll", "connected": False}  # no Redis set
         assert http.get("/models").json() == []
         error = assert_error(http.post("/matte", files=matte_file(chelsea)),
                              503, "no_active_version")

@@ -52,6 +52,7 @@ RESPONSES: dict[type, str] = {
     sdk.KeyCreated: "KeyCreated",
     sdk.ModelReadiness: "ModelReadiness",
     sdk.Readiness: "Readiness",
+    sdk.ReloadStatus: "ReloadStatus",
     sdk.TensorSpec: "TensorSpec",
     sdk.GraphSpec: "GraphSpec",
     sdk.FileEntry: "FileEntry",
@@ -61,6 +62,12 @@ RESPONSES: dict[type, str] = {
     sdk.Manifest: "Manifest",
     sdk.ErrorBody: "ErrorBody",
     sdk.ErrorEnvelope: "ErrorEnvelope",
+    # sweeps (issue 11)
+    sdk.SweepEpoch: "SweepEpoch",
+    sdk.SweepPoint: "SweepPoint",
+    sdk.SweepView: "SweepView",
+    sdk.SweepSummary: "SweepSummary",
+    sdk.SweepPage: "SweepPage",
 }
 REQUESTS: dict[type, str] = {
     sdk.FinetuneRequest: "FinetuneRequest",

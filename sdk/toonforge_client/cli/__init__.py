@@ -19,7 +19,7 @@ from typing import Any
 
 from toonforge_client import __version__
 from toonforge_client._calls import API_KEY_ENV, DEFAULT_URL, URL_ENV
-from toonforge_client.cli import datasets, inference, jobs, models
+from toonforge_client.cli import datasets, inference, jobs, models, sweeps
 from toonforge_client.cli.base import (
     EXIT_API,
     EXIT_CONNECTION,
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 COMMANDS: tuple[Command, ...] = (*inference.COMMANDS, datasets.COMMAND, jobs.FINETUNE,
-                                 jobs.JOBS, models.COMMAND)
+                                 jobs.JOBS, models.COMMAND, sweeps.COMMAND)
 
 ADMIN_GROUP = "toonforge.admin"
 # Help lines for the admin commands the server ships (any other plugin gets a generic line).

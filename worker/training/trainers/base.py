@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from jobs import artifacts
 from tasks import CommonHyperparameters, GateRule, get_task
+from worker.training import distributed
 from worker.training.datasets import DatasetError, Samples, Splits, load_splits
 from worker.training.trainers.checkpointing import (
     BEST,
@@ -141,6 +142,10 @@ class Trainer(ABC):
     gate_margin: ClassVar[float] = 0.0
     # What ``trivial_metrics`` scores, in words (the gate's reason names it).
     trivial_predictor: ClassVar[str] = "the trivial predictor"
+    # What DistributedDataParallel wraps when the job trains on more than one device:
+    # attribute paths under ``self.model`` ("" is the model itself). A trainer whose
+    # train_step calls sub-nets directly (generate: netg, netd) names them.
+    ddp_modules: ClassVar[tuple[str, ...]] = ("",)
 
     def __init__(self, ctx: TrainContext) -> None:
         hp = ctx.hyperparameters
@@ -149,6 +154,7 @@ class Trainer(ABC):
         if not isinstance(hp, self.hyperparams):
             raise TypeError(f"{self.task} needs {self.hyperparams.__name__}, got {type(hp)}")
         self.ctx, self.hp, self.device = ctx, hp, ctx.device
+        self.world = distributed.current()  # rank 0 of 1 unless launched by distributed.py
         self.use_amp = bool(hp.mixed_precision) and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
@@ -374,10 +380,21 @@ class Trainer(ABC):
         bs = self.hp.batch_size
         batches = [keys[i:i + bs] for i in range(0, n, bs)]
         # A last batch of one breaks BatchNorm in train mode; drop it (it is reshuffled next
-        # epoch, so no image is lost for good).
-        if len(batches) > 1 and len(batches[-1]) == 1:
+        # epoch, so no image is lost for good). On N ranks a last batch smaller than N
+        # would leave a rank without images: dropped too.
+        if len(batches) > 1 and len(batches[-1]) < max(2, self.world.size):
             batches.pop()
         return batches
+
+    def _rank_batches(self, epoch: int) -> list[list[tuple[int, int]]]:
+        """This rank's share of every global batch of the epoch: items rank, rank + N, ...
+        (DistributedSampler's interleaving, applied to the loop's own seeded order, so N
+        ranks together see exactly the global batches one process would, with the same
+        augmentation seeds, and a resumed run starts at the same step)."""
+        batches = self._epoch_batches(epoch)
+        if not self.world.distributed:
+            return batches
+        return [b[self.world.rank::self.world.size] for b in batches]
 
     @property
     def steps_per_epoch(self) -> int:
@@ -393,8 +410,11 @@ class Trainer(ABC):
             load_checkpoint(self, work / CHECKPOINT)
         total = self.steps_per_epoch * hp.epochs
         cancelled = False
+        world = self.world
+        # Made once (DDP broadcasts rank 0's parameters when it wraps), entered per epoch.
+        parallel = distributed.Parallel(self) if world.distributed else None
         while self.epoch < hp.epochs and not self.finished:
-            batches = self._epoch_batches(self.epoch)
+            batches = self._rank_batches(self.epoch)
             self.train_mode()
             # An own generator: otherwise creating the iterator draws its worker base seed
             # from the global RNG, which a resumed run would then draw twice.
@@ -402,11 +422,18 @@ class Trainer(ABC):
                                 num_workers=hp.num_workers,
                                 generator=torch.Generator().manual_seed(hp.seed + self.epoch))
             it = iter(loader)
+            if parallel is not None:
+                parallel.__enter__()
             for _ in range(self.step_in_epoch, len(batches)):
-                if ctx.should_cancel():
+                stop = ctx.should_cancel()
+                if world.distributed:  # every rank stops at the same step
+                    stop = distributed.broadcast_flag(stop, self.device)
+                if stop:
                     cancelled = True
                     break
                 losses = self.train_step(to_device(next(it), self.device))
+                if world.distributed:  # the global batch's losses, as one process reports
+                    losses = distributed.mean_losses(losses, self.device)
                 for k, v in losses.items():
                     self.accum[k] = self.accum.get(k, 0.0) + float(v)
                 self.accum["_steps"] = self.accum.get("_steps", 0.0) + 1
@@ -415,15 +442,25 @@ class Trainer(ABC):
                 ctx.on_progress(ProgressEvent("step", self.epoch + 1, hp.epochs,
                                               self.global_step, total, losses))
             del it, loader
+            if parallel is not None:
+                parallel.__exit__()
             if cancelled:
                 # Mid-epoch checkpoint: a redelivered job continues from this very step.
-                save_checkpoint(self, work / CHECKPOINT)
+                if world.leader:
+                    save_checkpoint(self, work / CHECKPOINT)
                 break
             self._end_epoch(work, total)
         return self._result(work, cancelled)
 
     def _end_epoch(self, work: Path, total: int) -> None:
         self.on_epoch_end()
+        if not self.world.leader:
+            # Rank 0 alone validates, writes samples and checkpoints, tracks the best epoch;
+            # the others keep their counters in step and learn whether to stop early.
+            self.epoch += 1
+            self.step_in_epoch, self.accum = 0, {}
+            self.finished = distributed.broadcast_flag(False, self.device)
+            return
         metrics = self.validate()
         samples_dir = work / SAMPLES_DIR
         samples_dir.mkdir(exist_ok=True)
@@ -440,6 +477,8 @@ class Trainer(ABC):
         self.after_checkpoint(self.epoch)
         self.ctx.on_progress(ProgressEvent("epoch", self.epoch, self.hp.epochs, self.global_step,
                                            total, train_losses, metrics, samples))
+        if self.world.distributed:
+            self.finished = distributed.broadcast_flag(self.finished, self.device)
 
     def _track_best(self, work: Path, metrics: dict[str, float]) -> None:
         rule = self.gate_rule()
@@ -486,6 +525,6 @@ class Trainer(ABC):
             published_epoch=published,
             dataset=self.splits.summary(),
         )
-        if not cancelled:
+        if not cancelled and self.world.leader:  # only rank 0's result is handed on
             self.finish(result)
         return result

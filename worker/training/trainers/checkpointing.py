@@ -24,7 +24,9 @@ CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 _CKPT_VERSION = 1
 # Settings that do not change the numbers a run produces; they may differ on resume.
-_RESUME_FREE = {"num_workers"}
+# devices: N ranks step through the same global batches (BatchNorm batch statistics aside),
+# and a checkpoint written before the field existed lacks it.
+_RESUME_FREE = {"num_workers", "devices"}
 
 
 class ResumeMismatch(ValueError):

@@ -55,6 +55,9 @@ def _bce(p: torch.Tensor, target: float) -> torch.Tensor:
 
 @register_trainer("generate")
 class GenerateTrainer(Trainer):
+    # train_step calls the two nets directly: each gets its own DDP (D's gradients of a G
+    # step are averaged too, and zeroed before D's next step).
+    ddp_modules = ("netg", "netd")
     # The task has no gate (no validation loss says one GAN epoch is better than another):
     # the last epoch is kept.
     hp: GenerateHyperparameters

@@ -1,0 +1,173 @@
+"""Hyper-parameter sweeps: one job per point of a grid or list, compared side by side
+(jobs/sweeps.py; docs/JOBS.md "Sweeps")."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+
+from core.wire import (
+    FinetuneRequest,
+    JobStatus,
+    SweepEpoch,
+    SweepPage,
+    SweepPoint,
+    SweepRequest,
+    SweepSummary,
+    SweepView,
+)
+from jobs import webhooks
+from jobs.sweeps import SweepRepository
+from service import sweeps_api
+from service.auth import TrainCaller, auth_responses, scope
+from service.deps import JobQueueDep, JobRepositoryDep, SettingsDep
+from service.errors import error_responses
+
+
+def get_sweep_repository(request: Request, jobs: JobRepositoryDep) -> SweepRepository:
+    """One per app, on the job database's sessions (the sweeps table is next to jobs')."""
+    state = request.app.state
+    sweeps = getattr(state, "sweep_repository", None)
+    if sweeps is None:
+        sweeps = state.sweep_repository = SweepRepository(jobs._sessions)
+    return sweeps
+
+
+SweepRepositoryDep = Annotated[SweepRepository, Depends(get_sweep_repository)]
+
+router = APIRouter(prefix="/sweeps", tags=["sweeps"], dependencies=[scope("train")],
+                   responses=auth_responses())
+
+# ----------------------------------------------------------------- documentation
+_URL = "http://127.0.0.1:8000"
+_ID = "5e1f0a2b3c4d5e6f708192a3b4c5d6e7"
+_JOBS = ["0f1e2d3c4b5a69788796a5b4c3d2e1f0", "1a2b3c4d5e6f708192a3b4c5d6e7f801"]
+_AT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+_BASE = FinetuneRequest(task="autoencode", dataset_id="faces", base="faces-ae",
+                        target_model="faces-ae", hyperparameters={"epochs": 2})
+_BODY = {"base": _BASE.model_dump(mode="json", exclude_defaults=True),
+         "grid": {"lr": [1e-3, 3e-4]}}
+
+
+def _example_view() -> dict[str, Any]:
+    points = [
+        SweepPoint(index=i, values={"lr": lr}, job_id=_JOBS[i], status=JobStatus.SUCCEEDED,
+                   epoch=2, total_epochs=2, final_metric=final, best_metric=best,
+                   best_epoch=2, published_metric=best, result_version=f"faces-ae@{i + 2}",
+                   activated=False, activation_reason="auto_activate is off", error=None,
+                   series=[SweepEpoch(epoch=1, value=first), SweepEpoch(epoch=2, value=final)])
+        for i, (lr, first, final, best) in enumerate(
+            [(1e-3, 0.091, 0.064, 0.064), (3e-4, 0.097, 0.071, 0.071)])]
+    return SweepView(id=_ID, created_at=_AT, task="autoencode", base=_BASE,
+                     grid={"lr": [1e-3, 3e-4]}, auto_activate=False, metric="loss",
+                     direction="min", best_index=0, status_counts={"succeeded": 2},
+                     points=points).model_dump(mode="json")
+
+
+def _example_page() -> dict[str, Any]:
+    return SweepPage(sweeps=[SweepSummary(id=_ID, created_at=_AT, task="autoencode",
+                                          dataset_id="faces", target_model="faces-ae",
+                                          keys=["lr"], job_ids=_JOBS)],
+                     total=1, limit=50, offset=0).model_dump(mode="json")
+
+
+def json_examples() -> dict[str, Any]:
+    """The 2xx examples, set by service/openapi_docs.py after FastAPI built the document
+    (FastAPI drops null values from examples given to the route: a point's error is null)."""
+    return {"create_sweep": _example_view(), "get_sweep": _example_view(),
+            "list_sweeps": _example_page()}
+
+
+def _curl(line: str) -> dict[str, Any]:
+    return {"x-codeSamples": [{"lang": "Shell", "label": "curl", "source": line.replace(
+        "curl ", 'curl -H "Authorization: Bearer $TOONFORGE_API_KEY" ', 1)}]}
+
+
+def _answer(status: int, description: str, example: dict[str, Any],
+            model: type | None = None) -> dict[int | str, dict[str, Any]]:
+    answer: dict[str, Any] = {"description": description,
+                              "content": {"application/json": {"example": example}}}
+    if model is not None:
+        answer["model"] = model
+    return {status: answer}
+
+
+# 429 (rate, and quota_exceeded when the quota cannot take every point: nothing is
+# created) comes from auth_responses() on the router.
+_SWEEP_404 = {404: "Unknown sweep (`sweep_not_found`)."}
+_CREATE_ERRORS = {
+    409: "The Idempotency-Key was used with another body (`idempotency_conflict`).",
+    422: "A field is invalid (`invalid_parameter`; details.errors name the point and field):"
+    " both or neither of grid and points, an empty value list, more points than the"
+    " server's sweep_max_points, a point whose merged hyper-parameters the task refuses, or"
+    " a base whose dataset, model or target is invalid; nothing was created. Or the body is"
+    " not JSON (`malformed_json`).",
+    503: "The job broker is unreachable (`broker_unavailable`): the jobs made before it"
+    " failed were cancelled and no sweep was recorded.",
+}
+
+
+# ----------------------------------------------------------------- routes
+
+
+@router.post("", operation_id="create_sweep", status_code=201, responses={
+    **_answer(201, "The sweep, its jobs queued.", _example_view()),
+    **_answer(200, "An Idempotency-Key replay: the sweep that key created (header"
+              " Idempotent-Replayed: true).", _example_view(), SweepView),
+    **error_responses(409, 413, 422, 500, 503, descriptions=_CREATE_ERRORS)},
+    openapi_extra={**_curl(f"curl {_URL}/sweeps -H 'content-type: application/json'"
+                           " -d '{\"base\": {\"task\": \"autoencode\", \"dataset_id\":"
+                           " \"faces\", \"base\": \"faces-ae\", \"target_model\": \"faces-ae\","
+                           " \"hyperparameters\": {\"epochs\": 2}}, \"grid\": {\"lr\": [0.001,"
+                           " 0.0003]}}'"),
+                   "requestBody": {"content": {"application/json": {"example": _BODY}}}})
+async def create_sweep(
+    body: SweepRequest,
+    response: Response,
+    repo: JobRepositoryDep,
+    sweeps: SweepRepositoryDep,
+    queue: JobQueueDep,
+    settings: SettingsDep,
+    caller: TrainCaller,
+    idempotency_key: str | None = Header(
+        None, max_length=255, description="Repeat a request safely: the same key and body"
+        " answer the sweep it created; the same key with another body is a 409."),
+) -> SweepView:
+    """Create one fine-tune job per point of a grid (every combination) or list.
+
+    Each point's values replace the base's hyper-parameters of the same name and every point
+    is validated before any job exists; the key's job quota must take all of them. Every job
+    publishes to the base's target_model; `auto_activate` (default false) applies to all.
+    """
+    if body.base.webhook_url is not None:  # scheme and literal addresses, as for one job
+        webhooks.check_webhook_url(str(body.base.webhook_url), settings.webhook_allow_hosts)
+    sweep, created = await sweeps_api.create(repo, sweeps, queue, settings, body,
+                                             idempotency_key, caller)
+    if not created:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return sweep
+
+
+@router.get("", operation_id="list_sweeps", responses={
+    **_answer(200, "Sweeps, newest first.", _example_page()),
+    **error_responses(422, 500)},
+            openapi_extra=_curl(f"curl '{_URL}/sweeps?limit=20'"))
+async def list_sweeps(sweeps: SweepRepositoryDep, limit: int = Query(50, ge=1, le=500),
+                      offset: int = Query(0, ge=0)) -> SweepPage:
+    """Sweeps, newest first (paginated by limit/offset)."""
+    return await sweeps_api.page(sweeps, limit, offset)
+
+
+@router.get("/{sweep_id}", operation_id="get_sweep",
+            responses={**_answer(200, "The comparison.", _example_view()),
+                       **error_responses(404, 500, descriptions=_SWEEP_404)},
+            openapi_extra=_curl(f"curl {_URL}/sweeps/{_ID}"))
+async def get_sweep(repo: JobRepositoryDep, sweeps: SweepRepositoryDep, sweep_id: str
+                    ) -> SweepView:
+    """The points side by side: values, job status, epochs, final and best validation metric
+    (the task's gate metric and direction), the published version and why it was or was not
+    activated, and the per-epoch metric of each point."""
+    return await sweeps_api.get(repo, sweeps, sweep_id)
