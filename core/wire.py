@@ -213,6 +213,9 @@ class Readiness(BaseModel):
 
 
 # ---------------------------------------------------------------------------- jobs
+# The largest list offset a request may ask for: far beyond any real history, and inside
+# every database's 64-bit integers (a bigger one was a 500 from the driver).
+MAX_OFFSET = 10**9
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 BASE_RE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]{0,62})(?:@(?P<version>[0-9]+))?$")
 

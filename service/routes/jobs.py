@@ -8,7 +8,15 @@ from typing import Any
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
-from core.wire import FinetuneRequest, JobMetrics, JobPage, JobStatus, JobView, SampleInfo
+from core.wire import (
+    MAX_OFFSET,
+    FinetuneRequest,
+    JobMetrics,
+    JobPage,
+    JobStatus,
+    JobView,
+    SampleInfo,
+)
 from jobs import webhooks
 from service import jobs_api
 from service.auth import TrainCaller, auth_responses, scope
@@ -73,7 +81,7 @@ async def list_jobs(
     status: JobStatus | None = None,
     task: TaskName | None = None,
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> JobPage:
     """Jobs, newest first, optionally of one status and task (paginated by limit/offset)."""
     return await jobs_api.list_jobs(repo, status, task, limit, offset)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from core.wire import (
+    MAX_OFFSET,
     FinetuneRequest,
     JobStatus,
     SweepEpoch,
@@ -156,7 +157,7 @@ async def create_sweep(
     **error_responses(422, 500)},
             openapi_extra=_curl(f"curl '{_URL}/sweeps?limit=20'"))
 async def list_sweeps(sweeps: SweepRepositoryDep, limit: int = Query(50, ge=1, le=500),
-                      offset: int = Query(0, ge=0)) -> SweepPage:
+                      offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> SweepPage:
     """Sweeps, newest first (paginated by limit/offset)."""
     return await sweeps_api.page(sweeps, limit, offset)
 
