@@ -15,6 +15,7 @@ from core.settings import Settings, get_settings
 from jobs.db import Database
 from jobs.queue import JobQueue
 from jobs.repository import JobRepository
+from jobs.sweeps import SweepRepository
 from model_store.datasets import DatasetStore
 from model_store.notify import notifier_from_settings
 from model_store.store import ModelStore
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if failure is not None:
             raise failure  # not an outage: e.g. a database URL it cannot use
         app.state.job_repository = JobRepository(jobs_db.sessions)
+        app.state.sweep_repository = SweepRepository(jobs_db.sessions)  # table beside jobs'
         # API keys and rate limits (service/auth.py); logs which scopes are open.
         app.state.access = access = await asyncio.to_thread(Access.start, settings,
                                                             jobs_db.sessions)

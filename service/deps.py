@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from core.settings import Settings
 from jobs.queue import JobQueue
 from jobs.repository import JobRepository
+from jobs.sweeps import SweepRepository
 from model_store.store import ModelStore
 from service.inference.pool import InferencePool
 
@@ -29,6 +30,10 @@ def get_job_repository(request: Request) -> JobRepository:
     return cast(JobRepository, request.app.state.job_repository)
 
 
+def get_sweep_repository(request: Request) -> SweepRepository:
+    return cast(SweepRepository, request.app.state.sweep_repository)
+
+
 def get_job_queue(request: Request) -> JobQueue:
     return cast(JobQueue, request.app.state.job_queue)
 
@@ -38,3 +43,4 @@ PoolDep = Annotated[InferencePool, Depends(get_pool)]
 StoreDep = Annotated[ModelStore, Depends(get_store)]
 JobRepositoryDep = Annotated[JobRepository, Depends(get_job_repository)]
 JobQueueDep = Annotated[JobQueue, Depends(get_job_queue)]
+SweepRepositoryDep = Annotated[SweepRepository, Depends(get_sweep_repository)]

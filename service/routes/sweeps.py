@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Response
 
 from core.wire import (
     MAX_OFFSET,
@@ -20,23 +20,10 @@ from core.wire import (
     SweepView,
 )
 from jobs import webhooks
-from jobs.sweeps import SweepRepository
 from service import sweeps_api
 from service.auth import TrainCaller, auth_responses, scope
-from service.deps import JobQueueDep, JobRepositoryDep, SettingsDep
+from service.deps import JobQueueDep, JobRepositoryDep, SettingsDep, SweepRepositoryDep
 from service.errors import error_responses
-
-
-def get_sweep_repository(request: Request, jobs: JobRepositoryDep) -> SweepRepository:
-    """One per app, on the job database's sessions (the sweeps table is next to jobs')."""
-    state = request.app.state
-    sweeps = getattr(state, "sweep_repository", None)
-    if sweeps is None:
-        sweeps = state.sweep_repository = SweepRepository(jobs._sessions)
-    return sweeps
-
-
-SweepRepositoryDep = Annotated[SweepRepository, Depends(get_sweep_repository)]
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], dependencies=[scope("train")],
                    responses=auth_responses())
