@@ -57,6 +57,12 @@ MODEL_SERVED_VERSION = Gauge(
     "toonforge_model_served_version",
     "The version of each model this process serves now (set on every swap).", ("model",))
 
+# Requests refused before any work because the pool was full (503 overloaded): the signal
+# to add replicas, apart from the 503s of other causes in toonforge_http_requests.
+REQUESTS_SHED = Counter(
+    "toonforge_requests_shed",
+    "Requests refused at admission with 503 overloaded (running + waiting at the limit).")
+
 # ---- state (read at scrape time)
 JOBS_QUERY_TIMEOUT_S = 2.0
 # Heartbeats older than this are left out: each worker restart is a new worker id.

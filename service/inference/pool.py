@@ -52,6 +52,7 @@ from service.metrics import (
     MODEL_RELOAD_FAILURES,
     MODEL_RELOADS,
     MODEL_SERVED_VERSION,
+    REQUESTS_SHED,
     PoolBacklog,
 )
 
@@ -155,6 +156,7 @@ class InferencePool:
             return
         limit = self.settings.max_concurrency + self.settings.max_queued
         if self._admitted >= limit:
+            REQUESTS_SHED.inc()
             raise Overloaded(self._admitted, self.settings.overload_retry_after_s)
         self._admitted += 1
         token = _ADMITTED.set(True)

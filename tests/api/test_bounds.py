@@ -193,6 +193,11 @@ def test_a_burst_over_the_bound_is_refused_at_once_with_retry_after(one_slot_ser
         response = http.post("/matte", content=body, headers={"content-type": "image/png"})
         assert response.status_code == 200, response.text
         schema = http.get("/openapi.json").json()
+        metrics = http.get("/metrics").text
+    # Every refusal is counted apart from other 503s (the scale-out signal).
+    shed = [line for line in metrics.splitlines()
+            if line.startswith("toonforge_requests_shed_total")]
+    assert shed and float(shed[0].split()[-1]) == statuses.count(503), shed
     refused_doc = schema["paths"]["/matte"]["post"]["responses"]["503"]
     assert "overloaded" in refused_doc["description"]
     assert refused_doc["headers"]["Retry-After"]["schema"]["type"] == "integer"
