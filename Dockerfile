@@ -1,14 +1,17 @@
 # toonforge images, one Dockerfile, two targets (docs/DEPLOY.md):
 #
-#   docker build --target api    -t toonforge-api    .   # FastAPI + onnxruntime-gpu, no torch
-#   docker build --target worker -t toonforge-worker .   # Celery worker + CUDA PyTorch
+#   docker build --target api    -t toonforge-api    .   # FastAPI, onnxruntime-gpu, boto3 (no torch)
+#   docker build --target worker -t toonforge-worker .   # Celery worker, CUDA PyTorch, boto3, mlflow
 #
 # Stages:  base ──> wheel            (builds the toonforge wheel; installs nothing)
-#          base ──> api              (+ base deps with onnxruntime-gpu, + the wheel)
-#          base ──> worker           (+ CUDA torch, + base deps and the worker extra, + the wheel)
+#          base ──> api              (+ base deps with onnxruntime-gpu, the s3 extra, + the wheel)
+#          base ──> worker           (+ CUDA torch, + base deps and the worker, s3 and tracking
+#                                       extras, + the wheel)
 # `api` never inherits from `worker` (or from any stage that installs torch), so building
-# `--target api` never downloads torch. Only classic Dockerfile syntax is used (no heredocs,
-# no RUN --mount), so the legacy builder (docker-compose v1) builds it as well as BuildKit.
+# `--target api` never downloads torch; nor does it install the `tracking` extra (mlflow,
+# tensorboard: large, and only the worker logs runs). Only classic Dockerfile syntax is used
+# (no heredocs, no RUN --mount), so the legacy builder (docker-compose v1) builds it as well
+# as BuildKit.
 #
 # Dependencies are read from pyproject.toml at build time (Python 3.11 has tomllib), so the
 # version ranges live in one place. Nothing is fetched at run time: no weights are baked in
@@ -31,13 +34,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TOONFORGE_HOST=0.0.0.0 \
     TOONFORGE_PORT=8000
 
-# Non-root user 10001 owns /data. /data/store exists in the image and is owned by that user,
-# so a fresh named volume mounted there is initialised with the same owner (Docker copies
-# the mount point's ownership into an empty named volume).
+# Non-root user 10001 owns /data. /data/store (the store, or with an S3 store this container's
+# cache) and /data/tensorboard (the worker's TensorBoard logs) exist in the image and are
+# owned by that user, so a fresh volume mounted there is initialised with the same owner
+# (Docker copies the mount point's ownership into an empty volume).
 RUN groupadd --system --gid 10001 toonforge \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/toonforge \
        --shell /usr/sbin/nologin toonforge \
-    && mkdir -p /data/store \
+    && mkdir -p /data/store /data/tensorboard \
     && chown -R 10001:10001 /data
 
 # Only the dependency list: the dependency layers below are rebuilt when it changes, not on
@@ -66,14 +70,15 @@ FROM base AS api
 # onnxruntime-gpu leaves the two overwriting each other's files, and a later
 # `pip uninstall onnxruntime` deletes files that onnxruntime-gpu needs. So the CPU wheel is
 # never installed: the requirement list is the base dependencies from pyproject.toml with
-# `onnxruntime` removed, plus the `gpu` extra (onnxruntime-gpu), and the app wheel goes in
-# with --no-deps. (`pip check` will therefore report toonforge's `onnxruntime` requirement as
-# missing; that is expected: onnxruntime-gpu provides the same module.)
+# `onnxruntime` removed, plus the `gpu` extra (onnxruntime-gpu) and the `s3` extra (boto3,
+# for TOONFORGE_STORE_URL=s3://...), and the app wheel goes in with --no-deps. (`pip check`
+# will therefore report toonforge's `onnxruntime` requirement as missing; that is expected:
+# onnxruntime-gpu provides the same module.)
 # onnxruntime-gpu's [cuda,cudnn] extras pull the CUDA 12 runtime and cuDNN 9 as nvidia-* pip
 # wheels (the slim image has no CUDA toolkit); their lib directories are registered with the
 # dynamic loader so the CUDAExecutionProvider finds them. The host's driver (libcuda) comes
 # from the NVIDIA container toolkit at run time. Without a GPU the CPU provider serves.
-RUN python -c "import re,tomllib; p=tomllib.load(open('/tmp/pyproject.toml','rb'))['project']; name=lambda r: re.split(r'[^A-Za-z0-9._-]', r, maxsplit=1)[0].lower(); gpu=[r.replace('onnxruntime-gpu', 'onnxruntime-gpu[cuda,cudnn]', 1) for r in p['optional-dependencies']['gpu']]; print('\n'.join([r for r in p['dependencies'] if name(r) != 'onnxruntime'] + gpu))" > /tmp/requirements-api.txt \
+RUN python -c "import re,tomllib; p=tomllib.load(open('/tmp/pyproject.toml','rb'))['project']; name=lambda r: re.split(r'[^A-Za-z0-9._-]', r, maxsplit=1)[0].lower(); extras=p['optional-dependencies']; gpu=[r.replace('onnxruntime-gpu', 'onnxruntime-gpu[cuda,cudnn]', 1) for r in extras['gpu']]; print('\n'.join([r for r in p['dependencies'] if name(r) != 'onnxruntime'] + gpu + extras['s3']))" > /tmp/requirements-api.txt \
     && cat /tmp/requirements-api.txt \
     && pip install -r /tmp/requirements-api.txt \
     && python -c "import glob,site; print('\n'.join(sorted(glob.glob(site.getsitepackages()[0] + '/nvidia/**/lib', recursive=True))))" > /etc/ld.so.conf.d/nvidia-pip.conf \
@@ -103,11 +108,12 @@ ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_CUDA}
 
 # 1) torch from the PyTorch CUDA index (it brings the CUDA runtime as nvidia-* wheels).
-# 2) the base dependencies + the `worker` extra from PyPI; their `torch==X` is already met by
-#    the installed `X+cuNNN` (a local version label satisfies `==X`), so pip keeps the CUDA
-#    build. The worker keeps CPU `onnxruntime`: it only runs parity checks on exports.
+# 2) the base dependencies + the `worker`, `s3` (boto3) and `tracking` (mlflow, tensorboard)
+#    extras from PyPI; their `torch==X` is already met by the installed `X+cuNNN` (a local
+#    version label satisfies `==X`), so pip keeps the CUDA build. The worker keeps CPU
+#    `onnxruntime`: it only runs parity checks on exports.
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
-    && python -c "import tomllib; p=tomllib.load(open('/tmp/pyproject.toml','rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['worker']))" > /tmp/requirements-worker.txt \
+    && python -c "import tomllib; p=tomllib.load(open('/tmp/pyproject.toml','rb'))['project']; extras=p['optional-dependencies']; print('\n'.join(p['dependencies'] + extras['worker'] + extras['s3'] + extras['tracking']))" > /tmp/requirements-worker.txt \
     && cat /tmp/requirements-worker.txt \
     && pip install -r /tmp/requirements-worker.txt \
     && python -c "import torch; assert torch.version.cuda, 'not a CUDA build of torch: ' + torch.__version__; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"

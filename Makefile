@@ -1,6 +1,6 @@
 # make run   - create .venv, install, start the API on 127.0.0.1:8000 and a job worker
 #              (store: ./data/store; jobs database and broker: ./data)
-# make test  - install with dev extras and run the whole suite
+# make test  - install with dev extras and run the whole suite (then its store tests on S3)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -26,6 +26,9 @@ test: $(STAMP)
 	$(PY) -m mypy
 	$(PY) scripts/export_openapi.py --check
 	$(PY) -m pytest -q -ra
+	# The store-touching tests again on the S3 store: moto's S3 server on loopback, each API
+	# and worker process with its own store_dir (tests/support/stores.py; ~4 min on 2 cores).
+	TOONFORGE_TEST_STORE=s3 $(PY) -m pytest -q -ra -m "store and not local_store_only"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -51,7 +51,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.serving import raw_input  # noqa: E402
+from bench.serving import local_store, raw_input  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from model_store.datasets import DatasetStore  # noqa: E402
+from model_store.factory import open_dataset_store  # noqa: E402
 from model_store.store import ModelStore  # noqa: E402
 from service.imaging import decode_image  # noqa: E402
 from tasks import get_task  # noqa: E402
@@ -72,7 +75,7 @@ def photo_jpeg(side: int = 512) -> bytes:
 
 def build_store(root: Path, train_epochs: int) -> ModelStore:
     """matte (u2netp, 320), classify (GoogLeNet, 1000 classes, 224), cartoon (DCT-Net)."""
-    store = ModelStore(root)
+    store = local_store(root)
     missing = {"matte", "classify", "cartoon"} - set(store.model_names())
     if not missing:
         return store
@@ -106,16 +109,23 @@ def build_store(root: Path, train_epochs: int) -> ModelStore:
     return store
 
 
+def bench_datasets(root: Path) -> DatasetStore:
+    """The directory store's datasets at ``root`` (beside ``local_store``'s models)."""
+    return open_dataset_store(Settings(store_dir=root, store_url=None))
+
+
 def train_u2netp(root: Path, epochs: int):
     """A few epochs of the starter recipe on synthetic mattes (96 px, served at 320)."""
-    from model_store.datasets import DatasetStore
+    from model_store.errors import DatasetNotFound
     from tasks.matte import MatteHyperparameters
     from worker.starter import publish_synthetic_dataset
     from worker.training.trainers import TrainContext, get_trainer
 
-    datasets = DatasetStore(root)
-    data = (datasets.data_dir("bench-mattes") if datasets.data_dir("bench-mattes").is_dir()
-            else publish_synthetic_dataset(root, "matte", "bench-mattes", n=32))
+    datasets = bench_datasets(root)
+    try:
+        data = datasets.data_dir("bench-mattes")
+    except DatasetNotFound:
+        data = publish_synthetic_dataset(datasets, "matte", "bench-mattes", n=32)
     hp = MatteHyperparameters(epochs=epochs, resize=96, crop=80, batch_size=4)
     started = time.perf_counter()
     result = get_trainer("matte").train(TrainContext(
@@ -138,13 +148,13 @@ def regate_matte_mae_only(store: ModelStore) -> None:
     if manifest.variants.get("int8") is not None and manifest.variants["int8"].passed:
         return
     with store.staging("matte") as staged:
-        for path in store.version_dir("matte", version).iterdir():
+        for path in store.local_version_dir("matte", version).iterdir():
             if path.name != MANIFEST_FILE:
                 shutil.copy2(path, staged / path.name)
         gate = Int8Gate({"main": "mask"}, at_most={"mask_mae": 1 / 255})
         record = build_int8_variant(staged, "matte", manifest.graphs, manifest.preprocessing,
-                                    dataset_dir=store.root / "datasets" / "bench-mattes"
-                                    / "data", gate=gate)
+                                    dataset_dir=bench_datasets(store.root).data_dir(
+                                        "bench-mattes"), gate=gate)
         assert record is not None
         record.reason = f"SPEED ONLY, mask MAE-only gate: {record.reason}"
         final = store.publish("matte", staged, manifest.model_copy(
@@ -167,7 +177,7 @@ def graph_path(store: ModelStore, model: str, precision: str) -> tuple[Path, str
     version = store.active_version(model)
     assert version is not None
     manifest = store.manifest(model, version)
-    vdir = store.version_dir(model, version)
+    vdir = store.local_version_dir(model, version)
     file = manifest.graphs["main"].file
     if precision == "fp32":
         return vdir / file, ""

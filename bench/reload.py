@@ -7,15 +7,20 @@ the activation's time in the store's history.jsonl to the first answer of the ne
 from replica 2 (the OTHER replica). Two setups, printed side by side:
 
 - ``poll``: no Redis (``TOONFORGE_RELOAD_REDIS_URL=off``), the default 1 s poll;
-- ``redis``: announcements on Redis, with the poll at 30 s (so it cannot be the cause).
+- ``redis``: announcements on Redis, with the poll at 30 s (so it cannot be the cause);
+- ``redis + s3`` (``--s3``): the same on the S3 store (moto's server on 127.0.0.1,
+  tests/support/s3.py), each replica with its own empty cache directory: the latency now
+  includes fetching the version's blobs into the replica's cache on first use.
 
 Usage: .venv/bin/python bench/reload.py [--rounds 10] [--redis redis://127.0.0.1:6379/15]
+       [--s3]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import statistics
 import sys
 import tempfile
@@ -32,7 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.api.tiny_models import build_tiny_store  # noqa: E402
+from tests.support.s3 import CREDENTIALS, S3Server  # noqa: E402
 from tests.support.server import ApiServer  # noqa: E402
+from tests.support.stores import RemoteStore, new_remote, use_server  # noqa: E402
 
 
 def _jpeg() -> bytes:
@@ -41,11 +48,17 @@ def _jpeg() -> bytes:
     return out.getvalue()
 
 
-def measure(env: dict[str, str], rounds: int, work: Path) -> list[float]:
+def measure(env: dict[str, str], rounds: int, work: Path, s3: bool = False) -> list[float]:
     store_root = work / f"store-{uuid.uuid4().hex[:6]}"
     store = build_tiny_store(store_root)
+    remote: RemoteStore | None = None
+    if s3:  # a fresh bucket seeded from the directory; the history is read from it
+        remote = new_remote(work / f"views-{uuid.uuid4().hex[:6]}", store_root)
+        store = remote.models()
     servers = [ApiServer(store_root, work / f"{env['name']}-{i}.log",
-                         {k: v for k, v in env.items() if k != "name"}) for i in (1, 2)]
+                         {k: v for k, v in env.items() if k != "name"}, remote=remote,
+                         store_dir=(work / f"{env['name']}-cache-{i}") if remote else None)
+               for i in (1, 2)]
     answers: list[tuple[float, str]] = []
     stop = threading.Event()
     body = _jpeg()
@@ -97,9 +110,25 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
+    parser.add_argument("--s3", action="store_true",
+                        help="also measure Redis announcements on the S3 store (moto)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        on_s3: list[float] = []
+        if args.s3:
+            for key, value in CREDENTIALS.items():
+                os.environ.setdefault(key, value)
+            server = S3Server(work / "moto.log")
+            use_server(server)
+            try:
+                on_s3 = measure({"name": "s3", "TOONFORGE_RELOAD_REDIS_URL": args.redis,
+                                 "TOONFORGE_RELOAD_POLL_S": "30",
+                                 "TOONFORGE_RELOAD_REDIS_CHANNEL":
+                                     f"bench:{uuid.uuid4().hex[:8]}"},
+                                args.rounds, work, s3=True)
+            finally:
+                server.stop()
         poll = measure({"name": "poll", "TOONFORGE_RELOAD_REDIS_URL": "off",
                         "TOONFORGE_RELOAD_POLL_S": "1.0"}, args.rounds, work)
         redis = measure({"name": "redis", "TOONFORGE_RELOAD_REDIS_URL": args.redis,
@@ -111,6 +140,8 @@ def main() -> int:
     print(f"{'setup':<28} {'p50':>7} {'p95':>7} {'max':>7}")
     print(f"{'poll (reload_poll_s=1.0)':<28} {summary(poll)}")
     print(f"{'redis announcement':<28} {summary(redis)}")
+    if on_s3:
+        print(f"{'redis announcement, S3 store':<28} {summary(on_s3)}")
     return 0
 
 

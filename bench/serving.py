@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.engines import compare_engines, p50_ms  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from model_store.factory import open_model_store  # noqa: E402
 from model_store.store import ModelStore  # noqa: E402
 from service.imaging import decode_image  # noqa: E402
 from service.inference import processing as proc  # noqa: E402
@@ -52,9 +54,15 @@ def photo_bytes(side: int = 512) -> bytes:
     return buf.getvalue()
 
 
+def local_store(root: Path) -> ModelStore:
+    """The directory store at ``root``: the benches build one and start APIs on it
+    (whatever TOONFORGE_STORE_URL says in the environment)."""
+    return open_model_store(Settings(store_dir=root, store_url=None))
+
+
 def build_store(root: Path) -> ModelStore:
     if (root / "models").is_dir() and len(list((root / "models").iterdir())) >= 5:
-        return ModelStore(root)
+        return local_store(root)
     from tests.support.store import build_test_store
 
     return build_test_store(root, root.parent / "checkpoints")
@@ -68,7 +76,7 @@ def raw_session(store: ModelStore, model: str) -> tuple[ort.InferenceSession, di
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    path = store.version_dir(model, version) / "model.onnx"
+    path = store.local_version_dir(model, version) / "model.onnx"
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]), manifest
 
 

@@ -219,6 +219,31 @@ class Settings(BaseSettings):
     # worker's core count. CUDA workers allow torch.cuda.device_count() instead.
     max_train_processes: int | None = Field(None, ge=1)
 
+    # ---- object store (issue 11; model_store/objects.py, model_store/factory.py)
+    # None: models and datasets live in store_dir (a local or shared directory).
+    # s3://bucket/prefix: they live in an S3-compatible object store, and store_dir is only
+    # this process's own working directory and cache (never shared between hosts).
+    store_url: str | None = None
+    # The S3 endpoint (MinIO, Ceph RGW, a test server); None: AWS's for s3_region.
+    # Credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY,
+    # an instance profile...), never from these settings.
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    # Bytes of downloaded blobs (graphs, weights, datasets) this process keeps in its
+    # content-addressed cache under store_dir; least recently used first out.
+    store_cache_max_bytes: int = Field(4 * 1024 * 1024 * 1024, ge=0)
+
+    # ---- experiment tracking (issue 11; worker/training/tracking.py)
+    # An MLflow tracking server (http(s)://host:port) every fine-tune job logs a run to;
+    # None: no MLflow. Tracking never fails a job (docs/JOBS.md "Tracking").
+    mlflow_tracking_uri: str | None = None
+    # The MLflow experiment the runs go into (created when missing).
+    mlflow_experiment: str = "toonforge"
+    # The browser-facing base URL of the MLflow UI for the job's link; None: the tracking URI.
+    mlflow_ui_url: str | None = None
+    # TensorBoard event files go to <dir>/<job_id>/; None: none are written.
+    tensorboard_dir: Path | None = None
+
     @field_validator("task_plugins", "worker_plugins", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:

@@ -240,6 +240,16 @@ class FinetuneRequest(BaseModel):
     webhook_url: HttpUrl | None = None
 
 
+class JobTracking(BaseModel):
+    """The job's experiment-tracking run (docs/JOBS.md "Tracking")."""
+
+    mlflow_run_id: str = Field(description="the MLflow run the job logs to")
+    mlflow_experiment_id: str = Field(description="the run's MLflow experiment")
+    mlflow_run_url: str | None = Field(
+        None, description="the run's page in the MLflow UI (null when the tracking URI is"
+        " not an http(s) server)")
+
+
 class JobView(BaseModel):
     """What GET /jobs/{id} returns (and what a webhook receives)."""
 
@@ -278,6 +288,9 @@ class JobView(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    tracking: JobTracking | None = Field(
+        None, description="the job's MLflow run, once the worker opened it; null when the"
+        " worker tracks no experiments (or could not reach the tracking server)")
 
 
 class JobEvent(BaseModel):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -32,13 +31,13 @@ from kombu.utils.json import dumps
 
 from core.settings import EMBEDDED_BROKER_SCHEME
 from core.wire import FinetuneRequest, JobStatus
-from jobs import artifacts
 from jobs.errors import BrokerUnavailable, InvalidTransition
 from jobs.records import JobRecord
-from jobs.spec import check_references
+from jobs.spec import Stores, check_references
 
 if TYPE_CHECKING:
     from core.settings import Settings
+    from jobs.artifacts import JobArtifacts
     from jobs.repository import JobRepository, ReclaimResult
 
 log = logging.getLogger(__name__)
@@ -175,39 +174,40 @@ def create_and_enqueue(
     idempotency_key: str | None = None,
     *,
     queue: JobQueue,
-    store_root: Path | str | None = None,
+    stores: Stores | None = None,
     owner_key: str | None = None,
     admit: Callable[[], None] | None = None,
 ) -> tuple[JobRecord, bool]:
     """Create the job and send it, in one transaction: the row is committed only after the
     broker accepted the message, so a broker outage writes nothing.
 
-    With ``store_root`` the dataset and models it names are checked first. Returns (job,
+    With ``stores`` the dataset and models it names are checked first. Returns (job,
     created); a repeated idempotency key returns the existing job unsent. Raises
     ``InvalidJobSpec``, ``IdempotencyConflict`` or ``BrokerUnavailable``.
     """
-    if store_root is not None:
-        request = check_references(request, store_root)
+    if stores is not None:
+        request = check_references(request, stores)
     return repo.create(request, idempotency_key, owner_key=owner_key, admit=admit,
                        before_commit=lambda job: queue.enqueue_finetune(job.id))
 
 
 def resume_and_enqueue(repo: JobRepository, job_id: str, queue: JobQueue,
-                       store_root: Path | str, owner_key: str | None = None,
+                       artifacts: JobArtifacts, owner_key: str | None = None,
                        admit: Callable[[], None] | None = None) -> tuple[JobRecord, bool]:
     """Continue a failed or cancelled job from its last checkpoint, as a new job.
 
     The new job has the old one's request and ``resumed_from`` naming it; the old job's
-    checkpoint is copied into the new job's folder before the message is sent, so the
-    worker resumes it exactly (the trainer's own resume path). Raises ``JobNotFound``,
-    ``InvalidTransition`` (the job is not failed/cancelled, or left no checkpoint) or
-    ``BrokerUnavailable``; on any failure nothing is recorded. Returns (job, True).
+    checkpoint is copied to the new job's files (``artifacts``: the store directory or the
+    object store) before the message is sent, so the worker resumes it exactly (the
+    trainer's own resume path). Raises ``JobNotFound``, ``InvalidTransition`` (the job is
+    not failed/cancelled, or left no checkpoint) or ``BrokerUnavailable``; on any failure
+    nothing is recorded. Returns (job, True).
     """
     old = repo.get(job_id)
     if old.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise InvalidTransition(job_id, old.status, "resumed (only a failed or cancelled job"
                                 " can be)")
-    if not artifacts.has_checkpoint(store_root, job_id):
+    if not artifacts.has_checkpoint(job_id):
         raise InvalidTransition(job_id, f"{old.status} without a checkpoint",
                                 "resumed (it stopped before its first checkpoint: start a"
                                 " new job)")
@@ -219,10 +219,10 @@ def resume_and_enqueue(repo: JobRepository, job_id: str, queue: JobQueue,
 
     def prepare_and_send(job: JobRecord) -> None:
         try:
-            artifacts.copy_checkpoint(store_root, job_id, job.id)
+            artifacts.copy_checkpoint(job_id, job.id)
             queue.enqueue_finetune(job.id)
         except BaseException:
-            shutil.rmtree(artifacts.job_dir(store_root, job.id), ignore_errors=True)
+            artifacts.discard(job.id)
             raise
 
     return repo.create(request, None, before_commit=prepare_and_send, resumed_from=job_id,

@@ -127,6 +127,9 @@ class JobRecord(Base):
     # The API key that created the job (jobs/keys.py); None: anonymous open access. Per-key
     # job quotas count by it (service/ratelimit.py).
     owner_key: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Where the job's experiment-tracking run is (worker/training/tracking.py): the MLflow
+    # run id, experiment id and UI link; None when the job logged no run.
+    tracking: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (Index("ix_jobs_created_at", "created_at"),)
 

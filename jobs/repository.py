@@ -222,29 +222,41 @@ class JobRepository:
         lease or held by this same worker (a redelivery), becomes running with attempts+1."""
         now = utcnow()
         stale = now - timedelta(seconds=lease_s)
-        takeover = and_(
-            JobRecord.status.in_(_ACTIVE),
-            or_(JobRecord.heartbeat_at.is_(None), JobRecord.heartbeat_at < stale,
-                JobRecord.worker_id == worker_id),
+        # Three ways in, each one conditional update: the row is queued; or active with an
+        # expired lease (its worker was lost); or active and held by this very worker (a
+        # redelivery). A take-over records the re-queue it implies before "running", so the
+        # status history reads the same whether the reclaimer or this claim got there first
+        # (the reclaimer sends the message before it marks the row queued).
+        routes = (
+            (JobRecord.status == JobStatus.QUEUED.value, None),
+            (and_(JobRecord.status.in_(_ACTIVE),
+                  or_(JobRecord.worker_id.is_(None), JobRecord.worker_id != worker_id),
+                  or_(JobRecord.heartbeat_at.is_(None), JobRecord.heartbeat_at < stale)),
+             "lease expired"),
+            (and_(JobRecord.status.in_(_ACTIVE), JobRecord.worker_id == worker_id),
+             "redelivered"),
         )
-        stmt = (
-            update(JobRecord)
-            .where(JobRecord.id == job_id, JobRecord.cancel_requested.is_(False),
-                   JobRecord.attempts < max_attempts,
-                   or_(JobRecord.status == JobStatus.QUEUED.value, takeover))
-            .values(status=JobStatus.RUNNING.value, attempts=JobRecord.attempts + 1,
-                    worker_id=worker_id, heartbeat_at=now, updated_at=now, error=None,
-                    started_at=_coalesce_time(JobRecord.started_at, now))
-        )
+        values = dict(status=JobStatus.RUNNING.value, attempts=JobRecord.attempts + 1,
+                      worker_id=worker_id, heartbeat_at=now, updated_at=now, error=None,
+                      started_at=_coalesce_time(JobRecord.started_at, now))
+        common = (JobRecord.id == job_id, JobRecord.cancel_requested.is_(False),
+                  JobRecord.attempts < max_attempts)
         # The producer sends the message before it commits the row (so a broker outage
         # writes nothing), so a fast worker can see the message before the row: wait for
         # the commit instead of calling the job missing, or lost while it is still queued.
         for wait in CLAIM_COMMIT_WAITS_S:
+            claimed = False
             with self._sessions.begin() as session:
-                claimed = self._update(session, stmt)
-                if claimed:
-                    session.add(self._status_event(job_id, JobStatus.RUNNING, now,
-                                                   worker=worker_id))
+                for condition, requeued_because in routes:
+                    stmt = update(JobRecord).where(*common, condition).values(**values)
+                    if self._update(session, stmt):
+                        claimed = True
+                        if requeued_because is not None:
+                            session.add(self._status_event(job_id, JobStatus.QUEUED, now,
+                                                           reason=requeued_because))
+                        session.add(self._status_event(job_id, JobStatus.RUNNING, now,
+                                                       worker=worker_id))
+                        break
             job = self.find(job_id)
             if claimed:
                 return Claim(ClaimOutcome.CLAIMED, job)
@@ -322,6 +334,15 @@ class JobRepository:
             session.add(JobEventRecord(job_id=job_id, created_at=now, kind="progress",
                                        data=json_safe({**columns, **progress.extra})))
         return True
+
+    def set_tracking(self, job_id: str, worker_id: str, tracking: dict[str, Any]) -> bool:
+        """Record where the job's tracking run is, while ``worker_id`` holds the job (also
+        once it is terminal: the link may arrive after the last state change)."""
+        stmt = (update(JobRecord)
+                .where(JobRecord.id == job_id, JobRecord.worker_id == worker_id)
+                .values(tracking=json_safe(tracking)))
+        with self._sessions.begin() as session:
+            return self._update(session, stmt)
 
     def append_event(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
         with self._sessions.begin() as session:

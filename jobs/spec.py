@@ -5,18 +5,39 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from core.errors import UnknownTask
 from core.wire import BASE_RE, FinetuneRequest
 from jobs.errors import InvalidJobSpec
-from model_store.datasets import DatasetStore
 from model_store.errors import StoreError
-from model_store.store import ModelStore
 from tasks import get_task, task_specs
+
+if TYPE_CHECKING:
+    from core.settings import Settings
+    from model_store.datasets import DatasetStore
+    from model_store.store import ModelStore
+
+
+@dataclass(frozen=True)
+class Stores:
+    """The model and dataset stores a request's references are checked against.
+
+    A process opens them once (``Stores.open``: the backend TOONFORGE_STORE_URL chooses,
+    model_store/factory.py) and passes them down, so an S3 store's client and cache are
+    made once, not per request."""
+
+    models: ModelStore
+    datasets: DatasetStore
+
+    @classmethod
+    def open(cls, settings: Settings) -> Stores:
+        from model_store.factory import open_dataset_store, open_model_store
+
+        return cls(open_model_store(settings), open_dataset_store(settings))
 
 
 def parse_base(base: str) -> tuple[str, int | None]:
@@ -57,7 +78,7 @@ def _spec_error(field_name: str, message: str) -> InvalidJobSpec:
                                      "type": "value_error"}])
 
 
-def check_references(request: FinetuneRequest, store_root: Path | str) -> FinetuneRequest:
+def check_references(request: FinetuneRequest, stores: Stores) -> FinetuneRequest:
     """What can be told before a job is queued: the dataset exists and is for this task,
     the base model/version exists and serves it (or the base is one of the task's
     architectures), the target line serves it, and the hyper-parameters agree with what
@@ -69,13 +90,13 @@ def check_references(request: FinetuneRequest, store_root: Path | str) -> Finetu
     task = request.task
     spec = get_task(task)
     try:
-        dataset = DatasetStore(store_root).get(request.dataset_id)
+        dataset = stores.datasets.get(request.dataset_id)
     except StoreError as exc:
         raise _spec_error("dataset_id", str(exc)) from None
     if dataset.task != task:
         raise _spec_error("dataset_id", f"dataset {request.dataset_id!r} is a"
                                         f" {dataset.task} dataset, not {task}")
-    store = ModelStore(store_root)
+    store = stores.models
     models = set(store.model_names())
     name, version = parse_base(request.base)
     try:

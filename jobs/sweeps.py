@@ -54,7 +54,7 @@ from core.wire import (
 )
 from jobs.errors import IdempotencyConflict, InvalidJobSpec, JobError, JobNotFound
 from jobs.records import Base, JobRecord, UTCDateTime, json_safe, utcnow
-from jobs.spec import check_references, validate_hyperparameters
+from jobs.spec import Stores, check_references, validate_hyperparameters
 from tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def _describe(values: dict[str, Any]) -> str:
 
 
 def point_requests(request: SweepRequest, points: Sequence[dict[str, Any]],
-                   store_root: Any | None) -> list[FinetuneRequest]:
+                   stores: Stores | None) -> list[FinetuneRequest]:
     """One FinetuneRequest per point (base + values, the sweep's auto_activate), each
     validated; the first bad point raises ``InvalidJobSpec`` located at it
     (``["body", "points", i, field]``, or ``["body", "grid", field]`` for a grid)."""
@@ -141,8 +141,8 @@ def point_requests(request: SweepRequest, points: Sequence[dict[str, Any]],
                                             "auto_activate": request.auto_activate})
         try:
             validate_hyperparameters(base.task, hyper)
-            if store_root is not None:
-                candidate = check_references(candidate, store_root)
+            if stores is not None:
+                candidate = check_references(candidate, stores)
         except InvalidJobSpec as exc:
             raise _located(exc, i, values, request.grid is not None) from None
         made.append(candidate)
@@ -213,7 +213,7 @@ CreateJob = Callable[[FinetuneRequest], JobRecord]
 
 def create_sweep(sweeps: SweepRepository, request: SweepRequest, *,
                  create_job: CreateJob, cancel_job: Callable[[str], Any],
-                 store_root: Any | None, max_points: int, owner_key: str | None = None,
+                 stores: Stores | None, max_points: int, owner_key: str | None = None,
                  admit_all: Callable[[int], None] | None = None,
                  idempotency_key: str | None = None) -> tuple[SweepRecord, bool]:
     """Check every point, check the quota for all of them, then create one job per point
@@ -228,7 +228,7 @@ def create_sweep(sweeps: SweepRepository, request: SweepRequest, *,
         if existing is not None:
             return existing, False
     points = expand(request, max_points)
-    requests = point_requests(request, points, store_root)
+    requests = point_requests(request, points, stores)
     if admit_all is not None:
         admit_all(len(requests))
     made: list[str] = []

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from core.wire import JobEvent, JobStatus, JobView
+from typing import Any
+
+from pydantic import ValidationError
+
+from core.wire import JobEvent, JobStatus, JobTracking, JobView
 from jobs.records import JobEventRecord, JobRecord
 
 
@@ -20,7 +24,19 @@ def job_view(job: JobRecord) -> JobView:
         activated=job.activated, error=job.error, cancel_requested=job.cancel_requested,
         attempts=job.attempts, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, updated_at=job.updated_at,
+        tracking=_tracking(job.tracking),
     )
+
+
+def _tracking(data: dict[str, Any] | None) -> JobTracking | None:
+    """The recorded link, or None (also for a row a newer worker wrote in another shape:
+    the job view must always render)."""
+    if not data:
+        return None
+    try:
+        return JobTracking.model_validate(data)
+    except ValidationError:
+        return None
 
 
 def job_event(event: JobEventRecord) -> JobEvent:

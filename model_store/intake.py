@@ -1,12 +1,11 @@
 """Dataset intake: upload -> safe extract -> layout scan -> refuse, or publish.
 
-The HTTP route stays thin::
+The HTTP route stays thin (``store``: the process's dataset store, opened once by
+``model_store.factory.open_dataset_store``)::
 
-    store = DatasetStore(settings.store_dir)
     with store.upload_file() as tmp:
         await receive_upload_async(request.stream(), tmp, settings.dataset_max_upload_bytes)
-        result = await run_in_threadpool(ingest_upload, settings.store_dir, task, tmp,
-                                         filename, settings)
+        result = await run_in_threadpool(ingest_upload, store, task, tmp, filename, settings)
 
 ``ingest_upload`` and ``receive_upload`` block (file I/O, decoding): call them in a thread;
 ``receive_upload_async`` does its writes in threads itself.
@@ -122,7 +121,7 @@ class IntakeSettings(Protocol):
 
 
 def ingest_upload(
-    store_root: Path | str,
+    store: DatasetStore | Path | str,
     task: str,
     upload_path: Path,
     filename: str,
@@ -138,9 +137,12 @@ def ingest_upload(
     Raises ``NotAnArchive``, ``ArchiveUnsafe``, ``ArchiveTooLarge`` (nothing was scanned),
     ``DatasetInvalid`` (carries the IntakeReport) or ``DatasetExists``. ``upload_path``
     belongs to the caller and is left alone; every temporary file intake makes is removed.
+    ``store`` is a dataset store of any backend (the store's ``staging`` is local, its
+    ``publish`` is what makes the dataset visible); a path means a directory store there.
     """
     task = get_task(task).name
-    store = DatasetStore(store_root)
+    if not isinstance(store, DatasetStore):
+        store = DatasetStore(store)
     meta_id = dataset_id or new_dataset_id()
     store.path(meta_id)  # validates a client-chosen id before any work
     max_items = settings.dataset_report_max_items

@@ -9,6 +9,11 @@ Versions are immutable. A version is complete before it is visible: it is writte
 ``.staging`` and renamed into ``versions/`` in one step. Activation and publication take
 an exclusive file lock per model, so concurrent writers (API replicas, workers) never
 interleave.
+
+``S3ModelStore`` (model_store/s3_models.py) keeps the same rules on an object store: it
+subclasses this class and replaces only the storage steps (listing, reading, ``publish``,
+``_move_active``, ``_check_file``, ``local_version_dir``), so the rules built on them
+(parity, task of a line, verification order, rollback, announcements) live here once.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +42,7 @@ from model_store.errors import (
     VersionNotFound,
 )
 from model_store.files import MANIFEST_FILE
-from model_store.manifest import Manifest, file_entries, sha256_file
+from model_store.manifest import FileEntry, Manifest, file_entries, sha256_file
 from model_store.notify import ActivationNotifier
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -66,6 +71,15 @@ def write_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def activation_entry(version: int, previous: int | None, rollback: bool) -> dict[str, Any]:
+    """One line of a model's activation history (audit, ``rollback_target``)."""
+    entry: dict[str, Any] = {"version": int(version), "previous": previous,
+                             "at": datetime.now(UTC).isoformat()}
+    if rollback:
+        entry["rollback"] = True
+    return entry
 
 
 @dataclass(frozen=True)
@@ -193,11 +207,7 @@ class ModelStore:
             vdir.mkdir(exist_ok=True)
             existing = sorted(int(p.name) for p in vdir.iterdir() if p.name.isdigit())
             if existing:
-                task = self.manifest(name, existing[-1]).task
-                if task != manifest.task:
-                    raise ActivationRefused(
-                        f"model {name!r} serves task {task!r}, not {manifest.task!r}"
-                    )
+                self._check_task(name, existing[-1], manifest.task)
             number = (existing[-1] if existing else 0) + 1
             final = manifest.model_copy(
                 update={"model": name, "version": number, "files": file_entries(staged)}
@@ -223,7 +233,7 @@ class ModelStore:
         size and sha256 (and that each graph file is listed). ``VersionCorrupt`` names the
         first file that is missing or differs; the message carries no server path."""
         manifest = self.servable_manifest(name, version)
-        ref, vdir = f"{name}@{int(version)}", self.version_dir(name, version)
+        ref = f"{name}@{int(version)}"
         if not manifest.files:
             raise VersionCorrupt(ref, None, "its manifest lists no files to verify")
         for graph in manifest.graphs.values():
@@ -231,13 +241,31 @@ class ModelStore:
                 raise VersionCorrupt(ref, graph.file, f"graph file {graph.file!r} is not"
                                      " listed with a sha256 in the manifest")
         for file, entry in sorted(manifest.files.items()):
-            path = vdir / file
-            if "/" in file or file.startswith(".") or not path.is_file():
+            if "/" in file or file.startswith("."):
                 raise VersionCorrupt(ref, file, f"{file} is missing")
-            if path.stat().st_size != entry.bytes or sha256_file(path) != entry.sha256:
-                raise VersionCorrupt(ref, file, f"{file} does not match its sha256 in the"
-                                     " manifest")
+            self._check_file(ref, name, version, file, entry)
         return manifest
+
+    def _check_file(self, ref: str, name: str, version: int, file: str,
+                    entry: FileEntry) -> None:
+        """``VersionCorrupt`` unless ``file`` of the version matches ``entry`` (the local
+        store hashes it: the files are right here)."""
+        path = self.version_dir(name, version) / file
+        if not path.is_file():
+            raise VersionCorrupt(ref, file, f"{file} is missing")
+        if path.stat().st_size != entry.bytes or sha256_file(path) != entry.sha256:
+            raise VersionCorrupt(ref, file, f"{file} does not match its sha256 in the"
+                                 " manifest")
+
+    def local_version_dir(self, name: str, version: int,
+                          files: Collection[str] | None = None) -> Path:
+        """A local directory holding the version's files (and its manifest.json), for
+        readers that want paths (onnxruntime, torch.load). ``files``: only these are
+        needed (a remote store fetches no others; the API never needs weights.pt). Here:
+        the version directory itself. ``ModelNotFound`` / ``VersionNotFound`` when there
+        is no such version."""
+        self.manifest(name, version)
+        return self.version_dir(name, version)
 
     def activate(self, name: str, version: int, *, rollback: bool = False) -> int | None:
         """Make ``version`` active; returns the previously active version. ``rollback``
@@ -249,19 +277,27 @@ class ModelStore:
         (``verified_manifest``). Versions are immutable, so the hashing runs before the
         lock is taken and does not hold up other writers."""
         self.verified_manifest(name, version)
+        previous = self._move_active(name, int(version), rollback=rollback)
+        if self.notifier is not None:  # after the move: replicas re-read the moved pointer
+            self.notifier.announce(name, int(version))
+        return previous
+
+    def _move_active(self, name: str, version: int, *, rollback: bool) -> int | None:
+        """Point ``active`` at ``version`` and append the history entry, as one step for
+        every other writer; returns the version it pointed at before."""
         with self._locked(name) as mdir:
             self.servable_manifest(name, version)
             previous = self.active_version(name)
             write_atomic(mdir / "active", f"{int(version)}\n".encode())
-            entry: dict[str, Any] = {"version": int(version), "previous": previous,
-                                     "at": datetime.now(UTC).isoformat()}
-            if rollback:
-                entry["rollback"] = True
             with open(mdir / "history.jsonl", "a") as fh:
-                fh.write(json.dumps(entry) + "\n")
-        if self.notifier is not None:  # after the lock: replicas re-read the moved pointer
-            self.notifier.announce(name, int(version))
+                fh.write(json.dumps(activation_entry(version, previous, rollback)) + "\n")
         return previous
+
+    def _check_task(self, name: str, latest: int, task: str) -> None:
+        """A line serves one task: refuse a version of another task than ``latest``'s."""
+        serves = self.manifest(name, latest).task
+        if serves != task:
+            raise ActivationRefused(f"model {name!r} serves task {serves!r}, not {task!r}")
 
     def rollback_target(self, name: str) -> int:
         """The version to step back to: the activation history replayed as a stack (an

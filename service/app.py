@@ -12,13 +12,14 @@ from sqlalchemy.exc import DBAPIError
 
 from core.plugins import TASK_ENTRY_POINTS, import_modules
 from core.settings import Settings, get_settings
+from jobs.artifacts import open_artifacts
 from jobs.db import Database
 from jobs.queue import JobQueue
 from jobs.repository import JobRepository
+from jobs.spec import Stores
 from jobs.sweeps import SweepRepository
-from model_store.datasets import DatasetStore
+from model_store.factory import describe, open_dataset_store, open_model_store
 from model_store.notify import notifier_from_settings
-from model_store.store import ModelStore
 from service.auth import Access, install_access
 from service.errors import install_error_handlers
 from service.imaging import MULTIPART_OVERHEAD
@@ -63,12 +64,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The store backend (a directory, or S3 with store_dir as this process's cache) is
+        # chosen once, here; every route gets these objects (service/deps.py).
         # Activations through this process are announced to the other replicas.
-        pool = InferencePool(ModelStore(settings.store_dir,
-                                        notifier=notifier_from_settings(settings)), settings)
+        models = open_model_store(settings, notifier=notifier_from_settings(settings))
+        datasets = open_dataset_store(settings)
+        log.info("model and dataset store: %s", describe(settings))
+        pool = InferencePool(models, settings)
         # Leftovers of uploads a crashed process never finished (none in normal operation).
-        await asyncio.to_thread(DatasetStore(settings.store_dir).sweep_staging)
+        await asyncio.to_thread(datasets.sweep_staging)
         app.state.pool = pool
+        app.state.stores = Stores(models, datasets)
+        app.state.artifacts = open_artifacts(settings)  # job samples and checkpoints
         # One job database and one broker producer per process (docs/JOBS.md).
         jobs_db = Database.from_settings(settings)
         # A database that is down at start does not stop inference: the open scopes serve,

@@ -7,9 +7,12 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 
 from core.settings import Settings
+from jobs.artifacts import JobArtifacts
 from jobs.queue import JobQueue
 from jobs.repository import JobRepository
+from jobs.spec import Stores
 from jobs.sweeps import SweepRepository
+from model_store.datasets import DatasetStore
 from model_store.store import ModelStore
 from service.inference.pool import InferencePool
 
@@ -24,6 +27,20 @@ def get_pool(request: Request) -> InferencePool:
 
 def get_store(request: Request) -> ModelStore:
     return get_pool(request).store
+
+
+def get_stores(request: Request) -> Stores:
+    """The process's model and dataset stores (opened once at start, service/app.py)."""
+    return cast(Stores, request.app.state.stores)
+
+
+def get_datasets(request: Request) -> DatasetStore:
+    return get_stores(request).datasets
+
+
+def get_artifacts(request: Request) -> JobArtifacts:
+    """Where job samples and checkpoints live (the store directory, or the object store)."""
+    return cast(JobArtifacts, request.app.state.artifacts)
 
 
 def get_job_repository(request: Request) -> JobRepository:
@@ -41,6 +58,9 @@ def get_job_queue(request: Request) -> JobQueue:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 PoolDep = Annotated[InferencePool, Depends(get_pool)]
 StoreDep = Annotated[ModelStore, Depends(get_store)]
+StoresDep = Annotated[Stores, Depends(get_stores)]
+DatasetsDep = Annotated[DatasetStore, Depends(get_datasets)]
+ArtifactsDep = Annotated[JobArtifacts, Depends(get_artifacts)]
 JobRepositoryDep = Annotated[JobRepository, Depends(get_job_repository)]
 JobQueueDep = Annotated[JobQueue, Depends(get_job_queue)]
 SweepRepositoryDep = Annotated[SweepRepository, Depends(get_sweep_repository)]

@@ -31,10 +31,11 @@ from core.wire import (
     MetricPoint,
     SampleInfo,
 )
-from jobs import artifacts
+from jobs.artifacts import JobArtifacts
 from jobs.queue import JobQueue, create_and_enqueue, resume_and_enqueue
 from jobs.records import JobEventRecord
 from jobs.repository import JobRepository
+from jobs.spec import Stores
 from jobs.views import job_event, job_view
 from jobs.webhooks import notify_terminal
 from service.auth import Caller
@@ -50,7 +51,7 @@ def _quota(repo: JobRepository, caller: Caller | None) -> Callable[[], None] | N
     return lambda: check_job_quota(repo, caller.key_id, caller.limits)
 
 
-async def create_job(repo: JobRepository, queue: JobQueue, settings: Settings,
+async def create_job(repo: JobRepository, queue: JobQueue, stores: Stores,
                      request: FinetuneRequest, idempotency_key: str | None,
                      caller: Caller | None = None) -> tuple[JobView, bool]:
     """Check, record and send the job; (view, created). created=False: an idempotent replay.
@@ -58,7 +59,7 @@ async def create_job(repo: JobRepository, queue: JobQueue, settings: Settings,
     owner = caller.key_id if caller else None
     job, created = await run_in_threadpool(
         lambda: create_and_enqueue(repo, request, idempotency_key, queue=queue,
-                                   store_root=settings.store_dir, owner_key=owner,
+                                   stores=stores, owner_key=owner,
                                    admit=_quota(repo, caller)))
     return job_view(job), created
 
@@ -86,7 +87,7 @@ async def cancel_job(repo: JobRepository, settings: Settings, job_id: str) -> Jo
     return job_view(job)
 
 
-async def resume_job(repo: JobRepository, queue: JobQueue, settings: Settings,
+async def resume_job(repo: JobRepository, queue: JobQueue, artifacts: JobArtifacts,
                      job_id: str, caller: Caller | None = None) -> JobView:
     """A NEW job continuing a failed or cancelled one from its last checkpoint (same
     request, ``resumed_from`` = the old id), recorded and sent in one step. JobNotFound,
@@ -94,7 +95,7 @@ async def resume_job(repo: JobRepository, queue: JobQueue, settings: Settings,
     job belongs to ``caller``'s key and counts against its quota."""
     owner = caller.key_id if caller else None
     job, _ = await run_in_threadpool(
-        lambda: resume_and_enqueue(repo, job_id, queue, settings.store_dir, owner_key=owner,
+        lambda: resume_and_enqueue(repo, job_id, queue, artifacts, owner_key=owner,
                                    admit=_quota(repo, caller)))
     return job_view(job)
 
@@ -128,22 +129,22 @@ async def job_metrics(repo: JobRepository, job_id: str) -> JobMetrics:
     return await run_in_threadpool(read)
 
 
-async def job_samples(repo: JobRepository, settings: Settings, job_id: str
+async def job_samples(repo: JobRepository, artifacts: JobArtifacts, job_id: str
                       ) -> list[SampleInfo]:
     def read() -> list[SampleInfo]:
-        repo.get(job_id)  # JobNotFound before looking at the disk
+        repo.get(job_id)  # JobNotFound before looking at the store
         return [SampleInfo(name=s.name, epoch=s.epoch, bytes=s.bytes,
                            url=f"/jobs/{job_id}/samples/{s.name}")
-                for s in artifacts.list_samples(settings.store_dir, job_id)]
+                for s in artifacts.list_samples(job_id)]
 
     return await run_in_threadpool(read)
 
 
-async def sample_file(repo: JobRepository, settings: Settings, job_id: str, name: str
+async def sample_file(repo: JobRepository, artifacts: JobArtifacts, job_id: str, name: str
                       ) -> Path:
     def find() -> Path:
         repo.get(job_id)
-        return artifacts.sample_path(settings.store_dir, job_id, name)
+        return artifacts.sample_path(job_id, name)
 
     return await run_in_threadpool(find)
 

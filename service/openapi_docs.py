@@ -22,6 +22,7 @@ from core.wire import (
     JobMetrics,
     JobPage,
     JobStatus,
+    JobTracking,
     JobView,
     KeyCreated,
     KeyLimitsBody,
@@ -108,7 +109,13 @@ def _job(status: JobStatus = JobStatus.RUNNING, resumed_from: str | None = None)
         " loss=0.071 (lower is better)" if done else None,
         resumed_from=resumed_from,
         activated=done, error=None, cancel_requested=False, attempts=1, created_at=_AT,
-        started_at=_AT, finished_at=_AT if done else None, updated_at=_AT)
+        started_at=_AT, finished_at=_AT if done else None, updated_at=_AT,
+        tracking=None if resumed_from else JobTracking(
+            mlflow_run_id=_RUN, mlflow_experiment_id="1",
+            mlflow_run_url=f"http://mlflow.example:5000/#/experiments/1/runs/{_RUN}"))
+
+
+_RUN = "8c1b2f7e5d3a4c6b9e0f1a2b3c4d5e6f"  # an MLflow run id (docs/JOBS.md "Tracking")
 
 
 def _manifest() -> Manifest:

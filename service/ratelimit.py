@@ -29,18 +29,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import DomainError
 from jobs.keys import KeyLimits
-from model_store.datasets import DatasetStore
 from model_store.errors import DatasetNotFound
 
 if TYPE_CHECKING:
     from core.settings import Settings
     from jobs.repository import JobRepository
     from model_store.dataset_schema import IngestResult
+    from model_store.datasets import DatasetStore
 
 log = logging.getLogger(__name__)
 
@@ -255,10 +254,9 @@ class DatasetUsage:
     files: int
 
 
-def dataset_usage(store_root: Path | str, owner: str | None) -> DatasetUsage:
+def dataset_usage(store: DatasetStore, owner: str | None) -> DatasetUsage:
     """What ``owner``'s datasets hold (anonymous uploads and datasets older than owners
     count as anonymous)."""
-    store = DatasetStore(store_root)
     count = size = files = 0
     for meta in store.list_datasets():
         if getattr(meta, "owner", None) != owner:
@@ -281,9 +279,9 @@ def _dataset_refusal(who: str, usage: DatasetUsage, limits: KeyLimits) -> str | 
     return None
 
 
-def check_dataset_room(store_root: Path | str, owner: str | None, limits: KeyLimits) -> None:
+def check_dataset_room(store: DatasetStore, owner: str | None, limits: KeyLimits) -> None:
     """Before an upload is read: refuse when the owner's datasets already fill a quota."""
-    usage = dataset_usage(store_root, owner)
+    usage = dataset_usage(store, owner)
     who = f"key {owner}" if owner else "anonymous uploads"
     for used, limit, what in ((usage.bytes, limits.max_dataset_bytes, "bytes of datasets"),
                               (usage.files, limits.max_dataset_files, "dataset files")):
@@ -293,16 +291,16 @@ def check_dataset_room(store_root: Path | str, owner: str | None, limits: KeyLim
                                 bytes=usage.bytes, files=usage.files)
 
 
-def enforce_dataset_quota(store_root: Path | str, owner: str | None, limits: KeyLimits,
+def enforce_dataset_quota(store: DatasetStore, owner: str | None, limits: KeyLimits,
                           result: IngestResult) -> IngestResult:
     """After an upload is stored: if the owner's datasets now pass a quota, delete the new
     one and refuse (its size was unknown until the archive was extracted and scanned)."""
-    usage = dataset_usage(store_root, owner)
+    usage = dataset_usage(store, owner)
     problem = _dataset_refusal(f"key {owner}" if owner else "anonymous uploads", usage, limits)
     if problem is None:
         return result
     try:
-        DatasetStore(store_root).delete(result.meta.id)
+        store.delete(result.meta.id)
     except DatasetNotFound:
         pass
     raise QuotaExceeded(f"dataset {result.meta.id!r} was not kept: {problem}",

@@ -10,6 +10,7 @@ from core.wire import FinetuneRequest, MetricPoint, SweepPage, SweepRequest, Swe
 from jobs.queue import JobQueue, create_and_enqueue
 from jobs.records import JobEventRecord, JobRecord
 from jobs.repository import JobRepository
+from jobs.spec import Stores
 from jobs.sweeps import SweepRecord, SweepRepository, compare, create_sweep, summary
 from service.auth import Caller
 from service.jobs_api import _quota, metric_points
@@ -34,7 +35,8 @@ def check_sweep_quota(repo: JobRepository, caller: Caller, points: int) -> None:
 
 
 async def create(repo: JobRepository, sweeps: SweepRepository, queue: JobQueue,
-                 settings: Settings, request: SweepRequest, idempotency_key: str | None,
+                 settings: Settings, stores: Stores, request: SweepRequest,
+                 idempotency_key: str | None,
                  caller: Caller) -> tuple[SweepView, bool]:
     owner = caller.key_id
     admit = _quota(repo, caller)
@@ -48,7 +50,7 @@ async def create(repo: JobRepository, sweeps: SweepRepository, queue: JobQueue,
     def run() -> tuple[SweepView, bool]:
         record, created = create_sweep(
             sweeps, request, create_job=create_job, cancel_job=repo.cancel,
-            store_root=settings.store_dir, max_points=settings.sweep_max_points,
+            stores=stores, max_points=settings.sweep_max_points,
             owner_key=owner, admit_all=lambda n: check_sweep_quota(repo, caller, n),
             idempotency_key=idempotency_key)
         return view(repo, record), created

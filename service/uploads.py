@@ -44,23 +44,24 @@ async def _receive(request: Request, dest: Path, max_bytes: int) -> str:
         await form.close()
 
 
-async def create_dataset(request: Request, settings: Settings, task: str, name: str | None,
-                         dataset_id: str | None, owner: str | None = None) -> IngestResult:
+async def create_dataset(request: Request, settings: Settings, store: DatasetStore, task: str,
+                         name: str | None, dataset_id: str | None, owner: str | None = None
+                         ) -> IngestResult:
     if dataset_id is not None:
         try:
             validate_dataset_id(dataset_id)
         except InvalidName as exc:  # elsewhere an invalid name is "not found"; here, a typo
             raise InvalidParameter("id", str(exc)) from exc
-    store = DatasetStore(settings.store_dir)
     with store.upload_file() as tmp:
         filename = await _receive(request, tmp, settings.dataset_max_upload_bytes)
         return await run_in_threadpool(
-            ingest_upload, settings.store_dir, task, tmp, filename, settings,
+            ingest_upload, store, task, tmp, filename, settings,
             name=name, dataset_id=dataset_id, owner=owner,
         )
 
 
-def delete_dataset(settings: Settings, dataset_id: str, in_use: Callable[[str], bool]) -> None:
+def delete_dataset(store: DatasetStore, dataset_id: str, in_use: Callable[[str], bool]
+                   ) -> None:
     """Delete unless ``in_use(id)`` (a queued, running or exporting job names it)."""
-    DatasetStore(settings.store_dir).delete(dataset_id, in_use=in_use)
+    store.delete(dataset_id, in_use=in_use)
 

@@ -1,5 +1,6 @@
 """The server-side admin commands: ``toonforge import`` (convert a checkpoint into a store
-version) and ``toonforge store`` (list, show, activate, roll back versions in the local store).
+version) and ``toonforge store`` (list, show, activate, roll back versions in the configured
+store; ``push`` copies a local directory store into the configured S3 store).
 
 They plug into the client's ``toonforge`` command (toonforge_client/cli.py) through the
 entry-point group ``toonforge.admin`` (``import_command``, ``store_command``); ``python -m
@@ -21,18 +22,26 @@ from pathlib import Path
 from core.errors import DomainError
 from core.plugins import TASK_ENTRY_POINTS, WORKER_ENTRY_POINTS, import_modules
 from core.settings import Settings, get_settings
+from model_store.factory import describe, is_remote, open_dataset_store, open_model_store
 from model_store.notify import notifier_from_settings
 from model_store.store import ModelStore
 from tasks import list_tasks
 
 
+def store_settings(settings: Settings, store: str | None) -> Settings:
+    """``settings`` with ``--store DIR`` as ``store_dir``: the directory store itself, or
+    with ``TOONFORGE_STORE_URL`` set, this command's working directory and cache."""
+    return settings if store is None else settings.model_copy(update={"store_dir": Path(store)})
+
+
 def _store(args: argparse.Namespace, *, create: bool) -> ModelStore:
     # Only ``import`` makes a store; reading commands refuse a directory that does not exist
     # (StoreMissing names TOONFORGE_STORE_DIR and --store) instead of creating an empty one.
-    root = args.store or args.settings.store_dir
+    # The backend is the settings' (a directory, or S3: model_store/factory.py).
+    settings = store_settings(args.settings, args.store)
     # Activations are announced to the API replicas when Redis is set (model_store/notify.py).
-    return ModelStore(root, create=create,
-                      notifier=notifier_from_settings(args.settings, role="cli"))
+    return open_model_store(settings, create=create,
+                            notifier=notifier_from_settings(settings, role="cli"))
 
 
 def _parts(args: argparse.Namespace, part_flags: list[str]) -> dict[str, Path]:
@@ -73,7 +82,35 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_push(args: argparse.Namespace) -> int:
+    """``toonforge store push DIR``: every model version (manifests, blobs, the active
+    pointer and its history) and every dataset of the directory store at DIR, into the
+    S3 store that TOONFORGE_STORE_URL names."""
+    from model_store.migrate import push_local_store
+    from model_store.s3_datasets import S3DatasetStore
+    from model_store.s3_models import S3ModelStore
+
+    settings = store_settings(args.settings, args.store)
+    if not is_remote(settings):
+        raise SystemExit("toonforge: error: store push copies a local store into the S3 store:"
+                         " set TOONFORGE_STORE_URL=s3://bucket/prefix first")
+    source = Path(args.name)
+    if not (source / "models").is_dir() and not (source / "datasets").is_dir():
+        raise SystemExit(f"toonforge: error: {source} is not a store directory (it has"
+                         " neither models/ nor datasets/)")
+    models, datasets = open_model_store(settings), open_dataset_store(settings)
+    assert isinstance(models, S3ModelStore) and isinstance(datasets, S3DatasetStore)
+    summary = push_local_store(source, models, datasets)
+    print(f"pushed {source} to {describe(settings)}")
+    for what, items in summary.as_dict().items():
+        print(f"  {what.replace('_', ' ')}: {len(items)}"
+              + (f" ({', '.join(items)})" if items else ""))
+    return 1 if summary.corrupt_files or summary.versions_conflicting else 0
+
+
 def _cmd_store(args: argparse.Namespace) -> int:
+    if args.action == "push":
+        return _cmd_push(args)
     store = _store(args, create=False)
     if args.action == "list":
         for m in store.list_models():
@@ -93,7 +130,8 @@ def _cmd_store(args: argparse.Namespace) -> int:
     return 0
 
 
-STORE_HELP = "model store root (default: TOONFORGE_STORE_DIR)"
+STORE_HELP = ("model store directory (default: TOONFORGE_STORE_DIR); with TOONFORGE_STORE_URL"
+              " set, only this command's working directory and cache")
 PARTS_EPILOG = """\
 An architecture whose official checkpoint has several files takes the first as --weights and
 each further part P as --P FILE (the part names are the architecture's official parts)."""
@@ -121,9 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Named "store", not "models": ``toonforge models`` is the HTTP client's command.
     store = sub.add_parser("store", parents=[store_option],
-                           help="list, show, activate or roll back versions in the local store")
-    store.add_argument("action", choices=["list", "show", "activate", "rollback"])
-    store.add_argument("name", nargs="?")
+                           help="list, show, activate or roll back versions in the store;"
+                           " push a local store into the S3 store")
+    store.add_argument("action", choices=["list", "show", "activate", "rollback", "push"])
+    store.add_argument("name", nargs="?", help="the model NAME (push: the local store DIR)")
     store.add_argument("version", nargs="?", type=int)
     store.set_defaults(func=_cmd_store)
     return parser
@@ -149,7 +188,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
         parser.error(f"unrecognized arguments: {' '.join(part_flags)}")
     args.settings, args.part_flags = settings, part_flags
     if args.command == "store" and args.action != "list" and not args.name:
-        print("toonforge: error: store", args.action, "needs a model NAME", file=sys.stderr)
+        what = "a local store DIR" if args.action == "push" else "a model NAME"
+        print("toonforge: error: store", args.action, "needs", what, file=sys.stderr)
         return 2
     try:
         rc: int = args.func(args)

@@ -17,7 +17,6 @@ from torch import nn
 
 from core.errors import DomainError
 from core.settings import get_settings
-from jobs.artifacts import job_dir
 from jobs.records import JobRecord
 from jobs.spec import parse_base
 from model_store.datasets import DatasetStore
@@ -28,7 +27,7 @@ from model_store.store import ModelStore
 from tasks import get_task
 from worker.nets.checkpoints import load_state_dict_strict
 from worker.nets.registry import create_model, get_arch
-from worker.training import distributed
+from worker.training import distributed, tracking
 from worker.training.publish import publish_version
 from worker.training.trainers import TrainContext, TrainResult, get_trainer
 
@@ -60,15 +59,13 @@ class GateDecision:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def job_work_dir(store_root: Path, job_id: str) -> Path:
-    """checkpoint.pt, best.pt and samples/ of a job: what lets a redelivered job resume."""
-    return job_dir(store_root, job_id)
-
-
 def load_version(store: ModelStore, name: str, version: int) -> tuple[nn.Module, Manifest]:
+    """The version's PyTorch module (from its weights.pt) and manifest. The weights are read
+    from ``local_version_dir``: the version itself in a directory store, this worker's
+    verified cache of the blobs with an S3 store."""
     manifest = store.manifest(name, version)
-    payload = torch.load(store.version_dir(name, version) / WEIGHTS_FILE, map_location="cpu",
-                         weights_only=True)
+    payload = torch.load(store.local_version_dir(name, version) / WEIGHTS_FILE,
+                         map_location="cpu", weights_only=True)
     module = create_model(payload["arch"], **(payload.get("arch_kwargs") or {}))
     load_state_dict_strict(module, payload["state_dict"], source=f"{name}@{version}")
     return module.eval(), manifest
@@ -105,17 +102,22 @@ def check_target(store: ModelStore, job: JobRecord) -> None:
 
 
 def train(
-    store_root: Path,
+    datasets: DatasetStore,
     job: JobRecord,
     base: BaseWeights,
     *,
+    work_dir: Path,
     on_progress: Callable[[Any], None],
     should_cancel: Callable[[], bool],
 ) -> TrainResult:
+    """Train on the job's dataset (``datasets.data_dir``: a local directory, fetched into
+    this worker's cache with an S3 store) with checkpoints and samples in ``work_dir``."""
     hp = get_task(job.task).hyperparameters.model_validate(job.hyperparameters)
+    # The job's tracker (worker/training/tracking.py) hears every event the row does.
+    on_progress = tracking.listen(on_progress)
     ctx = TrainContext(
-        dataset_dir=DatasetStore(store_root).data_dir(job.dataset_id),
-        work_dir=job_work_dir(store_root, job.id),
+        dataset_dir=datasets.data_dir(job.dataset_id),
+        work_dir=work_dir,
         hyperparameters=hp,
         arch=base.arch,
         base_module=base.module,
@@ -148,8 +150,8 @@ def already_published(store: ModelStore, model: str, job_id: str) -> Manifest | 
     return None
 
 
-def publish(store: ModelStore, job: JobRecord, base: BaseWeights, result: TrainResult
-            ) -> Manifest:
+def publish(store: ModelStore, datasets: DatasetStore, job: JobRecord, base: BaseWeights,
+            result: TrainResult) -> Manifest:
     """Export, prove parity, publish (never activates). Raises ParityFailed.
 
     The version's preprocessing comes from the job's hyper-parameters (it is served at the
@@ -159,7 +161,7 @@ def publish(store: ModelStore, job: JobRecord, base: BaseWeights, result: TrainR
     if previous is not None:
         log.warning("job %s already published %s; reusing it", job.id, previous.ref)
         return previous
-    synthetic = DatasetStore(store.root).get(job.dataset_id).synthetic
+    synthetic = datasets.get(job.dataset_id).synthetic
     lineage = Lineage(
         source="finetune" if base.parent else "scratch",
         dataset=job.dataset_id,
@@ -180,11 +182,12 @@ def publish(store: ModelStore, job: JobRecord, base: BaseWeights, result: TrainR
         description=f"fine-tuned by job {job.id} on dataset {job.dataset_id}",
         hyperparameters=hp,
         # The INT8 variant calibrates on the dataset's own validation images.
-        calibration_dataset=DatasetStore(store.root).data_dir(job.dataset_id),
+        calibration_dataset=datasets.data_dir(job.dataset_id),
     )
 
 
-def gate(store: ModelStore, job: JobRecord, new: Manifest, module: nn.Module) -> GateDecision:
+def gate(store: ModelStore, datasets: DatasetStore, job: JobRecord, new: Manifest,
+         module: nn.Module) -> GateDecision:
     """Should the new version become active?
 
     A task with a gate: the new version's gate metric must be strictly better than the
@@ -212,7 +215,7 @@ def gate(store: ModelStore, job: JobRecord, new: Manifest, module: nn.Module) ->
     better = "lower" if rule.direction == "min" else "higher"
     trainer = get_trainer(spec.name)
     hp = spec.hyperparameters.model_validate(job.hyperparameters or {})
-    data = DatasetStore(store.root).data_dir(job.dataset_id)
+    data = datasets.data_dir(job.dataset_id)
     new_hp = trainer.eval_hyperparameters(hp, dict(new.preprocessing))
     new_metrics = trainer.evaluate(module, data, new_hp, labels=new.labels)
     new_value = float(new_metrics[metric])

@@ -319,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256", action="append", default=[], metavar="[PART=]HEX",
                    help="the file's sha256 (required where the catalogue pins none)")
     p.add_argument("--labels", help="class names, one per line (classify)")
-    p.add_argument("--store", help="model store root (default: TOONFORGE_STORE_DIR)")
+    p.add_argument("--store", help="model store directory (default: TOONFORGE_STORE_DIR; with"
+                   " TOONFORGE_STORE_URL set, only this command's cache)")
     p.add_argument("--cache-dir", help="download cache (default: TOONFORGE_PULL_CACHE_DIR,"
                    " else <TOONFORGE_DATA_DIR>/downloads)")
     bars = p.add_mutually_exclusive_group()
@@ -332,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from core.plugins import WORKER_ENTRY_POINTS, import_modules
-    from model_store.store import ModelStore, validate_name
+    from model_store.factory import open_model_store
+    from model_store.store import validate_name
+    from worker.cli import store_settings
 
     entry = get_entry(args.name)
     model = args.model or entry.model
@@ -354,7 +357,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from worker.importer import import_checkpoint, parity_summary
 
     manifest = import_checkpoint(
-        ModelStore(args.store or settings.store_dir, create=True),
+        open_model_store(store_settings(settings, args.store), create=True),
         task=entry.task, arch=entry.arch, parts=paths, model=model,
         labels=Path(args.labels) if args.labels else None, activate=args.activate)
     state = "active" if args.activate else "inactive"

@@ -2,8 +2,9 @@
 
     claim (queued -> running, or take over an expired lease; attempts + 1)
       -> heartbeat thread for the whole run
-      -> resolve base + dataset -> train (progress, cancel checks, checkpoints in
-         <store>/jobs/<id>/, which is what a redelivered job resumes from)
+      -> pull the job's checkpoint (S3 store) -> resolve base + dataset -> train
+         (progress, cancel checks, checkpoints in <store_dir>/jobs/<id>/, pushed to the
+         store after each epoch: what a redelivered or resumed job continues from)
       -> exporting -> export + parity + publish -> gate -> activate?
       -> succeeded | failed (with the reason) | cancelled (checkpoint kept)
 
@@ -18,7 +19,9 @@ import logging
 import shutil
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from core.errors import DomainError
 from jobs.errors import InvalidTransition
@@ -26,12 +29,11 @@ from jobs.records import JobRecord
 from jobs.repository import Claim, ClaimOutcome
 from jobs.states import JobStatus
 from jobs.webhooks import notify_terminal
-from model_store.notify import notifier_from_settings
-from model_store.store import ModelStore
 from worker import finetune
 from worker.control import JobControl
 from worker.nets.checkpoints import CheckpointMismatch
 from worker.runtime import WorkerRuntime, get_runtime
+from worker.training import tracking
 from worker.training.datasets import DatasetError
 from worker.training.export import ExportFailed, ParityFailed
 from worker.training.trainers import ResumeMismatch
@@ -66,8 +68,18 @@ def run_job(job_id: str, runtime: WorkerRuntime | None = None) -> JobStatus | No
         return _not_claimed(rt, job_id, claim)
     job = claim.job
     assert job is not None
-    work_dir = finetune.job_work_dir(rt.store_root, job.id)
-    _take_over_best(rt.store_root, job, work_dir)
+    work_dir = rt.artifacts.work_dir(job.id)
+    # With an S3 store the checkpoint another host (or the resume route) left is an object:
+    # fetch it before deciding whether this attempt resumes (a local store: in place).
+    try:
+        rt.artifacts.pull(job.id, work_dir)
+    except Exception:
+        # Starting over could overwrite a later checkpoint: leave the job to its lease, so
+        # the reclaimer sends it again (this attempt counts) once the store answers.
+        log.exception("job %s: could not fetch its checkpoint from the store; it is retried"
+                      " when its lease expires", job.id)
+        return None
+    _take_over_best(rt, job, work_dir)
     resumed = (work_dir / CHECKPOINT).exists()
     log.info("job %s: attempt %d on %s%s", job.id, job.attempts, rt.worker_id,
              " (resuming from checkpoint)" if resumed else "")
@@ -78,17 +90,20 @@ def run_job(job_id: str, runtime: WorkerRuntime | None = None) -> JobStatus | No
     control.log_event(f"attempt {job.attempts} started on {rt.worker_id}",
                       attempt=job.attempts, resumed_from_checkpoint=resumed)
     final: JobRecord | None
-    with control:
+    tracker = tracking.job_tracker(s, job, rt.repo, rt.worker_id)  # MLflow / TensorBoard
+    with control, tracker:
         try:
-            final = _execute(rt, job, control)
+            final = _execute(rt, job, control, work_dir)
         except (LeaseLost, InvalidTransition) as exc:
             log.error("job %s: lost to another worker (%s); leaving it alone", job.id, exc)
             return None
         except Exception as exc:
             log.exception("job %s failed", job.id)
+            _push(rt, job.id, work_dir, control)  # what it got to, for POST /jobs/{id}/resume
             final = _fail(rt, job, exc, control)
             if final is None:
                 return None
+        tracker.finish(final)  # None: handed back to the queue, the run stays open
     if final is None:  # shut down gracefully: hand it back after the heartbeat stopped
         _release(rt, job)
         return None
@@ -96,14 +111,46 @@ def run_job(job_id: str, runtime: WorkerRuntime | None = None) -> JobStatus | No
     return JobStatus(final.status)
 
 
-def _take_over_best(store_root: Path, job: JobRecord, work_dir: Path) -> None:
+def _push(rt: WorkerRuntime, job_id: str, work_dir: Path, control: JobControl) -> None:
+    """Hand the job's checkpoint, best weights and samples to the store (S3: upload what
+    changed; a local store: nothing to do). Best effort: the files stay in ``work_dir`` and
+    the next push retries. A worker that lost the job's lease pushes nothing: the files are
+    the new owner's now."""
+    if control.lease_lost.is_set():
+        return
+    try:
+        rt.artifacts.push(job_id, work_dir)
+    except Exception:
+        log.exception("job %s: could not push its checkpoint and samples to the store", job_id)
+
+
+def _pushing(rt: WorkerRuntime, job_id: str, work_dir: Path, control: JobControl
+             ) -> Callable[[Any], None]:
+    """``control.on_progress``, pushing the job's files after each epoch first: the epoch's
+    checkpoint is written before its event, and a client that sees the epoch (or its
+    ``sample`` event) finds the files in the store."""
+    def on_progress(event: Any) -> None:
+        if event.kind == "epoch":
+            _push(rt, job_id, work_dir, control)
+        control.on_progress(event)
+
+    return on_progress
+
+
+def _take_over_best(rt: WorkerRuntime, job: JobRecord, work_dir: Path) -> None:
     """A job that continues another (``resumed_from``) starts from the old job's
     checkpoint.pt, copied into its work dir at submit; the checkpoint names the best epoch
     so far, whose weights are the old job's best.pt: copy that too, or the best epoch could
     not be handed back."""
     if not job.resumed_from or not (work_dir / CHECKPOINT).exists() or (work_dir / BEST).exists():
         return
-    old_best = finetune.job_work_dir(store_root, job.resumed_from) / BEST
+    old_dir = rt.artifacts.work_dir(job.resumed_from)
+    try:
+        rt.artifacts.pull(job.resumed_from, old_dir)  # S3: the old job's files, fetched here
+    except Exception:
+        log.exception("job %s: could not fetch job %s's files", job.id, job.resumed_from)
+        return
+    old_best = old_dir / BEST
     if not old_best.is_file():
         return
     try:
@@ -143,15 +190,20 @@ def _not_claimed(rt: WorkerRuntime, job_id: str, claim: Claim) -> JobStatus | No
     return status
 
 
-def _execute(rt: WorkerRuntime, job: JobRecord, control: JobControl) -> JobRecord | None:
+def _execute(rt: WorkerRuntime, job: JobRecord, control: JobControl, work_dir: Path
+             ) -> JobRecord | None:
     repo, wid = rt.repo, rt.worker_id
-    # auto_activate is announced to the API replicas when Redis is set (model_store/notify.py)
-    store = ModelStore(rt.store_root,
-                       notifier=notifier_from_settings(rt.settings, role="worker"))
+    # The process's stores (worker/runtime.py); auto_activate is announced to the API
+    # replicas when Redis is set (model_store/notify.py).
+    store, datasets = rt.stores.models, rt.stores.datasets
     finetune.check_target(store, job)
     base = finetune.resolve_base(store, job)
-    result = finetune.train(rt.store_root, job, base, on_progress=control.on_progress,
+    result = finetune.train(datasets, job, base, work_dir=work_dir,
+                            on_progress=_pushing(rt, job.id, work_dir, control),
                             should_cancel=control.should_cancel)
+    # Before any state change: a cancelled or handed-back job can be resumed from what it
+    # pushed, on any host.
+    _push(rt, job.id, work_dir, control)
     if control.lease_lost.is_set():
         raise LeaseLost(f"job {job.id}: heartbeat refused")
     if control.user_cancelled:
@@ -162,7 +214,7 @@ def _execute(rt: WorkerRuntime, job: JobRecord, control: JobControl) -> JobRecor
     last = result.history[-1]["val"] if result.history else result.metrics
     repo.transition(job.id, JobStatus.EXPORTING, worker_id=wid, epoch=result.epochs_completed,
                     val_metrics=last)
-    manifest = finetune.publish(store, job, base, result)
+    manifest = finetune.publish(store, datasets, job, base, result)
     control.log_event(f"published {manifest.ref}", version=manifest.ref,
                       parity=manifest.parity.max_abs_error)
     activated = False
@@ -170,7 +222,7 @@ def _execute(rt: WorkerRuntime, job: JobRecord, control: JobControl) -> JobRecor
               " by hand")
     if job.auto_activate:
         try:
-            decision = finetune.gate(store, job, manifest, result.module)
+            decision = finetune.gate(store, datasets, job, manifest, result.module)
         except Exception as exc:  # the version is published; only the promotion is off
             log.exception("job %s: gate evaluation failed", job.id)
             decision = finetune.GateDecision(False, f"gate evaluation failed: {exc}")

@@ -11,12 +11,17 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from core.settings import Settings, get_settings
+from jobs.artifacts import JobArtifacts, open_artifacts
 from jobs.db import Database
 from jobs.queue import JobQueue, requeue_stale_jobs
 from jobs.repository import JobRepository
+from jobs.spec import Stores
+from model_store.factory import open_dataset_store, open_model_store
+from model_store.notify import notifier_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +36,22 @@ class WorkerRuntime:
 
     @property
     def store_root(self) -> Path:
+        """This worker's store directory: the store itself when it is a directory, only
+        the worker's working dir and cache with an S3 store (jobs' work dirs live here)."""
         return Path(self.settings.store_dir)
+
+    # The stores, opened once per process on first use (the backend the settings choose:
+    # model_store/factory.py); activations are announced to the API replicas.
+    @cached_property
+    def stores(self) -> Stores:
+        models = open_model_store(self.settings,
+                                  notifier=notifier_from_settings(self.settings, role="worker"))
+        return Stores(models, open_dataset_store(self.settings))
+
+    @cached_property
+    def artifacts(self) -> JobArtifacts:
+        """Job checkpoints and samples (the store directory, or the object store)."""
+        return open_artifacts(self.settings)
 
     @classmethod
     def create(cls, settings: Settings, worker_id: str | None = None) -> WorkerRuntime:

@@ -21,7 +21,6 @@ from model_store.dataset_scan import scan_dataset
 from model_store.dataset_schema import DatasetMeta
 from model_store.datasets import DATA_DIR, DatasetStore, tree_bytes
 from model_store.errors import DatasetExists, DatasetInvalid
-from model_store.store import ModelStore
 from tasks import get_task, task_specs
 from tasks.synthetic import make_dataset
 from worker.runtime import WorkerRuntime
@@ -29,14 +28,15 @@ from worker.runtime import WorkerRuntime
 log = logging.getLogger(__name__)
 
 
-def publish_synthetic_dataset(store_root: Path, task: str, dataset_id: str, seed: int = 0,
-                              *, max_pixels: int | None = None, **sizes: int) -> Path:
-    """Draw ``task``'s synthetic dataset and publish it as ``dataset_id``; returns data/.
+def publish_synthetic_dataset(datasets: DatasetStore, task: str, dataset_id: str,
+                              seed: int = 0, *, max_pixels: int | None = None, **sizes: int
+                              ) -> Path:
+    """Draw ``task``'s synthetic dataset and publish it as ``dataset_id`` in ``datasets``;
+    returns its data/ directory (local: fetched into the cache with an S3 store).
     ``max_pixels`` is the decompression-bomb guard of the scan (default: the settings')."""
     task = get_task(task).name
     if max_pixels is None:
         max_pixels = get_settings().max_pixels
-    datasets = DatasetStore(store_root)
     with datasets.staging() as staged:
         make_dataset(task, staged / DATA_DIR, seed=seed, **sizes)
         report, index = scan_dataset(staged / DATA_DIR, task, max_pixels)
@@ -56,7 +56,10 @@ def queue_starter_jobs(runtime: WorkerRuntime) -> list[str]:
     starter dataset and job exists once whoever gets there first.
     """
     settings: Settings = runtime.settings
-    if not settings.starter_models or ModelStore(runtime.store_root).list_models():
+    if not settings.starter_models:
+        return []
+    stores = runtime.stores
+    if stores.models.list_models():
         return []
     job_ids = []
     for spec in task_specs():
@@ -64,7 +67,7 @@ def queue_starter_jobs(runtime: WorkerRuntime) -> list[str]:
             continue
         recipe, dataset_id = spec.starter, f"starter-{spec.name}"
         try:
-            publish_synthetic_dataset(runtime.store_root, spec.name, dataset_id,
+            publish_synthetic_dataset(stores.datasets, spec.name, dataset_id,
                                       max_pixels=settings.max_pixels, **recipe.dataset)
         except DatasetExists:
             pass
@@ -75,7 +78,7 @@ def queue_starter_jobs(runtime: WorkerRuntime) -> list[str]:
         try:
             job, created = create_and_enqueue(runtime.repo, request, f"starter-{spec.name}",
                                               queue=runtime.queue,
-                                              store_root=runtime.store_root)
+                                              stores=stores)
         except IdempotencyConflict:
             continue  # an older release queued a different starter: leave it
         if created:

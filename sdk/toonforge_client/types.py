@@ -150,6 +150,15 @@ class IngestResult(TypedDict):
     report: IntakeReport
 
 
+class JobTracking(TypedDict):
+    """The job's MLflow run: ``mlflow_run_url`` is its page in the MLflow UI (None when the
+    server's tracking URI is not an http(s) server)."""
+
+    mlflow_run_id: str
+    mlflow_experiment_id: str
+    mlflow_run_url: str | None
+
+
 class JobView(TypedDict):
     id: str
     task: str
@@ -179,6 +188,7 @@ class JobView(TypedDict):
     started_at: str | None
     finished_at: str | None
     updated_at: str
+    tracking: JobTracking | None  # None: the job logs no experiment-tracking run
 
 
 class JobPage(TypedDict):

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from core.errors import DomainError, UnknownTask
 from core.settings import Settings
-from model_store.errors import ManifestInvalid
+from model_store.errors import ManifestInvalid, StoreError
 from model_store.files import LATENT_STATS_FILE, WEIGHTS_FILE
 from model_store.manifest import GraphSpec, Manifest, VariantRecord, sha256_file
 from model_store.store import ModelStore
@@ -303,6 +303,19 @@ def _session(vdir: Path, manifest: Manifest, role: str, io: GraphIO,
     return graph
 
 
+def _local_files(store: ModelStore, manifest: Manifest) -> Path:
+    """A local directory with the version's files: the version itself in a directory store,
+    this process's cache of the blobs with an S3 store (``local_version_dir``). A file that
+    cannot be fetched or does not match its hash is a load failure (/readyz reports it)."""
+    # Everything but the PyTorch state, which only the worker reads (hundreds of MB for
+    # the large families): a replica on an S3 store fetches only what it serves.
+    needed = [file for file in manifest.files if file != WEIGHTS_FILE]
+    try:
+        return store.local_version_dir(manifest.model, manifest.version, needed)
+    except StoreError as exc:
+        raise LoadFailed(f"{manifest.ref}: {exc}") from None
+
+
 def load_version(store: ModelStore, name: str, version: int, settings: Settings) -> LoadedVersion:
     """Load, verify and warm up ``name@version`` (blocking; run it off the event loop)."""
     started = time.perf_counter()
@@ -320,7 +333,7 @@ def load_version(store: ModelStore, name: str, version: int, settings: Settings)
         raise LoadFailed(f"{manifest.ref}: the manifest lacks graphs {missing}")
     for role, io in spec.graphs.items():
         _names_match(manifest, role, io)
-    vdir = store.version_dir(name, version)
+    vdir = _local_files(store, manifest)
     variant = int8_variant(manifest, spec)
     files = [manifest.graphs[role].file for role in spec.graphs]
     _verify_files(vdir, manifest, files + (list(variant.graphs.values()) if variant else []))
@@ -339,7 +352,7 @@ def _load_graphs(store: ModelStore, manifest: Manifest, spec: TaskSpec, settings
                  precision: str, config: ServingConfig, stats: LatentStats | None
                  ) -> LoadedVersion:
     """Sessions (warmed) and batchers of every graph of ``manifest`` at ``precision``."""
-    vdir = store.version_dir(manifest.model, manifest.version)
+    vdir = _local_files(store, manifest)
     variant = int8_variant(manifest, spec) if precision == INT8 else None
     if precision == INT8 and variant is None:
         raise LoadFailed(f"{manifest.ref} has no INT8 variant that passed its gate")

@@ -9,10 +9,9 @@ from starlette.concurrency import run_in_threadpool
 
 from model_store.dataset_scan import cap_report
 from model_store.dataset_schema import DatasetMeta, IngestResult
-from model_store.datasets import DatasetStore
 from service import uploads
 from service.auth import TrainCaller, auth_responses, scope
-from service.deps import JobRepositoryDep, SettingsDep
+from service.deps import DatasetsDep, JobRepositoryDep, SettingsDep
 from service.errors import error_responses
 from service.ratelimit import check_dataset_room, enforce_dataset_quota
 from tasks import TaskName
@@ -50,6 +49,7 @@ _UPLOAD_ERRORS = {
 async def create_dataset(
     request: Request,
     settings: SettingsDep,
+    store: DatasetsDep,
     caller: TrainCaller,
     task: Annotated[TaskName, Query(description="The task the dataset trains.")],
     name: str | None = Query(None, max_length=200, description="A name to show in lists."),
@@ -58,25 +58,26 @@ async def create_dataset(
     """Upload a dataset archive (raw body or multipart field `file`); answers its intake report."""
     # Per-key dataset quota (service/ratelimit.py): before the body is read, and once the
     # new dataset's size is known.
-    await run_in_threadpool(check_dataset_room, settings.store_dir, caller.key_id, caller.limits)
-    result = await uploads.create_dataset(request, settings, task, name, id, owner=caller.key_id)
-    return await run_in_threadpool(enforce_dataset_quota, settings.store_dir, caller.key_id,
-                                   caller.limits, result)
+    await run_in_threadpool(check_dataset_room, store, caller.key_id, caller.limits)
+    result = await uploads.create_dataset(request, settings, store, task, name, id,
+                                          owner=caller.key_id)
+    return await run_in_threadpool(enforce_dataset_quota, store, caller.key_id, caller.limits,
+                                   result)
 
 
 @router.get("", operation_id="list_datasets", responses=error_responses(422, 500),
             dependencies=[scope("train")])
-async def list_datasets(settings: SettingsDep, task: TaskName | None = None
+async def list_datasets(store: DatasetsDep, task: TaskName | None = None
                         ) -> list[DatasetMeta]:
     """Every stored dataset, newest first, optionally of one task."""
-    return await run_in_threadpool(DatasetStore(settings.store_dir).list_datasets, task)
+    return await run_in_threadpool(store.list_datasets, task)
 
 
 @router.get("/{dataset_id}", operation_id="get_dataset", dependencies=[scope("train")],
             responses=error_responses(404, 500, descriptions={404: "`dataset_not_found`."}))
-async def get_dataset(settings: SettingsDep, dataset_id: str) -> IngestResult:
+async def get_dataset(settings: SettingsDep, store: DatasetsDep, dataset_id: str
+                      ) -> IngestResult:
     """One dataset with its intake report."""
-    store = DatasetStore(settings.store_dir)
 
     def read() -> IngestResult:
         # Capped again on the way out: reports stored before the cap existed may be huge.
@@ -92,8 +93,8 @@ async def get_dataset(settings: SettingsDep, dataset_id: str) -> IngestResult:
                responses=error_responses(404, 409, 500, descriptions={
                    404: "`dataset_not_found`.",
                    409: "A job that has not finished uses it (`dataset_conflict`)."}))
-async def delete_dataset(settings: SettingsDep, jobs: JobRepositoryDep, dataset_id: str
+async def delete_dataset(store: DatasetsDep, jobs: JobRepositoryDep, dataset_id: str
                          ) -> Response:
     """Delete a dataset (refused while a queued or running job uses it)."""
-    await run_in_threadpool(uploads.delete_dataset, settings, dataset_id, jobs.dataset_in_use)
+    await run_in_threadpool(uploads.delete_dataset, store, dataset_id, jobs.dataset_in_use)
     return Response(status_code=204)

@@ -20,7 +20,7 @@ from core.wire import (
 from jobs import webhooks
 from service import jobs_api
 from service.auth import TrainCaller, auth_responses, scope
-from service.deps import JobQueueDep, JobRepositoryDep, SettingsDep
+from service.deps import ArtifactsDep, JobQueueDep, JobRepositoryDep, SettingsDep, StoresDep
 from service.errors import error_responses
 from tasks import TaskName
 
@@ -59,6 +59,7 @@ async def create_finetune_job(
     repo: JobRepositoryDep,
     queue: JobQueueDep,
     settings: SettingsDep,
+    stores: StoresDep,
     caller: TrainCaller,
     idempotency_key: str | None = Header(
         None, max_length=255, description="Repeat a request safely: the same key and body"
@@ -67,7 +68,7 @@ async def create_finetune_job(
     """Queue a fine-tune job on an uploaded dataset (201; 200 for an Idempotency-Key replay)."""
     if body.webhook_url is not None:  # scheme and literal addresses; resolved at delivery
         webhooks.check_webhook_url(str(body.webhook_url), settings.webhook_allow_hosts)
-    job, created = await jobs_api.create_job(repo, queue, settings, body, idempotency_key,
+    job, created = await jobs_api.create_job(repo, queue, stores, body, idempotency_key,
                                              caller)
     if not created:
         response.status_code = 200
@@ -113,7 +114,7 @@ _RESUME_ERRORS = {
              responses={201: {"description": "The new job, queued (`resumed_from` names"
                               " the old one)."},
                         **error_responses(404, 409, 500, 503, descriptions=_RESUME_ERRORS)})
-async def resume_job(repo: JobRepositoryDep, queue: JobQueueDep, settings: SettingsDep,
+async def resume_job(repo: JobRepositoryDep, queue: JobQueueDep, artifacts: ArtifactsDep,
                      caller: TrainCaller, job_id: str) -> JobView:
     """Continue a failed or cancelled job from its last checkpoint, as a new job.
 
@@ -121,7 +122,7 @@ async def resume_job(repo: JobRepositoryDep, queue: JobQueueDep, settings: Setti
     auto_activate, webhook) and `resumed_from` set to the old id; it starts from the old
     job's checkpoint (weights, optimizer, epoch). The old job is left as it is.
     """
-    return await jobs_api.resume_job(repo, queue, settings, job_id, caller)
+    return await jobs_api.resume_job(repo, queue, artifacts, job_id, caller)
 
 
 @router.get("/{job_id}/events", operation_id="stream_job_events", response_class=Response,
@@ -161,10 +162,10 @@ async def get_job_metrics(repo: JobRepositoryDep, job_id: str) -> JobMetrics:
 
 @router.get("/{job_id}/samples", operation_id="list_job_samples",
             responses=error_responses(404, 500, descriptions=_JOB_404))
-async def list_job_samples(repo: JobRepositoryDep, settings: SettingsDep, job_id: str
+async def list_job_samples(repo: JobRepositoryDep, artifacts: ArtifactsDep, job_id: str
                            ) -> list[SampleInfo]:
     """The pictures the trainer drew after each epoch."""
-    return await jobs_api.job_samples(repo, settings, job_id)
+    return await jobs_api.job_samples(repo, artifacts, job_id)
 
 
 @router.get("/{job_id}/samples/{name}", operation_id="get_job_sample",
@@ -172,8 +173,8 @@ async def list_job_samples(repo: JobRepositoryDep, settings: SettingsDep, job_id
             responses={**_PNG, **error_responses(404, 422, 500, descriptions={
                 404: "Unknown job or sample (`job_not_found`, `sample_not_found`).",
                 422: "Not a sample file name (`invalid_parameter`)."})})
-async def get_job_sample(repo: JobRepositoryDep, settings: SettingsDep, job_id: str,
+async def get_job_sample(repo: JobRepositoryDep, artifacts: ArtifactsDep, job_id: str,
                          name: str = Path(max_length=200)) -> FileResponse:
     """One sample picture (a PNG named by GET /jobs/{id}/samples)."""
-    path = await jobs_api.sample_file(repo, settings, job_id, name)
+    path = await jobs_api.sample_file(repo, artifacts, job_id, name)
     return FileResponse(path, media_type="image/png")

@@ -22,7 +22,13 @@ from core.wire import (
 from jobs import webhooks
 from service import sweeps_api
 from service.auth import TrainCaller, auth_responses, scope
-from service.deps import JobQueueDep, JobRepositoryDep, SettingsDep, SweepRepositoryDep
+from service.deps import (
+    JobQueueDep,
+    JobRepositoryDep,
+    SettingsDep,
+    StoresDep,
+    SweepRepositoryDep,
+)
 from service.errors import error_responses
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], dependencies=[scope("train")],
@@ -118,6 +124,7 @@ async def create_sweep(
     sweeps: SweepRepositoryDep,
     queue: JobQueueDep,
     settings: SettingsDep,
+    stores: StoresDep,
     caller: TrainCaller,
     idempotency_key: str | None = Header(
         None, max_length=255, description="Repeat a request safely: the same key and body"
@@ -131,7 +138,7 @@ async def create_sweep(
     """
     if body.base.webhook_url is not None:  # scheme and literal addresses, as for one job
         webhooks.check_webhook_url(str(body.base.webhook_url), settings.webhook_allow_hosts)
-    sweep, created = await sweeps_api.create(repo, sweeps, queue, settings, body,
+    sweep, created = await sweeps_api.create(repo, sweeps, queue, settings, stores, body,
                                              idempotency_key, caller)
     if not created:
         response.status_code = 200

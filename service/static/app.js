@@ -583,6 +583,17 @@ async function refreshJobs() {
   }
 }
 
+// The job's MLflow run: a link to its page when the server knows the UI's URL (http(s)
+// only: the address comes from a setting, and never runs as script), else the run id.
+function trackingLink(tracking) {
+  const url = tracking.mlflow_run_url;
+  if (url && /^https?:\/\//i.test(url)) {
+    return el("a", { href: url, target: "_blank", rel: "noopener noreferrer", class: "mono",
+                     id: "job-tracking", text: "MLflow run " + tracking.mlflow_run_id.slice(0, 8) });
+  }
+  return el("span", { class: "mono", id: "job-tracking", text: "MLflow run " + tracking.mlflow_run_id });
+}
+
 function renderJob(job) {
   $("#job-title").textContent = `Job ${job.id.slice(0, 8)}`;
   $("#job-title").title = job.id;
@@ -600,7 +611,8 @@ function renderJob(job) {
     ["val", job.val_metrics ? Object.entries(job.val_metrics).map(([k, v]) => `${k} ${fmtNum(v)}`).join(", ") : "–"],
     ["result", job.result_version ? job.result_version + (job.activated ? " (activated)" : "") : "–"],
   ];
-  $("#job-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+  if (job.tracking) facts.push(["tracking", trackingLink(job.tracking)]);
+  $("#job-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
   showError($("#job-error"), job.error ? new ApiError(0, "job " + job.status, job.error) : null);
   if (TERMINAL.has(job.status) && jobsState.chart.emptyText.startsWith("waiting")) {
     jobsState.chart.emptyText = "no training progress was recorded";

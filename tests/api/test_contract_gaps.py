@@ -247,6 +247,7 @@ def test_messages_name_no_objects_paths_or_enums(service: Service, http: httpx.C
 
 
 # ---- activation verifies the files (the store does it, so the API does)
+@pytest.mark.local_store_only("damages a version file in the store directory")
 def test_activating_a_corrupt_version_names_the_file(service: Service, http: httpx.Client,
                                                      spec: dict) -> None:
     body = error(http.post("/models/classify/activate", json={"version": 2}), 409,

@@ -11,6 +11,9 @@ from tests.api.conftest import decoded, encode, png_size
 from tests.api.test_inputs import assert_error
 from tests.api.tiny_models import AE_SIDE, CLASSES, GEN_SIDE, NZ
 
+# Runs again on S3 (TOONFORGE_TEST_STORE=s3: tests/support/stores.py).
+pytestmark = pytest.mark.store
+
 
 def image_file(data: bytes, name: str = "image") -> dict:
     return {name: (f"{name}.jpg", data, "image/jpeg")}

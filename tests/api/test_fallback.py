@@ -13,12 +13,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pytest
 from PIL import Image
 
 from model_store.files import MAIN_GRAPH
 from model_store.store import ModelStore
 from tests.api.conftest import encode
 from tests.api.tiny_models import build_tiny_store, publish_tiny
+
+pytestmark = pytest.mark.local_store_only(
+    "damages version files in the store directory")
 
 BODY = encode(Image.new("RGB", (64, 48), "teal"), "PNG")
 

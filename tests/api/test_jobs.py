@@ -22,6 +22,11 @@ from jobs.db import Database
 from jobs.queue import embedded_broker_dirs
 from jobs.repository import JobRepository
 from tests.api.test_inputs import assert_error
+from tests.support.stores import artifacts_at
+
+# Runs again on S3 (TOONFORGE_TEST_STORE=s3): the checkpoints are then objects of the
+# server's bucket, written and read through artifacts_at.
+pytestmark = pytest.mark.store
 
 REQUEST = FinetuneRequest(task="autoencode", dataset_id="faces", base="faces-ae",
                           target_model="faces-ae", hyperparameters={"epochs": 3},
@@ -52,11 +57,21 @@ def cancelled(repo: JobRepository, store: Path, *, checkpoint: bool) -> str:
     repo.claim(job_id, "w1", lease_s=60, max_attempts=3)
     repo.cancel(job_id)
     repo.transition(job_id, "cancelled", worker_id="w1")
-    if checkpoint:
-        folder = artifacts.job_dir(store, job_id)
+    if checkpoint:  # what a worker leaves: the file in its work dir, pushed to the store
+        files = artifacts_at(store)
+        folder = files.work_dir(job_id)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / artifacts.CHECKPOINT_FILE).write_bytes(b"checkpoint bytes")
+        files.push(job_id, folder)
     return job_id
+
+
+def jobs_with_files(store: Path) -> list[str]:
+    """The job ids the store holds files of (a directory's jobs/, or the bucket's)."""
+    files = artifacts_at(store)
+    if isinstance(files, artifacts.S3JobArtifacts):
+        return sorted({key.split("/")[1] for key, _ in files.objects.list("jobs/")})
+    return sorted(p.name for p in artifacts.job_dir(store, "").iterdir())
 
 
 def closed_port() -> int:
@@ -101,8 +116,10 @@ def test_resume(start_server, dirs: tuple[Path, Path], repo: JobRepository) -> N
         assert http.get(f"/jobs/{old}").json() == before  # left as it was
 
     assert repo.get(job["id"]).webhook_url == str(REQUEST.webhook_url)
-    copied = artifacts.job_dir(store, job["id"]) / artifacts.CHECKPOINT_FILE
-    assert copied.read_bytes() == b"checkpoint bytes"
+    files = artifacts_at(store)  # as the worker that takes the new job sees it
+    work = files.work_dir(job["id"])
+    files.pull(job["id"], work)
+    assert (work / artifacts.CHECKPOINT_FILE).read_bytes() == b"checkpoint bytes"
     assert len(messages(data)) == sent_before + 1
 
 
@@ -144,4 +161,4 @@ def test_resume_with_the_broker_down(start_server, dirs: tuple[Path, Path],
     with server.client() as http:
         assert_error(http.post(f"/jobs/{old}/resume"), 503, "broker_unavailable")
         assert [j["id"] for j in http.get("/jobs").json()["jobs"]] == [old]
-    assert sorted(p.name for p in artifacts.job_dir(store, "").iterdir()) == [old]
+    assert jobs_with_files(store) == [old]

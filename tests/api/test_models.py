@@ -12,7 +12,11 @@ from model_store.store import ModelStore
 from tests.api.conftest import encode
 from tests.api.test_inputs import assert_error
 from tests.api.tiny_models import build_tiny_store, publish_tiny
+from tests.support.stores import store_at
 
+# Runs again on S3 (TOONFORGE_TEST_STORE=s3): the store is built as a directory before the
+# server starts, then read back through store_at (the bucket's store on S3).
+pytestmark = pytest.mark.store
 
 @pytest.fixture()
 def store_root(tmp_path: Path) -> Path:
@@ -75,7 +79,7 @@ def test_activation_swaps_before_answering(start_server, store_root, chelsea):
         assert back["previous"] == 2
         assert http.post("/matte", files=matte_file(chelsea)).headers["x-model-version"] == \
             "matte@1"
-    assert ModelStore(store_root).active_version("matte") == 1
+    assert store_at(store_root).active_version("matte") == 1
     assert "retired matte@2" in server.log()
 
 
@@ -107,7 +111,7 @@ def test_rollback_walks_back_through_the_activation_history(start_server, store_
             assert http.post("/matte", files=matte_file(chelsea)).headers[
                 "x-model-version"] == f"matte@{active}"
         assert_error(http.post("/models/matte/rollback"), 409, "activation_refused")
-    history = ModelStore(store_root).history("matte")
+    history = store_at(store_root).history("matte")
     assert [(e["version"], bool(e.get("rollback"))) for e in history[-4:]] == [
         (2, False), (3, False), (2, True), (1, True)]
 
@@ -156,6 +160,8 @@ def corrupt(store: ModelStore, name: str, version: int) -> None:
         fh.write(b"tampered")
 
 
+@pytest.mark.local_store_only("damages version files and moves the active pointer by hand,"
+                               " in the store directory")
 def test_version_that_fails_to_load(start_server, store_root, chelsea):
     store = ModelStore(store_root)
     corrupt(store, "classify", 1)

@@ -135,6 +135,7 @@ def test_reload_counter_follows_activation(http: httpx.Client, photo: bytes) -> 
     assert matte(http, photo).headers["x-model-version"] == f"matte@{other}"
 
 
+@pytest.mark.local_store_only("damages a version in the running server's store directory")
 def test_failed_loads_are_counted(server: ApiServer, http: httpx.Client,
                                   tiny_store: Path) -> None:
     store = ModelStore(tiny_store)

@@ -20,6 +20,9 @@ from tests.api.tiny_models import publish_tiny
 from tests.support.server import ApiServer
 from worker.training.quantize import build_int8_variant
 
+# Runs again on S3 (TOONFORGE_TEST_STORE=s3: tests/support/stores.py).
+pytestmark = pytest.mark.store
+
 
 def _with_variant(store: ModelStore, task: str, model: str, *, speedup: float | None = 2.0,
                   gate: Int8Gate | None = None) -> int:

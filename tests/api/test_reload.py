@@ -11,9 +11,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from model_store.store import ModelStore
 from tests.api.conftest import ApiServer, encode
 from tests.api.tiny_models import build_tiny_store
+from tests.support.stores import store_at
 
 HAMMER_THREADS = 4
 POLLER_DEADLINE_S = 2.0
@@ -73,7 +73,7 @@ def wait_until_served(http: httpx.Client, version: int, deadline_s: float) -> fl
 
 def swap_back_and_forth(server: ApiServer, store_root: Path, body: bytes, rounds: int,
                         poller_deadline_s: float) -> Hammer:
-    store = ModelStore(store_root)
+    store = store_at(store_root)  # the server's store (its bucket on S3)
     with server.client() as http, Hammer(server, body) as hammer:
         for _ in range(rounds):
             # Through this process: it has swapped before it answers.
@@ -91,6 +91,7 @@ def swap_back_and_forth(server: ApiServer, store_root: Path, body: bytes, rounds
     return hammer
 
 
+@pytest.mark.store
 @pytest.mark.parametrize("batching", ["false", "true"])
 def test_reload_under_load_tiny(start_server, tmp_path, batching):
     root = tmp_path / "store"

@@ -23,6 +23,9 @@ from tests.api.test_inputs import assert_error
 from tests.support.archives import good_files, zip_bytes
 from tests.support.server import ApiServer
 
+# Runs again on S3 (TOONFORGE_TEST_STORE=s3: tests/support/stores.py).
+pytestmark = pytest.mark.store
+
 QUEUED_LIMIT = 8
 BASE = {"task": "autoencode", "dataset_id": "sweep-faces", "base": "ae",  # from scratch
         "target_model": "sweep-ae", "hyperparameters": {"epochs": 1, "batch_size": 2},

@@ -68,12 +68,13 @@ def playwright_api(chromium: str):
 def stack(populated_store: Path, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[tuple[ApiServer, WorkerPool]]:
     """The API and one worker on a private copy of the populated store (tests activate)."""
+    from model_store.datasets import DatasetStore
     from worker.starter import publish_synthetic_dataset
 
     root = tmp_path_factory.mktemp("web")
     store = root / "store"
     shutil.copytree(populated_store, store)
-    publish_synthetic_dataset(store, "autoencode", DATASET, n=16)
+    publish_synthetic_dataset(DatasetStore(store), "autoencode", DATASET, n=16)
     env = {
         "TOONFORGE_STORE_DIR": str(store),
         "TOONFORGE_DATA_DIR": str(root / "data"),

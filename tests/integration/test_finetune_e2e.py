@@ -29,8 +29,12 @@ from tests.integration.conftest import JobBackend
 from tests.support.archives import zip_folder
 from tests.support.processes import WorkerPool
 from tests.support.server import ApiServer
+from tests.support.stores import artifacts_at, store_at
 
-pytestmark = pytest.mark.timeout(180)
+# Runs again on S3 (TOONFORGE_TEST_STORE=s3), on the embedded job backend: the API and each
+# worker then have their own store_dir, and every store read here goes through store_at /
+# artifacts_at (the bucket's, on S3).
+pytestmark = [pytest.mark.timeout(180), pytest.mark.store]
 
 DATASET = "faces"
 MODEL = "faces-ae"
@@ -240,7 +244,7 @@ def test_finetune_activates_and_serves_without_dropping_requests(
         assert job["published_epoch"] in (1, 2, 3)
         assert job["published_metrics"]["loss"] == pytest.approx(gate["new"], rel=1e-5)
         # Activated by hand from another process: the API notices it and swaps.
-        ModelStore(stack.backend.store_dir).activate(MODEL, 2)
+        store_at(stack.backend.store_dir).activate(MODEL, 2)
         hammer.wait_for_version(f"{MODEL}@2")
         time.sleep(0.5)  # a few more requests on the new version
     assert hammer.errors == [] and hammer.results
@@ -286,11 +290,11 @@ def check_metrics_and_samples(stack: Stack, job_id: str, job: dict) -> None:
 
     samples = stack.http.get(f"/jobs/{job_id}/samples").json()
     assert [s["epoch"] for s in samples] == [1, 2, 3]
-    on_disk = stack.backend.store_dir / "jobs" / job_id / "samples"
+    stored = artifacts_at(stack.backend.store_dir)  # what the worker wrote, as stored
     for sample in samples:
         r = stack.http.get(sample["url"])
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-        assert r.content == (on_disk / sample["name"]).read_bytes()
+        assert r.content == stored.sample_path(job_id, sample["name"]).read_bytes()
         assert r.content.startswith(b"\x89PNG") and len(r.content) == sample["bytes"]
 
     base = f"/jobs/{job_id}/samples/"
@@ -327,8 +331,8 @@ def test_cancel_queued_and_running_jobs(backend: JobBackend, stack: Stack,
     done = stack.wait(running["id"], finished)
     assert done["status"] == "cancelled" and 1 <= done["epoch"] < 30
     assert done["result_version"] is None
-    work = stack.backend.store_dir / "jobs" / running["id"]
-    assert (work / "checkpoint.pt").is_file()  # kept: the work is not thrown away
+    # kept: the work is not thrown away
+    assert artifacts_at(stack.backend.store_dir).has_checkpoint(running["id"])
     assert hooks_for(received, running["id"]) == ["job.cancelled"]
     assert hooks_for(received, queued["id"], timeout=0) == ["job.cancelled"]  # not twice
     assert stack.http.get(f"/models/{MODEL}").json()["versions"] == [1]
@@ -445,8 +449,9 @@ def test_job_requests_that_cannot_run(backend: JobBackend, stack: Stack) -> None
 @pytest.mark.parametrize("backend", ["redis-postgres"], indirect=True)
 def test_compose_topology_runs_a_finetune(backend: JobBackend, stack: Stack,
                                           face_png: bytes) -> None:
-    """docker-compose.yml's topology as native processes: Redis, PostgreSQL, two API
-    replicas on one shared store, one worker. The job enters through one replica; when its
+    """The one-host topology as native processes: Redis, PostgreSQL, two API replicas on
+    one shared store directory, one worker (docker-compose.yml's S3 variant, each process
+    with its own cache, is tests/integration/test_topology_s3.py). The job enters through one replica; when its
     version goes live both replicas serve it, with no failed request on either."""
     assert backend.env["TOONFORGE_BROKER_URL"].startswith("redis://")
     assert backend.env["TOONFORGE_DATABASE_URL"].startswith("postgresql")
@@ -471,7 +476,7 @@ def test_compose_topology_runs_a_finetune(backend: JobBackend, stack: Stack,
         # Not better than the mean image (the gate's trivial bar): activated by hand.
         assert job["result_version"] == f"{MODEL}@2" and not job["activated"], job
         assert "mean training image" in job["activation_reason"], job
-        ModelStore(stack.backend.store_dir).activate(MODEL, 2)
+        store_at(stack.backend.store_dir).activate(MODEL, 2)
         on_a.wait_for_version(f"{MODEL}@2")
         on_b.wait_for_version(f"{MODEL}@2")
     for hammer in (on_a, on_b):

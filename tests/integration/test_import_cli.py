@@ -12,6 +12,9 @@ import pytest
 from model_store.store import ModelStore
 from tests.support.checkpoints import make_official_checkpoint
 
+pytestmark = pytest.mark.local_store_only(
+    "imports into the store directory that --store names")
+
 
 def toonforge(store: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(

@@ -25,6 +25,9 @@ from tests.support.tf_graphs import npz_variables, write_frozen_generator
 from worker import pull
 from worker.catalogue import get_entry
 
+pytestmark = pytest.mark.local_store_only(
+    "pulls into the store directory that --store names")
+
 
 @dataclass
 class Served:

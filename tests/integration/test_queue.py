@@ -15,17 +15,20 @@ from pathlib import Path
 import pytest
 
 from core.wire import FinetuneRequest
+from jobs.artifacts import JobArtifacts
 from jobs.db import Database
 from jobs.errors import BrokerUnavailable, IdempotencyConflict, InvalidTransition
 from jobs.queue import JobQueue, create_and_enqueue, resume_and_enqueue
 from jobs.records import JobRecord
 from jobs.repository import JobRepository
+from model_store.datasets import DatasetStore
 from model_store.store import ModelStore
 from tests.integration.conftest import JobBackend
 from tests.support.processes import WorkerPool
 from worker.starter import publish_synthetic_dataset
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.local_store_only(
+    "the worker and the test share one store directory (checkpoints, versions read there)")]
 
 DATASET = "faces"
 
@@ -50,7 +53,7 @@ def jobs(request: pytest.FixtureRequest) -> Iterator[Jobs]:
     name = "backend" if "backend" in request.fixturenames else "embedded_backend"
     backend: JobBackend = request.getfixturevalue(name)
     settings = backend.settings()
-    publish_synthetic_dataset(backend.store_dir, "autoencode", DATASET, n=16)
+    publish_synthetic_dataset(DatasetStore(backend.store_dir), "autoencode", DATASET, n=16)
     db = Database.from_settings(settings)
     db.create_schema()
     queue = JobQueue(settings)
@@ -255,17 +258,17 @@ def test_cancel_keeps_the_checkpoint_and_calls_the_webhook(
 
 def test_a_cancelled_job_resumes_from_its_checkpoint_as_a_new_job(
         embedded_backend: JobBackend, jobs: Jobs, workers: WorkerPool) -> None:
+    artifacts = JobArtifacts(embedded_backend.store_dir)
     workers.start()
     job = jobs.submit(epochs=8)
     with pytest.raises(InvalidTransition):  # still queued or running: nothing to resume
-        resume_and_enqueue(jobs.repo, job.id, jobs.queue, embedded_backend.store_dir)
+        resume_and_enqueue(jobs.repo, job.id, jobs.queue, artifacts)
     wait_for(jobs, job.id, lambda j: j.epoch >= 2, workers)
     jobs.repo.request_cancel(job.id)
     cancelled = wait_for(jobs, job.id, finished, workers)
     assert cancelled.status == "cancelled" and cancelled.epoch < 8
 
-    resumed, created = resume_and_enqueue(jobs.repo, job.id, jobs.queue,
-                                          embedded_backend.store_dir)
+    resumed, created = resume_and_enqueue(jobs.repo, job.id, jobs.queue, artifacts)
     assert created and resumed.id != job.id and resumed.resumed_from == job.id
     done = wait_for(jobs, resumed.id, finished, workers, timeout=90)
     assert done.status == "succeeded", done.error
@@ -276,4 +279,4 @@ def test_a_cancelled_job_resumes_from_its_checkpoint_as_a_new_job(
     attempt_log = [e.data for e in events if e.kind == "log" and "attempt" in e.data]
     assert [a["resumed_from_checkpoint"] for a in attempt_log] == [True]
     with pytest.raises(InvalidTransition):  # a succeeded job is not resumed
-        resume_and_enqueue(jobs.repo, resumed.id, jobs.queue, embedded_backend.store_dir)
+        resume_and_enqueue(jobs.repo, resumed.id, jobs.queue, artifacts)

@@ -29,6 +29,9 @@ from tests.api.tiny_models import build_tiny_store
 from tests.integration.conftest import redis_or_skip
 from tests.support.server import REPO, ApiServer
 
+pytestmark = pytest.mark.local_store_only(
+    "two replicas on one store directory (on S3: test_topology_s3.py)")
+
 SWAP_WITHIN_S = 1.0
 
 

@@ -17,6 +17,9 @@ from tests.support.server import ApiServer
 from worker.runtime import WorkerRuntime
 from worker.starter import queue_starter_jobs
 
+pytestmark = pytest.mark.local_store_only(
+    "reads the starter's datasets and versions in the store directory")
+
 # Every registered task with a starter recipe trains its default model on first start.
 STARTED = [spec for spec in task_specs() if spec.starter is not None]
 DEFAULT_MODELS = {spec.name: spec.default_model for spec in STARTED}

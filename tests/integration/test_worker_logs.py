@@ -11,6 +11,7 @@ from core.wire import FinetuneRequest
 from jobs.db import Database
 from jobs.queue import JobQueue, create_and_enqueue
 from jobs.repository import JobRepository
+from model_store.datasets import DatasetStore
 from tests.integration.conftest import JobBackend
 from tests.support.processes import WorkerPool
 from worker.starter import publish_synthetic_dataset
@@ -21,7 +22,8 @@ pytestmark = pytest.mark.timeout(120)
 def test_every_line_of_a_running_job_carries_its_id(embedded_backend: JobBackend,
                                                      workers: WorkerPool) -> None:
     settings = embedded_backend.settings()
-    publish_synthetic_dataset(embedded_backend.store_dir, "autoencode", "faces", n=16)
+    publish_synthetic_dataset(DatasetStore(embedded_backend.store_dir), "autoencode", "faces",
+                              n=16)
     db = Database.from_settings(settings)
     db.create_schema()
     repo, queue = JobRepository(db.sessions), JobQueue(settings)

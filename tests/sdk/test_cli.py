@@ -18,6 +18,7 @@ from PIL import Image
 
 from tests.sdk.conftest import EPOCHS, NO_WEIGHTS_AE, REAL_AE, Stack
 from tests.support.server import REPO
+from tests.support.stores import remote_or_none
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -25,9 +26,9 @@ SCRIPT = Path(sys.executable).with_name("toonforge")
 SERVER_MODULES = {"service", "worker", "jobs", "model_store", "torch"}
 
 
-def toonforge(*args: str, url: str | None, cwd: Path | None = None, timeout: float = 120
-              ) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "TOONFORGE_URL"}
+def toonforge(*args: str, url: str | None, cwd: Path | None = None, timeout: float = 120,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**{k: v for k, v in os.environ.items() if k != "TOONFORGE_URL"}, **(env or {})}
     if url is not None:
         env["TOONFORGE_URL"] = url
     return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=env,
@@ -73,8 +74,12 @@ def test_script_is_the_client_cli_with_admin_plugins() -> None:
     assert "exit codes:" in proc.stdout
 
 
-def test_admin_store_runs_through_the_plugin_group(sdk_stack: Stack) -> None:
-    proc = toonforge("store", "--store", str(sdk_stack.backend.store_dir), "list", url=None)
+def test_admin_store_runs_through_the_plugin_group(sdk_stack: Stack, tmp_path: Path) -> None:
+    # The stack's store: its directory, or on S3 its bucket (the CLI with a dir of its own).
+    remote = remote_or_none(sdk_stack.backend.store_dir)
+    store = tmp_path / "cli-store" if remote else sdk_stack.backend.store_dir
+    proc = toonforge("store", "--store", str(store), "list", url=None,
+                     env=remote.env if remote else None)
     assert proc.returncode == 0, proc.stderr
     assert f"{REAL_AE}\tautoencode\tactive=1" in proc.stdout
     assert toonforge("import", "--help", url=None).stdout.startswith("usage: toonforge import")

@@ -42,6 +42,7 @@ RESPONSES: dict[type, str] = {
     sdk.IntakeReport: "IntakeReport",
     sdk.IngestResult: "IngestResult",
     sdk.JobView: "JobView",
+    sdk.JobTracking: "JobTracking",
     sdk.JobPage: "JobPage",
     sdk.MetricPoint: "MetricPoint",
     sdk.JobMetrics: "JobMetrics",

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.stores import RemoteStore, on_s3, remote_for
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -75,15 +77,35 @@ class WorkerProcess:
 
 
 class WorkerPool:
-    """Starts workers for one test and makes sure none outlives it."""
+    """Starts workers for one test and makes sure none outlives it.
 
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+    With ``remote`` (or under ``TOONFORGE_TEST_STORE=s3``, the bucket standing for the
+    env's TOONFORGE_STORE_DIR: tests/support/stores.py) every worker runs on that S3 store
+    with a ``store_dir`` of its own (``<log_dir>/<name>-store``), as on its own host."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path,
+                 remote: RemoteStore | None = None) -> None:
         self.env, self.log_dir = env, log_dir
+        self.remote = remote
         self.workers: list[WorkerProcess] = []
+
+    def _remote(self) -> RemoteStore | None:
+        if self.remote is None and on_s3() and "TOONFORGE_STORE_URL" not in self.env:
+            self.remote = remote_for(Path(self.env["TOONFORGE_STORE_DIR"]))
+        return self.remote
+
+    def store_dir(self, name: str) -> Path:
+        """The directory worker ``name`` writes: the store, or its own S3 working dir."""
+        if self._remote() is None:
+            return Path(self.env["TOONFORGE_STORE_DIR"])
+        return self.log_dir / f"{name}-store"
 
     def start(self, name: str | None = None, wait: bool = True) -> WorkerProcess:
         name = name or f"w{len(self.workers) + 1}"
-        worker = WorkerProcess(self.env, self.log_dir / f"{name}.log", name).start()
+        remote = self._remote()
+        env = self.env if remote is None else {**self.env,
+                                               **remote.process_env(self.store_dir(name))}
+        worker = WorkerProcess(env, self.log_dir / f"{name}.log", name).start()
         self.workers.append(worker)
         return worker.wait_ready() if wait else worker
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.stores import RemoteStore, on_s3, remote_for
+
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 60.0
 # Tests that are not about access get a server anyone may use fully (no keys, no request-rate
@@ -25,10 +27,16 @@ def _free_port() -> int:
 
 
 class ApiServer:
-    """``python -m uvicorn service.app:app`` on a free loopback port."""
+    """``python -m uvicorn service.app:app`` on a free loopback port.
+
+    ``store`` is the test's store directory. With ``remote`` (or under
+    ``TOONFORGE_TEST_STORE=s3``, the bucket standing for ``store``: tests/support/stores.py)
+    the API runs on that S3 store instead, with a private ``store_dir`` of its own beside
+    the log (its cache: another replica's is never read)."""
 
     def __init__(self, store: Path, log_path: Path, env: dict[str, str] | None = None,
-                 *, wait_path: str = "/healthz") -> None:
+                 *, wait_path: str = "/healthz", remote: RemoteStore | None = None,
+                 store_dir: Path | None = None) -> None:
         self.store = store
         self.log_path = log_path
         self.port = _free_port()
@@ -38,6 +46,14 @@ class ApiServer:
         data_dir = log_path.parent / f"{log_path.stem}-data"
         full_env = {**os.environ, "TOONFORGE_STORE_DIR": str(store),
                     "TOONFORGE_DATA_DIR": str(data_dir), **OPEN_ACCESS, **(env or {})}
+        if remote is None and on_s3() and "TOONFORGE_STORE_URL" not in (env or {}):
+            remote = remote_for(store)
+        self.remote = remote
+        # The directory this process writes: the store itself, or its own S3 cache.
+        self.store_dir = Path(full_env["TOONFORGE_STORE_DIR"])
+        if remote is not None:
+            self.store_dir = store_dir or log_path.parent / f"{log_path.stem}-store"
+            full_env.update(remote.process_env(self.store_dir))
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
             # The protocol `python -m service` runs (JSON errors for what h11 refuses).

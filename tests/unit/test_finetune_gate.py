@@ -11,6 +11,7 @@ import torch
 
 from jobs.records import JobRecord
 from jobs.spec import validate_hyperparameters
+from model_store.datasets import DatasetStore
 from model_store.manifest import Lineage
 from model_store.store import ModelStore
 from tasks.classify import ClassifyHyperparameters
@@ -28,43 +29,43 @@ def test_gate_compares_with_the_active_version(tmp_path: Path, monkeypatch) -> N
     # with the active version, so the trivial bar is set out of the way.
     monkeypatch.setattr(AutoencodeTrainer, "trivial_metrics",
                         classmethod(lambda cls, *a: {"loss": 1e9}))
-    store = ModelStore(tmp_path)
+    store, datasets = ModelStore(tmp_path), DatasetStore(tmp_path)
     import_test_model(store, "autoencode", tmp_path / "ckpt", model="faces-ae")
-    publish_synthetic_dataset(tmp_path, "autoencode", "faces", n=12)
+    publish_synthetic_dataset(datasets, "autoencode", "faces", n=12)
     active, manifest = load_version(store, "faces-ae", 1)
     job = JobRecord(id="job1", task="autoencode", dataset_id="faces", target_model="faces-ae",
                     auto_activate=True,
                     hyperparameters=validate_hyperparameters("autoencode", {"batch_size": 4}))
 
-    tie = gate(store, job, manifest, copy.deepcopy(active))
+    tie = gate(store, datasets, job, manifest, copy.deepcopy(active))
     assert tie.activate and tie.metric == "loss" and tie.new == tie.active  # ties activate
 
     worse = copy.deepcopy(active)
     with torch.no_grad():
         for p in worse.parameters():
             p.mul_(4.0)  # saturates the decoder: reconstructions get far worse
-    refused = gate(store, job, manifest, worse)
+    refused = gate(store, datasets, job, manifest, worse)
     assert not refused.activate and refused.new > refused.active
     assert "worse than active faces-ae@1" in refused.reason
 
     fresh = JobRecord(**{**{c: getattr(job, c) for c in ("id", "task", "dataset_id",
                                                           "auto_activate", "hyperparameters")},
                          "target_model": "new-line"})
-    first = gate(store, fresh, manifest, worse)
+    first = gate(store, datasets, fresh, manifest, worse)
     assert first.activate and "new-line had no active version" in first.reason
 
 
 def test_a_version_no_better_than_the_trivial_predictor_stays_inactive(tmp_path: Path) -> None:
     """Even the first version of a line: random autoencoder weights reconstruct worse than
     the mean training image, and the reason names both numbers."""
-    store = ModelStore(tmp_path)
+    store, datasets = ModelStore(tmp_path), DatasetStore(tmp_path)
     import_test_model(store, "autoencode", tmp_path / "ckpt", model="faces-ae", activate=False)
-    publish_synthetic_dataset(tmp_path, "autoencode", "faces", n=12)
+    publish_synthetic_dataset(datasets, "autoencode", "faces", n=12)
     module, manifest = load_version(store, "faces-ae", 1)
     job = JobRecord(id="job4", task="autoencode", dataset_id="faces", target_model="faces-ae",
                     auto_activate=True,
                     hyperparameters=validate_hyperparameters("autoencode", {"batch_size": 4}))
-    decision = gate(store, job, manifest, module)
+    decision = gate(store, datasets, job, manifest, module)
     assert not decision.activate
     trivial = decision.details["trivial"]
     assert decision.new > trivial
@@ -76,8 +77,8 @@ def test_an_untrained_classifier_is_not_activated_as_the_first_of_its_line(
         tmp_path: Path, monkeypatch) -> None:
     """top1 must beat chance (1/K) by 0.05; and the version is evaluated at its own serving
     crop (32, what it was published with), not the job's image_size."""
-    store = ModelStore(tmp_path)
-    publish_synthetic_dataset(tmp_path, "classify", "shapes", per_class=10, classes=2, size=32)
+    store, datasets = ModelStore(tmp_path), DatasetStore(tmp_path)
+    publish_synthetic_dataset(datasets, "classify", "shapes", per_class=10, classes=2, size=32)
     torch.manual_seed(0)
     net = create_model("googlenet", num_classes=2, aux_logits=False).eval()
     labels = ["class_circle", "class_square"]
@@ -96,7 +97,7 @@ def test_an_untrained_classifier_is_not_activated_as_the_first_of_its_line(
     job = JobRecord(id="job5", task="classify", dataset_id="shapes", target_model="shapes",
                     auto_activate=True, hyperparameters=validate_hyperparameters(
                         "classify", {"batch_size": 4, "image_size": 64}))
-    decision = gate(store, job, manifest, net)
+    decision = gate(store, datasets, job, manifest, net)
     assert sizes == [32]
     assert decision.details["trivial"] == 0.5
     if decision.new <= 0.55:  # an untrained net: chance or worse
@@ -106,22 +107,23 @@ def test_an_untrained_classifier_is_not_activated_as_the_first_of_its_line(
     # Whatever the random weights score, a constant prediction never goes live.
     monkeypatch.setattr(ClassifyTrainer, "evaluate",
                         classmethod(lambda cls, *a, **k: {"top1": 0.55, "loss": 0.7}))
-    constant = gate(store, job, manifest, net)
+    constant = gate(store, datasets, job, manifest, net)
     assert not constant.activate and "not higher than" in constant.reason
     monkeypatch.setattr(ClassifyTrainer, "evaluate",
                         classmethod(lambda cls, *a, **k: {"top1": 0.6, "loss": 0.7}))
-    assert gate(store, job, manifest, net).activate
+    assert gate(store, datasets, job, manifest, net).activate
 
 
 def test_generate_is_never_activated_over_an_active_version(tmp_path: Path) -> None:
-    store = ModelStore(tmp_path)
+    store, datasets = ModelStore(tmp_path), DatasetStore(tmp_path)
     import_test_model(store, "generate", tmp_path / "ckpt", model="anime-faces")
     module, manifest = load_version(store, "anime-faces", 1)
     job = JobRecord(id="job2", task="generate", dataset_id="unused", target_model="anime-faces",
                     auto_activate=True, hyperparameters={})
-    decision = gate(store, job, manifest, module)
+    decision = gate(store, datasets, job, manifest, module)
     assert not decision.activate
     assert "never activated automatically" in decision.reason
     first = JobRecord(id="job3", task="generate", dataset_id="unused", target_model="fresh",
                       auto_activate=True, hyperparameters={})
-    assert gate(store, first, manifest, module).activate  # the first of a line may go live
+    # the first of a line may go live
+    assert gate(store, datasets, first, manifest, module).activate

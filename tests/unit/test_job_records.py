@@ -16,7 +16,7 @@ from jobs import webhooks
 from jobs.db import Database
 from jobs.errors import InvalidJobSpec, InvalidTransition, JobNotFound
 from jobs.repository import ClaimOutcome, JobRepository, ProgressUpdate
-from jobs.spec import check_references, validate_hyperparameters
+from jobs.spec import Stores, check_references, validate_hyperparameters
 from jobs.states import JobStatus, can_transition
 from jobs.views import job_view
 
@@ -94,6 +94,22 @@ def test_claim_is_exclusive(repo: JobRepository) -> None:
     assert repo.claim("missing", "w1", lease_s=60, max_attempts=3).outcome == "missing"
 
 
+def test_a_take_over_records_the_requeue_it_implies(repo: JobRepository) -> None:
+    # w1 is lost; w2 gets the redelivered message before the reclaimer marks the row queued
+    # (the reclaimer sends first). The status history must read the same either way.
+    job, _ = repo.create(request())
+    repo.claim(job.id, "w1", lease_s=60, max_attempts=3)
+    taken = repo.claim(job.id, "w2", lease_s=0, max_attempts=3)  # lease 0: w1's is expired
+    assert taken.outcome == ClaimOutcome.CLAIMED and taken.job.worker_id == "w2"
+    statuses = [(e.data["status"], e.data.get("reason"), e.data.get("worker"))
+                for e in repo.events_after(job.id) if e.kind == "status"]
+    assert statuses == [("queued", None, None), ("running", None, "w1"),
+                        ("queued", "lease expired", None), ("running", None, "w2")]
+    # The reclaimer, late, finds nothing stale and writes nothing more.
+    assert repo.reclaim_stale(60, 3, requeue=lambda _id: None).requeued == []
+    assert len([e for e in repo.events_after(job.id) if e.kind == "status"]) == 4
+
+
 def test_progress_and_events(repo: JobRepository) -> None:
     job, _ = repo.create(request())
     repo.claim(job.id, "w1", lease_s=60, max_attempts=3)
@@ -133,39 +149,47 @@ def test_release_gives_the_attempt_back(repo: JobRepository) -> None:
     assert (row.status, row.attempts, row.worker_id, sent) == ("queued", 0, None, [job.id])
 
 
+def _stores(root: Path) -> Stores:
+    from model_store.datasets import DatasetStore
+    from model_store.store import ModelStore
+
+    return Stores(ModelStore(root), DatasetStore(root))
+
+
 def test_check_references(tmp_path: Path) -> None:
     from worker.starter import publish_synthetic_dataset
 
-    publish_synthetic_dataset(tmp_path, "autoencode", "faces", n=4)
-    check_references(request(), tmp_path)
+    stores = _stores(tmp_path)
+    publish_synthetic_dataset(stores.datasets, "autoencode", "faces", n=4)
+    check_references(request(), stores)
     for field, bad in (("dataset_id", request(dataset_id="other")),
                        ("dataset_id", request(task="generate", base="dcgan")),
                        ("base", request(base="faces-ae@3"))):
         with pytest.raises(InvalidJobSpec) as err:
-            check_references(bad, tmp_path)
+            check_references(bad, stores)
         assert err.value.errors[0]["loc"] == ["body", field]
 
 
 def test_submit_checks_the_base_against_the_task(tmp_path: Path) -> None:
-    from model_store.store import ModelStore
     from tests.api.tiny_models import LATENT, publish_tiny
     from worker.starter import publish_synthetic_dataset
 
-    publish_synthetic_dataset(tmp_path, "autoencode", "faces", n=4)
-    publish_tiny(ModelStore(tmp_path), "autoencode", "faces-ae")
+    stores = _stores(tmp_path)
+    publish_synthetic_dataset(stores.datasets, "autoencode", "faces", n=4)
+    publish_tiny(stores.models, "autoencode", "faces-ae")
     # An architecture of another task is refused before anything is queued.
     with pytest.raises(InvalidJobSpec, match="'dcgan' serves generate, not autoencode") as err:
-        check_references(request(base="dcgan"), tmp_path)
+        check_references(request(base="dcgan"), stores)
     assert err.value.errors[0]["loc"] == ["body", "base"]
     with pytest.raises(InvalidJobSpec, match="neither a model nor an architecture"):
-        check_references(request(base="nonsense"), tmp_path)
+        check_references(request(base="nonsense"), stores)
     # A base version fixes its latent size: inherited when not given, refused when it differs.
-    inherited = check_references(request(base="faces-ae"), tmp_path)
+    inherited = check_references(request(base="faces-ae"), stores)
     assert inherited.hyperparameters["latent_dim"] == LATENT
     other = LATENT * 2
     with pytest.raises(InvalidJobSpec, match=f"latent_dim={LATENT}") as err:
         check_references(request(base="faces-ae",
-                                 hyperparameters={"epochs": 2, "latent_dim": other}), tmp_path)
+                                 hyperparameters={"epochs": 2, "latent_dim": other}), stores)
     assert err.value.errors[0]["loc"] == ["body", "hyperparameters", "latent_dim"]
 
 

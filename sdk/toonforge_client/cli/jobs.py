@@ -152,6 +152,9 @@ def show_job(ctx: Ctx) -> int:
         out(f"  activation: {job['activation_reason']}")
     if job.get("resumed_from"):
         out(f"  resumed from {job['resumed_from']}")
+    tracking = job.get("tracking")
+    if tracking:
+        out(f"  MLflow run: {tracking.get('mlflow_run_url') or tracking['mlflow_run_id']}")
     out(f"  created {job['created_at']}, finished {job['finished_at'] or '-'}")
     return EXIT_OK
 

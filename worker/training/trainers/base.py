@@ -453,6 +453,8 @@ class Trainer(ABC):
         return self._result(work, cancelled)
 
     def _end_epoch(self, work: Path, total: int) -> None:
+        # Read before the schedulers step: the rates this epoch trained at.
+        lrs = {n: float(opt.param_groups[0]["lr"]) for n, opt in self.optimizers.items()}
         self.on_epoch_end()
         if not self.world.leader:
             # Rank 0 alone validates, writes samples and checkpoints, tracks the best epoch;
@@ -467,7 +469,6 @@ class Trainer(ABC):
         samples = self.write_samples(self.epoch + 1, samples_dir)
         steps = max(self.accum.pop("_steps", 1.0), 1.0)
         train_losses = {k: v / steps for k, v in self.accum.items()}
-        lrs = {n: opt.param_groups[0]["lr"] for n, opt in self.optimizers.items()}
         self.epoch += 1
         self.history.append({"epoch": self.epoch, "train": train_losses, "val": metrics,
                              "lr": lrs, "samples": [str(p) for p in samples]})
@@ -476,7 +477,7 @@ class Trainer(ABC):
         save_checkpoint(self, work / CHECKPOINT)
         self.after_checkpoint(self.epoch)
         self.ctx.on_progress(ProgressEvent("epoch", self.epoch, self.hp.epochs, self.global_step,
-                                           total, train_losses, metrics, samples))
+                                           total, train_losses, metrics, samples, lrs))
         if self.world.distributed:
             self.finished = distributed.broadcast_flag(self.finished, self.device)
 

@@ -24,6 +24,8 @@ class ProgressEvent:
     losses: dict[str, float]  # this step's ("step") or the epoch's mean ("epoch") train losses
     val_metrics: dict[str, float] = field(default_factory=dict)
     samples: list[Path] = field(default_factory=list)
+    # "epoch": the learning rate each optimizer trained the epoch at (experiment tracking)
+    lr: dict[str, float] = field(default_factory=dict)
 
 
 def _no_progress(event: ProgressEvent) -> None:
