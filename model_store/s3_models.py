@@ -27,13 +27,11 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import tempfile
 import threading
 import time
-import uuid
 from collections import OrderedDict
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -200,16 +198,9 @@ class S3ModelStore(ModelStore):
         return [] if found is None else list(found[0].get("history", []))
 
     # ----- writing
-    @contextlib.contextmanager
-    def staging(self, name: str) -> Iterator[Path]:
-        """A private local directory to build a version in; always removed afterwards
-        (``publish`` uploads it, nothing is renamed)."""
-        sdir = self.staging_dir / validate_name(name) / uuid.uuid4().hex
-        sdir.mkdir(parents=True)
-        try:
-            yield sdir
-        finally:
-            shutil.rmtree(sdir, ignore_errors=True)
+    def _staging_root(self, name: str) -> Path:
+        """Versions are built in this process's own directory (``publish`` uploads them)."""
+        return self.staging_dir / validate_name(name)
 
     def publish(self, name: str, staged: Path, manifest: Manifest) -> Manifest:
         """Upload ``staged``'s files as blobs, then claim the next number by creating its

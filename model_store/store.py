@@ -187,10 +187,15 @@ class ModelStore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    def _staging_root(self, name: str) -> Path:
+        """Where versions of ``name`` are built (beside them, so publish is a rename)."""
+        return self.model_dir(name) / ".staging"
+
     @contextlib.contextmanager
     def staging(self, name: str) -> Iterator[Path]:
-        """A private directory to build a version in; removed afterwards unless published."""
-        sdir = self.model_dir(name) / ".staging" / uuid.uuid4().hex
+        """A private directory to build a version in; removed afterwards (a published one
+        was renamed or uploaded away first)."""
+        sdir = self._staging_root(name) / uuid.uuid4().hex
         sdir.mkdir(parents=True)
         try:
             yield sdir

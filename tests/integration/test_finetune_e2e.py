@@ -451,8 +451,9 @@ def test_compose_topology_runs_a_finetune(backend: JobBackend, stack: Stack,
                                           face_png: bytes) -> None:
     """The one-host topology as native processes: Redis, PostgreSQL, two API replicas on
     one shared store directory, one worker (docker-compose.yml's S3 variant, each process
-    with its own cache, is tests/integration/test_topology_s3.py). The job enters through one replica; when its
-    version goes live both replicas serve it, with no failed request on either."""
+    with its own cache, is tests/integration/test_topology_s3.py). The job enters through
+    one replica; when its version goes live both replicas serve it, with no failed
+    request on either."""
     assert backend.env["TOONFORGE_BROKER_URL"].startswith("redis://")
     assert backend.env["TOONFORGE_DATABASE_URL"].startswith("postgresql")
     replica_b = stack.server()
