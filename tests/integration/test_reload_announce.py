@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from PIL import Image
 from model_store.store import ModelStore
 from tests.api.tiny_models import build_tiny_store
 from tests.integration.conftest import redis_or_skip
+from tests.support.hammer import ReplicaHammer
 from tests.support.server import REPO, ApiServer
 
 pytestmark = pytest.mark.local_store_only(
@@ -47,51 +47,8 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-class Hammer:
-    """One client thread per replica, posting /matte back to back; every answer recorded
-    as (wall time received, version or error)."""
-
-    def __init__(self, servers: list[ApiServer]) -> None:
-        self.answers: dict[str, list[tuple[float, str]]] = {s.url: [] for s in servers}
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(s,)) for s in servers]
-        self._body = _jpeg()
-
-    def _run(self, server: ApiServer) -> None:
-        with server.client(timeout=10) as http:
-            while not self._stop.is_set():
-                try:
-                    response = http.post("/matte", content=self._body,
-                                         headers={"content-type": "image/jpeg"})
-                except httpx.HTTPError as exc:
-                    self.failures.append(f"{server.url}: {exc!r}")
-                    continue
-                if response.status_code != 200:
-                    self.failures.append(f"{server.url}: {response.status_code} {response.text}")
-                    continue
-                self.answers[server.url].append((time.time(),
-                                                 response.headers["x-model-version"]))
-
-    def first(self, server: ApiServer, ref: str, after: float) -> float | None:
-        """When ``server`` first answered with ``ref`` after ``after``; and it never answered
-        with anything else after that (one sequential client: answers are in order)."""
-        seen = [(t, v) for t, v in list(self.answers[server.url]) if t >= after]
-        first = next((i for i, (_, v) in enumerate(seen) if v == ref), None)
-        if first is None:
-            return None
-        assert all(v == ref for _, v in seen[first:]), f"{server.url} went back: {seen[first:]}"
-        return seen[first][0]
-
-    def __enter__(self) -> Hammer:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
+def _hammer(servers: list[ApiServer]) -> ReplicaHammer:
+    return ReplicaHammer(servers, "/matte", _jpeg(), "image/jpeg")
 
 
 def _activated_at(store: ModelStore, name: str, version: int) -> float:
@@ -99,17 +56,6 @@ def _activated_at(store: ModelStore, name: str, version: int) -> float:
     entry = store.history(name)[-1]
     assert entry["version"] == version
     return datetime.fromisoformat(entry["at"]).timestamp()
-
-
-def _wait_for(hammer: Hammer, servers: list[ApiServer], ref: str, since: float,
-              deadline_s: float) -> dict[str, float]:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        firsts = {s.url: hammer.first(s, ref, since) for s in servers}
-        if all(t is not None for t in firsts.values()):
-            return {url: t for url, t in firsts.items() if t is not None}
-        time.sleep(0.05)
-    raise AssertionError(f"not every replica served {ref} within {deadline_s} s")
 
 
 def _readyz(server: ApiServer) -> dict:
@@ -152,12 +98,12 @@ def test_an_activation_reaches_both_replicas_within_a_second(replicas, store_roo
         body = _readyz(server)
         assert body["replica"] == f"replica-{i}"
         assert body["reload"] == {"mode": "redis", "connected": True}
-    with Hammer(servers) as hammer:
+    with _hammer(servers) as hammer:
         time.sleep(0.3)  # both serving matte@1
         assert httpx.post(f"{one.url}/models/matte/activate", json={"version": 2},
                           timeout=10).json() == {"name": "matte", "active": 2, "previous": 1}
         at = _activated_at(store, "matte", 2)
-        firsts = _wait_for(hammer, servers, "matte@2", at - 0.5, deadline_s=5)
+        firsts = hammer.wait_for(servers, "matte@2", timeout=5, after=at - 0.5)
         assert firsts[two.url] - at <= SWAP_WITHIN_S, (firsts, at)
         assert firsts[one.url] - at <= SWAP_WITHIN_S, (firsts, at)
 
@@ -168,7 +114,7 @@ def test_an_activation_reaches_both_replicas_within_a_second(replicas, store_roo
             env={**os.environ, **env})
         assert cli.returncode == 0, cli.stderr
         at = _activated_at(store, "matte", 1)
-        firsts = _wait_for(hammer, servers, "matte@1", at, deadline_s=5)
+        firsts = hammer.wait_for(servers, "matte@1", timeout=5, after=at)
         assert max(firsts.values()) - at <= SWAP_WITHIN_S, (firsts, at)
     assert not hammer.failures, hammer.failures[:5]
     assert all(len(a) > 5 for a in hammer.answers.values())
@@ -191,13 +137,13 @@ def test_redis_unreachable_the_activation_succeeds_and_the_poll_reloads(tmp_path
                                      {**env, "TOONFORGE_REPLICA_ID": f"down-{i}"}))
         one, two = servers
         assert _readyz(two)["reload"] == {"mode": "redis", "connected": False}
-        with Hammer(servers) as hammer:
+        with _hammer(servers) as hammer:
             time.sleep(0.2)
             response = httpx.post(f"{one.url}/models/matte/activate", json={"version": 2},
                                   timeout=10)
             assert response.status_code == 200, response.text
             at = _activated_at(ModelStore(store_root), "matte", 2)
-            firsts = _wait_for(hammer, servers, "matte@2", at - 0.5, deadline_s=5)
+            firsts = hammer.wait_for(servers, "matte@2", timeout=5, after=at - 0.5)
             assert firsts[two.url] - at <= 0.5 + 2.0  # one poll interval plus a load
         assert not hammer.failures, hammer.failures[:5]
         assert "could not announce matte@2" in one.log()

@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 import zipfile
@@ -34,6 +33,7 @@ from PIL import Image
 
 from model_store.s3_models import manifest_key
 from tests.integration.conftest import JobBackend, redis_or_skip
+from tests.support.hammer import ReplicaHammer
 from tests.support.processes import WorkerPool
 from tests.support.s3 import S3Server
 from tests.support.server import REPO, ApiServer
@@ -110,59 +110,9 @@ def _store_push(source: Path, remote: RemoteStore, store_dir: Path) -> str:
     return proc.stdout
 
 
-class Hammer:
-    """One client thread per replica posting /infer/invert back to back; every answer is
-    recorded as (wall time, version), every failure kept."""
-
-    def __init__(self, servers: list[ApiServer]) -> None:
-        self.answers: dict[str, list[tuple[float, str]]] = {s.url: [] for s in servers}
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(s,)) for s in servers]
-        self._body = _png(np.full((20, 20, 3), (200, 120, 40), np.uint8))
-
-    def _run(self, server: ApiServer) -> None:
-        with server.client(timeout=10) as http:
-            while not self._stop.is_set():
-                try:
-                    r = http.post("/infer/invert", content=self._body,
-                                  headers={"content-type": "image/png"})
-                except httpx.HTTPError as exc:
-                    self.failures.append(f"{server.url}: {exc!r}")
-                    continue
-                if r.status_code != 200:
-                    self.failures.append(f"{server.url}: {r.status_code} {r.text[:300]}")
-                    continue
-                self.answers[server.url].append((time.time(), r.headers["x-model-version"]))
-
-    def first(self, server: ApiServer, ref: str) -> float | None:
-        """When ``server`` first answered with ``ref``; it never went back afterwards."""
-        seen = list(self.answers[server.url])
-        at = next((i for i, (_, v) in enumerate(seen) if v == ref), None)
-        if at is None:
-            return None
-        assert all(v == ref for _, v in seen[at:]), f"{server.url} went back: {seen[at:]}"
-        return seen[at][0]
-
-    def wait_for(self, servers: list[ApiServer], ref: str, timeout: float) -> dict[str, float]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            firsts = {s.url: self.first(s, ref) for s in servers}
-            if all(t is not None for t in firsts.values()):
-                return {url: t for url, t in firsts.items() if t is not None}
-            time.sleep(0.05)
-        raise AssertionError(f"not every replica served {ref} within {timeout} s: "
-                             f"{ {u: a[-3:] for u, a in self.answers.items()} }")
-
-    def __enter__(self) -> Hammer:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
+def _hammer(servers: list[ApiServer]) -> ReplicaHammer:
+    return ReplicaHammer(servers, "/infer/invert",
+                         _png(np.full((20, 20, 3), (200, 120, 40), np.uint8)), "image/png")
 
 
 def _readyz(server: ApiServer) -> dict:
@@ -242,7 +192,7 @@ def test_a_job_published_to_s3_goes_live_on_both_replicas_within_a_second(
         models = {m["name"]: m for m in _readyz(server)["models"]}
         assert models[MODEL]["loaded_version"] == models[MODEL]["active_version"] == 1
 
-    with Hammer(servers) as hammer:
+    with _hammer(servers) as hammer:
         hammer.wait_for(servers, f"{MODEL}@1", timeout=10)
         with two.client() as http:  # the dataset through replica 2 ...
             r = http.post("/datasets", params={"task": "invert", "id": "negatives"},
