@@ -2,12 +2,13 @@
 
 The detector is YuNet as compiled into libfacedetection by its authors and shipped on
 PyPI as ``yuface`` (weights inside the wheel's shared library; BSD-3; docs/FACES.md says
-why this one). It gives, per face, a box, a confidence and the five points the alignment
-needs (eye centres, nose tip, mouth corners), on the CPU, without torch.
+why this one): a box and a confidence per face, on the CPU, without torch. The five points
+the alignment needs (eye centres, nose tip, mouth corners) come from MTCNN's O-Net on each
+kept box (faces/landmarks.py), because YuNet's own points do not turn with a tilted head.
 
 Bounds: detection runs on a copy whose longer side is at most ``max_side`` (its cost
-follows those pixels; the copy is the only allocation), with ``threads`` OpenMP threads,
-and at most ``max_faces`` faces are returned, the biggest first.
+follows those pixels; the copy is the only large allocation), with ``threads`` threads,
+and only the ``max_faces`` biggest faces get landmarks and are returned.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+from faces.landmarks import refine_points
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -149,22 +152,24 @@ def find_faces(image: Image.Image, limits: DetectLimits = DEFAULT_LIMITS) -> Fac
         scale_x, scale_y = size[0] / width, size[1] / height
     else:
         scale_x = scale_y = 1.0
-    bgr = np.ascontiguousarray(np.asarray(small)[:, :, ::-1])
-    rows = _run_detector(bgr, limits.min_score, limits.threads)
+    rgb = np.asarray(small)
+    rows = _run_detector(np.ascontiguousarray(rgb[:, :, ::-1]), limits.min_score,
+                         limits.threads)
+    # biggest first, then the cap: only the faces kept get landmarks
+    order = np.lexsort((-rows[:, 0], -rows[:, 3] * rows[:, 4]))
+    kept = rows[order][:limits.max_faces]
+    points, _ = refine_points(rgb, kept[:, 1:5], limits.threads)
 
     faces = []
-    for row in rows:
+    for row, marks in zip(kept, points, strict=True):
         score, x, y, w, h = row[:5]
-        marks = row[5:].reshape(5, 2)
-        # pixel centres: a detection pixel i covers frame pixels around (i + 0.5) / s - 0.5
-        points = np.column_stack([(marks[:, 0] + 0.5) / scale_x - 0.5,
-                                  (marks[:, 1] + 0.5) / scale_y - 0.5]).astype(np.float32)
+        # pixel centres: detection pixel i stands for frame position (i + 0.5) / s - 0.5
+        frame_points = np.column_stack([(marks[:, 0] + 0.5) / scale_x - 0.5,
+                                        (marks[:, 1] + 0.5) / scale_y - 0.5])
         box = (x / scale_x, y / scale_y, w / scale_x, h / scale_y)
         faces.append(Face(box=tuple(float(v) for v in box),  # type: ignore[arg-type]
-                          score=float(score), points=points))
-    faces.sort(key=lambda f: (-f.area, -f.score))
-    return FaceSearch(faces=faces[:limits.max_faces], found=len(faces),
-                      scale=min(scale_x, scale_y))
+                          score=float(score), points=frame_points.astype(np.float32)))
+    return FaceSearch(faces=faces, found=len(rows), scale=min(scale_x, scale_y))
 
 
 def detect(image: Image.Image, limits: DetectLimits = DEFAULT_LIMITS) -> list[Face]:

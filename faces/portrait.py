@@ -4,8 +4,8 @@ The demo takes the biggest face box (x, y, w, h), widens it by 0.4 w left and ri
 0.6 h above and 0.2 h below (each pad truncated to whole pixels), pads with white where
 that leaves the image, pads the shorter side symmetrically with white towards a square
 (only when the sides differ by more than 2 pixels; by half the difference, truncated) and
-resizes the result to 512x512 with area averaging. The box here is that padded region in
-frame coordinates, so it may reach outside the frame; outside is white.
+resizes the result to 512x512 with area averaging. The box here is the cut region in
+frame coordinates (it may reach outside the frame) plus the white square padding.
 """
 
 from __future__ import annotations
@@ -24,46 +24,62 @@ _WHITE = 255
 
 @dataclass(frozen=True)
 class PortraitCrop:
-    """The demo's padded face region in frame pixels: [left, right) x [top, bottom)."""
+    """The demo's crop in frame pixels.
+
+    The content is [left, right) x [top, bottom) of the frame (white where that leaves
+    the frame); ``pad_x`` / ``pad_y`` white columns / rows are added on each side to make
+    it square. The network input covers [outer_left, outer_right) x [outer_top,
+    outer_bottom), resized to 512x512, which is also where its answer goes back.
+    """
 
     left: int
     top: int
     right: int
     bottom: int
+    pad_x: int = 0
+    pad_y: int = 0
+
+    @property
+    def outer(self) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) including the white square padding."""
+        return (self.left - self.pad_x, self.top - self.pad_y,
+                self.right + self.pad_x, self.bottom + self.pad_y)
 
     @property
     def width(self) -> int:
-        return self.right - self.left
+        return self.right - self.left + 2 * self.pad_x
 
     @property
     def height(self) -> int:
-        return self.bottom - self.top
+        return self.bottom - self.top + 2 * self.pad_y
 
 
 def portrait_crop_box(face_box: tuple[int, int, int, int]) -> PortraitCrop:
-    """The region the demo cuts around ``face_box`` (x, y, width, height; whole pixels)."""
+    """The crop the demo cuts around ``face_box`` (x, y, width, height; whole pixels)."""
     x, y, w, h = (int(v) for v in face_box)
     side = int(float(w) * _SIDE_PAD)
     left, right = x - side, x + w + side
     top, bottom = y - int(float(h) * _TOP_PAD), y + h + int(float(h) * _BOTTOM_PAD)
     crop_w, crop_h = right - left, bottom - top
+    pad_x = pad_y = 0
     if crop_h - 2 > crop_w:
-        extra = int((crop_h - crop_w) / 2)
-        left, right = left - extra, right + extra
+        pad_x = int((crop_h - crop_w) / 2)
     elif crop_w - 2 > crop_h:
-        extra = int((crop_w - crop_h) / 2)
-        top, bottom = top - extra, bottom + extra
-    return PortraitCrop(left=left, top=top, right=right, bottom=bottom)
+        pad_y = int((crop_w - crop_h) / 2)
+    return PortraitCrop(left=left, top=top, right=right, bottom=bottom,
+                        pad_x=pad_x, pad_y=pad_y)
 
 
 def cut_region(image: np.ndarray, crop: PortraitCrop) -> np.ndarray:
-    """The crop's pixels of an HxWx3 uint8 ``image``, white where it leaves the image."""
+    """The crop's pixels of an HxWx3 uint8 ``image`` before resizing; white outside the
+    frame and in the square padding."""
     height, width = image.shape[:2]
     out = np.full((crop.height, crop.width, 3), _WHITE, np.uint8)
     x0, x1 = max(crop.left, 0), min(crop.right, width)
     y0, y1 = max(crop.top, 0), min(crop.bottom, height)
     if x0 < x1 and y0 < y1:
-        out[y0 - crop.top:y1 - crop.top, x0 - crop.left:x1 - crop.left] = image[y0:y1, x0:x1]
+        ox, oy = crop.pad_x - crop.left, crop.pad_y - crop.top
+        out[y0 + oy:y1 + oy, x0 + ox:x1 + ox] = image[y0:y1, x0:x1]
     return out
 
 
