@@ -241,7 +241,8 @@ class Settings(BaseSettings):
     face_max_per_image: int = Field(8, ge=0)
     # Detector confidence (0..1) below which a candidate is not a face.
     face_min_score: float = Field(0.5, ge=0.0, le=1.0)
-    # OpenMP threads of one detection (set per call, so other OpenMP users are unaffected).
+    # Threads of one detection: the detector's OpenMP team (set per call, so other OpenMP
+    # users are unaffected) and the landmark model's onnxruntime session.
     face_detect_threads: int = Field(1, ge=1)
 
     # ---- experiment tracking (issue 11; worker/training/tracking.py)

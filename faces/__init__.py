@@ -16,7 +16,7 @@ from faces.align import (
     reference_points,
 )
 from faces.blend import footprint, load_mask, paste_back, soft_mask
-from faces.detect import DetectLimits, Face, FaceSearch, detect, find_faces
+from faces.detection import DetectLimits, Face, FaceSearch, detect, find_faces
 from faces.portrait import PORTRAIT_SIZE, PortraitCrop, crop_portrait, portrait_crop_box
 
 __all__ = [
