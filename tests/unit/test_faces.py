@@ -395,3 +395,16 @@ def test_portrait_crop_of_the_biggest_face(astronaut):
     assert abs(crop.width - crop.height) <= 2
     left, top, right, bottom = crop.outer
     assert (right - left, bottom - top) == (crop.width, crop.height)
+
+
+def test_concurrent_detections_agree_with_sequential_ones(astronaut):
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [astronaut.rotate(angle, expand=True) for angle in (0, 15, -15, 90)]
+    expected = [[f.points for f in faces.detect(im)] for im in images]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda im: [f.points for f in faces.detect(im)], images * 3))
+    for got, want in zip(results, expected * 3, strict=True):
+        assert len(got) == len(want)
+        for a, b in zip(got, want, strict=True):
+            assert np.allclose(a, b, atol=1e-3)
