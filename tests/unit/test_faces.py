@@ -365,6 +365,12 @@ def test_upside_down_and_sideways_faces(astronaut):
         run_stage(astronaut.rotate(angle, expand=True))
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P", "CMYK", "I", "F", "LA", "1"])
+def test_any_image_mode_is_searched_as_rgb(astronaut, mode):
+    found = faces.detect(astronaut.convert(mode))
+    assert len(found) == (0 if mode == "1" else 1)  # a 1-bit photo has no face left
+
+
 def test_face_entirely_outside_the_frame_pastes_nothing(astronaut):
     alignment = faces.align(faces.detect(astronaut)[0].points + 5000)
     frame = np.zeros((64, 64, 3), np.float32)
