@@ -48,7 +48,7 @@ from model_store.inflate import (
     ratio_check,
     stream_decoder,
 )
-from model_store.zip_members import ZipMemberReader
+from model_store.zip_members import ZipMemberReader, check_directory
 
 CHUNK = 1024 * 1024
 # Small entries may compress extremely well (a flat-colour BMP, a text file) and still be
@@ -297,6 +297,7 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
 
 
 def _extract_zip(path: Path, ex: _Extractor) -> None:
+    check_directory(path, ex.limits.max_entries)
     with _open_zip(path) as zf:
         infos = zf.infolist()
         if len(infos) > ex.limits.max_entries:

@@ -1,10 +1,11 @@
 """Hostile uploads against the real API process, with its memory read from /proc.
 
 Decompression bombs (tests/support/bombs.py: tar.bz2/xz/gz, zip bzip2/lzma/deflate
-entries) must be refused with a 4xx while the API's peak RSS stays within
-``PEAK_BOUND`` of what it held before the upload. The peak is the kernel's high-water mark
-(``VmHWM``), reset before each upload through ``/proc/<pid>/clear_refs``, so a spike of any
-length counts. A refused upload leaves no dataset and nothing in staging.
+entries, a zip directory of millions of records) must be refused with a 4xx while the
+API's peak RSS stays within ``PEAK_BOUND`` of what it held before the upload. The peak is
+the kernel's high-water mark (``VmHWM``), reset before each upload through
+``/proc/<pid>/clear_refs``, so a spike of any length counts. A refused upload leaves no
+dataset and nothing in staging.
 
 A client that hangs up mid-upload is counted under status 499, never as a 5xx, and is not
 logged as an unhandled error.
@@ -87,7 +88,6 @@ def _staging(server: ApiServer) -> list[Path]:
 def test_a_bomb_is_refused_within_the_memory_bound(server: ApiServer, http: httpx.Client,
                                                    bomb_cache: Path, bomb: Bomb) -> None:
     body = bomb.build(bomb_cache)
-    assert len(body) * 200 < bomb.inflated  # a bomb by the ratio cap's own measure
     before = {d["id"] for d in http.get("/datasets").json()}
     pid = server.process.pid
     baseline = _reset_peak(pid)

@@ -95,12 +95,24 @@ def zip_of_zeros(path: Path, method: int, inflated: int, claimed: int) -> Path:
     return path
 
 
+def zip_directory_of(path: Path, records: int) -> Path:
+    """A zip of one empty entry whose directory holds ``records`` records for it (47 bytes
+    each) under an end record declaring one entry: zipfile makes an object per record."""
+    local = struct.pack("<4s2B4HL2L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0) + b"a"
+    record = struct.pack("<4s4B4HL2L5H2L", b"PK\x01\x02", 20, 3, 20, 0, 0, 0, 0, 0, 0, 0, 0,
+                         1, 0, 0, 0, 0, 0, 0) + b"a"
+    directory = record * records
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(directory), len(local), 0)
+    path.write_bytes(local + directory + end)
+    return path
+
+
 @dataclass(frozen=True)
 class Bomb:
     name: str  # also its file name in the cache
     content_type: str
     make: Callable[[Path], Path]
-    inflated: int  # bytes it holds
+    inflated: int  # bytes it holds (inflated data, or directory records)
 
     def build(self, cache: Path) -> bytes:
         path = cache / self.name
@@ -135,4 +147,7 @@ BOMBS = [
          256 * MiB),
     Bomb("zeros-256MiB-deflate.zip", "application/zip", _zip(zipfile.ZIP_DEFLATED, 256 * MiB),
          256 * MiB),
+    # 2 million directory records in 94 MB (under the 1 GiB upload cap), no data at all.
+    Bomb("directory-2M-records.zip", "application/zip",
+         lambda p: zip_directory_of(p, 2_000_000), 2_000_000 * 47),
 ]

@@ -1,6 +1,6 @@
 """model_store/inflate.py and the zip entry reader on real compressed data: output comes in
 bounded steps, caps are checked on every step, concatenated streams and every supported
-zip method read back exactly."""
+zip method read back exactly, and a zip's directory is bounded before zipfile reads it."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ from model_store.inflate import (
     stream_decoder,
 )
 from model_store.intake import ingest_upload
+from model_store.zip_members import check_directory
 from tests.support.archives import good_files, write_tar, write_zip
+from tests.support.bombs import zip_directory_of
 
 MiB = 1024 * 1024
 COMPRESS = {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}
@@ -127,3 +129,26 @@ def test_a_zip_name_flagged_utf8_that_is_not_is_unsafe(tmp_path: Path) -> None:
     path.write_bytes(bytes(raw))
     with pytest.raises(ArchiveUnsafe, match="not valid UTF-8"):
         ingest_upload(tmp_path / "store", "generate", path, "bad.zip", Settings(_env_file=None))
+
+
+# ---- the zip directory, before zipfile parses it
+def test_a_zip_directory_holding_more_records_than_it_declares_is_refused(tmp_path: Path
+                                                                          ) -> None:
+    path = zip_directory_of(tmp_path / "d.zip", 20)  # declares 1 entry, holds 20 records
+    check_directory(path, 20)
+    with pytest.raises(ArchiveTooLarge, match="more than 19 entries"):
+        check_directory(path, 19)
+
+
+def test_a_zip_directory_larger_than_its_allowance_is_refused(tmp_path: Path) -> None:
+    path = zip_directory_of(tmp_path / "d.zip", 100)  # 4,700 bytes
+    with pytest.raises(ArchiveTooLarge, match="central directory is 4700 bytes"):
+        check_directory(path, 4)  # 4 x CD_BYTES_PER_ENTRY
+
+
+def test_a_zip_declaring_too_many_entries_is_refused_through_intake(tmp_path: Path) -> None:
+    path = write_zip(tmp_path / "ds.zip", good_files("generate"))
+    s = Settings(_env_file=None, dataset_max_entries=5)
+    with pytest.raises(ArchiveTooLarge, match="more than 5 entries"):
+        ingest_upload(tmp_path / "store", "generate", path, "ds.zip", s)
+    check_directory(path, 6)  # the six real entries pass
