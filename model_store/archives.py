@@ -63,9 +63,11 @@ DISK_BLOCK = 4096
 # Names of ignored entries kept for the report, unless the limits say otherwise.
 IGNORED_SAMPLE = 100
 _MAX_COMPONENT = 255
+# Longest entry name (Linux's PATH_MAX): names are kept while intake runs.
+MAX_PATH_BYTES = 4096
 
 # A pax or GNU long-name header's payload (names, attributes) is read whole into memory.
-MAX_TAR_META_BYTES = 1024 * 1024
+MAX_TAR_META_BYTES = 64 * 1024
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 
@@ -97,6 +99,8 @@ def safe_relative_path(name: str) -> PurePosixPath | None:
     except UnicodeEncodeError:  # tarfile keeps undecodable bytes as surrogates
         raise ArchiveUnsafe(name.encode("utf-8", "backslashreplace").decode(),
                             "name is not valid UTF-8") from None
+    if len(name.encode()) > MAX_PATH_BYTES:
+        raise ArchiveUnsafe(name[:100] + "...", f"name longer than {MAX_PATH_BYTES} bytes")
     if "\x00" in name:
         raise ArchiveUnsafe(name, "NUL byte in name")
     if "\\" in name:
@@ -432,8 +436,10 @@ def _walk_tar(path: Path, ex: _Extractor, kind: str) -> None:
         try:
             with tarfile.open(fileobj=_tar_source(raw, kind, ex.limits), mode=mode,  # type: ignore[call-overload]
                               tarinfo=_BoundedTarInfo) as tf:
-                for member in tf:
+                while (member := tf.next()) is not None:
                     _tar_member(tf, member, ex, inflate_cap)
+                    # TarFile keeps every member it read; none is needed again here.
+                    tf.members.clear()
         except (tarfile.TarError, zlib.error, lzma.LZMAError, EOFError, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise  # a real I/O failure (disk full), not a bad archive

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from core.settings import Settings
-from model_store.archives import DISK_BLOCK
+from model_store.archives import DISK_BLOCK, MAX_TAR_META_BYTES
 from model_store.datasets import DatasetStore
 from model_store.errors import ArchiveTooLarge, ArchiveUnsafe
 from model_store.intake import ingest_upload
@@ -251,4 +251,20 @@ def test_a_tar_path_conflict_is_refused_before_it_writes(store: Path, tmp_path: 
     result, peak = watched(store, lambda: ingest(store, "generate", path, settings()))
     assert isinstance(result, ArchiveUnsafe) and "conflicts" in str(result), result
     assert peak <= 2 * DISK_BLOCK, peak
+    assert_only_the_first_dataset(store)
+
+
+def test_tar_metadata_headers_are_read_only_up_to_their_cap(store: Path,
+                                                            tmp_path: Path) -> None:
+    """tarfile reads a pax header's payload into memory whole: one declaring more than
+    MAX_TAR_META_BYTES is refused before it is read, and no name may pass PATH_MAX."""
+    big = tarfile.TarInfo("images/zz.png")
+    big.pax_headers = {"comment": "x" * (MAX_TAR_META_BYTES + 1)}
+    path = write_tar(tmp_path / "pax.tar", good_files("generate"), members=[(big, b"")])
+    with pytest.raises(ArchiveTooLarge, match="metadata header"):
+        ingest(store, "generate", path, settings())
+    deep = tarfile.TarInfo("images/" + "a/" * 2100 + "x.png")
+    path = write_tar(tmp_path / "long.tar", good_files("generate"), members=[(deep, b"")])
+    with pytest.raises(ArchiveUnsafe, match="longer than 4096 bytes"):
+        ingest(store, "generate", path, settings())
     assert_only_the_first_dataset(store)
