@@ -189,11 +189,11 @@ class _BoundedTarInfo(tarfile.TarInfo):
     is (a 1 GiB "long name" is 1 GiB of memory): refuse big ones before they are read.
     ``_proc_member`` is the hook tarfile documents for subclasses."""
 
-    def _proc_member(self, tarfile: tarfile.TarFile) -> Any:
+    def _proc_member(self, tf: tarfile.TarFile) -> Any:
         if self.type in _TAR_META_TYPES and self.size > MAX_TAR_META_BYTES:
             raise ArchiveTooLarge(f"a tar metadata header (pax or long name) of {self.size}"
                                   f" bytes; at most {MAX_TAR_META_BYTES} are read")
-        return super()._proc_member(tarfile)  # type: ignore[misc]
+        return super()._proc_member(tf)  # type: ignore[misc]
 
 
 def _tar_rule(member: tarfile.TarInfo) -> str | None:
