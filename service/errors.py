@@ -16,10 +16,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Mount
 
 from core.errors import DomainError, InvalidParameter, public_reason
@@ -28,6 +29,9 @@ from core.logs import REQUEST_ID
 log = logging.getLogger(__name__)
 
 DATABASE_RETRY_AFTER_S = 5
+# The status a request gets when its client went away before the server answered (nginx's
+# "client closed request"): nobody receives it, but metrics and logs tell it from a 5xx.
+CLIENT_CLOSED_REQUEST = 499
 
 
 # ---------------------------------------------------------------- errors of the API itself
@@ -307,6 +311,13 @@ def install_error_handlers(app: FastAPI) -> None:
         response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
         return response
 
+    async def client_disconnect(request: Request, exc: Exception) -> Response:
+        # Raised while reading the body (an upload cut off): not a server error. The
+        # answer goes nowhere (the server drops it); the middleware counts its status.
+        log.info("client closed the connection during %s %s (counted as %d)",
+                 request.method, request.url.path, CLIENT_CLOSED_REQUEST)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path,
                       exc_info=exc)
@@ -322,4 +333,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(OperationalError, database_error)
     app.add_exception_handler(InterfaceError, database_error)
+    app.add_exception_handler(ClientDisconnect, client_disconnect)
     app.add_exception_handler(Exception, internal_error)
