@@ -322,6 +322,16 @@ class CachedVerifier:
             return True, entry[1]
         return False, None
 
+    def forget(self, key_id: str) -> int:
+        """Drop every answer that names ``key_id`` (a revocation made by this process takes
+        effect here at once, not ``ttl_s`` later); returns how many were dropped."""
+        with self._lock:
+            doomed = [digest for digest, (_, key) in self._entries.items()
+                      if key is not None and key.id == key_id]
+            for digest in doomed:
+                del self._entries[digest]
+        return len(doomed)
+
     def cached(self, token: str) -> tuple[bool, ApiKey | None]:
         """(hit, key) without touching the database: lets a caller skip a thread hop."""
         return self._entry(token, self._ttl)

@@ -78,6 +78,17 @@ def _spec_error(field_name: str, message: str) -> InvalidJobSpec:
                                      "type": "value_error"}])
 
 
+def check_dataset(request: FinetuneRequest, stores: Stores) -> None:
+    """The dataset exists and is for the request's task, else ``InvalidJobSpec``."""
+    try:
+        dataset = stores.datasets.get(request.dataset_id)
+    except StoreError as exc:
+        raise _spec_error("dataset_id", str(exc)) from None
+    if dataset.task != request.task:
+        raise _spec_error("dataset_id", f"dataset {request.dataset_id!r} is a"
+                                        f" {dataset.task} dataset, not {request.task}")
+
+
 def check_references(request: FinetuneRequest, stores: Stores) -> FinetuneRequest:
     """What can be told before a job is queued: the dataset exists and is for this task,
     the base model/version exists and serves it (or the base is one of the task's
@@ -89,13 +100,7 @@ def check_references(request: FinetuneRequest, stores: Stores) -> FinetuneReques
     """
     task = request.task
     spec = get_task(task)
-    try:
-        dataset = stores.datasets.get(request.dataset_id)
-    except StoreError as exc:
-        raise _spec_error("dataset_id", str(exc)) from None
-    if dataset.task != task:
-        raise _spec_error("dataset_id", f"dataset {request.dataset_id!r} is a"
-                                        f" {dataset.task} dataset, not {task}")
+    check_dataset(request, stores)
     store = stores.models
     models = set(store.model_names())
     name, version = parse_base(request.base)
