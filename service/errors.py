@@ -250,19 +250,20 @@ def allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at the request's path (Starlette's 405 names only
     the methods of the first route that matched the path). Each top-level route (FastAPI
     includes routers as routes of their own) is asked whether it would take the request
-    with each method; mounts (static files) answer their own 405s and are left out. When
-    a route's literal path matches, only literal routes count."""
-    matches: list[tuple[str, bool]] = []  # (method, by a route with a literal path)
-    for method in _METHODS:
-        probe = {**request.scope, "method": method}
-        for route in request.app.router.routes:
-            if not isinstance(route, Mount) and route.matches(probe)[0] == Match.FULL:
-                matches.append((method, "{" not in getattr(route, "path", "{")))
-    # A literal path names its own resource: /jobs/finetune is not the job "finetune" that
-    # GET /jobs/{job_id} would look up, so a parameterised route's methods do not count.
-    literal = any(is_literal for _, is_literal in matches)
-    allowed = [m for m in _METHODS if any(method == m and (is_literal or not literal)
-                                          for method, is_literal in matches)]
+    with each method; mounts (static files) answer their own 405s and are left out. A path
+    the OpenAPI document lists literally answers with that entry's methods."""
+    # A literal path of the document names its own resource: /jobs/finetune is not the
+    # job "finetune" that GET /jobs/{job_id} would look up, so only its own methods count.
+    literal = request.app.openapi().get("paths", {}).get(request.url.path)
+    if literal:
+        allowed = [m for m in _METHODS if m.lower() in literal]
+    else:
+        allowed = []
+        for method in _METHODS:
+            probe = {**request.scope, "method": method}
+            if any(not isinstance(route, Mount) and route.matches(probe)[0] == Match.FULL
+                   for route in request.app.router.routes):
+                allowed.append(method)
     if "GET" in allowed and "HEAD" not in allowed:  # Starlette answers HEAD for every GET
         allowed.insert(allowed.index("GET") + 1, "HEAD")
     return allowed

@@ -223,10 +223,10 @@ def _envelope_422() -> dict[str, Any]:
 
 
 def _with_key(curl: str, op: dict[str, Any]) -> str:
-    """The curl line with the API key header where the operation needs a key (its security
-    has no anonymous alternative: see ``mark_open_scopes``)."""
-    security = op.get("security", [])
-    if security and {} not in security:
+    """The curl line with the API key header where the operation's scope is not open by
+    default (train, admin; docs/SECURITY.md), whatever this server opens."""
+    scopes = {s for requirement in op.get("security", []) for s in requirement.get("bearer", [])}
+    if scopes - {"infer"}:
         return curl.replace("curl ", 'curl -H "Authorization: Bearer $TOONFORGE_API_KEY" ', 1)
     return curl
 
