@@ -217,6 +217,29 @@ def test_405_allow_is_exact_and_open_scopes_are_optional_auth(server: ApiServer,
 ROUNDS = 8
 
 
+def race(server: ApiServer, admin: dict[str, str], dataset: str
+         ) -> tuple[httpx.Response, httpx.Response]:
+    """POST /jobs/finetune and DELETE /datasets/{dataset} released at the same moment, each
+    on its own connection: (the job's answer, the delete's)."""
+    answers: dict[str, httpx.Response] = {}
+    go = threading.Barrier(2)
+
+    def send(name: str, method: str, path: str, body: dict[str, Any] | None) -> None:
+        with server.client() as own:
+            go.wait()
+            answers[name] = own.request(method, path, json=body, headers=admin)
+
+    threads = [threading.Thread(target=send, args=("job", "POST", "/jobs/finetune",
+                                                   job_body(dataset))),
+               threading.Thread(target=send, args=("delete", "DELETE",
+                                                   f"/datasets/{dataset}", None))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return answers["job"], answers["delete"]
+
+
 def test_job_acceptance_and_dataset_deletion_never_both_succeed(server: ApiServer,
                                                                 admin: dict[str, str]) -> None:
     outcomes = []
@@ -224,26 +247,7 @@ def test_job_acceptance_and_dataset_deletion_never_both_succeed(server: ApiServe
         for n in range(ROUNDS):
             dataset = f"race-{n}"
             upload(http, admin, dataset)
-            answers: dict[str, httpx.Response] = {}
-            go = threading.Barrier(2)
-
-            def accept(dataset: str = dataset) -> None:
-                with server.client() as own:
-                    go.wait()
-                    answers["job"] = own.post("/jobs/finetune", json=job_body(dataset),
-                                              headers=admin)
-
-            def delete(dataset: str = dataset) -> None:
-                with server.client() as own:
-                    go.wait()
-                    answers["delete"] = own.delete(f"/datasets/{dataset}", headers=admin)
-
-            threads = [threading.Thread(target=accept), threading.Thread(target=delete)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            job, gone = answers["job"], answers["delete"]
+            job, gone = race(server, admin, dataset)
             outcome = (job.status_code, gone.status_code)
             outcomes.append(outcome)
             assert outcome in {(201, 409), (422, 204)}, (job.text, gone.text)
