@@ -252,3 +252,36 @@ def test_silent_database_is_bounded(store: Path, tmp_path: Path, postgres_db: st
         server.stop()
         proxy.cut()
         direct.dispose()
+
+
+def test_statement_and_commit_on_a_silenced_connection_fail_within_the_bound(
+        postgres_db: str) -> None:
+    """Inside a transaction (no checkout ping in between), a statement and a commit sent to
+    a server that went silent fail with a disconnect error once the client deadline
+    passes, instead of waiting forever."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    from jobs.db import Database, DatabaseTimeouts
+
+    url = make_url(postgres_db)
+    for last in ("SELECT 2", None):  # None: the commit is what meets the silence
+        proxy = CuttableProxy((url.host or "127.0.0.1", url.port or 5432))
+        db = Database(url.set(host="127.0.0.1", port=proxy.port).render_as_string(
+            hide_password=False), DatabaseTimeouts(connect_s=2, statement_s=DB_STATEMENT_S))
+        try:
+            with db.engine.connect() as conn:
+                assert conn.execute(text("SELECT 1")).scalar() == 1
+                proxy.silence()
+                start = time.monotonic()
+                with pytest.raises(OperationalError):
+                    if last is not None:
+                        conn.execute(text(last))
+                    conn.commit()
+                elapsed = time.monotonic() - start
+            assert elapsed < DB_STATEMENT_S + 0.5 + 2.0, f"failed after {elapsed:.1f}s"
+            assert db.deadlines is not None and db.deadlines.cut >= 1
+        finally:
+            db.dispose()
+            proxy.cut()
