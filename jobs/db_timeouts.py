@@ -95,6 +95,8 @@ class StatementDeadlines:
     def _cut(self, dbapi_connection: Any) -> None:
         """Shut the socket down under the blocked call (a duplicate of the descriptor, so
         the driver still owns and closes the original)."""
+        if getattr(dbapi_connection, "closed", False):
+            return  # closed meanwhile: nothing waits on it
         try:
             fd = dbapi_connection.fileno()
             with socket.socket(fileno=os.dup(fd)) as sock:
@@ -167,6 +169,10 @@ def install_deadlines(engine: Engine, timeout_s: float) -> StatementDeadlines:
     def checkin(dbapi: Any, _record: Any) -> None:
         if dbapi is not None:
             deadlines.disarm(dbapi)
+
+    # A dropped connection is never waited on again.
+    for name in ("invalidate", "soft_invalidate", "close", "close_detached"):
+        event.listen(engine.pool, name, lambda dbapi, *_: deadlines.disarm(dbapi))
 
     return deadlines
 
