@@ -61,7 +61,13 @@ def validate_hyperparameters(task: str, values: dict[str, Any]) -> dict[str, Any
         raise InvalidJobSpec(str(exc), [{"loc": ["body", "task"], "msg": str(exc),
                                          "type": "value_error"}]) from None
     try:
-        return model.model_validate(values).model_dump(mode="json")
+        # Strict JSON types, as for every request field (core/wire.py): true is not 1
+        # epoch, "3" is not 3; validated as the JSON they arrive as (arrays for tuples).
+        try:
+            text = json.dumps(values)
+        except (TypeError, ValueError):  # not JSON at all (a caller's own Python values)
+            return model.model_validate(values).model_dump(mode="json")
+        return model.model_validate_json(text, strict=True).model_dump(mode="json")
     except ValidationError as exc:
         errors = [
             {"loc": ["body", "hyperparameters", *err["loc"]], "msg": err["msg"],

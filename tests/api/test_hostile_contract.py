@@ -116,6 +116,11 @@ def test_json_types_are_strict(server: ApiServer, admin: dict[str, str]) -> None
         error = assert_error(http.post("/jobs/finetune", headers=admin, json={
             **job_body("strict-types"), "auto_activate": 1}), 422, "invalid_parameter")
         assert "auto_activate" in error["message"]
+        error = assert_error(http.post("/jobs/finetune", headers=admin, json={
+            **job_body("strict-types"), "hyperparameters": {"epochs": True}}),
+            422, "invalid_parameter")
+        assert "epochs" in error["message"]
+        assert http.get("/jobs", headers=admin).json()["total"] == 0  # nothing was queued
         # Query strings are still numbers and booleans.
         assert http.get("/models/matte/versions/1", headers=admin).status_code == 200
         assert http.post("/generate", params={"n": "2", "seed": "3"},
