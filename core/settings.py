@@ -79,6 +79,18 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     # None: sqlite:///<data_dir>/toonforge.db. Production: postgresql+psycopg://user@host/db.
     database_url: str | None = None
+    # Bounds on every wait for the jobs database (jobs/db_timeouts.py), in the API, the key
+    # check and the workers: a server that accepts and never answers becomes an error (the
+    # API's 503 database_unavailable; a cached key answer) instead of a hang. PostgreSQL:
+    # opening a connection (libpq connect_timeout, whole seconds, at least 2)...
+    database_connect_timeout_s: float = Field(3.0, gt=0, le=300)
+    # ...one statement, commit or checkout ping (server statement_timeout, and a client-side
+    # deadline 0.5 s later that drops the connection of a silent server)...
+    database_statement_timeout_s: float = Field(5.0, gt=0, le=3600)
+    # ...and the wait for a free pooled connection.
+    database_pool_timeout_s: float = Field(5.0, gt=0, le=300)
+    # SQLite (the embedded default): how long a writer waits for another's lock.
+    database_busy_timeout_s: float = Field(30.0, gt=0, le=3600)
     # None: the embedded filesystem broker under <data_dir>/broker. Production: redis://host:6379/0.
     broker_url: str | None = None
     # The worker's Celery node name (several workers on one host need different ones).

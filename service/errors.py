@@ -254,13 +254,20 @@ def allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at the request's path (Starlette's 405 names only
     the methods of the first route that matched the path). Each top-level route (FastAPI
     includes routers as routes of their own) is asked whether it would take the request
-    with each method; mounts (static files) answer their own 405s and are left out."""
-    allowed = []
-    for method in _METHODS:
-        probe = {**request.scope, "method": method}
-        if any(not isinstance(route, Mount) and route.matches(probe)[0] == Match.FULL
-               for route in request.app.router.routes):
-            allowed.append(method)
+    with each method; mounts (static files) answer their own 405s and are left out. A path
+    the OpenAPI document lists literally answers with that entry's methods."""
+    # A literal path of the document names its own resource: /jobs/finetune is not the
+    # job "finetune" that GET /jobs/{job_id} would look up, so only its own methods count.
+    literal = request.app.openapi().get("paths", {}).get(request.url.path)
+    if literal:
+        allowed = [m for m in _METHODS if m.lower() in literal]
+    else:
+        allowed = []
+        for method in _METHODS:
+            probe = {**request.scope, "method": method}
+            if any(not isinstance(route, Mount) and route.matches(probe)[0] == Match.FULL
+                   for route in request.app.router.routes):
+                allowed.append(method)
     if "GET" in allowed and "HEAD" not in allowed:  # Starlette answers HEAD for every GET
         allowed.insert(allowed.index("GET") + 1, "HEAD")
     return allowed
