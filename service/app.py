@@ -29,6 +29,7 @@ from service.inference.reload import ReloadWatcher
 from service.limits import BodyLimitMiddleware
 from service.observability import install_observability
 from service.openapi_docs import install_openapi
+from service.paths import NulPathGuard
 from service.routes import datasets, health, inference, jobs, keys, models, sweeps
 from service.routes.web import install_web
 from tasks import task_specs
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=2 * settings.max_upload_bytes + MULTIPART_OVERHEAD,
         path_limits={"/datasets": settings.dataset_max_upload_bytes + MULTIPART_OVERHEAD},
     )
+    app.add_middleware(NulPathGuard)  # before routing: ids reach the database
     for api in family_apis:  # registration order: the order of the document's paths
         app.include_router(api.router)
     app.include_router(inference.router)  # POST /infer/{task}

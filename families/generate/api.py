@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import numpy as np
 from fastapi import Body, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.errors import InvalidParameter
 from core.wire import SEED_MAX, GeneratedImage, ImagesResponse, ModelChoice
@@ -50,6 +50,10 @@ class GenerateOptions(BaseModel):
 
 
 class GenerateBody(GenerateOptions):
+    # Strict as a JSON body (true is not n=1); the query's strings are parsed by
+    # GenerateOptions before they reach this model.
+    model_config = ConfigDict(strict=True)
+
     latents: list[list[float]] | None = Field(
         None, description="Explicit latents: n lists of nz floats (replaces seed)."
     )

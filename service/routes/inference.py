@@ -15,7 +15,7 @@ from core.wire import ModelChoice
 from service.auth import auth_responses, scope
 from service.deps import PoolDep
 from service.errors import error_responses
-from service.imaging import read_uploads
+from service.imaging import EXTRA_FILES, MAX_FORM_FIELDS, read_uploads
 from service.inference import pipelines
 
 
@@ -38,6 +38,9 @@ def upload_body(*fields: str) -> dict[str, Any]:
             "type": "object",
             "properties": {name: _BINARY for name in fields},
             "required": list(fields),
+            "maxProperties": len(fields) + EXTRA_FILES + MAX_FORM_FIELDS,
+            "description": f"at most {len(fields) + EXTRA_FILES} files and {MAX_FORM_FIELDS}"
+                           " other fields (more: 413 too_many_parts)",
         }},
     }
     if len(fields) == 1:

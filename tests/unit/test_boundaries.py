@@ -9,6 +9,8 @@
 - a family's folder (families/<name>/): the modules every process imports (spec, processing,
   synthetic data) import no torch, worker or service; its API module no torch or worker;
   only its worker modules (nets, trainer, weights) may import torch and worker.
+- faces (the face stage, run in the API process) imports no torch and nothing of service,
+  worker or the families that use it.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "core": ("service", "worker", "jobs", "model_store", "tasks", "families"),
     "tasks": ("torch", "service", "worker"),
     "model_store": ("torch", "service", "worker"),
+    "faces": ("torch", "service", "worker", "families", "tasks"),
 }
 # Importing every module of these is cheap (no torch): check sys.modules too.
-IMPORTED = ("service", "jobs", "core", "tasks", "model_store")
+IMPORTED = ("service", "jobs", "core", "tasks", "model_store", "faces")
 
 # A family module's rules, by its name (anything else in a family folder is worker side).
 FAMILY_SHARED = ("__init__", "spec", "processing", "synthetic")  # every process
