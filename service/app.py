@@ -30,6 +30,7 @@ from service.observability import install_observability
 from service.openapi_docs import install_openapi
 from service.routes import datasets, health, inference, jobs, keys, models, sweeps
 from service.routes.web import install_web
+from service.timeouts import BodyTimeoutMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=2 * settings.max_upload_bytes + MULTIPART_OVERHEAD,
         path_limits={"/datasets": settings.dataset_max_upload_bytes + MULTIPART_OVERHEAD},
     )
+    # Inside the body cap: a slow body is cut at its deadline, before the cap is reached.
+    app.add_middleware(BodyTimeoutMiddleware, grace_s=settings.http_body_timeout_s,
+                       min_rate=settings.http_body_min_rate)
     app.include_router(inference.router)
     app.include_router(models.router)
     app.include_router(datasets.router)

@@ -287,7 +287,8 @@ def install_error_handlers(app: FastAPI) -> None:
             # nesting too deep): the same malformed_json as any unparsable JSON.
             return envelope(MalformedJson.http_status, MalformedJson.code,
                             "the body is not valid JSON: it could not be decoded")
-        codes = {404: "not_found", 405: "method_not_allowed", 413: TooLarge.code}
+        codes = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
+                 413: TooLarge.code}
         response = envelope(
             exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
         )

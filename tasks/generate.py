@@ -10,6 +10,7 @@ from tasks.layouts import ImageFolderLayout
 from tasks.registry import (
     CommonHyperparameters,
     GraphIO,
+    GraphMemory,
     Int8Gate,
     Range,
     ServingConfig,
@@ -71,4 +72,6 @@ SPEC = register_task(TaskSpec(
     starter=StarterRecipe("dcgan", {"n": 64}, {"epochs": 5, "batch_size": 16}),
     synthetic=_faces_96,
     int8_gate=Int8Gate({"main": "images"}, at_most={"pixel_mae": 2 / 255}),
+    # DCGAN 96 px: about 0.8 MB per latent row at batch 8 (8 KB per input value).
+    memory={"main": GraphMemory({"fp32": 16384.0, "int8": 16384.0}, 16 * 2**20)},
 ))

@@ -36,9 +36,10 @@ from core.wire import (
     SampleParams,
 )
 from service.errors import NoImagePipeline, TaskNotFound
-from service.imaging import MEDIA_TYPES, decode_image, encode_image
+from service.imaging import MEDIA_TYPES, declared_size, decode_image, encode_image
 from service.inference import processing as proc
 from service.inference.batching import Feeds
+from service.inference.budget import RequestMemory, largest_fitting, request_memory
 from service.inference.pool import InferencePool
 from service.inference.sessions import LoadedVersion
 from tasks import ServingConfig, TaskSpec, get_task, list_tasks
@@ -67,10 +68,11 @@ class Served:
 
 async def _staged(pool: InferencePool, version: LoadedVersion, role: str,
                   prepare: Callable[[], tuple[C, Feeds]],
-                  finish: Callable[[C, Feeds], R]) -> R:
-    """prepare -> graph run -> finish; one thread hop when the graph does not batch."""
+                  finish: Callable[[C, Feeds], R], memory: RequestMemory) -> R:
+    """prepare -> graph run -> finish; one thread hop when the graph does not batch.
+    ``memory`` is reserved from the pool's budget for the whole of it."""
     graph = version.graph(role)
-    async with pool.slot():
+    async with pool.slot(memory):
         if graph.batcher is None:
             def whole() -> R:
                 context, feeds = prepare()
@@ -138,6 +140,18 @@ async def cartoonize(pool: InferencePool, data: bytes, params: CartoonizeParams)
     max_side = min(params.max_side or config.max_side, pool.settings.max_side_limit)
     bgr = config.color_order == "BGR"
     graph = version.graph("main")
+    width, height = declared_size(data)
+
+    def memory(side: int) -> RequestMemory:
+        graph_w, graph_h = proc.cartoon_graph_size((width, height), side, config.multiple_of)
+        return request_memory(version, "main", data=data, graph_values=3 * graph_w * graph_h)
+
+    # The graph's input is capped, never tiled: a max_side whose arena would not fit one
+    # request's share of the memory budget is lowered until it does, down to the version's
+    # own max_side (so answers at the defaults are unchanged).
+    if width and height:
+        max_side = largest_fitting(pool.budget.per_request, lambda side: memory(side).total,
+                                   min(max_side, config.max_side), max_side)
 
     def prepare() -> tuple[Image.Image, Feeds]:
         image = _decode(pool, data)
@@ -149,7 +163,7 @@ async def cartoonize(pool: InferencePool, data: bytes, params: CartoonizeParams)
                                       config.output_range)
         return encode_image(cartoon, params.format)
 
-    body = await _staged(pool, version, "main", prepare, finish)
+    body = await _staged(pool, version, "main", prepare, finish, memory(max_side))
     return Served(version, body, MEDIA_TYPES[params.format])
 
 
@@ -178,7 +192,8 @@ async def matte(pool: InferencePool, data: bytes, params: MatteParams) -> Served
             result = mask
         return encode_image(result, params.format)
 
-    body = await _staged(pool, version, "main", prepare, finish)
+    body = await _staged(pool, version, "main", prepare, finish,
+                         request_memory(version, "main", data=data))
     return Served(version, body, MEDIA_TYPES[params.format])
 
 
@@ -210,7 +225,8 @@ async def classify(pool: InferencePool, data: bytes, params: ClassifyParams) -> 
             predictions=[Prediction(label=label, score=score) for label, score in best],
         )
 
-    response = await _staged(pool, version, "main", prepare, finish)
+    response = await _staged(pool, version, "main", prepare, finish,
+                             request_memory(version, "main", data=data, answer_pixels=0))
     return Served(version, response, "application/json")
 
 
@@ -231,7 +247,9 @@ async def autoencode(pool: InferencePool, data: bytes, params: AutoencodeParams)
         image = proc.chw_to_image(out[graph.outputs[1]][0], *config.output_range)
         return encode_image(proc.upscale(image, params.size), "png")
 
-    body = await _staged(pool, version, "main", prepare, finish)
+    body = await _staged(pool, version, "main", prepare, finish,
+                         request_memory(version, "main", data=data,
+                                        answer_pixels=(params.size or config.size) ** 2))
     return Served(version, body)
 
 
@@ -259,7 +277,11 @@ async def interpolate(pool: InferencePool, image_a: bytes, image_b: bytes,
                                   images=[GeneratedImage(png_base64=_png_b64(i)) for i in images])
         return encode_image(proc.grid(images, columns=len(images)), "png")
 
-    content = await _staged(pool, version, "main", prepare, finish)
+    need = request_memory(version, "main", data=image_a, rows=2,
+                          answer_pixels=steps * config.size * config.size)
+    pixels_b = request_memory(version, "main", data=image_b, answer_pixels=0).decode
+    content = await _staged(pool, version, "main", prepare, finish,
+                            RequestMemory(need.decode + pixels_b, need.graph, need.answer))
     media = "application/json" if params.format == "json" else "image/png"
     return Served(version, content, media)
 
@@ -284,7 +306,9 @@ async def sample(pool: InferencePool, params: SampleParams) -> Served:
         pictures = proc.images_from_batch(frames, *config.output_range)
         return encode_image(proc.grid(pictures), "png")
 
-    async with pool.slot():
+    need = request_memory(version, "decoder", rows=params.n,
+                          answer_pixels=params.n * config.size * config.size)
+    async with pool.slot(need, "n"):
         body = await pool.run(work)
     return Served(version, body, headers={
         "X-Seed": str(seed),
@@ -350,7 +374,9 @@ async def generate(pool: InferencePool, options: GenerateBody, model: str | None
             )
         return encode_image(proc.grid(pictures), "png")
 
-    async with pool.slot():
+    need = request_memory(version, "main", rows=min(created, GENERATE_CHUNK),
+                          answer_pixels=created * _image_pixels(version, "main", 0))
+    async with pool.slot(need, "n"):
         content = await pool.run(work)
     headers = {"X-Seed": str(seed)} if seed is not None else {}
     media = "application/json" if options.format == "json" else "image/png"
@@ -388,7 +414,8 @@ async def infer_image(pool: InferencePool, spec: TaskSpec, data: bytes, params: 
     def finish(image: Image.Image, out: Feeds) -> bytes:
         return encode_image(hooks.finish(out, image, version.config), "png")
 
-    body = await _staged(pool, version, "main", prepare, finish)
+    body = await _staged(pool, version, "main", prepare, finish,
+                         request_memory(version, "main", data=data))
     return Served(version, body)
 
 

@@ -103,7 +103,8 @@ def _merge(params: P, fields: dict[str, Any]) -> P:
 
 
 async def _one_image(request: Request, pool: PoolDep) -> bytes:
-    images, _ = await read_uploads(request, ("image",), pool.settings.max_upload_bytes)
+    async with pool.reading():  # counted in /metrics while the upload arrives
+        images, _ = await read_uploads(request, ("image",), pool.settings.max_upload_bytes)
     return images["image"]
 
 
@@ -188,9 +189,10 @@ async def autoencode_interpolate(
 ) -> Response:
     """Decode a straight path between the latents of image_a and image_b (a PNG strip)."""
     async with pool.admit():  # before the body is read: a full pool reads none
-        images, texts = await read_uploads(
-            request, ("image_a", "image_b"), pool.settings.max_upload_bytes
-        )
+        async with pool.reading():
+            images, texts = await read_uploads(
+                request, ("image_a", "image_b"), pool.settings.max_upload_bytes
+            )
         params = _merge(params, {k: v for k, v in texts.items() if k in ("steps", "format")})
         return _respond(
             await pipelines.interpolate(pool, images["image_a"], images["image_b"], params)
