@@ -68,6 +68,8 @@ class RequestMemory:
     decode: int = 0
     graph: int = 0
     answer: int = 0
+    # Pixels the upload's header declares (beyond max_pixels the decode refuses it first).
+    source_pixels: int = 0
 
     @property
     def total(self) -> int:
@@ -81,7 +83,7 @@ class RequestMemory:
         return cls(DECODE_BYTES_PER_PIXEL * source_pixels,
                    model.run_bytes(graph_values, precision)
                    + ARRAY_BYTES_PER_VALUE * graph_values,
-                   ANSWER_BYTES_PER_PIXEL * answer_pixels)
+                   ANSWER_BYTES_PER_PIXEL * answer_pixels, source_pixels)
 
 
 def largest_fitting(limit: int, cost: Callable[[int], int], low: int, high: int) -> int:

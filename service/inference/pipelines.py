@@ -279,9 +279,10 @@ async def interpolate(pool: InferencePool, image_a: bytes, image_b: bytes,
 
     need = request_memory(version, "main", data=image_a, rows=2,
                           answer_pixels=steps * config.size * config.size)
-    pixels_b = request_memory(version, "main", data=image_b, answer_pixels=0).decode
-    content = await _staged(pool, version, "main", prepare, finish,
-                            RequestMemory(need.decode + pixels_b, need.graph, need.answer))
+    second = request_memory(version, "main", data=image_b, answer_pixels=0)
+    content = await _staged(pool, version, "main", prepare, finish, RequestMemory(
+        need.decode + second.decode, need.graph, need.answer,
+        max(need.source_pixels, second.source_pixels)))
     media = "application/json" if params.format == "json" else "image/png"
     return Served(version, content, media)
 

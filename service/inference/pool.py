@@ -187,6 +187,8 @@ class InferencePool:
         """Bound the requests being processed at once (Settings.max_concurrency) and, with
         ``memory``, the working memory they hold (``budget``: waits, then 503)."""
         async with self.admit():
+            if memory is not None and memory.source_pixels > self.settings.max_pixels:
+                memory = None  # the decode refuses it from its header (too_many_pixels)
             if memory is not None:
                 self.budget.check(memory, parameter)  # 422 before waiting for anything
             self._slot_waiting += 1
