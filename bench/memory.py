@@ -14,6 +14,7 @@ memory does not depend on the weights), so both precisions can be asked for.
 
 Usage:
     .venv/bin/python bench/memory.py [--repo . --repo /tmp/before] [--cases cartoonize-2048]
+    .venv/bin/python bench/memory.py --cases cartoonize-2048-int8 --concurrent 8
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -128,7 +130,14 @@ class Api:
         self._log.close()
 
 
-def measure(api: Api, path: str, body: bytes) -> dict[str, object]:
+def _send(api: Api, path: str, body: bytes) -> httpx.Response:
+    if body:
+        return httpx.post(api.url + path, content=body, timeout=900,
+                          headers={"content-type": "image/png"})
+    return httpx.post(api.url + path, json={}, timeout=900)
+
+
+def measure(api: Api, path: str, body: bytes, concurrent: int = 1) -> dict[str, object]:
     pid = api.process.pid
     before, peak, stop = rss_mb(pid), 0.0, threading.Event()
 
@@ -141,16 +150,15 @@ def measure(api: Api, path: str, body: bytes) -> dict[str, object]:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     started = time.perf_counter()
-    if body:
-        answer = httpx.post(api.url + path, content=body, timeout=900,
-                            headers={"content-type": "image/png"})
-    else:
-        answer = httpx.post(api.url + path, json={}, timeout=900)
+    with ThreadPoolExecutor(concurrent) as clients:
+        answers = list(clients.map(lambda _: _send(api, path, body), range(concurrent)))
     seconds = time.perf_counter() - started
     stop.set()
     sampler.join()
     time.sleep(SETTLE_S)
-    return {"status": answer.status_code, "before_mb": round(before), "peak_mb": round(peak),
+    statuses = [a.status_code for a in answers]
+    return {"status": statuses[0] if concurrent == 1 else statuses,
+            "before_mb": round(before), "peak_mb": round(peak),
             "after_mb": round(rss_mb(pid)), "seconds": round(seconds, 1)}
 
 
@@ -159,6 +167,7 @@ def main() -> None:
     parser.add_argument("--repo", action="append", type=Path, help="checkouts to compare")
     parser.add_argument("--cases", nargs="*", default=list(CASES))
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the API")
+    parser.add_argument("--concurrent", type=int, default=1, help="copies sent at once")
     args = parser.parse_args()
     repos = args.repo or [ROOT]
     env = dict(item.split("=", 1) for item in args.env)
@@ -169,7 +178,8 @@ def main() -> None:
             path, body = CASES[case]
             api = Api(repo.resolve(), store, RESULTS / f"memory-{repo.name}-{case}.log", env)
             try:
-                results.setdefault(case, {})[str(repo)] = row = measure(api, path, body())
+                row = measure(api, path, body(), args.concurrent)
+                results.setdefault(case, {})[str(repo)] = row
             finally:
                 api.stop()
             print(f"{case:24} {str(repo):24} {json.dumps(row)}", flush=True)
