@@ -14,8 +14,9 @@
 # as BuildKit.
 #
 # Dependencies are read from pyproject.toml at build time (Python 3.11 has tomllib), so the
-# version ranges live in one place. Nothing is fetched at run time: no weights are baked in
-# or downloaded; models are imported into the store volume (`toonforge import`, docs/DEPLOY.md).
+# version ranges live in one place, and installed at the versions requirements/lock.txt
+# pins. Nothing is fetched at run time: no weights are baked in or downloaded; models are
+# imported into the store volume (`toonforge import`, docs/DEPLOY.md).
 
 ARG PYTHON_VERSION=3.11
 
@@ -44,9 +45,11 @@ RUN groupadd --system --gid 10001 toonforge \
     && mkdir -p /data/store /data/tensorboard \
     && chown -R 10001:10001 /data
 
-# Only the dependency list: the dependency layers below are rebuilt when it changes, not on
-# every code change.
+# Only the dependency list and the lock: the dependency layers below are rebuilt when they
+# change, not on every code change. Every install below is constrained by the lock
+# (requirements/lock.txt, `make lock`), so an image built next month has the same versions.
 COPY pyproject.toml /tmp/pyproject.toml
+COPY requirements/lock.txt /tmp/lock.txt
 
 # -------------------------------------------------------------------------------------- wheel
 # A regular (non-editable) wheel of the app code; api and worker install it with --no-deps.
@@ -58,6 +61,7 @@ COPY tasks/ tasks/
 COPY service/ service/
 COPY model_store/ model_store/
 COPY jobs/ jobs/
+COPY faces/ faces/
 COPY worker/ worker/
 COPY sdk/ sdk/
 RUN pip wheel --no-deps --wheel-dir /wheels .
@@ -80,7 +84,7 @@ FROM base AS api
 # from the NVIDIA container toolkit at run time. Without a GPU the CPU provider serves.
 RUN python -c "import re,tomllib; p=tomllib.load(open('/tmp/pyproject.toml','rb'))['project']; name=lambda r: re.split(r'[^A-Za-z0-9._-]', r, maxsplit=1)[0].lower(); extras=p['optional-dependencies']; gpu=[r.replace('onnxruntime-gpu', 'onnxruntime-gpu[cuda,cudnn]', 1) for r in extras['gpu']]; print('\n'.join([r for r in p['dependencies'] if name(r) != 'onnxruntime'] + gpu + extras['s3']))" > /tmp/requirements-api.txt \
     && cat /tmp/requirements-api.txt \
-    && pip install -r /tmp/requirements-api.txt \
+    && pip install -c /tmp/lock.txt -r /tmp/requirements-api.txt \
     && python -c "import glob,site; print('\n'.join(sorted(glob.glob(site.getsitepackages()[0] + '/nvidia/**/lib', recursive=True))))" > /etc/ld.so.conf.d/nvidia-pip.conf \
     && ldconfig \
     && pip list --format=freeze | grep -i onnxruntime \
@@ -115,7 +119,7 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_CUDA}
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
     && python -c "import tomllib; p=tomllib.load(open('/tmp/pyproject.toml','rb'))['project']; extras=p['optional-dependencies']; print('\n'.join(p['dependencies'] + extras['worker'] + extras['s3'] + extras['tracking']))" > /tmp/requirements-worker.txt \
     && cat /tmp/requirements-worker.txt \
-    && pip install -r /tmp/requirements-worker.txt \
+    && pip install -c /tmp/lock.txt -r /tmp/requirements-worker.txt \
     && python -c "import torch; assert torch.version.cuda, 'not a CUDA build of torch: ' + torch.__version__; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
 
 COPY --from=wheel /wheels/ /wheels/

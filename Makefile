@@ -5,14 +5,20 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements/lock.txt
+# pip-tools' resolver is pip's own, so it sees the same indexes (and local wheels) as pip.
+PIP_TOOLS := pip-tools==7.7.0
+PIP_VERSION := pip==26.3
 
-.PHONY: run test lint openapi bench install clean
+.PHONY: run test lint openapi bench install lock clean
 
-$(STAMP): pyproject.toml
+# Every install takes the versions the lock pins (a constraints file made by pip-compile
+# from pyproject.toml's ranges: `make lock` refreshes it, docs/DEPLOY.md "Upgrading").
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet '$(PIP_VERSION)'
 	# torch==2.13.0 resolves to the local CPU wheel here (see README: GPU machines).
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c $(LOCK) -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -39,6 +45,20 @@ openapi: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/serving.py
+
+# Pin pyproject.toml's ranges (all extras the images and the tests install, plus the GPU
+# image's CUDA wheels). `make lock` keeps every pin that still satisfies the ranges and adds
+# what is new; `make lock UPGRADE=1` re-resolves everything to today's releases. The torch
+# pin drops its local build label (+cpu here, +cu126 in the worker image) so that one lock
+# serves both builds.
+lock:
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet '$(PIP_TOOLS)'
+	.lock-venv/bin/pip-compile --quiet $(if $(UPGRADE),--upgrade) --strip-extras --allow-unsafe \
+	    --no-emit-index-url --no-emit-find-links --extra dev --extra gpu \
+	    -o $(LOCK) pyproject.toml requirements/docker-gpu.in
+	sed -i 's/^torch==\([0-9.]*\)+[a-z0-9]*$$/torch==\1/' $(LOCK)
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -79,6 +79,18 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     # None: sqlite:///<data_dir>/toonforge.db. Production: postgresql+psycopg://user@host/db.
     database_url: str | None = None
+    # Bounds on every wait for the jobs database (jobs/db_timeouts.py), in the API, the key
+    # check and the workers: a server that accepts and never answers becomes an error (the
+    # API's 503 database_unavailable; a cached key answer) instead of a hang. PostgreSQL:
+    # opening a connection (libpq connect_timeout, whole seconds, at least 2)...
+    database_connect_timeout_s: float = Field(3.0, gt=0, le=300)
+    # ...one statement, commit or checkout ping (server statement_timeout, and a client-side
+    # deadline 0.5 s later that drops the connection of a silent server)...
+    database_statement_timeout_s: float = Field(5.0, gt=0, le=3600)
+    # ...and the wait for a free pooled connection.
+    database_pool_timeout_s: float = Field(5.0, gt=0, le=300)
+    # SQLite (the embedded default): how long a writer waits for another's lock.
+    database_busy_timeout_s: float = Field(30.0, gt=0, le=3600)
     # None: the embedded filesystem broker under <data_dir>/broker. Production: redis://host:6379/0.
     broker_url: str | None = None
     # The worker's Celery node name (several workers on one host need different ones).
@@ -250,6 +262,18 @@ class Settings(BaseSettings):
     # Bytes of downloaded blobs (graphs, weights, datasets) this process keeps in its
     # content-addressed cache under store_dir; least recently used first out.
     store_cache_max_bytes: int = Field(4 * 1024 * 1024 * 1024, ge=0)
+
+    # ---- the face stage (faces/; docs/FACES.md): detection bounds for every family using it
+    # Detection runs on a copy whose longer side is at most this (the detector's own limit
+    # is 960); its cost grows with the pixels, and it holds the GIL while it runs.
+    face_detect_max_side: int = Field(640, ge=32, le=960)
+    # Faces processed per image, biggest first; more are counted but left as they are.
+    face_max_per_image: int = Field(8, ge=0)
+    # Detector confidence (0..1) below which a candidate is not a face.
+    face_min_score: float = Field(0.5, ge=0.0, le=1.0)
+    # Threads of one detection: the detector's OpenMP team (set per call, so other OpenMP
+    # users are unaffected) and the landmark model's onnxruntime session.
+    face_detect_threads: int = Field(1, ge=1)
 
     # ---- experiment tracking (issue 11; worker/training/tracking.py)
     # An MLflow tracking server (http(s)://host:port) every fine-tune job logs a run to;

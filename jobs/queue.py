@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from celery import Celery
 from kombu.exceptions import ChannelError
@@ -33,7 +34,7 @@ from core.settings import EMBEDDED_BROKER_SCHEME
 from core.wire import FinetuneRequest, JobStatus
 from jobs.errors import BrokerUnavailable, InvalidTransition
 from jobs.records import JobRecord
-from jobs.spec import Stores, check_references
+from jobs.spec import Stores, check_dataset, check_references
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -46,12 +47,39 @@ FINETUNE_TASK = "toonforge.finetune"
 EMBEDDED_SCHEME = EMBEDDED_BROKER_SCHEME
 
 
+class MessageStamps:
+    """Fixed-width, strictly increasing stamps that order message files first in, first out.
+
+    kombu's consumer takes the file whose name sorts first *as text*. A stamp of unpadded
+    milliseconds sorts "1000000_" before "999999_" (newer before older once the clock gains
+    a digit), and a monotonic clock restarts at boot, so messages queued before a reboot
+    sorted among new ones. Wall-clock nanoseconds padded to 20 digits sort as numbers for
+    the next few centuries and survive restarts; a stamp never repeats or goes back within
+    a process, even if the wall clock steps backwards.
+    """
+
+    WIDTH = 20
+
+    def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
+        self.clock = clock
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> str:
+        with self._lock:
+            self._last = max(self.clock(), self._last + 1)
+            return f"{self._last:0{self.WIDTH}d}"
+
+
 class _AtomicFilesystemChannel(kombu_fs.Channel):
+    stamps: ClassVar[MessageStamps] = MessageStamps()
+
     # kombu's virtual base and its filesystem Channel declare _put differently.
     def _put(self, queue: Any, payload: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        # Same name scheme as kombu (time-ordered, queue name as the suffix); the temporary
-        # name has no ".msg" suffix, so consumers skip it until the rename.
-        name = f"{int(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        # kombu's name scheme (stamp first, queue name as the suffix) with a stamp that
+        # sorts in time order; the temporary name has no ".msg" suffix, so consumers skip
+        # it until the rename.
+        name = f"{self.stamps.next()}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         tmp = os.path.join(self.data_folder_out, f".tmp-{uuid.uuid4().hex}")
         try:
@@ -177,18 +205,27 @@ def create_and_enqueue(
     stores: Stores | None = None,
     owner_key: str | None = None,
     admit: Callable[[], None] | None = None,
+    checked: bool = False,
 ) -> tuple[JobRecord, bool]:
     """Create the job and send it, in one transaction: the row is committed only after the
     broker accepted the message, so a broker outage writes nothing.
 
-    With ``stores`` the dataset and models it names are checked first. Returns (job,
-    created); a repeated idempotency key returns the existing job unsent. Raises
-    ``InvalidJobSpec``, ``IdempotencyConflict`` or ``BrokerUnavailable``.
+    With ``stores`` the dataset and models it names are checked first (``checked``: the
+    caller did that already), and the dataset once more under the dataset lock
+    (jobs/dataset_lock.py), so a delete that won the race fails the acceptance cleanly.
+    Returns (job, created); a repeated idempotency key returns the existing job unsent.
+    Raises ``InvalidJobSpec``, ``IdempotencyConflict`` or ``BrokerUnavailable``.
     """
-    if stores is not None:
+    if stores is not None and not checked:
         request = check_references(request, stores)
+
+    def before_commit(job: JobRecord) -> None:
+        if stores is not None:
+            check_dataset(request, stores)
+        queue.enqueue_finetune(job.id)
+
     return repo.create(request, idempotency_key, owner_key=owner_key, admit=admit,
-                       before_commit=lambda job: queue.enqueue_finetune(job.id))
+                       before_commit=before_commit)
 
 
 def resume_and_enqueue(repo: JobRepository, job_id: str, queue: JobQueue,

@@ -28,6 +28,7 @@ from service.inference.reload import ReloadWatcher
 from service.limits import BodyLimitMiddleware
 from service.observability import install_observability
 from service.openapi_docs import install_openapi
+from service.paths import NulPathGuard
 from service.routes import datasets, health, inference, jobs, keys, models, sweeps
 from service.routes.web import install_web
 from service.timeouts import BodyTimeoutMiddleware
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Inside the body cap: a slow body is cut at its deadline, before the cap is reached.
     app.add_middleware(BodyTimeoutMiddleware, grace_s=settings.http_body_timeout_s,
                        min_rate=settings.http_body_min_rate)
+    app.add_middleware(NulPathGuard)  # before routing: ids reach the database
     app.include_router(inference.router)
     app.include_router(models.router)
     app.include_router(datasets.router)

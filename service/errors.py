@@ -16,10 +16,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Mount
 
 from core.errors import DomainError, InvalidParameter, public_reason
@@ -28,6 +29,9 @@ from core.logs import REQUEST_ID
 log = logging.getLogger(__name__)
 
 DATABASE_RETRY_AFTER_S = 5
+# The status a request gets when its client went away before the server answered (nginx's
+# "client closed request"): nobody receives it, but metrics and logs tell it from a 5xx.
+CLIENT_CLOSED_REQUEST = 499
 
 
 # ---------------------------------------------------------------- errors of the API itself
@@ -254,13 +258,20 @@ def allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at the request's path (Starlette's 405 names only
     the methods of the first route that matched the path). Each top-level route (FastAPI
     includes routers as routes of their own) is asked whether it would take the request
-    with each method; mounts (static files) answer their own 405s and are left out."""
-    allowed = []
-    for method in _METHODS:
-        probe = {**request.scope, "method": method}
-        if any(not isinstance(route, Mount) and route.matches(probe)[0] == Match.FULL
-               for route in request.app.router.routes):
-            allowed.append(method)
+    with each method; mounts (static files) answer their own 405s and are left out. A path
+    the OpenAPI document lists literally answers with that entry's methods."""
+    # A literal path of the document names its own resource: /jobs/finetune is not the
+    # job "finetune" that GET /jobs/{job_id} would look up, so only its own methods count.
+    literal = request.app.openapi().get("paths", {}).get(request.url.path)
+    if literal:
+        allowed = [m for m in _METHODS if m.lower() in literal]
+    else:
+        allowed = []
+        for method in _METHODS:
+            probe = {**request.scope, "method": method}
+            if any(not isinstance(route, Mount) and route.matches(probe)[0] == Match.FULL
+                   for route in request.app.router.routes):
+                allowed.append(method)
     if "GET" in allowed and "HEAD" not in allowed:  # Starlette answers HEAD for every GET
         allowed.insert(allowed.index("GET") + 1, "HEAD")
     return allowed
@@ -312,6 +323,13 @@ def install_error_handlers(app: FastAPI) -> None:
         response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
         return response
 
+    async def client_disconnect(request: Request, exc: Exception) -> Response:
+        # Raised while reading the body (an upload cut off): not a server error. The
+        # answer goes nowhere (the server drops it); the middleware counts its status.
+        log.info("client closed the connection during %s %s (counted as %d)",
+                 request.method, request.url.path, CLIENT_CLOSED_REQUEST)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path,
                       exc_info=exc)
@@ -327,4 +345,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(OperationalError, database_error)
     app.add_exception_handler(InterfaceError, database_error)
+    app.add_exception_handler(ClientDisconnect, client_disconnect)
     app.add_exception_handler(Exception, internal_error)

@@ -148,7 +148,7 @@ class ReloadWatcher:
         finally:
             self.connected = False
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
             with contextlib.suppress(Exception):
                 await client.aclose()
 

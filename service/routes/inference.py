@@ -25,7 +25,7 @@ from core.wire import (
 from service.auth import auth_responses, scope
 from service.deps import PoolDep
 from service.errors import error_responses
-from service.imaging import read_uploads
+from service.imaging import EXTRA_FILES, MAX_FORM_FIELDS, read_uploads
 from service.inference import pipelines
 
 router = APIRouter(tags=["inference"], dependencies=[scope("infer")],
@@ -42,6 +42,9 @@ def _upload_body(*fields: str) -> dict[str, Any]:
             "type": "object",
             "properties": {name: _BINARY for name in fields},
             "required": list(fields),
+            "maxProperties": len(fields) + EXTRA_FILES + MAX_FORM_FIELDS,
+            "description": f"at most {len(fields) + EXTRA_FILES} files and {MAX_FORM_FIELDS}"
+                           " other fields (more: 413 too_many_parts)",
         }},
     }
     if len(fields) == 1:
