@@ -151,6 +151,8 @@ _DESCRIPTIONS = {
     400: "The image could not be decoded (`undecodable`), or the multipart framing is"
     " broken (`malformed_multipart`).",
     404: "Unknown model or version (`model_not_found`, `version_not_found`).",
+    408: "The body arrived too slowly (`request_timeout`: below TOONFORGE_HTTP_BODY_MIN_RATE"
+    " bytes/s after TOONFORGE_HTTP_BODY_TIMEOUT_S); the connection is closed.",
     409: "The version may not become active (`activation_refused`), or its files do not"
     " match their sha256 (`version_corrupt`, details.file names the file).",
     413: "The upload is larger than the byte limit (`too_large`), or a multipart body has"
@@ -171,6 +173,8 @@ _EXAMPLE_MESSAGES: dict[str, str] = {
     "version_not_found": "model 'matte' has no version 9",
     "activation_refused": "matte@3 failed its ONNX parity check and can never be active",
     "too_large": "the body has 31457280 bytes; the limit is 20971520",
+    "request_timeout": "the request body arrived too slowly (120 bytes in 10 s; at least"
+    " 16384 bytes/s after the first 10 s are needed)",
     "unsupported_media_type": "text/plain is not an image: send image/* or the multipart"
     " field 'image'",
     "invalid_parameter": "top_k (query): Input should be greater than or equal to 1",
@@ -298,7 +302,8 @@ def install_error_handlers(app: FastAPI) -> None:
             # nesting too deep): the same malformed_json as any unparsable JSON.
             return envelope(MalformedJson.http_status, MalformedJson.code,
                             "the body is not valid JSON: it could not be decoded")
-        codes = {404: "not_found", 405: "method_not_allowed", 413: TooLarge.code}
+        codes = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
+                 413: TooLarge.code}
         response = envelope(
             exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
         )

@@ -181,6 +181,16 @@ def _to_rgb8(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
+def declared_size(data: bytes) -> tuple[int, int]:
+    """(width, height) the image's header declares, read without decoding a pixel; (0, 0)
+    for bytes that do not open (decode_image refuses them later, having held nothing)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Exception:
+        return (0, 0)
+
+
 def decode_image(data: bytes, max_pixels: int,
                  reduce_to: tuple[int, int] | None = None) -> Image.Image:
     """Decode untrusted bytes into an EXIF-oriented 8-bit RGB image.

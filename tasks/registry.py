@@ -135,6 +135,22 @@ class StarterRecipe:
     hyperparameters: Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class GraphMemory:
+    """What one run of a graph holds beyond its input and output arrays (onnxruntime's
+    arena: activations and convolution buffers), per value of its input tensor, at each
+    precision, plus a fixed part; measured on the family's real architecture at its
+    largest served input (bench/memory.py). The API reserves it before a request runs
+    (service/inference/budget.py)."""
+
+    per_input_value: Mapping[str, float]
+    fixed_bytes: int = 0
+
+    def run_bytes(self, values: int, precision: str) -> int:
+        per_value = self.per_input_value.get(precision, max(self.per_input_value.values()))
+        return int(self.fixed_bytes + per_value * values)
+
+
 # A synthetic dataset maker: (root, seed, **sizes) -> root, drawing files in the task's
 # upload layout. Torch-free (Pillow + numpy), so tests and demos need no worker.
 SyntheticMaker = Callable[..., Path]
@@ -181,6 +197,9 @@ class TaskSpec:
     catalogue: tuple[CatalogueEntry, ...] = ()
     # Modules (worker process only) that register the family's nets and trainer.
     worker: tuple[str, ...] = ()
+    # Graph role -> its memory model (service/inference/budget.py; a role not listed gets
+    # the generic default there).
+    memory: Mapping[str, GraphMemory] = field(default_factory=dict)
 
     @property
     def main_graph(self) -> GraphIO:

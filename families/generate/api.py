@@ -16,6 +16,7 @@ from families.generate.processing import normal_latents
 from families.generate.spec import SPEC, GenerateServing
 from service.deps import PoolDep
 from service.imaging import encode_image
+from service.inference.budget import request_memory
 from service.inference.pipelines import (
     Served,
     check_output_pixels,
@@ -117,7 +118,9 @@ async def generate_images(pool: InferencePool, options: GenerateBody, model: str
             )
         return encode_image(grid(pictures), "png")
 
-    content = await staged_work(pool, work)
+    need = request_memory(version, "main", rows=min(created, GENERATE_CHUNK),
+                          answer_pixels=created * image_pixels(version, "main", 0))
+    content = await staged_work(pool, work, need, "n")
     headers = {"X-Seed": str(seed)} if seed is not None else {}
     media = "application/json" if options.format == "json" else "image/png"
     return Served(version, content, media, headers)
