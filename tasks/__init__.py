@@ -7,6 +7,7 @@ them); the registry itself imports none of them. Extra families register from pl
 
 # isort: skip_file
 from tasks.registry import (
+    Batching,
     CommonHyperparameters,
     ExtraArtifact,
     GateRule,
@@ -27,6 +28,7 @@ from tasks.registry import (
 )
 
 __all__ = [
+    "Batching",
     "CommonHyperparameters",
     "ExtraArtifact",
     "GateRule",

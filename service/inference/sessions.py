@@ -392,8 +392,9 @@ def _load_graphs(store: ModelStore, manifest: Manifest, spec: TaskSpec, settings
         label = manifest.ref if precision == FP32 else f"{manifest.ref}:{precision}"
         for role, graph in graphs.items():
             if batchable(manifest.graphs[role], spec.graphs[role]):
-                graph.batcher = Batcher(graph.run, settings.batch_max_size,
-                                        settings.batch_max_delay_ms / 1000.0,
+                graph.batcher = Batcher(graph.run,
+                                        spec.batching.size(settings.batch_max_size),
+                                        spec.batching.delay_s(settings.batch_max_delay_ms),
                                         f"{label}:{role}",
                                         BATCH_SIZE.labels(label, role).observe)
     return LoadedVersion(manifest, spec, config, graphs, artifacts, precision)
