@@ -10,7 +10,7 @@ LOCK := requirements/lock.txt
 PIP_TOOLS := pip-tools==7.7.0
 PIP_VERSION := pip==26.3
 
-.PHONY: run test lint openapi bench install lock clean
+.PHONY: run test lint openapi docs bench install lock clean
 
 # Every install takes the versions the lock pins (a constraints file made by pip-compile
 # from pyproject.toml's ranges: `make lock` refreshes it, docs/DEPLOY.md "Upgrading").
@@ -31,6 +31,7 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) scripts/export_openapi.py --check
+	$(PY) scripts/export_datasets_doc.py --check
 	$(PY) -m pytest -q -ra
 	# The store-touching tests again on the S3 store: moto's S3 server on loopback, each API
 	# and worker process with its own store_dir (tests/support/stores.py; ~4 min on 2 cores).
@@ -42,6 +43,10 @@ lint: $(STAMP)
 
 openapi: $(STAMP)
 	$(PY) scripts/export_openapi.py
+
+# docs/DATASETS.md from the task specs (layouts, splits, hyper-parameters)
+docs: $(STAMP)
+	$(PY) scripts/export_datasets_doc.py
 
 bench: $(STAMP)
 	$(PY) bench/serving.py

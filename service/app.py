@@ -30,6 +30,7 @@ from service.observability import install_observability
 from service.openapi_docs import install_openapi
 from service.paths import NulPathGuard
 from service.routes import datasets, health, inference, jobs, keys, models, sweeps
+from service.routes.api_docs import install_api_docs
 from service.routes.web import install_web
 from service.timeouts import BodyTimeoutMiddleware
 
@@ -117,6 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Inference for anime and cartoon image models",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load from a CDN: ours are served offline below
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -139,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sweeps.router)  # hyper-parameter sweeps (train scope)
     app.include_router(health.router)
     install_web(app)  # the web page: / and /static/* (not in the OpenAPI schema)
+    install_api_docs(app)  # /docs, /redoc and their assets, no network needed
     # Last: its middleware wraps all others (JSON logs, X-Request-ID, /metrics).
     install_observability(app, settings)
     install_openapi(app)  # curl and JSON examples for every operation
