@@ -14,7 +14,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StrictBool, StrictFloat, StrictInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 
 from tasks.registry import TaskName
 
@@ -229,6 +238,14 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 BASE_RE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]{0,62})(?:@(?P<version>[0-9]+))?$")
 
 
+def _optional_string(schema: dict[str, Any]) -> None:
+    """The schema of a ``str`` field that a client may leave out or send as null (a
+    validator fills it in before the field is checked)."""
+    string = {key: schema.pop(key) for key in ("type", "pattern") if key in schema}
+    schema["anyOf"] = [string, {"type": "null"}]
+    schema["default"] = None
+
+
 class FinetuneRequest(BaseModel):
     """POST /jobs/finetune body."""
 
@@ -241,12 +258,24 @@ class FinetuneRequest(BaseModel):
         description="'model' (its active version), 'model@n', or an architecture name"
         " to train from scratch",
     )
-    target_model: str = Field(pattern=NAME_PATTERN, description="the model line to publish to")
+    target_model: str = Field(
+        None, pattern=NAME_PATTERN,  # type: ignore[assignment]  # _default_target fills it
+        description="the model line to publish to; left out or null: the base's model name"
+        " (`faces-ae` for `faces-ae@2`), as `toonforge finetune` defaults `--target`",
+        json_schema_extra=_optional_string)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     auto_activate: StrictBool = Field(
         False, description="activate the new version when it is at least as good as the active"
     )
     webhook_url: HttpUrl | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_target(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("target_model") is None \
+                and isinstance(data.get("base"), str):
+            return {**data, "target_model": data["base"].partition("@")[0]}
+        return data
 
 
 class JobTracking(BaseModel):

@@ -401,7 +401,7 @@ class FinetuneRequest(TypedDict):
     task: str
     dataset_id: str
     base: str
-    target_model: str
+    target_model: NotRequired[str | None]  # left out: the base's model name
     hyperparameters: NotRequired[dict[str, Any]]
     auto_activate: NotRequired[bool]
     webhook_url: NotRequired[str | None]
