@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -107,10 +108,16 @@ class WrongTask(InvalidParameter):
 
 
 class NoImagePipeline(InvalidParameter):
-    """``POST /infer/{task}`` for a task that declares no image pipeline."""
+    """``POST /infer/{task}`` for a task that declares no image pipeline; ``endpoints`` are
+    the task's own routes when the caller knows them (``"POST /matte"``)."""
 
-    def __init__(self, task: str) -> None:
-        super().__init__("task", f"{task!r} has no image pipeline: use its own endpoint")
+    def __init__(self, task: str, endpoints: Sequence[str] = ()) -> None:
+        where = (" or ".join(endpoints) if len(endpoints) < 3 else
+                 ", ".join(endpoints[:-1]) + " or " + endpoints[-1])
+        use = f"use {where}" if endpoints else "use its own endpoint"
+        super().__init__("task", f"{task!r} is served by its own endpoint, not by /infer"
+                                 f" (it has no image pipeline): {use}")
+        self.task = task
 
 
 class TaskNotFound(DomainError):
