@@ -33,6 +33,7 @@ from service.routes import datasets, health, inference, jobs, keys, models, swee
 from service.routes.api_docs import install_api_docs
 from service.routes.web import install_web
 from service.timeouts import BodyTimeoutMiddleware
+from service.unserved import install_unserved
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_unserved(app)  # no_active_version: what is on the way, what to run
     install_access(app)  # 401/403/429 with their headers
     # The largest legitimate body: two images for /autoencode/interpolate, plus framing.
     app.add_middleware(
