@@ -189,6 +189,10 @@ class ModelDetail(ModelInfo):
     corrupt_versions: list[int] = Field(
         description="versions whose manifest.json cannot be read: they cannot serve or"
         " become active (409 version_corrupt)")
+    rollback_target: int | None = Field(
+        None, description="the version POST /models/{name}/rollback would activate (the"
+        " activation history replayed); null: there is nothing to roll back to (it answers"
+        " 409)")
 
 
 class ActivateRequest(BaseModel):

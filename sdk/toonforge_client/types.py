@@ -91,6 +91,7 @@ class ModelDetail(ModelInfo):
     loaded_version: int | None
     version_summaries: list[VersionSummary]
     corrupt_versions: list[int]
+    rollback_target: int | None  # what rollback_model would activate; None: nothing
 
 
 class ActivateResponse(TypedDict):

@@ -91,10 +91,14 @@ def test_activation_swaps_before_answering(start_server, store_root, chelsea):
 def test_rollback_returns_to_the_previous_active_version(start_server, store_root, chelsea):
     server = start_server(store_root, reload_poll_s="30")
     with server.client() as http:
+        # The detail says beforehand what a rollback would do (the web page's button).
+        assert http.get("/models/matte").json()["rollback_target"] is None
         assert_error(http.post("/models/matte/rollback"), 409, "activation_refused")
         http.post("/models/matte/activate", json={"version": 2})
+        assert http.get("/models/matte").json()["rollback_target"] == 1
         assert http.post("/models/matte/rollback").json() == {
             "name": "matte", "active": 1, "previous": 2}
+        assert http.get("/models/matte").json()["rollback_target"] is None
         assert http.post("/matte", files=matte_file(chelsea)).headers["x-model-version"] == \
             "matte@1"
         assert_error(http.post("/models/nope/rollback"), 404, "model_not_found")
