@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml $(LOCK)
 
 install: $(STAMP)
 
+# Logs a person can read in the terminal; the processes' default (docker compose,
+# production) stays one JSON object per line. An exported TOONFORGE_LOG_FORMAT wins.
+run: export TOONFORGE_LOG_FORMAT ?= text
 run: $(STAMP)
 	# A real job worker beside the API (embedded broker + SQLite under ./data); Ctrl-C stops both.
 	$(PY) -m worker & worker=$$!; trap 'kill $$worker 2>/dev/null' EXIT INT TERM; $(PY) -m service
