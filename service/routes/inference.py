@@ -230,7 +230,7 @@ def task_endpoints(app: Any, task: str) -> list[str]:
     found = []
     for context in iter_route_contexts(app.routes):
         route, path = context.original_route, context.path or ""
-        if isinstance(route, APIRoute) and "POST" in route.methods and (
+        if isinstance(route, APIRoute) and "POST" in (route.methods or ()) and (
                 path == f"/{task}" or path.startswith(f"/{task}/")):
             found.append(f"POST {path}")
     return sorted(found, key=len)
