@@ -206,6 +206,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return _fail(EXIT_API, describe_api_error(exc) + hint)
     except ToonforgeConnectionError as exc:
         return _fail(EXIT_CONNECTION, f"{exc} (set --url or {URL_ENV})")
+    except BrokenPipeError:
+        raise  # our reader went away: main() ends quietly
     except OSError as exc:  # a local file we could not read or write
         return _fail(EXIT_USAGE, str(exc))
     except KeyboardInterrupt:
