@@ -16,14 +16,18 @@ from tests.support.server import REPO
 
 def _make_run(tmp_path: Path, **env: str) -> list[str]:
     """``make run`` with the interpreter replaced by a script that prints the format each
-    process would get (and the install step stubbed out)."""
+    process would get; the install stamp is a fresh file, newer than what it depends on,
+    so the install step does not run."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     fake = tmp_path / "python"
     fake.write_text('#!/bin/sh\necho "$2 ${TOONFORGE_LOG_FORMAT:-unset}"\n')
     fake.chmod(0o755)
+    stamp = tmp_path / "installed"
+    stamp.touch()
     base = {k: v for k, v in os.environ.items() if k != "TOONFORGE_LOG_FORMAT"}
-    done = subprocess.run(["make", "-s", "run", f"PY={fake}", "STAMP=Makefile"], cwd=REPO,
+    done = subprocess.run(["make", "-s", "run", f"PY={fake}", f"STAMP={stamp}",
+                           f"VENV={tmp_path / 'venv'}"], cwd=REPO,
                           env={**base, **env}, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return sorted(done.stdout.split("\n")[:2])
