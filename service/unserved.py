@@ -26,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from core.wire import JobStatus
-from jobs.records import JobRecord
+from jobs.records import JobRecord, scoped_idempotency_key
 from jobs.repository import JobRepository
 from model_store.errors import NoActiveVersion, StoreError
 from model_store.store import ModelStore
@@ -100,8 +100,15 @@ def _waiting_jobs(jobs: JobRepository, task: str, model: str) -> tuple[list[JobR
     return mine, ahead
 
 
+def _is_starter(job: JobRecord) -> bool:
+    """The first start queues each task's starter under the idempotency key
+    ``starter-<task>`` (no API key), on the dataset of the same name."""
+    return (job.idempotency_key == scoped_idempotency_key(f"starter-{job.task}", None)
+            or job.dataset_id == f"starter-{job.task}")
+
+
 def _describe_job(job: JobRecord, ahead: int) -> str:
-    kind = "the starter job" if (job.idempotency_key or "").startswith("starter-") else "job"
+    kind = "the starter job" if _is_starter(job) else "job"
     status = JobStatus(job.status)
     if status == JobStatus.QUEUED:
         where = f"queued behind {ahead} other job(s)" if ahead else "queued, next to run"

@@ -226,7 +226,7 @@ def test_no_active_version_says_what_is_on_the_way(start_server, tmp_path, chels
     repo = JobRepository(db.sessions)
 
     def job(task: str, model: str, key: str | None = None) -> str:
-        return repo.create(FinetuneRequest(task=task, dataset_id=f"starter-{task}",
+        return repo.create(FinetuneRequest(task=task, dataset_id=key or f"data-{task}",
                                            base=get_task(task).archs[0], target_model=model,
                                            auto_activate=True), key)[0].id
 
