@@ -6,14 +6,17 @@ Data: images centre-cropped, resized to 96x96 and scaled to [-1, 1] (the book's
 Resize/CenterCrop/Normalize(0.5, 0.5)).
 
 Evaluation has no ground truth, so it reports what a GAN run can honestly be judged by:
-the discriminator's mean score on real validation images and on generated ones, the
-diversity of generated samples (mean pairwise distance; 0 means mode collapse) and the
-distance between the per-channel mean/std of generated and real images.
+the gate's sample-quality numbers (``kid`` against the held-out images and
+``diversity_ratio``, worker/training/gan_gate.py), the discriminator's mean score on real
+validation images and on generated ones, the diversity of generated samples in pixels (mean
+pairwise distance; 0 means mode collapse) and the distance between the per-channel mean/std
+of generated and real images. ``kid`` picks the published epoch.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,10 +26,11 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset
 
+from tasks import get_task
 from tasks.generate import GenerateHyperparameters
 from worker.nets.dcgan import DCGAN, IMAGE_SIZE
 from worker.nets.registry import create_model
-from worker.training import augment
+from worker.training import augment, gan_gate
 from worker.training.datasets import Images, Samples
 from worker.training.metrics import Mean, mean_pairwise_l2, moment_distance
 from worker.training.trainers.base import Trainer
@@ -40,6 +44,11 @@ def _paths(samples: Samples) -> list[Path]:
 class _Transform:
     def __call__(self, img: Image.Image, gen: torch.Generator | None) -> torch.Tensor:
         return augment.square(augment.to_tensor(img), IMAGE_SIZE) * 2.0 - 1.0
+
+
+def _real(loader: DataLoader[Any]) -> torch.Tensor:
+    """The loader's images (in [-1, 1]) in [0, 1]."""
+    return (torch.cat([batch.float().cpu() for batch in loader]) + 1) / 2
 
 
 def _noise(n: int, nz: int, seed: int) -> torch.Tensor:
@@ -58,8 +67,7 @@ class GenerateTrainer(Trainer):
     # train_step calls the two nets directly: each gets its own DDP (D's gradients of a G
     # step are averaged too, and zeroed before D's next step).
     ddp_modules = ("netg", "netd")
-    # The task has no gate (no validation loss says one GAN epoch is better than another):
-    # the last epoch is kept.
+    trivial_predictor = "an untrained generator of the same architecture"
     hp: GenerateHyperparameters
     model: DCGAN
 
@@ -138,10 +146,40 @@ class GenerateTrainer(Trainer):
         fake = gan.netg(z).float()
         d_fake = float(gan.netd(fake).float().mean())
         real_all = torch.cat(reals)
-        return {"d_real": d_real.value(), "d_fake": d_fake,
+        # The gate's latents and 8-bit rounding, on the PyTorch net (the gate itself scores
+        # the exported graph: served_metrics).
+        drawn = gan_gate.to_served(
+            gan.netg(torch.from_numpy(gan_gate.latents(gan.nz)).to(device)).float().cpu(), -1, 1)
+        quality = gan_gate.sample_quality((real_all + 1) / 2, drawn)
+        return {"kid": quality["kid"], "diversity_ratio": quality["diversity_ratio"],
+                "d_real": d_real.value(), "d_fake": d_fake,
                 "d_gap": d_real.value() - d_fake,
                 "diversity": mean_pairwise_l2(fake.cpu()),
                 "moment_distance": moment_distance(fake.cpu(), real_all)}
+
+    @classmethod
+    def trivial_metrics(cls, splits: Any, loader: DataLoader[Any], hp: Any,
+                        labels: list[str] | None) -> dict[str, float] | None:
+        # Seeded apart from the global RNG: the bar is the same on every run.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hp.seed + 5)
+            netg = cast(DCGAN, create_model("dcgan", nz=hp.nz, ngf=hp.ngf, ndf=hp.ndf)).netg
+        drawn = gan_gate.untrained_samples(netg, hp.nz, (-1.0, 1.0))
+        return gan_gate.sample_quality(_real(loader), drawn)
+
+    @classmethod
+    def served_metrics(cls, version_file: Callable[[str], Path], preprocessing: dict[str, Any],
+                       module: nn.Module, data: Path | str, hp: Any,
+                       labels: list[str] | None) -> dict[str, float]:
+        low, high = preprocessing["output_range"]
+        drawn = gan_gate.onnx_samples(version_file(get_task(cls.task).graphs["main"].file),
+                                      int(preprocessing["nz"]), (float(low), float(high)))
+        _, loader, _ = cls._loader_for(data, hp, labels, "val")
+        return gan_gate.sample_quality(_real(loader), drawn)
+
+    @classmethod
+    def gate_check(cls, metrics: dict[str, float]) -> tuple[bool, str]:
+        return gan_gate.diversity_check(metrics)
 
     def arch_kwargs(self) -> dict[str, Any]:
         # Read back from the layers: a fine-tuned base keeps its own widths.
