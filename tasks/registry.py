@@ -111,11 +111,13 @@ class Int8Gate:
 class StarterRecipe:
     """The first start with an empty store trains the task's default model like this: the
     architecture to start from scratch, the synthetic dataset's sizes (keyword arguments of
-    the spec's ``synthetic`` maker) and the hyper-parameters."""
+    the dataset maker) and the hyper-parameters. ``data``: the starter's own dataset maker
+    (cartoonize: real photos and their filtered cartoons); None: the spec's ``synthetic``."""
 
     arch: str
     dataset: Mapping[str, int]
     hyperparameters: Mapping[str, Any]
+    data: Callable[..., Path] | None = None
 
 
 # A synthetic dataset maker: (root, seed, **sizes) -> root, drawing files in the task's

@@ -2,10 +2,12 @@
 trained on a small procedurally generated dataset, as ordinary jobs visible in /jobs.
 
 What each task trains (architecture, dataset sizes, hyper-parameters) is its spec's
-``starter`` recipe (tasks/); a task without one gets no starter. The data is synthetic
-(shapes and cartoon faces drawn by tasks/synthetic.py) and every dataset and version made
-from it says so (``synthetic: true`` in the dataset meta, ``lineage.synthetic_data`` in the
-manifest). Set ``TOONFORGE_STARTER_MODELS=false`` to skip.
+``starter`` recipe (tasks/); a task without one gets no starter. The data is made, not
+uploaded (shapes and cartoon faces drawn by tasks/synthetic.py; for cartoonize, crops of
+the photos the worker ships and their cartoons by a classical filter,
+tasks/photo_cartoons.py) and every dataset and version made from it says so
+(``synthetic: true`` in the dataset meta, ``lineage.synthetic_data`` in the manifest).
+Set ``TOONFORGE_STARTER_MODELS=false`` to skip.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from model_store.dataset_schema import DatasetMeta
 from model_store.datasets import DATA_DIR, DatasetStore, tree_bytes
 from model_store.errors import DatasetExists, DatasetInvalid
 from tasks import get_task, task_specs
+from tasks.registry import SyntheticMaker
 from tasks.synthetic import make_dataset
 from worker.runtime import WorkerRuntime
 
@@ -29,16 +32,20 @@ log = logging.getLogger(__name__)
 
 
 def publish_synthetic_dataset(datasets: DatasetStore, task: str, dataset_id: str,
-                              seed: int = 0, *, max_pixels: int | None = None, **sizes: int
-                              ) -> Path:
-    """Draw ``task``'s synthetic dataset and publish it as ``dataset_id`` in ``datasets``;
-    returns its data/ directory (local: fetched into the cache with an S3 store).
-    ``max_pixels`` is the decompression-bomb guard of the scan (default: the settings')."""
+                              seed: int = 0, *, max_pixels: int | None = None,
+                              maker: SyntheticMaker | None = None, **sizes: int) -> Path:
+    """Draw ``task``'s synthetic dataset (or ``maker``'s) and publish it as ``dataset_id``
+    in ``datasets``; returns its data/ directory (local: fetched into the cache with an S3
+    store). ``max_pixels`` is the decompression-bomb guard of the scan (default: the
+    settings')."""
     task = get_task(task).name
     if max_pixels is None:
         max_pixels = get_settings().max_pixels
     with datasets.staging() as staged:
-        make_dataset(task, staged / DATA_DIR, seed=seed, **sizes)
+        if maker is None:
+            make_dataset(task, staged / DATA_DIR, seed=seed, **sizes)
+        else:
+            maker(staged / DATA_DIR, seed=seed, **sizes)
         report, index = scan_dataset(staged / DATA_DIR, task, max_pixels)
         if not report.can_train:
             raise DatasetInvalid(report)
@@ -68,7 +75,8 @@ def queue_starter_jobs(runtime: WorkerRuntime) -> list[str]:
         recipe, dataset_id = spec.starter, f"starter-{spec.name}"
         try:
             publish_synthetic_dataset(stores.datasets, spec.name, dataset_id,
-                                      max_pixels=settings.max_pixels, **recipe.dataset)
+                                      max_pixels=settings.max_pixels, maker=recipe.data,
+                                      **recipe.dataset)
         except DatasetExists:
             pass
         request = FinetuneRequest(task=spec.name, dataset_id=dataset_id, base=recipe.arch,

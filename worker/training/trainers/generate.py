@@ -55,6 +55,19 @@ def _noise(n: int, nz: int, seed: int) -> torch.Tensor:
     return torch.randn(n, nz, 1, 1, generator=torch.Generator().manual_seed(seed))
 
 
+def _dcgan_init(gan: nn.Module) -> None:
+    """The DCGAN paper's initialisation for a net trained from scratch: conv weights
+    N(0, 0.02), BatchNorm scales N(1, 0.02) and shifts 0 (PyTorch's defaults are scaled
+    for classifiers and start the generator as high-frequency noise). Draws from the
+    global RNG, which the loop has seeded."""
+    for module in gan.modules():
+        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.normal_(module.weight, 1.0, 0.02)
+            nn.init.zeros_(module.bias)
+
+
 def _bce(p: torch.Tensor, target: float) -> torch.Tensor:
     # Probabilities from NetD's sigmoid: BCE in float32 outside autocast (not autocast-safe).
     with torch.autocast(device_type=p.device.type, enabled=False):
@@ -80,6 +93,7 @@ class GenerateTrainer(Trainer):
         else:
             self.model = cast(DCGAN, create_model(self.ctx.arch, nz=hp.nz, ngf=hp.ngf,
                                                   ndf=hp.ndf)).to(self.device)
+            _dcgan_init(self.model)
         betas = (hp.beta1, hp.beta2)
         self.optimizers["g"] = torch.optim.Adam(self.model.netg.parameters(), hp.lr_g,
                                                 betas=betas)
