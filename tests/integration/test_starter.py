@@ -52,9 +52,9 @@ def test_starter_jobs_are_queued_once(embedded_backend: JobBackend) -> None:
 # and the version stays inactive, with the reason on the job (the gate working as meant).
 # cartoonize learns real photos' cartoons: 8 epochs from scratch may leave its (blurred)
 # output further from the targets than the photo itself (it did in the run measured for
-# the README), so either verdict is accepted, with what it implies for /cartoonize. generate is judged on what it
-# serves (below): either it passed its gate and draws varied pictures that are not noise,
-# or it was refused with both of its numbers.
+# the README), so either verdict is accepted, with what it implies for /cartoonize.
+# generate is judged on what it serves (below): either it passed its gate and draws varied
+# pictures that are not noise, or it was refused with both of its numbers.
 EXPECTED_ACTIVE = {"classify", "autoencode"}
 MAY_BE_REFUSED = {"cartoonize", "matte"}
 
