@@ -46,6 +46,8 @@ async def cartoonize_image(pool: InferencePool, data: bytes, params: CartoonizeP
     width, height = declared_size(data)
 
     def memory(side: int) -> RequestMemory:
+        if not (width and height):  # no readable header: decoding refuses it, holding nothing
+            return request_memory(version, "main", data=data, graph_values=0)
         graph_w, graph_h = cartoon_graph_size((width, height), side, config.multiple_of)
         return request_memory(version, "main", data=data, graph_values=3 * graph_w * graph_h)
 

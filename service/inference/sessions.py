@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from core.errors import DomainError, UnknownTask
 from core.settings import Settings
-from model_store.errors import ManifestInvalid, StoreError
+from model_store.errors import ManifestCorrupt, ManifestInvalid, StoreError
 from model_store.files import WEIGHTS_FILE
 from model_store.manifest import GraphSpec, Manifest, VariantRecord, sha256_file
 from model_store.store import ModelStore
@@ -350,7 +350,7 @@ def load_version(store: ModelStore, name: str, version: int, settings: Settings)
     started = time.perf_counter()
     try:
         manifest = store.manifest(name, version)
-    except ManifestInvalid as exc:  # also a task that no registered spec has
+    except (ManifestInvalid, ManifestCorrupt) as exc:  # also a task no registered spec has
         raise LoadFailed(str(exc)) from None
     try:
         spec = get_task(manifest.task)
