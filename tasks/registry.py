@@ -11,7 +11,7 @@ loudly on unknown names (timm's ``create_model`` style). This module imports no 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -75,6 +75,9 @@ class GraphIO:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     per_request_batch: bool = False
+    # A role a version may lack (a second generator some versions carry): absent, the
+    # family's serving does without it; present, it is exported, proven and loaded as any.
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,12 @@ class TaskSpec:
     @property
     def main_graph(self) -> GraphIO:
         return self.graphs["main"]
+
+    def roles_held(self, present: Iterable[str]) -> list[str]:
+        """The graph roles of a version holding ``present``: every required role, and the
+        optional ones it has (in the spec's order)."""
+        have = set(present)
+        return [role for role, io in self.graphs.items() if not io.optional or role in have]
 
     @property
     def image_prepare(self) -> Callable[[Any, Any], dict[str, Any]] | None:

@@ -43,8 +43,11 @@ HEAD_SIZE = 288
 # The released graphs clip to this before scaling to 0..255 and truncating.
 _OUT_CLIP = 0.999999
 
-# BGR uint8 HxWx3 (background) or NxHxWx3 (heads) in, the same shape and type out.
+# BGR uint8 HxWx3 in, the same shape and type out (the background generator).
 RunGraph = Callable[[np.ndarray], np.ndarray]
+# BGR uint8 Nx288x288x3 crops in -> (the cartoon heads, same shape and type; the 288x288
+# float blend mask in [0, 1] that goes with the head generator).
+RunHeads = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 # RGB uint8 HxWx3 -> (the faces kept, biggest first; how many were found in all).
 FindFaces = Callable[[np.ndarray], tuple[Sequence[Face], int]]
 
@@ -65,15 +68,21 @@ class CompoundResult:
         return len(self.heads)
 
 
-def work_size(size: tuple[int, int], short_side: int = SHORT_SIDE) -> tuple[int, int]:
+def work_size(size: tuple[int, int], short_side: int = SHORT_SIDE,
+              long_side: int | None = None) -> tuple[int, int]:
     """(W, H) after the authors' ``resize_size``: only a photo whose shorter side exceeds
-    ``short_side`` shrinks, to exactly that shorter side (the other side truncated)."""
+    ``short_side`` shrinks, to exactly that shorter side (the other side truncated).
+    ``long_side`` (the server's limit, not the authors') shrinks a panorama further."""
     width, height = size
-    if min(width, height) <= short_side:
-        return width, height
-    if height > width:
-        return short_side, int(short_side * height / width)
-    return int(short_side * width / height), short_side
+    if min(width, height) > short_side:
+        if height > width:
+            width, height = short_side, int(short_side * height / width)
+        else:
+            width, height = int(short_side * width / height), short_side
+    if long_side is not None and max(width, height) > long_side:
+        scale = long_side / max(width, height)
+        width, height = max(1, int(width * scale)), max(1, int(height * scale))
+    return width, height
 
 
 def pad_to_multiple(bgr: np.ndarray, multiple: int = PAD_MULTIPLE) -> np.ndarray:
@@ -104,24 +113,24 @@ def graph_output(cartoon: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
 
 
-def background_only(rgb: np.ndarray, run_bg: RunGraph,
-                    short_side: int = SHORT_SIDE) -> tuple[np.ndarray, np.ndarray]:
+def background_only(rgb: np.ndarray, run_bg: RunGraph, short_side: int = SHORT_SIDE,
+                    long_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Step 1: (the shrunk RGB photo, the background cartoon as float32 BGR at its size)."""
     height, width = rgb.shape[:2]
-    size = work_size((width, height), short_side)
+    size = work_size((width, height), short_side, long_side)
     small = resize_area(rgb, size)
     bgr = np.ascontiguousarray(small[:, :, ::-1])
     cartoon = run_bg(pad_to_multiple(bgr))
     return small, cartoon[:size[1], :size[0]].astype(np.float32)
 
 
-def cartoonize_compound(rgb: np.ndarray, run_bg: RunGraph, run_head: RunGraph | None,
-                        find: FindFaces | None, mask: np.ndarray,
-                        short_side: int = SHORT_SIDE) -> CompoundResult:
+def cartoonize_compound(rgb: np.ndarray, run_bg: RunGraph, run_head: RunHeads | None,
+                        find: FindFaces | None, short_side: int = SHORT_SIDE,
+                        long_side: int | None = None) -> CompoundResult:
     """The five steps on an RGB uint8 photo. ``run_head`` or ``find`` None: background only
     (no head graph, or faces turned off)."""
     height, width = rgb.shape[:2]
-    small, result = background_only(rgb, run_bg, short_side)
+    small, result = background_only(rgb, run_bg, short_side, long_side)
     work = (small.shape[1], small.shape[0])
     report = CompoundResult(image=rgb, work_size=work)
     if run_head is not None and find is not None:
@@ -134,7 +143,7 @@ def cartoonize_compound(rgb: np.ndarray, run_bg: RunGraph, run_head: RunGraph | 
                 report.skipped += 1
         if aligned:
             crops = np.stack([crop_face(small, a)[:, :, ::-1] for _, a in aligned])
-            heads = run_head(np.ascontiguousarray(crops))
+            heads, mask = run_head(np.ascontiguousarray(crops))
             sx, sy = width / work[0], height / work[1]
             for (face, alignment), head in zip(aligned, heads, strict=True):
                 if paste_back(result, head, alignment, mask) is not None:

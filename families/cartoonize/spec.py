@@ -66,16 +66,22 @@ class CartoonizeServing(ServingConfig):
     color_order: Literal["BGR", "RGB"]
     input_range: Range
     output_range: Range
+    # Versions with a head graph (DCT-Net's compound): the photo shrinks until its shorter
+    # side is at most this before both generators (the authors' rule; compound.py).
+    short_side: int | None = Field(default=None, ge=16)
 
 
 SPEC = register_task(TaskSpec(
     name="cartoonize",
     description="photo in, same-size cartoon out",
     default_model="cartoon",
-    archs=("dctnet",),
+    archs=("dctnet", "dctnet-compound"),
     # image f32[N,3,H,W] in input_range, H and W multiples of 4
     #   -> cartoon f32[N,3,H,W] in output_range (guided filter + clip inside the graph)
-    graphs={"main": GraphIO("model.onnx", ("image",), ("cartoon",))},
+    # A compound version adds the head generator, fed 288x288 aligned face crops; its blend
+    # mask (1,1,288,288 in [0, 1]) is a constant output, so a head never loses its mask.
+    graphs={"main": GraphIO("model.onnx", ("image",), ("cartoon",)),
+            "head": GraphIO("head.onnx", ("image",), ("cartoon", "mask"), optional=True)},
     serving=CartoonizeServing,
     hyperparameters=CartoonizeHyperparameters,
     layout=PairedLayout(

@@ -34,6 +34,10 @@ def identity_graph(batch: np.ndarray) -> np.ndarray:
     return batch.copy()
 
 
+def with_mask(graph, mask: np.ndarray) -> compound.RunHeads:
+    return lambda batch: (graph(batch), mask)
+
+
 @pytest.fixture(scope="module")
 def astronaut() -> np.ndarray:
     return data.astronaut()
@@ -63,11 +67,11 @@ def same_points(photo: np.ndarray):
     return lambda _: found
 
 
-def served(rgb: np.ndarray, head: compound.RunGraph | None = head_graph,
+def served(rgb: np.ndarray, head: compound.RunGraph = head_graph,
            mask: np.ndarray | None = None, on: bool = True) -> compound.CompoundResult:
+    mask = faces.soft_mask() if mask is None else mask
     return compound.cartoonize_compound(
-        rgb, background_graph, head, finder() if on else None,
-        faces.soft_mask() if mask is None else mask)
+        rgb, background_graph, with_mask(head, mask), finder() if on else None)
 
 
 # -------------------------------------------------------------------------- the steps
@@ -77,6 +81,11 @@ def test_work_size_is_the_authors_resize_size(size):
     width, height = size
     image = np.zeros((height, width, 3), np.uint8)
     assert compound.work_size(size) == resize_size(image).shape[1::-1]
+
+
+def test_the_servers_long_side_limit_shrinks_panoramas_further():
+    assert compound.work_size((14400, 1000), long_side=2048) == (2048, 142)
+    assert compound.work_size((1000, 700), long_side=2048) == (1000, 700)
 
 
 @pytest.mark.parametrize("shape", [(48, 64), (50, 64), (48, 70), (33, 17), (16, 16)])
@@ -147,8 +156,8 @@ def test_every_face_gets_a_head_up_to_the_cap(two_faces):
     result = served(two_faces)
     assert result.faces_cartoonized == 2 and result.faces_found == 2
     capped = compound.cartoonize_compound(
-        two_faces, background_graph, head_graph, finder(faces.DetectLimits(max_faces=1)),
-        faces.soft_mask())
+        two_faces, background_graph, with_mask(head_graph, faces.soft_mask()),
+        finder(faces.DetectLimits(max_faces=1)))
     assert capped.faces_found == 2 and capped.faces_cartoonized == 1
     # the biggest face is the one kept
     assert capped.heads[0] == result.heads[0]

@@ -5,3 +5,4 @@ the registry itself imports none of them); plugin families register from their o
 # isort: skip_file
 from worker.nets import registry  # noqa: F401
 from worker.nets import autoencoder, dcgan, dctnet, googlenet, u2net  # noqa: F401
+import families.cartoonize.compound_net  # noqa: F401
