@@ -25,8 +25,8 @@ from torch import nn
 
 from faces import load_mask, soft_mask
 from families.cartoonize.compound import HEAD_SIZE, SHORT_SIDE
+from families.cartoonize.net import DCTNet, _export_graphs, load_tf_variables
 from worker.nets.checkpoints import CheckpointUnreadable
-from worker.nets.dctnet import DCTNet, _export_graphs, load_tf_variables
 from worker.nets.registry import ExportGraph, ImportedWeights, register_arch
 
 # Part -> the file names a release folder holds it under, in the order they are tried:

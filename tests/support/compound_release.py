@@ -38,7 +38,7 @@ def authors_graph(npz: Path) -> Callable[[np.ndarray], np.ndarray]:
     """The generator in the released graph's contract, run in PyTorch: BGR 0..255 (HxWx3 or
     NxHxWx3) / 127.5 - 1, the DCT-Net forward (guided filter, clip), then
     ``uint8((clip(y, -0.999999, 0.999999) + 1) * 127.5)``."""
-    from worker.nets.dctnet import dctnet, load_tf_variables
+    from families.cartoonize.net import dctnet, load_tf_variables
 
     model = load_tf_variables(dctnet(), npz).eval()
 
