@@ -50,7 +50,13 @@ def _parts(args: argparse.Namespace, part_flags: list[str]) -> dict[str, Path]:
     from worker.nets.checkpoints import ImportRefused
     from worker.nets.registry import get_arch
 
-    first, *others = get_arch(args.arch).official_parts
+    arch = get_arch(args.arch)
+    if Path(args.weights).is_dir():  # a release folder as published
+        if part_flags:
+            raise ImportRefused(f"--weights {args.weights} is a release folder: its files are"
+                                f" found by name, so {' '.join(part_flags)} has no place")
+        return arch.release_parts(Path(args.weights))
+    first, *others = arch.official_parts
     flags = argparse.ArgumentParser(prog=f"toonforge import --arch {args.arch}")
     for part in others:
         flags.add_argument(f"--{part}", dest=part)
@@ -151,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="convert an official checkpoint into a store version")
     imp.add_argument("--task", required=True, choices=list_tasks())
     imp.add_argument("--arch", required=True)
-    imp.add_argument("--weights", required=True, help="the (first) checkpoint file")
+    imp.add_argument("--weights", required=True,
+                     help="the (first) checkpoint file, or a release folder as published"
+                          " (architectures with a release layout, e.g. dctnet-compound)")
     imp.add_argument("--model", required=True, help="model name (a line of versions)")
     imp.add_argument("--labels", help="class names, one per line, where the arch needs them")
     imp.add_argument("--activate", action="store_true", help="make the new version active")

@@ -123,6 +123,7 @@ def _serving_config(model: nn.Module, hp: Any = None) -> dict[str, Any]:
     export_graphs=_compound_graphs,
     official_parts={"": None, "head": None, "mask": None},
     load_official=_load_official,
+    release_files=RELEASE_FILES,
     description="DCT-Net as released: background + head generators and the head's blend"
                 " mask; faces aligned and cartoonized by the head",
 )
