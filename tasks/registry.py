@@ -176,6 +176,10 @@ class TaskSpec:
     # For a main graph fed no image (latents): one batch-1 request's inputs drawn from a
     # numpy Generator as the API draws them: drawn_inputs(serving_config, rng) -> feeds.
     drawn_inputs: Callable[[Any, Any], dict[str, Any]] | None = None
+    # A small image made at publish time from a photo the family ships, recorded in the
+    # manifest (extra["preview"], a data URL): preview(version directory, role -> graph
+    # entry, serving config) -> JPEG bytes. Torch-free; a failure never fails the publish.
+    preview: Callable[[Path, Mapping[str, Any], Mapping[str, Any]], bytes] | None = None
     # Module (API process only) whose ``router`` holds the family's named endpoints.
     api: str | None = None
     # Extra files versions of the task may carry beside their graphs, by name.

@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from PIL import Image
 from pydantic import Field
 
+from core.errors import InvalidParameter
 from core.wire import ModelChoice
 from faces import DetectLimits, Face, find_faces
 from families.cartoonize.compound import (
@@ -29,6 +30,7 @@ from families.cartoonize.compound import (
 )
 from families.cartoonize.processing import cartoon_input, cartoon_output
 from families.cartoonize.spec import SPEC, CartoonizeServing
+from families.cartoonize.styles import Style, StyleList, list_styles, model_of_style
 from service.deps import PoolDep
 from service.imaging import MEDIA_TYPES, encode_image
 from service.inference.batching import Feeds
@@ -61,6 +63,9 @@ class CartoonizeParams(ModelChoice):
         " by the server's max_side_limit). Versions with a head graph follow the authors'"
         " rule instead: the shorter side at most 720."
     )
+    style: str | None = Field(
+        None, max_length=64, description="A style from GET /styles (the model serving it);"
+        " give style or model, not both.")
     faces: Literal["auto", "off"] = Field(
         "auto", description="auto: a version with a head graph cartoonizes each face (up to"
         " the server's face cap) with it; off: the background generator alone."
@@ -126,7 +131,13 @@ async def _compound(pool: InferencePool, version: LoadedVersion, data: bytes,
 
 async def cartoonize_image(pool: InferencePool, data: bytes, params: CartoonizeParams
                            ) -> Served:
-    version = await pool.resolve(SPEC.name, params.model, params.version, params.precision)
+    model = params.model
+    if params.style is not None:
+        if model is not None:
+            raise InvalidParameter("style", "give style or model, not both")
+        styles = await pool.read_store(list_styles, pool.store, SPEC.name)
+        model = model_of_style(styles, params.style)
+    version = await pool.resolve(SPEC.name, model, params.version, params.precision)
     config = config_of(version, CartoonizeServing)
     if "head" in version.graphs:
         return await _compound(pool, version, data, params, config)
@@ -162,6 +173,22 @@ async def cartoonize(
         return respond(await cartoonize_image(pool, data, params))
 
 
-EXAMPLES = OperationExamples(curl={
-    "cartoonize": f"curl -F image=@photo.jpg '{URL}/cartoonize?format=png' -o cartoon.png",
-})
+@router.get("/styles", operation_id="list_styles", response_model=StyleList)
+async def styles(pool: PoolDep) -> StyleList:
+    """The styles /cartoonize serves (?style=NAME), each with a preview and its source."""
+    return StyleList(styles=await pool.read_store(list_styles, pool.store, SPEC.name))
+
+
+EXAMPLES = OperationExamples(
+    curl={
+        "cartoonize": f"curl -F image=@photo.jpg '{URL}/cartoonize?style=3d' -o cartoon.png",
+        "list_styles": f"curl '{URL}/styles'",
+    },
+    answers={"list_styles": StyleList(styles=[Style(
+        name="3d", model="cartoon-3d", version=1, compound=True,
+        preview="data:image/jpeg;base64,/9j/4AAQSkZJRg...",
+        licence="Apache-2.0 (the DCT-Net repository and its ModelScope model cards)",
+        source="toonforge pull dctnet-3d: https://modelscope.cn/api/v1/models/damo/"
+               "cv_unet_person-image-cartoon-3d_compound-models/repo?Revision=master"
+               "&FilePath=cartoon_bg.pb")])},
+)

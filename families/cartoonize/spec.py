@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -58,6 +60,13 @@ class CartoonizeHyperparameters(CommonHyperparameters):
         return v
 
 
+def _preview(directory: Path, graphs: Mapping[str, Any], config: Mapping[str, Any]) -> bytes:
+    # imported here: onnxruntime and the face stage are not for every importer of the spec
+    from families.cartoonize.preview import make_preview
+
+    return make_preview(directory, graphs, config)
+
+
 class CartoonizeServing(ServingConfig):
     """The graph sees the photo with its long side capped at ``max_side`` and both sides
     rounded down to ``multiple_of``, in ``color_order``, scaled to ``input_range``."""
@@ -97,6 +106,7 @@ SPEC = register_task(TaskSpec(
     synthetic=make_cartoonize,
     int8_gate=Int8Gate({"main": "cartoon"}, at_least={"psnr_db": 40.0}),  # vs fp32
     image_inputs=processing.main_inputs,
+    preview=_preview,
     catalogue=ENTRIES,
     api="families.cartoonize.api",
     worker=("families.cartoonize.net", "families.cartoonize.compound_net",

@@ -75,6 +75,7 @@ def _style(style: str) -> CatalogueEntry:
                     " the head's blend mask, one compound version",
         licence=_LICENCE,
         notes=("frozen TensorFlow graphs, read without TensorFlow (worker/nets/tf_graph.py)",),
+        style=style,
     )
 
 

@@ -48,7 +48,9 @@ def compound_store(release: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     parts = {"": release / "cartoon_bg.pb", "head": release / "cartoon_h.pb",
              "mask": release / "alpha.jpg"}
     import_checkpoint(store, task="cartoonize", arch="dctnet-compound", parts=parts,
-                      model="toon", activate=True)
+                      model="toon", activate=True,
+                      extra={"style": {"name": "anime", "licence": "test-made",
+                                       "source": "tests/support/compound_release.py"}})
     swapped = load_official("dctnet-compound", parts).module
     swapped.head = torch.nn.Identity()
     swapped.set_mask(read_mask(release / "alpha.jpg"))
@@ -188,3 +190,59 @@ def test_hard_inputs_answer_and_say_what_was_done(http, name):
         assert found >= 40 and done == 8
     if name in ("huge-face", "rotated", "upside-down"):
         assert done >= 1
+
+
+# ------------------------------------------------------------------------ the styles
+@pytest.fixture(scope="module")
+def server_url(http: httpx.Client) -> str:
+    return str(http.base_url).rstrip("/")
+
+
+def test_styles_list_what_is_served_with_a_preview(http):
+    import base64
+    import io
+
+    styles = http.get("/styles").json()["styles"]
+    assert [s["name"] for s in styles] == ["anime"]  # toon-identity says no style
+    (anime,) = styles
+    assert (anime["model"], anime["version"], anime["compound"]) == ("toon", 1, True)
+    assert anime["licence"] == "test-made"
+    head, data = anime["preview"].split(",", 1)
+    assert head == "data:image/jpeg;base64"
+    preview = Image.open(io.BytesIO(base64.b64decode(data)))
+    assert preview.format == "JPEG" and max(preview.size) == 128
+
+
+def test_style_picks_its_model_and_bad_styles_are_named(http):
+    body = encode(Image.fromarray(astronaut()), "PNG")
+    headers = {"content-type": "image/png"}
+    picked = http.post("/cartoonize?style=anime", content=body, headers=headers)
+    assert picked.status_code == 200 and picked.headers["x-model-version"] == "toon@1"
+    unknown = http.post("/cartoonize?style=3d", content=body, headers=headers)
+    assert unknown.status_code == 422
+    error = unknown.json()["error"]
+    assert error["code"] == "invalid_parameter" and "served: anime" in error["message"]
+    both = http.post("/cartoonize?style=anime&model=toon", content=body, headers=headers)
+    assert both.status_code == 422 and "not both" in both.json()["error"]["message"]
+
+
+def test_the_sdk_and_cli_list_styles_and_cartoonize_by_style(server_url, tmp_path):
+    import subprocess
+    import sys
+
+    from toonforge_client import Client
+
+    with Client(server_url) as client:
+        assert [s["name"] for s in client.list_styles()["styles"]] == ["anime"]
+        result = client.cartoonize(encode(Image.fromarray(two_faces())), style="anime")
+        assert result.model_version == "toon@1"
+        assert (result.faces_found, result.faces_cartoonized) == (2, 2)
+        off = client.cartoonize(encode(Image.fromarray(two_faces())), style="anime",
+                               faces="off")
+        assert off.faces_cartoonized == 0 and off.faces_found is None
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from toonforge_client.cli import main;"
+         " sys.exit(main(sys.argv[1:]))", "--url", server_url, "styles"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "anime" in proc.stdout and "toon@1" in proc.stdout
