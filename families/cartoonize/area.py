@@ -24,21 +24,22 @@ import numpy as np
 _BAND_ROWS = 256
 
 
-def axis_weights(src: int, dst: int) -> np.ndarray:
-    """The dst x src matrix OpenCV's INTER_AREA applies along one axis (float64)."""
+def axis_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
+    """Along one axis, the input indices (dst x k) and weights (dst x k, float64) each output
+    pixel reads; k is the most any output reads (shorter rows padded with weight 0)."""
     if src < 1 or dst < 1:
         raise ValueError("sizes must be positive")
-    weights = np.zeros((dst, src), np.float64)
+    rows: list[list[tuple[int, float]]] = []
     if dst == src:
-        np.fill_diagonal(weights, 1.0)
+        rows = [[(d, 1.0)] for d in range(dst)]
     elif dst < src:
         scale = src / dst
         for d in range(dst):
             start, end = d * scale, (d + 1) * scale
             first, last = int(np.floor(start)), min(int(np.ceil(end)), src)
-            for s in range(first, last):
-                weights[d, s] = min(end, s + 1) - max(start, s)
-            weights[d] /= weights[d].sum()
+            taps = [(s, min(end, s + 1) - max(start, s)) for s in range(first, last)]
+            total = sum(w for _, w in taps)
+            rows.append([(s, w / total) for s, w in taps])
     else:
         # OpenCV's own arithmetic (scale as the inverse of dst / src, the weight rounded to
         # float32): where d * scale lands on a whole number, rounding picks the pixel.
@@ -50,10 +51,37 @@ def axis_weights(src: int, dst: int) -> np.ndarray:
             f = 0.0 if f <= 0 else f - float(np.floor(f))
             if s >= src - 1:
                 s, f = src - 1, 0.0
-            weights[d, s] += 1.0 - f
-            if f:
-                weights[d, s + 1] += f
-    return weights
+            rows.append([(s, 1.0 - f), (min(s + 1, src - 1), f)])
+    k = max(len(r) for r in rows)
+    index = np.zeros((dst, k), np.int64)
+    weight = np.zeros((dst, k), np.float64)
+    for d, taps in enumerate(rows):
+        for j, (s, w) in enumerate(taps):
+            index[d, j], weight[d, j] = s, w
+    return index, weight
+
+
+def axis_weights(src: int, dst: int) -> np.ndarray:
+    """The same map as a dense dst x src matrix (for checking; the resize uses the taps)."""
+    index, weight = axis_taps(src, dst)
+    dense = np.zeros((dst, src), np.float64)
+    np.add.at(dense, (np.repeat(np.arange(dst), index.shape[1]), index.ravel()),
+              weight.ravel())
+    return dense
+
+
+def _apply(taps: tuple[np.ndarray, np.ndarray], values: np.ndarray, axis: int) -> np.ndarray:
+    """The taps along ``axis`` of float32 ``values``: a weighted sum of k gathers."""
+    index, weight = taps
+    out: np.ndarray | None = None
+    for j in range(index.shape[1]):
+        shape = [1] * values.ndim
+        shape[axis] = -1
+        term = np.take(values, index[:, j], axis=axis) * weight[:, j].astype(
+            np.float32).reshape(shape)
+        out = term if out is None else out + term
+    assert out is not None
+    return out
 
 
 def resize_area(image: np.ndarray, size: tuple[int, int],
@@ -69,20 +97,16 @@ def resize_area(image: np.ndarray, size: tuple[int, int],
             rounded: np.ndarray = np.clip(np.rint(image), 0, 255).astype(np.uint8)
             return rounded
         return image.astype(dtype, copy=True)
-    wx = axis_weights(width, out_w).astype(np.float32)
-    wy = axis_weights(height, out_h)
-    channels = image.shape[2]
-    out = np.empty((out_h, out_w, channels), dtype)
+    across = axis_taps(width, out_w)
+    down_index, down_weight = axis_taps(height, out_h)
+    out = np.empty((out_h, out_w, image.shape[2]), dtype)
     band_rows = max(1, int(_BAND_ROWS * out_h / max(height, out_h)))
     for r0 in range(0, out_h, band_rows):
         r1 = min(r0 + band_rows, out_h)
-        rows = wy[r0:r1]
-        used = np.flatnonzero(rows.any(axis=0))
-        s0, s1 = int(used[0]), int(used[-1]) + 1
-        source = np.asarray(image[s0:s1], np.float32)
-        across = np.einsum("hwc,dw->hdc", source, wx, optimize=True)
-        band = (rows[:, s0:s1].astype(np.float32) @ across.reshape(s1 - s0, -1)
-                ).reshape(r1 - r0, out_w, channels)
+        index = down_index[r0:r1]
+        s0, s1 = int(index.min()), int(index.max()) + 1
+        rows = _apply(across, np.asarray(image[s0:s1], np.float32), axis=1)
+        band = _apply((index - s0, down_weight[r0:r1]), rows, axis=0)
         if out.dtype == np.uint8:
             out[r0:r1] = np.clip(np.rint(band), 0, 255)
         else:
