@@ -27,13 +27,15 @@ from families.cartoonize.compound import (
     cartoonize_compound,
     graph_input,
     graph_output,
+    work_size,
 )
-from families.cartoonize.processing import cartoon_input, cartoon_output
+from families.cartoonize.processing import cartoon_graph_size, cartoon_input, cartoon_output
 from families.cartoonize.spec import SPEC, CartoonizeServing
 from families.cartoonize.styles import Style, StyleList, list_styles, model_of_style
 from service.deps import PoolDep
-from service.imaging import MEDIA_TYPES, encode_image
+from service.imaging import MEDIA_TYPES, declared_size, encode_image
 from service.inference.batching import Feeds
+from service.inference.budget import RequestMemory, largest_fitting, request_memory
 from service.inference.pipelines import Served, config_of, decode_upload, staged, staged_work
 from service.inference.pool import InferencePool
 from service.inference.sessions import Graph, LoadedVersion
@@ -124,7 +126,13 @@ async def _compound(pool: InferencePool, version: LoadedVersion, data: bytes,
                                      long_side=pool.settings.max_side_limit)
         return encode_image(Image.fromarray(result.image), params.format), result
 
-    body, result = await staged_work(pool, work)
+    width, height = declared_size(data)
+    graph_w, graph_h = work_size((width, height), config.short_side or SHORT_SIDE,
+                                 pool.settings.max_side_limit)
+    # the background graph on the padded photo dominates; the heads add 288x288 crops
+    memory = request_memory(version, "main", data=data,
+                            graph_values=3 * (graph_w + 16) * (graph_h + 16))
+    body, result = await staged_work(pool, work, memory, "image")
     return Served(version, body, MEDIA_TYPES[params.format],
                   face_headers(result, "compound" if search else "off"))
 
@@ -143,6 +151,18 @@ async def cartoonize_image(pool: InferencePool, data: bytes, params: CartoonizeP
         return await _compound(pool, version, data, params, config)
     max_side = min(params.max_side or config.max_side, pool.settings.max_side_limit)
     graph = version.graph("main")
+    width, height = declared_size(data)
+
+    def memory(side: int) -> RequestMemory:
+        graph_w, graph_h = cartoon_graph_size((width, height), side, config.multiple_of)
+        return request_memory(version, "main", data=data, graph_values=3 * graph_w * graph_h)
+
+    # The graph's input is capped, never tiled: a max_side whose arena would not fit one
+    # request's share of the memory budget is lowered until it does, down to the version's
+    # own max_side (so answers at the defaults are unchanged).
+    if width and height:
+        max_side = largest_fitting(pool.budget.per_request, lambda side: memory(side).total,
+                                   min(max_side, config.max_side), max_side)
 
     def prepare() -> tuple[Image.Image, Feeds]:
         image = decode_upload(pool, data)
@@ -152,7 +172,7 @@ async def cartoonize_image(pool: InferencePool, data: bytes, params: CartoonizeP
         cartoon = cartoon_output(out[graph.outputs[0]], image.size, config)
         return encode_image(cartoon, params.format)
 
-    body = await staged(pool, version, "main", prepare, finish)
+    body = await staged(pool, version, "main", prepare, finish, memory(max_side))
     return Served(version, body, MEDIA_TYPES[params.format],
                   face_headers(None, "off" if params.faces == "off" else "no-head-graph"))
 

@@ -16,6 +16,7 @@ from tasks.registry import (
     CommonHyperparameters,
     GateRule,
     GraphIO,
+    GraphMemory,
     Int8Gate,
     Range,
     ServingConfig,
@@ -111,4 +112,8 @@ SPEC = register_task(TaskSpec(
     api="families.cartoonize.api",
     worker=("families.cartoonize.net", "families.cartoonize.compound_net",
             "families.cartoonize.trainer"),
+    # DCT-Net measured at 720-2048 px: 224 (fp32) and 710 (INT8 QDQ) bytes per input value.
+    # The head generator is the same network (on 288x288 crops).
+    memory={role: GraphMemory({"fp32": 250.0, "int8": 780.0}, 32 * 2**20)
+            for role in ("main", "head")},
 ))

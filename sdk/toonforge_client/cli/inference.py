@@ -68,6 +68,21 @@ def cmd_styles(ctx: Ctx) -> int:
     return EXIT_OK
 
 
+def cmd_infer(ctx: Ctx) -> int:
+    """Any task with an image pipeline (``POST /infer/TASK``: e.g. a plugin family)."""
+    args = ctx.args
+    model, version = parse_model(args.model)
+    images = collect_images(args.inputs)
+
+    def call(src: Path) -> ImageResult:
+        return ctx.client.infer(args.task, src, model=model, version=version,
+                                precision=args.precision)
+
+    pairs = plan_outputs(args, images, ".png", args.task)
+    return run_batch(ctx, args.task, list(pairs),
+                     lambda src, dest: write_image(call(src), dest))
+
+
 def cmd_classify(ctx: Ctx) -> int:
     args = ctx.args
     model, version = parse_model(args.model)
@@ -183,6 +198,10 @@ COMMANDS: tuple[Command, ...] = (
             help="what to write (the API's output=; default mask)"),
         arg("--background", help="composite colour, #rrggbb"),
         arg("--format", choices=["png", "webp", "jpeg"]),
+    )),
+    Command("infer", "any task served by POST /infer/TASK (image in, PNG out)", cmd_infer, (
+        arg("task", help="a registered task with an image pipeline (e.g. a plugin family)"),
+        *batch_args("TASK"),
     )),
     Command("classify", "top-k labels of images (printed; --json for JSON lines)",
             cmd_classify, (
