@@ -45,6 +45,8 @@ class CatalogueEntry:
     description: str
     licence: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # The style the imported version is (listed by the family's catalogue of styles).
+    style: str | None = None
 
     @property
     def verified(self) -> bool:

@@ -11,7 +11,7 @@ loudly on unknown names (timm's ``create_model`` style). This module imports no 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -76,6 +76,9 @@ class GraphIO:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     per_request_batch: bool = False
+    # A role a version may lack (a second generator some versions carry): absent, the
+    # family's serving does without it; present, it is exported, proven and loaded as any.
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,10 @@ class TaskSpec:
     # For a main graph fed no image (latents): one batch-1 request's inputs drawn from a
     # numpy Generator as the API draws them: drawn_inputs(serving_config, rng) -> feeds.
     drawn_inputs: Callable[[Any, Any], dict[str, Any]] | None = None
+    # A small image made at publish time from a photo the family ships, recorded in the
+    # manifest (extra["preview"], a data URL): preview(version directory, role -> graph
+    # entry, serving config) -> JPEG bytes. Torch-free; a failure never fails the publish.
+    preview: Callable[[Path, Mapping[str, Any], Mapping[str, Any]], bytes] | None = None
     # Module (API process only) whose ``router`` holds the family's named endpoints.
     api: str | None = None
     # Dynamic batching of the task's batchable graphs (None: the server's defaults).
@@ -223,6 +230,12 @@ class TaskSpec:
     @property
     def main_graph(self) -> GraphIO:
         return self.graphs["main"]
+
+    def roles_held(self, present: Iterable[str]) -> list[str]:
+        """The graph roles of a version holding ``present``: every required role, and the
+        optional ones it has (in the spec's order)."""
+        have = set(present)
+        return [role for role, io in self.graphs.items() if not io.optional or role in have]
 
     @property
     def image_prepare(self) -> Callable[[Any, Any], dict[str, Any]] | None:

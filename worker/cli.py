@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -50,7 +51,13 @@ def _parts(args: argparse.Namespace, part_flags: list[str]) -> dict[str, Path]:
     from worker.nets.checkpoints import ImportRefused
     from worker.nets.registry import get_arch
 
-    first, *others = get_arch(args.arch).official_parts
+    arch = get_arch(args.arch)
+    if Path(args.weights).is_dir():  # a release folder as published
+        if part_flags:
+            raise ImportRefused(f"--weights {args.weights} is a release folder: its files are"
+                                f" found by name, so {' '.join(part_flags)} has no place")
+        return arch.release_parts(Path(args.weights))
+    first, *others = arch.official_parts
     flags = argparse.ArgumentParser(prog=f"toonforge import --arch {args.arch}")
     for part in others:
         flags.add_argument(f"--{part}", dest=part)
@@ -67,6 +74,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from worker.importer import import_checkpoint, parity_summary
 
     parts = _parts(args, args.part_flags)  # refused flags write nothing, not even a store
+    if args.style is not None and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", args.style):
+        raise SystemExit(f"toonforge: error: --style {args.style!r}: lowercase letters,"
+                         " digits and dashes, at most 32")
     manifest = import_checkpoint(
         _store(args, create=True),
         task=args.task,
@@ -75,6 +85,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
         model=args.model,
         labels=Path(args.labels) if args.labels else None,
         activate=args.activate,
+        extra=None if args.style is None else {"style": {
+            "name": args.style, "licence": args.licence or "not stated at import",
+            "source": "toonforge import of " + ", ".join(p.name for p in parts.values())}},
     )
     state = "active" if args.activate else "inactive"
     print(f"imported {manifest.ref} ({manifest.task}/{manifest.arch}, {state});"
@@ -151,10 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="convert an official checkpoint into a store version")
     imp.add_argument("--task", required=True, choices=list_tasks())
     imp.add_argument("--arch", required=True)
-    imp.add_argument("--weights", required=True, help="the (first) checkpoint file")
+    imp.add_argument("--weights", required=True,
+                     help="the (first) checkpoint file, or a release folder as published"
+                          " (architectures with a release layout)")
     imp.add_argument("--model", required=True, help="model name (a line of versions)")
     imp.add_argument("--labels", help="class names, one per line, where the arch needs them")
     imp.add_argument("--activate", action="store_true", help="make the new version active")
+    imp.add_argument("--style", help="the style name the version serves (GET /styles,"
+                     " ?style=); lowercase letters, digits and dashes")
+    imp.add_argument("--licence", help="the weights' licence, shown with the style")
     imp.set_defaults(func=_cmd_import)
 
     # Named "store", not "models": ``toonforge models`` is the HTTP client's command.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from model_store.manifest import Lineage, Manifest, sha256_file
 from model_store.store import ModelStore, validate_name
@@ -43,6 +44,7 @@ def import_checkpoint(
     model: str,
     labels: Path | None = None,
     activate: bool = False,
+    extra: Mapping[str, Any] | None = None,
 ) -> Manifest:
     """Load ``parts`` (part name -> file, the names of ``ArchSpec.official_parts``) as
     ``arch``, prove the export and publish it as the next version of ``model``."""
@@ -70,4 +72,5 @@ def import_checkpoint(
         artifacts=imported.artifacts,
         lineage=Lineage(source="import", checkpoint=files),
         activate=activate,
+        extra=extra,
     )

@@ -369,10 +369,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     import_modules(settings.worker_plugins, WORKER_ENTRY_POINTS)
     from worker.importer import import_checkpoint, parity_summary
 
+    style = None if entry.style is None else {"style": {
+        "name": entry.style, "licence": entry.licence,
+        "source": f"toonforge pull {entry.name}: {entry.files[0].url}"}}
     manifest = import_checkpoint(
         open_model_store(store_settings(settings, args.store), create=True),
         task=entry.task, arch=entry.arch, parts=paths, model=model,
-        labels=Path(args.labels) if args.labels else None, activate=args.activate)
+        labels=Path(args.labels) if args.labels else None, activate=args.activate,
+        extra=style)
     state = "active" if args.activate else "inactive"
     print(f"pulled {entry.name}: imported {manifest.ref} ({manifest.task}/{manifest.arch},"
           f" {state}); {parity_summary(manifest)}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -59,6 +61,13 @@ class CartoonizeHyperparameters(CommonHyperparameters):
         return v
 
 
+def _preview(directory: Path, graphs: Mapping[str, Any], config: Mapping[str, Any]) -> bytes:
+    # imported here: onnxruntime and the face stage are not for every importer of the spec
+    from families.cartoonize.preview import make_preview
+
+    return make_preview(directory, graphs, config)
+
+
 class CartoonizeServing(ServingConfig):
     """The graph sees the photo with its long side capped at ``max_side`` and both sides
     rounded down to ``multiple_of``, in ``color_order``, scaled to ``input_range``."""
@@ -68,16 +77,22 @@ class CartoonizeServing(ServingConfig):
     color_order: Literal["BGR", "RGB"]
     input_range: Range
     output_range: Range
+    # Versions with a head graph (DCT-Net's compound): the photo shrinks until its shorter
+    # side is at most this before both generators (the authors' rule; compound.py).
+    short_side: int | None = Field(default=None, ge=16)
 
 
 SPEC = register_task(TaskSpec(
     name="cartoonize",
     description="photo in, same-size cartoon out",
     default_model="cartoon",
-    archs=("dctnet",),
+    archs=("dctnet", "dctnet-compound"),
     # image f32[N,3,H,W] in input_range, H and W multiples of 4
     #   -> cartoon f32[N,3,H,W] in output_range (guided filter + clip inside the graph)
-    graphs={"main": GraphIO("model.onnx", ("image",), ("cartoon",))},
+    # A compound version adds the head generator, fed 288x288 aligned face crops; its blend
+    # mask (1,1,288,288 in [0, 1]) is a constant output, so a head never loses its mask.
+    graphs={"main": GraphIO("model.onnx", ("image",), ("cartoon",)),
+            "head": GraphIO("head.onnx", ("image",), ("cartoon", "mask"), optional=True)},
     serving=CartoonizeServing,
     hyperparameters=CartoonizeHyperparameters,
     layout=PairedLayout(
@@ -92,9 +107,13 @@ SPEC = register_task(TaskSpec(
     synthetic=make_cartoonize,
     int8_gate=Int8Gate({"main": "cartoon"}, at_least={"psnr_db": 40.0}),  # vs fp32
     image_inputs=processing.main_inputs,
+    preview=_preview,
     catalogue=ENTRIES,
     api="families.cartoonize.api",
-    worker=("families.cartoonize.net", "families.cartoonize.trainer"),
+    worker=("families.cartoonize.net", "families.cartoonize.compound_net",
+            "families.cartoonize.trainer"),
     # DCT-Net measured at 720-2048 px: 224 (fp32) and 710 (INT8 QDQ) bytes per input value.
-    memory={"main": GraphMemory({"fp32": 250.0, "int8": 780.0}, 32 * 2**20)},
+    # The head generator is the same network (on 288x288 crops).
+    memory={role: GraphMemory({"fp32": 250.0, "int8": 780.0}, 32 * 2**20)
+            for role in ("main", "head")},
 ))

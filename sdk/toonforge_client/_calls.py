@@ -34,6 +34,7 @@ from toonforge_client.types import (
     ModelInfo,
     Readiness,
     SampleInfo,
+    StyleList,
     SweepPage,
     SweepView,
 )
@@ -94,7 +95,14 @@ def _image(response: httpx.Response) -> ImageResult:
         seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
         latent_distribution=response.headers.get("x-latent-distribution"),
         precision=response.headers.get("x-model-precision"),
+        faces_cartoonized=_int_header(response, "x-faces-cartoonized"),
+        faces_found=_int_header(response, "x-faces-found"),
     )
+
+
+def _int_header(response: httpx.Response, name: str) -> int | None:
+    value = response.headers.get(name)
+    return int(value) if value is not None and value.isdigit() else None
 
 
 @dataclass
@@ -152,9 +160,15 @@ def image_call(path: str, image: ImageInput, params: dict[str, Any]) -> Call[Ima
 
 
 def cartoonize(image: ImageInput, model: str | None, version: int | None,
-               max_side: int | None, format: str | None) -> Call[ImageResult]:
+               max_side: int | None, format: str | None, style: str | None = None,
+               faces: str | None = None) -> Call[ImageResult]:
     return image_call("/cartoonize", image, {**_model(model, version), "max_side": max_side,
-                                             "format": format})
+                                             "format": format, "style": style,
+                                             "faces": faces})
+
+
+def list_styles() -> Call[StyleList]:
+    return Call("GET", "/styles")
 
 
 def infer(task: str, image: ImageInput, model: str | None, version: int | None

@@ -39,6 +39,7 @@ from toonforge_client.types import (
     Precision,
     Readiness,
     SampleInfo,
+    StyleList,
     SweepPage,
     SweepView,
     Task,
@@ -86,8 +87,10 @@ class AsyncClient(ClientBase):
     async def cartoonize(self, image: ImageInput, *, model: str | None = None,
                          version: int | None = None,
                          precision: Precision | None = None, max_side: int | None = None,
-                         format: Literal["png", "jpeg", "webp"] | None = None) -> ImageResult:
-        call = calls.cartoonize(image, model, version, max_side, format)
+                         format: Literal["png", "jpeg", "webp"] | None = None,
+                         style: str | None = None,
+                         faces: Literal["auto", "off"] | None = None) -> ImageResult:
+        call = calls.cartoonize(image, model, version, max_side, format, style, faces)
         return await self._send(calls.with_precision(call, precision))
 
     async def infer(self, task: str, image: ImageInput, *, model: str | None = None,
@@ -177,6 +180,10 @@ class AsyncClient(ClientBase):
         return await self._send(calls.with_precision(call, precision))
 
     # ------------------------------------------------------------------ models
+
+    async def list_styles(self) -> StyleList:
+        """The styles ``cartoonize(style=...)`` takes, with previews (``GET /styles``)."""
+        return await self._send(calls.list_styles())
 
     async def list_models(self) -> list[ModelInfo]:
         return await self._send(calls.list_models())

@@ -39,6 +39,7 @@ from toonforge_client.types import (
     Precision,
     Readiness,
     SampleInfo,
+    StyleList,
     SweepPage,
     SweepView,
     Task,
@@ -91,9 +92,12 @@ class Client(ClientBase):
     def cartoonize(self, image: ImageInput, *, model: str | None = None,
                    version: int | None = None,
                    precision: Precision | None = None, max_side: int | None = None,
-                   format: Literal["png", "jpeg", "webp"] | None = None) -> ImageResult:
-        """A cartoon of the same size (``POST /cartoonize``)."""
-        call = calls.cartoonize(image, model, version, max_side, format)
+                   format: Literal["png", "jpeg", "webp"] | None = None,
+                   style: str | None = None,
+                   faces: Literal["auto", "off"] | None = None) -> ImageResult:
+        """A cartoon of the same size (``POST /cartoonize``); ``style`` picks one of
+        :meth:`list_styles` (instead of ``model``), ``faces="off"`` skips the head graph."""
+        call = calls.cartoonize(image, model, version, max_side, format, style, faces)
         return self._send(calls.with_precision(call, precision))
 
     def infer(self, task: str, image: ImageInput, *, model: str | None = None,
@@ -187,6 +191,10 @@ class Client(ClientBase):
         return self._send(calls.with_precision(call, precision))
 
     # ------------------------------------------------------------------ models
+
+    def list_styles(self) -> StyleList:
+        """The styles ``cartoonize(style=...)`` takes, with previews (``GET /styles``)."""
+        return self._send(calls.list_styles())
 
     def list_models(self) -> list[ModelInfo]:
         return self._send(calls.list_models())

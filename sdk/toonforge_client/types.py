@@ -37,12 +37,30 @@ class ImageResult:
     seed: int | None = None  # X-Seed (generate, autoencode sample)
     latent_distribution: str | None = None  # X-Latent-Distribution (autoencode sample)
     precision: str | None = None  # X-Model-Precision: "fp32" or "int8"
+    faces_cartoonized: int | None = None  # X-Faces-Cartoonized (cartoonize)
+    faces_found: int | None = None  # X-Faces-Found (cartoonize, when faces were searched)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(self.content)
         return out
+
+
+class Style(TypedDict):
+    """A style ``/cartoonize?style=`` serves (``GET /styles``)."""
+
+    name: str
+    model: str
+    version: int
+    compound: bool
+    preview: str | None  # a small JPEG as a data URL
+    licence: str
+    source: str
+
+
+class StyleList(TypedDict):
+    styles: list[Style]
 
 
 class Prediction(TypedDict):

@@ -66,7 +66,7 @@ def int8_variant(manifest: Manifest, spec: TaskSpec) -> VariantRecord | None:
     """The version's INT8 variant when it passed its gate and has every graph role."""
     variant = manifest.variants.get(INT8)
     if variant is None or not variant.passed or any(
-            role not in variant.graphs for role in spec.graphs):
+            role not in variant.graphs for role in spec.roles_held(manifest.graphs)):
         return None
     return variant
 
@@ -357,14 +357,15 @@ def load_version(store: ModelStore, name: str, version: int, settings: Settings)
     except UnknownTask as exc:
         raise LoadFailed(f"{manifest.ref}: {exc.message}") from None
     config = serving_config(spec, manifest)
-    missing = [role for role in spec.graphs if role not in manifest.graphs]
+    roles = spec.roles_held(manifest.graphs)
+    missing = [role for role in roles if role not in manifest.graphs]
     if missing:
         raise LoadFailed(f"{manifest.ref}: the manifest lacks graphs {missing}")
-    for role, io in spec.graphs.items():
-        _names_match(manifest, role, io)
+    for role in roles:
+        _names_match(manifest, role, spec.graphs[role])
     vdir = _local_files(store, manifest)
     variant = int8_variant(manifest, spec)
-    files = [manifest.graphs[role].file for role in spec.graphs]
+    files = [manifest.graphs[role].file for role in roles]
     _verify_files(vdir, manifest, files + (list(variant.graphs.values()) if variant else []))
     artifacts = _artifacts(vdir, spec, manifest.ref)
     try:  # the precision requests get by default loads now; an explicit one on first use
@@ -385,9 +386,9 @@ def _load_graphs(store: ModelStore, manifest: Manifest, spec: TaskSpec, settings
     variant = int8_variant(manifest, spec) if precision == INT8 else None
     if precision == INT8 and variant is None:
         raise LoadFailed(f"{manifest.ref} has no INT8 variant that passed its gate")
-    graphs = {role: _session(vdir, manifest, role, io, settings,
+    graphs = {role: _session(vdir, manifest, role, spec.graphs[role], settings,
                              variant.graphs[role] if variant else None)
-              for role, io in spec.graphs.items()}
+              for role in spec.roles_held(manifest.graphs)}
     if settings.batching:  # threads start only once nothing else can fail
         label = manifest.ref if precision == FP32 else f"{manifest.ref}:{precision}"
         for role, graph in graphs.items():

@@ -274,6 +274,9 @@ function card(id) {
       const parts = [];
       if (version) parts.push(`X-Model-Version: ${version}`);
       if (seed) parts.push(`X-Seed: ${seed}`);
+      const drawn = response.headers.get("X-Faces-Cartoonized");
+      const found = response.headers.get("X-Faces-Found");
+      if (found !== null) parts.push(`faces: ${drawn} of ${found} drawn by the head graph`);
       $(".version", node).textContent = parts.join(" · ");
     },
     fail(err) {
@@ -294,7 +297,7 @@ function imageLoaded(img) {
   });
 }
 
-async function runImageCard(cardId, path, file, imgs) {
+async function runImageCard(cardId, path, file, imgs, after = null) {
   const c = card(cardId);
   c.start();
   for (const img of imgs) img.removeAttribute("src");
@@ -306,6 +309,7 @@ async function runImageCard(cardId, path, file, imgs) {
     blobs.forEach((blob, i) => setBlobImage(imgs[i], blob));
     await Promise.all(imgs.map(imageLoaded));
     c.done(responses[0]);
+    if (after) after(responses[0]);
     if (responses.length > 1) {
       const versions = new Set(responses.map((r) => r.headers.get("X-Model-Version")));
       if (versions.size > 1) {
@@ -359,10 +363,69 @@ function useFile(file) {
   runAll();
 }
 
+// ---------------------------------------------------------------- styles and faces
+
+let currentStyle = null;  // null: the default cartoonize model
+
+async function setupStyles() {
+  const picker = $("#style-picker");
+  let styles = [];
+  try {
+    styles = (await apiJson("/styles")).styles;
+  } catch (err) {
+    return;  // no picker: the default model serves
+  }
+  const choices = [{ name: null, label: "default", preview: null }, ...styles.map(
+    (s) => ({ name: s.name, label: s.name, preview: s.preview,
+              title: `${s.model}@${s.version}${s.compound ? " (faces by a head graph)" : ""}`
+                     + ` · ${s.licence} · ${s.source}` }))];
+  const buttons = choices.map((c) => el("button", {
+    type: "button", role: "radio", class: "style-choice", title: c.title || "the default model",
+    "aria-checked": String(c.name === currentStyle), "data-style": c.name || "",
+    onclick: () => {
+      currentStyle = c.name;
+      for (const b of buttons) b.setAttribute("aria-checked", String(b === buttons[choices.indexOf(c)]));
+      if (currentFile) runCartoonize(currentFile);
+    },
+  }, c.preview ? el("img", { src: c.preview, alt: "" }) : null, el("span", { text: c.label })));
+  picker.replaceChildren(...buttons);
+  picker.hidden = styles.length === 0;
+}
+
+/** Outline the faces the head graph drew (X-Faces-Boxes, input pixels) on the original. */
+function drawFaceBoxes(response) {
+  const layer = $("#face-boxes");
+  layer.replaceChildren();
+  const img = $("#orig-cartoon");
+  let boxes = [];
+  try {
+    boxes = JSON.parse(response.headers.get("X-Faces-Boxes") || "[]");
+  } catch (err) {
+    return;
+  }
+  const w = img.naturalWidth, h = img.naturalHeight;
+  if (!w || !h) return;
+  // object-fit: contain inside a square: the image's scale and offsets in that square
+  const side = Math.max(w, h);
+  const ox = (side - w) / 2, oy = (side - h) / 2;
+  for (const [x, y, bw, bh] of boxes) {
+    layer.append(el("span", { class: "face-box", style:
+      `left:${(100 * (ox + x) / side).toFixed(2)}%;top:${(100 * (oy + y) / side).toFixed(2)}%;`
+      + `width:${(100 * bw / side).toFixed(2)}%;height:${(100 * bh / side).toFixed(2)}%` }));
+  }
+}
+
+function runCartoonize(file) {
+  const query = currentStyle ? `&style=${encodeURIComponent(currentStyle)}` : "";
+  $("#face-boxes").replaceChildren();
+  runImageCard("card-cartoonize", [`/cartoonize?format=png${query}`], file,
+               [$("#cartoon-img")], drawFaceBoxes);
+}
+
 function runAll() {
   const file = currentFile;
   if (!file) return;
-  runImageCard("card-cartoonize", ["/cartoonize?format=png"], file, [$("#cartoon-img")]);
+  runCartoonize(file);
   runImageCard("card-matte", ["/matte?output=mask", "/matte?output=cutout"], file,
                [$("#mask-img"), $("#cutout-img")]);
   runClassify(file);
@@ -985,6 +1048,7 @@ async function refreshReadiness() {
 
 setupApiKey();
 setupDropzone();
+setupStyles();
 setupGenerate();
 setupJobs();
 setupSweeps();

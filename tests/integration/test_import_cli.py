@@ -123,3 +123,41 @@ def test_classifier_labels_must_match(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "2 labels given" in proc.stderr
     assert_store_untouched(tmp_path / "store")
+
+
+@pytest.mark.parametrize("names", [("cartoon_bg.pb", "cartoon_h.pb"),
+                                   ("cartoon_anime_bg.pb", "cartoon_anime_h.pb")],
+                         ids=["modelscope-names", "anime-names"])
+def test_a_dctnet_release_folder_imports_as_one_compound_version(names, tmp_path: Path
+                                                                 ) -> None:
+    from tests.support.compound_release import write_release
+
+    release = write_release(tmp_path / "release", names=names)
+    proc = toonforge(tmp_path / "store", "import", "--task", "cartoonize", "--arch",
+                     "dctnet-compound", "--weights", str(release), "--model", "toon")
+    assert proc.returncode == 0, proc.stderr
+    assert "imported toon@1 (cartoonize/dctnet-compound, inactive)" in proc.stdout
+    manifest = ModelStore(tmp_path / "store").manifest("toon", 1)
+    assert set(manifest.graphs) == {"main", "head"}
+    assert [t.name for t in manifest.graphs["head"].outputs] == ["cartoon", "mask"]
+    assert set(manifest.lineage.checkpoint) == {*names, "alpha.jpg"}
+    assert manifest.preprocessing["short_side"] == 720
+
+
+def test_a_release_folder_lacking_a_file_is_refused(tmp_path: Path) -> None:
+    from tests.support.compound_release import write_release
+
+    release = write_release(tmp_path / "release")
+    (release / "alpha.jpg").unlink()
+    proc = toonforge(tmp_path / "store", "import", "--task", "cartoonize", "--arch",
+                     "dctnet-compound", "--weights", str(release), "--model", "toon")
+    assert proc.returncode == 1
+    assert "is not a dctnet-compound release folder: it lacks alpha.jpg" in proc.stderr
+    flags = toonforge(tmp_path / "store", "import", "--task", "cartoonize", "--arch",
+                      "dctnet-compound", "--weights", str(release), "--model", "toon",
+                      "--head", str(release / "cartoon_h.pb"))
+    assert flags.returncode == 1 and "is a release folder" in flags.stderr
+    plain = toonforge(tmp_path / "store", "import", "--task", "cartoonize", "--arch",
+                      "dctnet", "--weights", str(release), "--model", "toon")
+    assert plain.returncode == 1 and "has no release folder layout" in plain.stderr
+    assert_store_untouched(tmp_path / "store")

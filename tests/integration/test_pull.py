@@ -21,6 +21,7 @@ import pytest
 from core.settings import Settings
 from model_store.store import ModelStore
 from tests.support.checkpoints import make_official_checkpoint
+from tests.support.compound_release import write_release
 from tests.support.tf_graphs import npz_variables, write_frozen_generator
 from worker import pull
 from worker.catalogue import get_entry
@@ -90,6 +91,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     served.files[pb.name] = pb.read_bytes()
     served.files["u2netp.pth"] = make_official_checkpoint("u2netp", made / "u2netp")[""] \
         .read_bytes()
+    release = write_release(made / "release")
+    for name in ("cartoon_bg.pb", "cartoon_h.pb", "alpha.jpg"):
+        served.files[name] = (release / name).read_bytes()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(served))
     served.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -155,7 +159,7 @@ def test_pull_with_url_and_sha256_publishes(server: Served, tmp_path: Path, caps
 def test_catalogue_entry_through_the_base_url_resumes_a_part_file(
     server: Served, tmp_path: Path, capsys
 ) -> None:
-    """dctnet-anime (a frozen .pb) from the catalogue, its URL pointed at the local server by
+    """dctnet-anime-bg (a frozen .pb) from the catalogue, its URL pointed at the local server by
     the base-URL setting; half of the file is already in the cache's .part."""
     data = server.files["cartoon_anime_bg.pb"]
     cache = tmp_path / "data" / "downloads"
@@ -163,10 +167,10 @@ def test_catalogue_entry_through_the_base_url_resumes_a_part_file(
     half = len(data) // 2
     (cache / "cartoon_anime_bg.pb.part").write_bytes(data[:half])
     # The test-made graph is not the official file: its digest replaces the pinned one.
-    rc, out, err = run(tmp_path, capsys, "dctnet-anime", "--sha256", sha(data),
+    rc, out, err = run(tmp_path, capsys, "dctnet-anime-bg", "--sha256", sha(data),
                        base_url=f"{server.url}/files")
     assert rc == 0, err
-    assert "pulled dctnet-anime: imported cartoon@1 (cartoonize/dctnet, inactive)" in out
+    assert "pulled dctnet-anime-bg: imported cartoon@1 (cartoonize/dctnet, inactive)" in out
     assert "resuming at" in err
     (request,) = server.requests("cartoon_anime_bg.pb")
     assert request[1] == f"bytes={half}-" and request[2] == len(data) - half
@@ -176,11 +180,30 @@ def test_catalogue_entry_through_the_base_url_resumes_a_part_file(
     assert manifest.lineage.checkpoint == {"cartoon_anime_bg.pb": sha(data)}
 
 
+def test_a_released_style_comes_as_one_compound_version(
+    server: Served, tmp_path: Path, capsys
+) -> None:
+    """dctnet-3d: both generators and the mask, each verified, into one version."""
+    bg, head, mask = (server.files[n] for n in ("cartoon_bg.pb", "cartoon_h.pb", "alpha.jpg"))
+    refused = run(tmp_path, capsys, "dctnet-3d", "--sha256", sha(bg),
+                  base_url=f"{server.url}/files")
+    assert refused[0] == 1 and "--sha256 head=HEX" in refused[2]
+    rc, out, err = run(tmp_path, capsys, "dctnet-3d", "--sha256", sha(bg), "--sha256",
+                       f"head={sha(head)}", "--sha256", f"mask={sha(mask)}",
+                       base_url=f"{server.url}/files")
+    assert rc == 0, err
+    assert "imported cartoon-3d@1 (cartoonize/dctnet-compound" in out
+    manifest = ModelStore(tmp_path / "store").manifest("cartoon-3d", 1)
+    assert set(manifest.graphs) == {"main", "head"}
+    assert manifest.lineage.checkpoint == {"cartoon_bg.pb": sha(bg), "cartoon_h.pb": sha(head),
+                                           "alpha.jpg": sha(mask)}
+
+
 def test_wrong_checksum_is_refused(server: Served, tmp_path: Path, capsys) -> None:
     # No --sha256: the catalogue's pinned digest of the official file is checked, and the
     # test-made graph is not that file.
-    pinned = get_entry("dctnet-anime").files[0].sha256
-    rc, out, err = run(tmp_path, capsys, "dctnet-anime", base_url=f"{server.url}/files")
+    pinned = get_entry("dctnet-anime-bg").files[0].sha256
+    rc, out, err = run(tmp_path, capsys, "dctnet-anime-bg", base_url=f"{server.url}/files")
     assert rc == 1
     assert "checksum mismatch for cartoon_anime_bg.pb" in err and str(pinned) in err
     assert "nothing was imported" in err and "Traceback" not in err
@@ -244,15 +267,18 @@ def test_the_client_command_lists_the_catalogue() -> None:
     assert proc.returncode == 0, proc.stderr
     rows = {line.split("\t")[0]: line for line in proc.stdout.splitlines()}
     assert {"dctnet-anime", "googlenet", "u2net", "u2netp", "anime-faces"} <= set(rows)
-    assert "needs --sha256" in rows["u2netp"] and "sha256 pinned" in rows["dctnet-anime"]
+    assert "needs --sha256" in rows["u2netp"] and "sha256 pinned" in rows["dctnet-anime-bg"]
+    styles = ("anime", "3d", "handdrawn", "sketch", "artstyle", "design", "illustration")
+    for style in styles:  # the released styles: no published checksum for their alpha.jpg
+        assert "needs --sha256" in rows[f"dctnet-{style}"], rows
     # Under each entry, each file's URL and checksum: what to fetch and check by hand.
     lines = proc.stdout.splitlines()
     after = lines[lines.index(rows["u2netp"]) + 1].split("\t")
     assert after[0] == "  weights" and after[1] == get_entry("u2netp").files[0].url
     assert after[1].startswith("https://") and "?" in after[1]  # the query is the file id
     assert after[2] == "sha256 not published: --sha256 HEX"
-    pinned = lines[lines.index(rows["dctnet-anime"]) + 1].split("\t")
-    assert pinned[2] == f"sha256 {get_entry('dctnet-anime').files[0].sha256}"
+    pinned = lines[lines.index(rows["dctnet-anime-bg"]) + 1].split("\t")
+    assert pinned[2] == f"sha256 {get_entry('dctnet-anime-bg').files[0].sha256}"
     netd = next(line for line in lines if line.startswith("  netd\t"))
     assert netd.split("\t")[2] == "sha256 not published: --sha256 netd=HEX"
 

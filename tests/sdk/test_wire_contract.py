@@ -29,6 +29,8 @@ OPENAPI = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 # SDK type -> the schema it mirrors.
 RESPONSES: dict[type, str] = {
     sdk.Prediction: "Prediction",
+    sdk.Style: "Style",
+    sdk.StyleList: "StyleList",
     sdk.ClassifyResponse: "ClassifyResponse",
     sdk.GeneratedImage: "GeneratedImage",
     sdk.ImagesResponse: "ImagesResponse",

@@ -33,9 +33,11 @@ def test_export_and_parity(arch: str, tmp_path: Path) -> None:
     assert result.parity.passed, result.parity.detail
     assert result.parity.tolerance == DEFAULT_TOLERANCE
     assert all(0 <= err <= DEFAULT_TOLERANCE for err in result.parity.max_abs_error.values())
-    contract = get_task(spec.task).graphs
-    for role, io in contract.items():
-        graph = result.graphs[role]
+    task = get_task(spec.task)
+    contract = task.graphs
+    assert set(result.graphs) == set(task.roles_held(result.graphs))
+    for role in result.graphs:
+        io, graph = contract[role], result.graphs[role]
         assert [t.name for t in graph.inputs] == list(io.inputs)
         assert [t.name for t in graph.outputs] == list(io.outputs)
         assert isinstance(graph.inputs[0].shape[0], str), "batch axis must be dynamic"

@@ -89,11 +89,34 @@ class ArchSpec:
     official_parts: Mapping[str, str | None] = field(default_factory=dict)
     loader: OfficialLoader | None = None
     description: str = ""
+    # Official part -> the file names it has in a published release folder, tried in order
+    # (``toonforge import --weights FOLDER``); empty: the parts are given one by one.
+    release_files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def published_layouts(self) -> dict[str, str]:
         """The parts that have a published key layout: part name -> key-list fixture."""
         return {part: fixture for part, fixture in self.official_parts.items() if fixture}
+
+    def release_parts(self, folder: Path) -> dict[str, Path]:
+        """Each official part's file in a release ``folder``; ``ImportRefused`` naming
+        the files looked for when one is absent or the arch has no release layout."""
+        from worker.nets.checkpoints import ImportRefused
+
+        if not self.release_files:
+            raise ImportRefused(f"{self.name} has no release folder layout: give its"
+                                f" checkpoint file(s), not the folder {folder}")
+        parts, missing = {}, []
+        for part in self.official_parts:
+            found = [folder / n for n in self.release_files[part] if (folder / n).is_file()]
+            if found:
+                parts[part] = found[0]
+            else:
+                missing.append(" or ".join(self.release_files[part]))
+        if missing:
+            raise ImportRefused(f"{folder} is not a {self.name} release folder: it lacks"
+                                f" {', '.join(missing)}")
+        return parts
 
 
 _REGISTRY: dict[str, ArchSpec] = {}
@@ -135,6 +158,7 @@ def register_arch(
     official_parts: Mapping[str, str | None] | None = None,
     load_official: OfficialLoader | None = None,
     description: str = "",
+    release_files: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Callable[[BuilderT], BuilderT]:
     """Register the decorated builder as architecture ``name`` serving ``task`` (a
     registered task: ``UnknownTask`` otherwise)."""
@@ -145,6 +169,8 @@ def register_arch(
                          f" {list(spec.archs)}: declare it in the task spec")
     if bool(official_parts) != (load_official is not None):
         raise ValueError(f"architecture {name!r}: official_parts and load_official go together")
+    if release_files and set(release_files) != set(official_parts or {}):
+        raise ValueError(f"architecture {name!r}: release_files must name every official part")
 
     def wrap(builder: BuilderT) -> BuilderT:
         if name in _REGISTRY:
@@ -158,6 +184,7 @@ def register_arch(
             official_parts=dict(official_parts or {}),
             loader=load_official,
             description=description,
+            release_files=dict(release_files or {}),
         )
         return builder
 

@@ -6,8 +6,9 @@ the store went through the same export and the same parity proof.
 
 from __future__ import annotations
 
+import base64
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ def publish_version(
     hyperparameters: CommonHyperparameters | None = None,
     calibration_dataset: Path | None = None,
     int8: bool | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Manifest:
     """Export ``module`` and publish it as the next version of ``model_name``.
 
@@ -71,6 +73,8 @@ def publish_version(
     (worker/training/quantize.py), calibrated on ``calibration_dataset``'s validation images
     (a fine-tune's dataset) or the shipped photos (an import), and records it in the
     manifest, kept or refused with the reason; it never fails the publish.
+
+    ``extra`` goes into the manifest's ``extra`` as given (e.g. the style a version is).
 
     Raises ``ParityFailed`` (and writes nothing) when onnxruntime and PyTorch disagree.
     """
@@ -84,14 +88,17 @@ def publish_version(
         payload = {"arch": arch_name, "arch_kwargs": arch_kwargs or {},
                    "state_dict": module.state_dict()}
         torch.save(payload, staged / WEIGHTS_FILE)
-        extra: dict[str, Any] = {}
-        declared = get_task(arch.task).artifacts
+        notes: dict[str, Any] = dict(extra or {})
+        task = get_task(arch.task)
+        if task.preview is not None:
+            notes["preview"] = _preview(task.preview, staged, result.graphs, preprocessing)
+        declared = task.artifacts
         for name, arrays in (artifacts or {}).items():
             if name not in declared:
                 raise ValueError(f"task {arch.task!r} declares no artifact {name!r}")
             # numpy's stub also matches **kwds against allow_pickle: bool.
             np.savez(staged / declared[name].file, **arrays)  # type: ignore[arg-type]
-            extra.update(declared[name].manifest_extra)
+            notes.update(declared[name].manifest_extra)
         variants: dict[str, VariantRecord] = {}
         build_int8 = variants_enabled() if int8 is None else int8
         if build_int8:
@@ -111,7 +118,7 @@ def publish_version(
             parity=result.parity,
             metrics=metrics or {},
             lineage=lineage,
-            extra=extra,
+            extra=notes,
             variants=variants,
         )
         published = store.publish(model_name, staged, manifest)
@@ -119,3 +126,14 @@ def publish_version(
     if activate:
         store.activate(model_name, published.version)
     return published
+
+
+def _preview(make: Callable[[Path, Mapping[str, Any], Mapping[str, Any]], bytes],
+             staged: Path, graphs: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+    """The task's preview of the staged version as a data URL; None (logged) on failure."""
+    try:
+        data = make(staged, graphs, config)
+    except Exception as exc:  # a preview is decoration: it never fails a publish
+        log.warning("no preview for this version: %s: %s", type(exc).__name__, exc)
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")

@@ -378,6 +378,10 @@ def build_int8_variant(
                            onnxruntime_version=ort.__version__)
     written: list[Path] = []
     try:
+        if any(spec.graphs[role].optional for role in graphs if role in spec.graphs):
+            # an optional graph has no calibration recipe of its own (its inputs are not
+            # the main graph's outputs): such versions serve in fp32
+            raise ValueError(f"graphs {sorted(graphs)} include an optional one")
         sets = image_sets(dataset_dir, task)
         if takes_any_size(graphs["main"]):
             sets.calibration = [_within(i, DYNAMIC_SIDE) for i in sets.calibration]
@@ -388,14 +392,15 @@ def build_int8_variant(
         held = {"main": main_feeds(spec, config, sets.held_out, seed + 1)}
         record.calibration_inputs = len(calibrate["main"])
         record.held_out_inputs = len(held["main"])
-        fp32 = {role: _session(directory / graphs[role].file) for role in spec.graphs}
+        roles = spec.roles_held(graphs)
+        fp32 = {role: _session(directory / graphs[role].file) for role in roles}
         main_out = list(spec.graphs["main"].outputs)
-        for role in spec.graphs:
+        for role in roles:
             if role != "main":
                 calibrate[role] = _role_feeds(
                     spec, role, _run_all(fp32["main"], calibrate["main"], main_out))
         int8: dict[str, ort.InferenceSession] = {}
-        for role in spec.graphs:
+        for role in roles:
             target = directory / int8_file(graphs[role].file)
             written.append(target)
             quantize_graph(directory / graphs[role].file, target, calibrate[role])

@@ -20,6 +20,7 @@ from toonforge_client.cli.base import (
     err,
     out,
     parse_model,
+    table,
 )
 from toonforge_client.cli.batch import collect_images, plan_outputs, run_batch, write_image
 from toonforge_client.types import ImageResult
@@ -36,7 +37,8 @@ def cmd_image(ctx: Ctx) -> int:
         def call(src: Path) -> ImageResult:
             return ctx.client.cartoonize(src, model=model, version=version,
                                          precision=args.precision,
-                                         max_side=args.max_side, format=args.format)
+                                         max_side=args.max_side, format=args.format,
+                                         style=args.style, faces=args.faces)
     elif kind == "matte":
         suffix = "." + ("jpg" if args.format == "jpeg" else (args.format or "png"))
 
@@ -53,6 +55,17 @@ def cmd_image(ctx: Ctx) -> int:
 
     pairs = plan_outputs(args, images, suffix, kind)
     return run_batch(ctx, kind, list(pairs), lambda src, dest: write_image(call(src), dest))
+
+
+def cmd_styles(ctx: Ctx) -> int:
+    styles = ctx.client.list_styles()["styles"]
+    if ctx.json:
+        dump(styles)
+        return EXIT_OK
+    table([[s["name"], f"{s['model']}@{s['version']}", "yes" if s["compound"] else "",
+            s["licence"], s["source"]] for s in styles],
+          ["STYLE", "MODEL", "HEADS", "LICENCE", "SOURCE"])
+    return EXIT_OK
 
 
 def cmd_infer(ctx: Ctx) -> int:
@@ -173,7 +186,12 @@ COMMANDS: tuple[Command, ...] = (
         *batch_args("cartoonize"),
         arg("--max-side", type=int, help="long side the model sees"),
         arg("--format", choices=["png", "jpeg", "webp"]),
+        arg("--style", help="a style of `toonforge styles` (instead of --model)"),
+        arg("--faces", choices=["auto", "off"],
+            help="off: the background generator alone, even with a head graph"),
     )),
+    Command("styles", "the styles cartoonize serves, with their models and sources",
+            cmd_styles, ()),
     Command("matte", "alpha masks, cut-outs or composites", cmd_image, (
         *batch_args("matte"),
         arg("--mode", choices=["mask", "cutout", "composite"],
