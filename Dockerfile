@@ -61,6 +61,7 @@ COPY tasks/ tasks/
 COPY service/ service/
 COPY model_store/ model_store/
 COPY jobs/ jobs/
+COPY faces/ faces/
 COPY worker/ worker/
 COPY sdk/ sdk/
 RUN pip wheel --no-deps --wheel-dir /wheels .

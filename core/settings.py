@@ -233,6 +233,17 @@ class Settings(BaseSettings):
     # content-addressed cache under store_dir; least recently used first out.
     store_cache_max_bytes: int = Field(4 * 1024 * 1024 * 1024, ge=0)
 
+    # ---- the face stage (faces/; docs/FACES.md): detection bounds for every family using it
+    # Detection runs on a copy whose longer side is at most this (the detector's own limit
+    # is 960); its cost grows with the pixels, and it holds the GIL while it runs.
+    face_detect_max_side: int = Field(640, ge=32, le=960)
+    # Faces processed per image, biggest first; more are counted but left as they are.
+    face_max_per_image: int = Field(8, ge=0)
+    # Detector confidence (0..1) below which a candidate is not a face.
+    face_min_score: float = Field(0.5, ge=0.0, le=1.0)
+    # OpenMP threads of one detection (set per call, so other OpenMP users are unaffected).
+    face_detect_threads: int = Field(1, ge=1)
+
     # ---- experiment tracking (issue 11; worker/training/tracking.py)
     # An MLflow tracking server (http(s)://host:port) every fine-tune job logs a run to;
     # None: no MLflow. Tracking never fails a job (docs/JOBS.md "Tracking").

@@ -4,7 +4,9 @@
 - service (the API process) never imports torch or worker;
 - worker and jobs never import service;
 - core (imported by every process) imports none of service, worker, jobs, model_store;
-- tasks and model_store (read by the API) never import torch, service or worker.
+- tasks and model_store (read by the API) never import torch, service or worker;
+- faces (the face stage, run in the API process) imports no torch and nothing of service,
+  worker or the families that use it.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "core": ("service", "worker", "jobs", "model_store"),
     "tasks": ("torch", "service", "worker"),
     "model_store": ("torch", "service", "worker"),
+    "faces": ("torch", "service", "worker", "families", "tasks"),
 }
 # Importing every module of these is cheap (no torch): check sys.modules too.
-IMPORTED = ("service", "jobs", "core", "tasks", "model_store")
+IMPORTED = ("service", "jobs", "core", "tasks", "model_store", "faces")
 
 
 def _hits(name: str, forbidden: tuple[str, ...]) -> bool:
