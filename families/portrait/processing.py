@@ -1,0 +1,202 @@
+"""portrait (U-2-Net portrait drawing) pre- and post-processing: numpy and Pillow only.
+
+The steps are the authors' (their portrait demo, test and composite scripts):
+
+- the region: the biggest face's padded crop (the face stage reproduces the demo's box;
+  outside the frame is white), or the whole image;
+- the network input: that region resized to ``size`` x ``size`` the way the demo's
+  ``cv2.resize(..., INTER_AREA)`` does it (``area_resize``), divided by its max, normalised
+  with ImageNet's mean/std (RGB order);
+- the drawing: ``1 - d1`` min-max normalised, to 8 bits as Pillow converts a float image,
+  resized (bilinear) to the region's size, as the test script saves it;
+- the composite: the region blurred with a Gaussian (``sigma``) times ``alpha`` plus the
+  drawing (scaled so its max is 255) times ``1 - alpha``.
+
+The API and INT8 calibration both build inputs with ``portrait_input``, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from PIL import Image
+
+from faces import DetectLimits, PortraitCrop, find_faces, portrait_crop_box
+from faces.portrait import cut_region
+
+if TYPE_CHECKING:
+    from families.portrait.spec import PortraitServing
+
+CropMode = Literal["face", "none"]
+# The authors' Gaussian keeps 4 sigma each side (scipy's default truncation).
+_TRUNCATE = 4.0
+MAX_SIGMA = 32.0
+
+
+@dataclass(frozen=True)
+class Region:
+    """What one request draws: ``crop`` in frame pixels (may reach outside the frame,
+    which is white) and whether a face was found (None: no face was looked for)."""
+
+    crop: PortraitCrop
+    face_found: bool | None
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return self.crop.left, self.crop.top, self.crop.right, self.crop.bottom
+
+
+def whole_image(image: Image.Image) -> PortraitCrop:
+    return PortraitCrop(left=0, top=0, right=image.width, bottom=image.height)
+
+
+def choose_region(image: Image.Image, mode: CropMode, limits: DetectLimits) -> Region:
+    """The demo's crop around the biggest face, or the whole image (no face, or ``none``)."""
+    if mode == "none":
+        return Region(whole_image(image), None)
+    faces = find_faces(image, limits).faces  # biggest first
+    if not faces:
+        return Region(whole_image(image), False)
+    return Region(portrait_crop_box(faces[0].int_box()), True)
+
+
+def region_pixels(image: Image.Image, region: Region) -> np.ndarray:
+    """The region's HxWx3 uint8 pixels (white where it leaves the frame)."""
+    rgb = np.asarray(image.convert("RGB"))
+    return cut_region(rgb, region.crop)
+
+
+# ---- the demo's resize: OpenCV's INTER_AREA, written out so the API needs no OpenCV
+
+
+def _area_weights(src: int, dst: int) -> np.ndarray:
+    """dst x src weights of OpenCV's true area averaging (src >= dst)."""
+    scale = src / dst
+    weights = np.zeros((dst, src), np.float64)
+    for i in range(dst):
+        start, end = i * scale, (i + 1) * scale
+        first, last = math.floor(start), min(math.ceil(end), src)
+        for j in range(first, last):
+            weights[i, j] = (min(end, j + 1) - max(start, j)) / scale
+    return weights
+
+
+def _area_linear_weights(src: int, dst: int) -> np.ndarray:
+    """dst x src weights of OpenCV's INTER_AREA when enlarging: a bilinear variant whose
+    blend happens only across the source-pixel boundary inside each destination pixel."""
+    scale, inv = src / dst, dst / src
+    weights = np.zeros((dst, src), np.float64)
+    for i in range(dst):
+        left = math.floor(i * scale)
+        frac = (i + 1) - (left + 1) * inv
+        frac = 0.0 if frac <= 0 else frac - math.floor(frac)
+        if left >= src - 1:
+            left, frac = src - 1, 0.0
+        weights[i, left] += 1.0 - frac
+        if frac:
+            weights[i, left + 1] += frac
+    return weights
+
+
+def area_resize(pixels: np.ndarray, size: int) -> np.ndarray:
+    """HxWx3 uint8 -> size x size x 3 uint8, as ``cv2.resize(pixels, (size, size),
+    interpolation=cv2.INTER_AREA)`` (within one level: OpenCV rounds in fixed point)."""
+    height, width = pixels.shape[:2]
+    if (height, width) == (size, size):
+        return pixels.copy()
+    shrink = height >= size and width >= size  # OpenCV averages only when both shrink
+    make = _area_weights if shrink else _area_linear_weights
+    rows, cols = make(height, size), make(width, size)
+    data = pixels.astype(np.float64)
+    out = np.einsum("ij,jkc->ikc", rows, data)
+    out = np.einsum("lk,ikc->ilc", cols, out)
+    return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+
+
+def portrait_input(pixels: np.ndarray, config: PortraitServing) -> np.ndarray:
+    """Region pixels (HxWx3 uint8) -> the graph's f32[1,3,S,S] input."""
+    net = area_resize(pixels, config.size).astype(np.float32)
+    peak = float(net.max())
+    rgb01 = net / peak if peak > 0 else net
+    normed = (rgb01 - np.asarray(config.mean, np.float32)) / np.asarray(config.std, np.float32)
+    return np.ascontiguousarray(normed.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def main_inputs(image: Image.Image, config: PortraitServing,
+                limits: DetectLimits | None = None) -> dict[str, np.ndarray]:
+    """The main graph's inputs for one upload served with the defaults (the face crop)."""
+    region = choose_region(image, "face", limits or DetectLimits())
+    return {"image": portrait_input(region_pixels(image, region), config)}
+
+
+# ---- the drawing and the composite
+
+
+def drawing_values(d1: np.ndarray) -> np.ndarray:
+    """The side output d1 -> ``1 - d1`` min-max normalised to [0, 1] (float32, HxW)."""
+    pred = 1.0 - np.asarray(d1, np.float32).reshape(d1.shape[-2:])
+    low, high = float(pred.min()), float(pred.max())
+    if high <= low:
+        return np.ones_like(pred)  # nothing drawn: the blank page
+    return (pred - low) / (high - low)
+
+
+def drawing_image(values: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """[0, 1] drawing -> 8-bit L at ``size`` (width, height), as the test script saves it:
+    Pillow's float-to-8-bit conversion, then a bilinear resize."""
+    eight = Image.fromarray(np.asarray(values, np.float32) * 255.0, mode="F").convert("L")
+    return eight if eight.size == size else eight.resize(size, Image.Resampling.BILINEAR)
+
+
+def gaussian_kernel(sigma: float) -> np.ndarray:
+    radius = int(_TRUNCATE * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def _blur_matrix(length: int, sigma: float) -> np.ndarray:
+    """length x length: a 1-D Gaussian along one axis, edges repeated (mode 'nearest')."""
+    kernel = gaussian_kernel(sigma)
+    radius = len(kernel) // 2
+    matrix = np.zeros((length, length), np.float64)
+    for i in range(length):
+        sources = np.clip(np.arange(i - radius, i + radius + 1), 0, length - 1)
+        np.add.at(matrix[i], sources, kernel)
+    return matrix
+
+
+def blur(pixels: np.ndarray, sigma: float) -> np.ndarray:
+    """Each channel of HxWx3 blurred with a Gaussian of ``sigma`` pixels (float64)."""
+    data = np.asarray(pixels, np.float64)
+    if sigma <= 0:
+        return data
+    height, width = data.shape[:2]
+    out = np.einsum("ij,jkc->ikc", _blur_matrix(height, sigma), data)
+    return np.einsum("lk,ikc->ilc", _blur_matrix(width, sigma), out)
+
+
+def composite(pixels: np.ndarray, drawing: Image.Image, sigma: float,
+              alpha: float) -> Image.Image:
+    """The authors' composite: blurred region x alpha + drawing (max -> 255) x (1 - alpha)."""
+    lines = np.asarray(drawing, np.float64)
+    lines = lines / (lines.max() + 1e-8) * 255.0
+    mixed = blur(pixels, sigma) * alpha + lines[:, :, None] * (1.0 - alpha)
+    return Image.fromarray(np.clip(np.rint(mixed), 0, 255).astype(np.uint8), mode="RGB")
+
+
+def paste(image: Image.Image, region: Region, drawn: Image.Image) -> Image.Image:
+    """The frame with the region's pixels replaced by ``drawn`` (its part inside the frame)."""
+    frame = image.convert("RGB")
+    crop = region.crop
+    left, top = max(crop.left, 0), max(crop.top, 0)
+    right, bottom = min(crop.right, frame.width), min(crop.bottom, frame.height)
+    if left >= right or top >= bottom:
+        return frame
+    inside = drawn.convert("RGB").crop((left - crop.left, top - crop.top,
+                                        right - crop.left, bottom - crop.top))
+    frame.paste(inside, (left, top))
+    return frame
