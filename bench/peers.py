@@ -116,8 +116,8 @@ def bench_datasets(root: Path) -> DatasetStore:
 
 def train_u2netp(root: Path, epochs: int):
     """A few epochs of the starter recipe on synthetic mattes (96 px, served at 320)."""
+    from families.matte.spec import MatteHyperparameters
     from model_store.errors import DatasetNotFound
-    from tasks.matte import MatteHyperparameters
     from worker.starter import publish_synthetic_dataset
     from worker.training.trainers import TrainContext, get_trainer
 

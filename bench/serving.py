@@ -37,7 +37,6 @@ from core.settings import Settings  # noqa: E402
 from model_store.factory import open_model_store  # noqa: E402
 from model_store.store import ModelStore  # noqa: E402
 from service.imaging import decode_image  # noqa: E402
-from service.inference import processing as proc  # noqa: E402
 from tasks import get_task  # noqa: E402
 from tests.support.server import ApiServer  # noqa: E402
 
@@ -82,19 +81,12 @@ def raw_session(store: ModelStore, model: str) -> tuple[ort.InferenceSession, di
 
 def raw_input(task: str, image: Image.Image, preprocessing: dict) -> np.ndarray:
     """The main graph's input as the API builds it, from the version's typed config."""
-    config = get_task(task).serving.model_validate(preprocessing)
-    if task == "cartoonize":
-        return proc.cartoon_input(image, config.max_side, config.multiple_of,
-                                  config.color_order == "BGR", config.input_range)
-    if task == "matte":
-        return proc.matte_input(image, config.size, config.mean, config.std,
-                                config.divide_by_max)
-    if task == "classify":
-        return proc.classify_input(image, config.resize_shorter, config.crop, config.mean,
-                                   config.std)
-    if task == "autoencode":
-        return proc.autoencode_input(image, config.size, config.input_range)
-    return np.random.default_rng(0).standard_normal((1, config.nz, 1, 1)).astype("f4")
+    spec = get_task(task)
+    config = spec.serving.model_validate(preprocessing)
+    if spec.image_prepare is not None:
+        return next(iter(spec.image_prepare(image, config).values()))
+    assert spec.drawn_inputs is not None
+    return next(iter(spec.drawn_inputs(config, np.random.default_rng(0)).values()))
 
 
 # Endpoint of each task (served by its default model).

@@ -286,14 +286,6 @@ class Settings(BaseSettings):
         """The broker: ``broker_url``, else the embedded transport under ``data_dir``."""
         return self.broker_url or f"{EMBEDDED_BROKER_SCHEME}://localhost/"
 
-    def model_for(self, task: str) -> str:
-        """The model ``task`` serves when a request names none."""
-        if task in self.default_models:
-            return self.default_models[task]
-        from tasks import get_task  # tasks imports core: resolve at call time
-
-        return get_task(task).default_model
-
 
 @lru_cache
 def get_settings() -> Settings:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-from tasks.registry import TaskName
+from core.task_names import TaskName
 
 
 # ---------------------------------------------------------------------------- job status
@@ -43,8 +43,6 @@ ACTIVE = frozenset({JobStatus.RUNNING, JobStatus.EXPORTING})
 
 
 # ---------------------------------------------------------------------------- inference
-MAX_GENERATE = 64
-MAX_GENERATE_TOTAL = 256  # n x oversample, the most images one request may sample
 SEED_MAX = 2**63 - 1
 
 
@@ -61,81 +59,6 @@ class ModelChoice(BaseModel):
         " passed its fidelity gate; 409 precision_unavailable for a version without one)."
         " Absent: the server's default_precision (auto: int8 where the variant passed)."
     )
-
-
-class CartoonizeParams(ModelChoice):
-    max_side: int | None = Field(
-        None, ge=16, description="Long side the graph sees (default from the manifest, capped"
-        " by the server's max_side_limit)."
-    )
-    format: Literal["png", "jpeg", "webp"] = "png"
-
-
-class MatteParams(ModelChoice):
-    output: Literal["mask", "cutout", "composite"] = "mask"
-    background: str = Field(
-        "#ffffff", pattern=r"^#[0-9a-fA-F]{6}$", description="Composite colour, #rrggbb."
-    )
-    format: Literal["png", "webp", "jpeg"] = Field(
-        "png", description="jpeg only for mask and composite (it has no alpha)."
-    )
-
-
-class ClassifyParams(ModelChoice):
-    top_k: int | None = Field(
-        None, ge=1, description="How many labels (default 5, or every label of a model with"
-        " fewer); asking for more than the model has is an error."
-    )
-
-
-class GenerateOptions(BaseModel):
-    """Generation options; in the query, or in a JSON body (which wins field by field)."""
-
-    n: int | None = Field(None, ge=1, le=MAX_GENERATE, description="Images (default 16).")
-    seed: int | None = Field(
-        None, ge=0, le=SEED_MAX, description="Random when absent; echoed in the response."
-    )
-    rank_by_discriminator: bool = Field(
-        False, description="Sample oversample x n and keep the n the discriminator rates best."
-    )
-    oversample: int = Field(4, ge=1, le=MAX_GENERATE_TOTAL)
-    format: Literal["grid", "json"] = "grid"
-
-
-class GenerateBody(GenerateOptions):
-    latents: list[list[float]] | None = Field(
-        None, description="Explicit latents: n lists of nz floats (replaces seed)."
-    )
-
-
-class AutoencodeParams(ModelChoice):
-    size: int | None = Field(
-        None, ge=8, le=1024, description="Upscale the reconstruction to size x size."
-    )
-
-
-class InterpolateParams(ModelChoice):
-    steps: int | None = Field(
-        None, ge=2, le=32, description="Points on the path, both ends included (default 8);"
-        " also accepted as a form field."
-    )
-    format: Literal["png", "json"] = "png"
-
-
-class SampleParams(ModelChoice):
-    n: int = Field(16, ge=1, le=MAX_GENERATE)
-    seed: int | None = Field(None, ge=0, le=SEED_MAX)
-
-
-class Prediction(BaseModel):
-    label: str
-    score: float
-
-
-class ClassifyResponse(BaseModel):
-    model: str
-    version: int
-    predictions: list[Prediction]
 
 
 class GeneratedImage(BaseModel):

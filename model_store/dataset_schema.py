@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from core.task_names import TaskName
 from tasks.layouts import Sample, SkippedFile
-from tasks.registry import TaskName
 
 INDEX_SCHEMA_VERSION = 1
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.registry import TaskName
+from core.task_names import TaskName
 
 SCHEMA_VERSION = 1
 

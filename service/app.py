@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from service.observability import install_observability
 from service.openapi_docs import install_openapi
 from service.routes import datasets, health, inference, jobs, keys, models, sweeps
 from service.routes.web import install_web
+from tasks import task_specs
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     plugins = import_modules(settings.task_plugins, TASK_ENTRY_POINTS)
     if plugins:
         log.info("task plugins imported: %s", ", ".join(plugins))
+    # A family with named endpoints names its API module in its spec (built-in or plugin).
+    family_apis = [importlib.import_module(spec.api) for spec in task_specs() if spec.api]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -125,7 +129,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=2 * settings.max_upload_bytes + MULTIPART_OVERHEAD,
         path_limits={"/datasets": settings.dataset_max_upload_bytes + MULTIPART_OVERHEAD},
     )
-    app.include_router(inference.router)
+    for api in family_apis:  # registration order: the order of the document's paths
+        app.include_router(api.router)
+    app.include_router(inference.router)  # POST /infer/{task}
     app.include_router(models.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
@@ -135,7 +141,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_web(app)  # the web page: / and /static/* (not in the OpenAPI schema)
     # Last: its middleware wraps all others (JSON logs, X-Request-ID, /metrics).
     install_observability(app, settings)
-    install_openapi(app)  # curl and JSON examples for every operation
+    # curl and JSON examples for every operation
+    install_openapi(app, [api.EXAMPLES for api in family_apis if hasattr(api, "EXAMPLES")])
     return app
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from core.settings import Settings
 from core.wire import ModelDetail, ModelInfo, VersionSummary
 from model_store.store import ModelStore, ModelSummary
+from tasks import default_model
 
 
 def _info(summary: ModelSummary, settings: Settings) -> ModelInfo:
@@ -13,7 +14,7 @@ def _info(summary: ModelSummary, settings: Settings) -> ModelInfo:
         task=summary.task,
         versions=summary.versions,
         active=summary.active,
-        is_default=settings.model_for(summary.task) == summary.name,
+        is_default=default_model(summary.task, settings.default_models) == summary.name,
     )
 
 

@@ -7,6 +7,8 @@ is a union keyed on ``task`` (one hyper-parameter model per registered task spec
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,10 +17,7 @@ from fastapi.openapi.utils import get_openapi
 
 from core.wire import (
     ActivateResponse,
-    ClassifyResponse,
-    GeneratedImage,
     Health,
-    ImagesResponse,
     JobMetrics,
     JobPage,
     JobStatus,
@@ -31,7 +30,6 @@ from core.wire import (
     ModelDetail,
     ModelInfo,
     ModelReadiness,
-    Prediction,
     Readiness,
     ReloadStatus,
     SampleInfo,
@@ -43,20 +41,23 @@ from service.errors import error_responses
 from tasks import task_specs
 
 URL = "http://127.0.0.1:8000"
+
+
+@dataclass(frozen=True)
+class OperationExamples:
+    """Examples a family's ``api`` module gives for its own operations (by operation id):
+    a curl line, an example JSON answer, an example JSON request body."""
+
+    curl: Mapping[str, str] = field(default_factory=dict)
+    answers: Mapping[str, Any] = field(default_factory=dict)
+    requests: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
 JOB = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 RESUMED_JOB = "5b4c3d2e1f00f1e2d3c4b5a697887960"
 _AT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 CURL: dict[str, str] = {
-    "cartoonize": f"curl -F image=@photo.jpg '{URL}/cartoonize?format=png' -o cartoon.png",
-    "matte": f"curl --data-binary @photo.jpg -H 'content-type: image/jpeg'"
-             f" '{URL}/matte?output=cutout' -o cutout.png",
-    "classify": f"curl -F image=@cat.jpg '{URL}/classify?top_k=3'",
-    "generate": f"curl -X POST '{URL}/generate?n=16&seed=7' -o grid.png",
-    "autoencode": f"curl -F image=@face.png '{URL}/autoencode?size=256' -o recon.png",
-    "autoencode_interpolate": f"curl -F image_a=@a.png -F image_b=@b.png"
-                              f" '{URL}/autoencode/interpolate?steps=8' -o path.png",
-    "autoencode_sample": f"curl -X POST '{URL}/autoencode/sample?n=16&seed=3' -o samples.png",
     "list_models": f"curl {URL}/models",
     "get_model": f"curl {URL}/models/matte",
     "get_model_version": f"curl {URL}/models/matte/versions/2",
@@ -157,12 +158,6 @@ def _json_examples() -> dict[str, Any]:
                              description="fine-tuned by job " + JOB, parity_passed=True,
                              source="finetune", parent="matte@1", metrics={"mae": 0.041})
     examples: dict[str, Any] = {
-        "classify": ClassifyResponse(model="classify", version=1, predictions=[
-            Prediction(label="tabby cat", score=0.61), Prediction(label="tiger cat", score=0.22)]),
-        "generate": ImagesResponse(model="anime-faces", version=1, seed=7, images=[
-            GeneratedImage(png_base64="iVBORw0KGgo...", score=0.83)]),
-        "autoencode_interpolate": ImagesResponse(model="faces-ae", version=1, images=[
-            GeneratedImage(png_base64="iVBORw0KGgo...")]),
         "list_models": [matte],
         "get_model": ModelDetail(**matte.model_dump(), loaded_version=2,
                                  version_summaries=[summary]),
@@ -208,7 +203,6 @@ REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
                             "target_model": "faces-ae", "hyperparameters": {"epochs": 10},
                             "auto_activate": True},
     "activate_model_version": {"version": 2},
-    "generate": {"n": 4, "seed": 7, "rank_by_discriminator": True, "format": "json"},
     "create_key": {"name": "ci", "scopes": ["infer", "train"], "limits": {"rps": 5}},
 }
 
@@ -231,8 +225,15 @@ def _with_key(curl: str, op: dict[str, Any]) -> str:
     return curl
 
 
-def add_examples(schema: dict[str, Any]) -> dict[str, Any]:
+def add_examples(schema: dict[str, Any], families: Iterable[OperationExamples] = ()
+                 ) -> dict[str, Any]:
+    curls: dict[str, str] = dict(CURL)
     answers = _json_examples()
+    requests: dict[str, Mapping[str, Any]] = dict(REQUEST_EXAMPLES)
+    for examples in families:
+        curls.update(examples.curl)
+        answers.update({op: _dump(value) for op, value in examples.answers.items()})
+        requests.update(examples.requests)
     fixed_422 = _envelope_422()
     fixed_422.pop("model")
     fixed_422["content"]["application/json"]["schema"] = {
@@ -244,16 +245,16 @@ def add_examples(schema: dict[str, Any]) -> dict[str, Any]:
             if responses.get("422", {}).get("content", {}).get("application/json", {}).get(
                     "schema", {}).get("$ref") == _FASTAPI_422:
                 responses["422"] = fixed_422
-            if op_id in CURL:
+            if op_id in curls:
                 op["x-codeSamples"] = [{"lang": "Shell", "label": "curl",
-                                        "source": _with_key(CURL[op_id], op)}]
+                                        "source": _with_key(curls[op_id], op)}]
             for status, response in op.get("responses", {}).items():
                 media = response.get("content", {}).get("application/json")
                 if status.startswith("2") and media is not None and op_id in answers:
                     media["example"] = answers[op_id]
             body = op.get("requestBody", {}).get("content", {}).get("application/json")
-            if body is not None and op_id in REQUEST_EXAMPLES:
-                body["example"] = REQUEST_EXAMPLES[op_id]
+            if body is not None and op_id in requests:
+                body["example"] = requests[op_id]
     for unused in ("HTTPValidationError", "ValidationError"):
         schema.get("components", {}).get("schemas", {}).pop(unused, None)
     return schema
@@ -291,12 +292,15 @@ def add_hyperparameter_union(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def install_openapi(app: FastAPI) -> None:
+def install_openapi(app: FastAPI, families: Iterable[OperationExamples] = ()) -> None:
+    """The document, with the generic examples and those of each family's operations."""
+    family_examples = list(families)
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             app.openapi_schema = add_hyperparameter_union(add_examples(get_openapi(
                 title=app.title, version=app.version, summary=app.summary,
-                description=app.description, routes=app.routes)))
+                description=app.description, routes=app.routes), family_examples))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

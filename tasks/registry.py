@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core import task_names
 from core.errors import UnknownTask
 from tasks.layouts import DatasetLayout
 
@@ -148,10 +149,29 @@ class TaskSpec:
     extra: Mapping[str, Any] = field(default_factory=dict)
     # None: versions of the task get no INT8 variant (the fp32 graphs serve alone).
     int8_gate: Int8Gate | None = None
+    # The main graph's inputs made from one uploaded RGB image exactly as the API serves
+    # them: image_inputs(image, serving_config) -> {input name: array}. INT8 calibration
+    # feeds these, so calibration and serving cannot drift. (Falls back to image_pipeline's
+    # prepare.)
+    image_inputs: Callable[[Any, Any], dict[str, Any]] | None = None
+    # For a main graph fed no image (latents): one batch-1 request's inputs drawn from a
+    # numpy Generator as the API draws them: drawn_inputs(serving_config, rng) -> feeds.
+    drawn_inputs: Callable[[Any, Any], dict[str, Any]] | None = None
+    # Module (API process only) whose ``router`` holds the family's named endpoints.
+    api: str | None = None
+    # Module (worker process only) that registers the family's nets and trainer.
+    worker: str | None = None
 
     @property
     def main_graph(self) -> GraphIO:
         return self.graphs["main"]
+
+    @property
+    def image_prepare(self) -> Callable[[Any, Any], dict[str, Any]] | None:
+        """How one image becomes the main graph's inputs (None: the graph takes none)."""
+        if self.image_inputs is not None:
+            return self.image_inputs
+        return self.image_pipeline.prepare if self.image_pipeline is not None else None
 
 
 @dataclass(frozen=True)
@@ -176,12 +196,14 @@ def register_task(spec: TaskSpec) -> TaskSpec:
     if "main" not in spec.graphs:
         raise ValueError(f"task {spec.name!r} declares no 'main' graph")
     _REGISTRY[spec.name] = spec
+    task_names.record(spec.name)
     return spec
 
 
 def unregister_task(name: str) -> None:
     """Remove a task (tests that register a toy family clean up with this)."""
     _REGISTRY.pop(name, None)
+    task_names.forget(name)
 
 
 def get_task(name: object) -> TaskSpec:
@@ -190,6 +212,12 @@ def get_task(name: object) -> TaskSpec:
         return _REGISTRY[str(name)]
     except KeyError:
         raise UnknownTask(name, list_tasks()) from None
+
+
+def default_model(task: str, chosen: Mapping[str, str]) -> str:
+    """The model ``task`` serves when a request names none: ``chosen``'s
+    (Settings.default_models), else the spec's ``default_model``."""
+    return chosen[task] if task in chosen else get_task(task).default_model
 
 
 def list_tasks() -> list[str]:
@@ -206,16 +234,3 @@ def check_task(name: object) -> str:
     return get_task(name).name
 
 
-def _task_name(value: object) -> str:
-    if str(value) not in _REGISTRY:
-        raise ValueError(f"unknown task {value!r}; known: {', '.join(list_tasks())}")
-    return str(value)
-
-
-def _task_enum(schema: dict[str, Any]) -> None:
-    schema["enum"] = list_tasks()  # evaluated when the document is built
-
-
-# A task name in a pydantic model: validated against the registry at parse time, and an enum
-# of the registered tasks in JSON schema / OpenAPI.
-TaskName = Annotated[str, AfterValidator(_task_name), Field(json_schema_extra=_task_enum)]

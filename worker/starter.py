@@ -21,7 +21,7 @@ from model_store.dataset_scan import scan_dataset
 from model_store.dataset_schema import DatasetMeta
 from model_store.datasets import DATA_DIR, DatasetStore, tree_bytes
 from model_store.errors import DatasetExists, DatasetInvalid
-from tasks import get_task, task_specs
+from tasks import default_model, get_task, task_specs
 from tasks.synthetic import make_dataset
 from worker.runtime import WorkerRuntime
 
@@ -72,7 +72,7 @@ def queue_starter_jobs(runtime: WorkerRuntime) -> list[str]:
         except DatasetExists:
             pass
         request = FinetuneRequest(task=spec.name, dataset_id=dataset_id, base=recipe.arch,
-                                  target_model=settings.model_for(spec.name),
+                                  target_model=default_model(spec.name, settings.default_models),
                                   hyperparameters=dict(recipe.hyperparameters),
                                   auto_activate=True)
         try:

@@ -55,6 +55,7 @@ from service.metrics import (
     REQUESTS_SHED,
     PoolBacklog,
 )
+from tasks import default_model
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -340,7 +341,7 @@ class InferencePool:
                       precision: str | None = None) -> LoadedVersion:
         """The version a request is served by (default model of the task, active version),
         at ``precision`` (None: Settings.default_precision; sessions.choose_precision)."""
-        name = model or self.settings.model_for(task)
+        name = model or default_model(task, self.settings.default_models)
         loaded = self._active.get(name)
         if version is not None and (loaded is None or loaded.manifest.version != version):
             loaded = await self._extra_version(name, version)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from core.task_names import TaskName
 from model_store.dataset_scan import cap_report
 from model_store.dataset_schema import DatasetMeta, IngestResult
 from service import uploads
@@ -14,7 +15,6 @@ from service.auth import TrainCaller, auth_responses, scope
 from service.deps import DatasetsDep, JobRepositoryDep, SettingsDep
 from service.errors import error_responses
 from service.ratelimit import check_dataset_room, enforce_dataset_quota
-from tasks import TaskName
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=auth_responses())
 

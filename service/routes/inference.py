@@ -1,41 +1,37 @@
-"""Inference routes: parse the request, call one pipeline, answer with X-Model-Version."""
+"""Inference routes: the generic ``POST /infer/{task}``, and the pieces every family's named
+endpoints are built from (``family_router``, upload bodies, documented answers and errors,
+``respond``): parse the request, call one pipeline, answer with X-Model-Version."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from core.errors import InvalidParameter
-from core.wire import (
-    AutoencodeParams,
-    CartoonizeParams,
-    ClassifyParams,
-    ClassifyResponse,
-    GenerateBody,
-    GenerateOptions,
-    ImagesResponse,
-    InterpolateParams,
-    MatteParams,
-    ModelChoice,
-    SampleParams,
-)
+from core.wire import ModelChoice
 from service.auth import auth_responses, scope
 from service.deps import PoolDep
 from service.errors import error_responses
 from service.imaging import read_uploads
 from service.inference import pipelines
 
-router = APIRouter(tags=["inference"], dependencies=[scope("infer")],
-                   responses=auth_responses())
+
+def family_router() -> APIRouter:
+    """A router for a family's named endpoints: tagged, scoped and documented like these."""
+    return APIRouter(tags=["inference"], dependencies=[scope("infer")],
+                     responses=auth_responses())
+
+
+router = family_router()
 P = TypeVar("P", bound=BaseModel)
 
 _BINARY = {"type": "string", "format": "binary"}
 
 
-def _upload_body(*fields: str) -> dict[str, Any]:
+def upload_body(*fields: str) -> dict[str, Any]:
     """OpenAPI text for bodies we read ourselves (to bound them while reading)."""
     content: dict[str, Any] = {
         "multipart/form-data": {"schema": {
@@ -49,7 +45,7 @@ def _upload_body(*fields: str) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-def _image_ok(*media_types: str, headers: dict[str, str] | None = None) -> dict[int | str, Any]:
+def image_ok(*media_types: str, headers: dict[str, str] | None = None) -> dict[int | str, Any]:
     ok: dict[str, Any] = {
         "description": "The image; X-Model-Version names the version that made it.",
         "content": {media: {"schema": _BINARY} for media in media_types},
@@ -75,14 +71,14 @@ def _with_retry_after(responses: dict[int | str, Any]) -> dict[int | str, Any]:
     return responses
 
 
-_UPLOAD_ERRORS = _with_retry_after(
+UPLOAD_ERRORS = _with_retry_after(
     error_responses(400, 404, 409, 413, 415, 422, 500, 503, descriptions=_503))
 # No upload, but a JSON body (generate) is still bounded by the body-limit middleware.
-_NO_UPLOAD_ERRORS = _with_retry_after(
+NO_UPLOAD_ERRORS = _with_retry_after(
     error_responses(404, 409, 413, 422, 500, 503, descriptions=_503))
 
 
-def _respond(served: pipelines.Served) -> Response:
+def respond(served: pipelines.Served) -> Response:
     headers = pipelines.describe(served)
     if isinstance(served.content, BaseModel):
         return Response(served.content.model_dump_json(), media_type="application/json",
@@ -90,7 +86,7 @@ def _respond(served: pipelines.Served) -> Response:
     return Response(served.content, media_type=served.media_type, headers=headers)
 
 
-def _merge(params: P, fields: dict[str, Any]) -> P:
+def merge(params: P, fields: dict[str, Any]) -> P:
     """Add form fields (or body fields) to parameters already read from the query."""
     if not fields:
         return params
@@ -102,109 +98,9 @@ def _merge(params: P, fields: dict[str, Any]) -> P:
         raise InvalidParameter(name, first["msg"]) from exc
 
 
-async def _one_image(request: Request, pool: PoolDep) -> bytes:
+async def one_image(request: Request, pool: PoolDep) -> bytes:
     images, _ = await read_uploads(request, ("image",), pool.settings.max_upload_bytes)
     return images["image"]
-
-
-@router.post("/cartoonize", operation_id="cartoonize", response_class=Response,
-             responses={**_image_ok("image/png", "image/jpeg", "image/webp"), **_UPLOAD_ERRORS},
-             openapi_extra=_upload_body("image"))
-async def cartoonize(
-    request: Request, pool: PoolDep, params: Annotated[CartoonizeParams, Query()]
-) -> Response:
-    """Turn a photo into a cartoon of the same size."""
-    async with pool.admit():  # before the body is read: a full pool reads none
-        data = await _one_image(request, pool)
-        return _respond(await pipelines.cartoonize(pool, data, params))
-
-
-@router.post("/matte", operation_id="matte", response_class=Response,
-             responses={**_image_ok("image/png", "image/webp", "image/jpeg"), **_UPLOAD_ERRORS},
-             openapi_extra=_upload_body("image"))
-async def matte(request: Request, pool: PoolDep, params: Annotated[MatteParams, Query()]
-                ) -> Response:
-    """Separate the foreground: alpha mask, RGBA cut-out or composite on a colour."""
-    async with pool.admit():  # before the body is read: a full pool reads none
-        data = await _one_image(request, pool)
-        return _respond(await pipelines.matte(pool, data, params))
-
-
-@router.post("/classify", operation_id="classify", response_class=Response,
-             responses={200: {"model": ClassifyResponse, "description": "Top-k labels."},
-                        **_UPLOAD_ERRORS},
-             openapi_extra=_upload_body("image"))
-async def classify(
-    request: Request, pool: PoolDep, params: Annotated[ClassifyParams, Query()]
-) -> Response:
-    """The most probable labels of an image, with softmax scores."""
-    async with pool.admit():  # before the body is read: a full pool reads none
-        data = await _one_image(request, pool)
-        return _respond(await pipelines.classify(pool, data, params))
-
-
-class GenerateQuery(ModelChoice, GenerateOptions):
-    pass
-
-
-@router.post("/generate", operation_id="generate", response_class=Response,
-             responses={200: {**_image_ok("image/png", headers={"X-Seed": "The seed used"})[200],
-                              "model": ImagesResponse},
-                        **_NO_UPLOAD_ERRORS})
-async def generate(
-    pool: PoolDep,
-    query: Annotated[GenerateQuery, Query()],
-    body: Annotated[GenerateBody | None, Body()] = None,
-) -> Response:
-    """Generate images from a seed or explicit latents: a PNG grid or JSON (format=json)."""
-    options = GenerateBody.model_validate(
-        query.model_dump(exclude_unset=True, exclude={"model", "version", "precision"})
-    )
-    if body is not None:
-        options = _merge(options, body.model_dump(exclude_unset=True))
-    return _respond(await pipelines.generate(pool, options, query.model, query.version,
-                                             query.precision))
-
-
-@router.post("/autoencode", operation_id="autoencode", response_class=Response,
-             responses={**_image_ok("image/png"), **_UPLOAD_ERRORS},
-             openapi_extra=_upload_body("image"))
-async def autoencode(
-    request: Request, pool: PoolDep, params: Annotated[AutoencodeParams, Query()]
-) -> Response:
-    """Reconstruct an image through the autoencoder (64x64 unless size asks for more)."""
-    async with pool.admit():  # before the body is read: a full pool reads none
-        data = await _one_image(request, pool)
-        return _respond(await pipelines.autoencode(pool, data, params))
-
-
-@router.post("/autoencode/interpolate", operation_id="autoencode_interpolate",
-             response_class=Response,
-             responses={200: {**_image_ok("image/png")[200], "model": ImagesResponse},
-                        **_UPLOAD_ERRORS},
-             openapi_extra=_upload_body("image_a", "image_b"))
-async def autoencode_interpolate(
-    request: Request, pool: PoolDep, params: Annotated[InterpolateParams, Query()]
-) -> Response:
-    """Decode a straight path between the latents of image_a and image_b (a PNG strip)."""
-    async with pool.admit():  # before the body is read: a full pool reads none
-        images, texts = await read_uploads(
-            request, ("image_a", "image_b"), pool.settings.max_upload_bytes
-        )
-        params = _merge(params, {k: v for k, v in texts.items() if k in ("steps", "format")})
-        return _respond(
-            await pipelines.interpolate(pool, images["image_a"], images["image_b"], params)
-        )
-
-
-@router.post("/autoencode/sample", operation_id="autoencode_sample", response_class=Response,
-             responses={**_image_ok("image/png", headers={
-                 "X-Seed": "The seed used",
-                 "X-Latent-Distribution": "fitted (the version's latent_stats) or prior (N(0, I))",
-             }), **_NO_UPLOAD_ERRORS})
-async def autoencode_sample(pool: PoolDep, params: Annotated[SampleParams, Query()]) -> Response:
-    """Decode latents sampled from the fitted latent distribution into a PNG grid."""
-    return _respond(await pipelines.sample(pool, params))
 
 
 _INFER_ERRORS = _with_retry_after(error_responses(
@@ -217,8 +113,8 @@ _INFER_ERRORS = _with_retry_after(error_responses(
 
 
 @router.post("/infer/{task}", operation_id="infer", response_class=Response,
-             responses={**_image_ok("image/png"), **_INFER_ERRORS},
-             openapi_extra=_upload_body("image"))
+             responses={**image_ok("image/png"), **_INFER_ERRORS},
+             openapi_extra=upload_body("image"))
 async def infer(
     request: Request,
     pool: PoolDep,
@@ -236,5 +132,5 @@ async def infer(
     """
     spec = pipelines.image_task(task)  # 404 / 422 before the body is read
     async with pool.admit():  # before the body is read: a full pool reads none
-        data = await _one_image(request, pool)
-        return _respond(await pipelines.infer_image(pool, spec, data, params))
+        data = await one_image(request, pool)
+        return respond(await pipelines.infer_image(pool, spec, data, params))

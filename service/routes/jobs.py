@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
+from core.task_names import TaskName
 from core.wire import (
     MAX_OFFSET,
     FinetuneRequest,
@@ -22,7 +23,6 @@ from service import jobs_api
 from service.auth import TrainCaller, auth_responses, scope
 from service.deps import ArtifactsDep, JobQueueDep, JobRepositoryDep, SettingsDep, StoresDep
 from service.errors import error_responses
-from tasks import TaskName
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[scope("train")],
                    responses=auth_responses())

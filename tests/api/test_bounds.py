@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.inference import processing as proc
+from families.classify.processing import classify_input
+from families.classify.spec import ClassifyServing
 from tests.api.conftest import encode
 from tests.api.tiny_models import build_tiny_store
 from tests.support.server import ApiServer
@@ -96,7 +97,8 @@ def test_classify_only_resamples_its_crop():
     whatever the shape, and equals resize-then-crop (torchvision's order) to 1 level."""
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (300, 37, 3), dtype=np.uint8))
-    x = proc.classify_input(image, 256, 224, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    x = classify_input(image, ClassifyServing(resize_shorter=256, crop=224,
+                                              mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
     assert x.shape == (1, 3, 224, 224)
     width, height = 256, int(256 * 300 / 37)
     top = int(round((height - 224) / 2.0))

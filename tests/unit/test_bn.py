@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from tasks.classify import ClassifyHyperparameters
+from families.classify.spec import ClassifyHyperparameters
 from tasks.synthetic import make_dataset
 from worker.training.trainers import TrainContext, get_trainer
 from worker.training.trainers.base import recalibrate_batchnorm, trainable_batchnorms

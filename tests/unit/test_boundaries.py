@@ -3,10 +3,14 @@
 
 - service (the API process) never imports torch or worker;
 - worker and jobs never import service;
-- core (imported by every process) imports none of service, worker, jobs, model_store;
+- core (imported by every process) imports none of service, worker, jobs, model_store,
+  tasks or families: nothing above it;
 - tasks and model_store (read by the API) never import torch, service or worker;
 - faces (the face stage, run in the API process) imports no torch and nothing of service,
-  worker or the families that use it.
+  worker or the families that use it;
+- a family's folder (families/<name>/): the modules every process imports (spec, processing,
+  synthetic data) import no torch, worker or service; its API module no torch or worker;
+  only its worker modules (nets, trainer, weights) may import torch and worker.
 """
 
 from __future__ import annotations
@@ -24,13 +28,21 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "service": ("torch", "worker"),
     "worker": ("service",),
     "jobs": ("service",),
-    "core": ("service", "worker", "jobs", "model_store"),
+    "core": ("service", "worker", "jobs", "model_store", "tasks", "families"),
     "tasks": ("torch", "service", "worker"),
     "model_store": ("torch", "service", "worker"),
     "faces": ("torch", "service", "worker", "families", "tasks"),
 }
 # Importing every module of these is cheap (no torch): check sys.modules too.
 IMPORTED = ("service", "jobs", "core", "tasks", "model_store", "faces")
+
+# A family module's rules, by its name (anything else in a family folder is worker side).
+FAMILY_SHARED = ("__init__", "spec", "processing", "synthetic")  # every process
+FAMILY_API = ("api",)  # the API process
+FAMILY_FORBIDDEN = {
+    **{name: ("torch", "worker", "service") for name in FAMILY_SHARED},
+    **{name: ("torch", "worker") for name in FAMILY_API},
+}
 
 
 def _hits(name: str, forbidden: tuple[str, ...]) -> bool:
@@ -54,6 +66,25 @@ def test_no_module_imports_what_its_package_may_not(package: str) -> None:
            for path in sorted((REPO / package).rglob("*.py"))
            for line, name in imported_names(path) if _hits(name, FORBIDDEN[package])]
     assert not bad, "\n".join(bad)
+
+
+def _family_modules() -> list[Path]:
+    return sorted(p for p in (REPO / "families").glob("*/*.py"))
+
+
+def test_family_modules_import_only_what_their_process_may() -> None:
+    modules = _family_modules()
+    assert any(p.stem == "spec" for p in modules)  # the rule below checks something
+    bad = [f"{path.relative_to(REPO)}:{line} imports {name}"
+           for path in modules if path.stem in FAMILY_FORBIDDEN
+           for line, name in imported_names(path)
+           if _hits(name, FAMILY_FORBIDDEN[path.stem])]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_family_registration_list_imports_only_torch_free_specs() -> None:
+    names = [name for _, name in imported_names(REPO / "families" / "__init__.py")]
+    assert names and all(n.startswith("families.") and n.endswith(".spec") for n in names)
 
 
 @pytest.mark.parametrize("package", IMPORTED)

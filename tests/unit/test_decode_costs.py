@@ -9,8 +9,9 @@ import numpy as np
 import skimage.data
 from PIL import Image
 
+from families.classify.processing import classify_input
+from families.classify.spec import ClassifyServing
 from service.imaging import decode_image
-from service.inference import processing as proc
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -29,8 +30,9 @@ def test_large_jpeg_decodes_reduced_but_not_below_the_request() -> None:
     assert full.size == (2048, 1600)
     assert reduced.size == (1024, 800)  # 1/2: 1/4 would be under 512 on the short side
     # The classify input made from it is the full decode's to within a few 8-bit levels.
-    a = proc.classify_input(full, 256, 224, MEAN, STD)
-    b = proc.classify_input(reduced, 256, 224, MEAN, STD)
+    config = ClassifyServing(resize_shorter=256, crop=224, mean=MEAN, std=STD)
+    a = classify_input(full, config)
+    b = classify_input(reduced, config)
     assert np.mean(np.abs(a - b)) * 0.226 * 255 < 2.0
 
 

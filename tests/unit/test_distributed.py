@@ -22,9 +22,9 @@ import pytest
 import torch
 from torch import nn
 
+from families.autoencode.spec import AutoencodeHyperparameters
 from model_store.manifest import Lineage
 from model_store.store import ModelStore
-from tasks.autoencode import AutoencodeHyperparameters
 from tasks.synthetic import make_dataset
 from worker.nets.registry import create_model
 from worker.training import distributed

@@ -108,10 +108,10 @@ def test_the_serving_config_records_the_training_size(tmp_path: Path) -> None:
     """A fine-tune is served at the size it trained at: matte's ``resize``, classify's
     ``image_size`` (resize-shorter keeps the 256/224 ratio); an import gets the defaults.
     The exported graph's fixed input side follows the serving config."""
+    from families.classify.spec import ClassifyHyperparameters
+    from families.matte.spec import MatteHyperparameters
     from model_store.manifest import Lineage
     from model_store.store import ModelStore
-    from tasks.classify import ClassifyHyperparameters
-    from tasks.matte import MatteHyperparameters
     from worker.training.publish import publish_version, serving_config
 
     matte = create_model("u2netp")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 
+from families.classify.spec import ClassifyHyperparameters
 from jobs.records import JobRecord
 from jobs.spec import validate_hyperparameters
 from model_store.datasets import DatasetStore
 from model_store.manifest import Lineage
 from model_store.store import ModelStore
-from tasks.classify import ClassifyHyperparameters
 from tests.support.store import import_test_model
 from worker.finetune import gate, load_version
 from worker.nets.registry import create_model

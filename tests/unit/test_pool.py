@@ -13,13 +13,20 @@ import pytest
 from PIL import Image
 
 from core.settings import Settings
-from core.wire import ClassifyParams, MatteParams
+from families.autoencode import processing as autoencode_proc
+from families.autoencode.spec import AutoencodeServing
+from families.cartoonize import processing as cartoon_proc
+from families.cartoonize.spec import CartoonizeServing
+from families.classify import processing as classify_proc
+from families.classify.api import ClassifyParams, classify_image
+from families.classify.spec import ClassifyServing
+from families.matte import processing as matte_proc
+from families.matte.api import MatteParams, matte_image
+from families.matte.spec import MatteServing
 from model_store.errors import ActivationRefused, NoActiveVersion
 from model_store.store import ModelStore
 from service.errors import ModelNotReady, TooManyPixels, Undecodable, WrongTask
 from service.imaging import decode_image, encode_image
-from service.inference import pipelines
-from service.inference import processing as proc
 from service.inference.batching import Batcher
 from service.inference.pool import InferencePool
 from service.inference.sessions import LoadFailed, load_version
@@ -84,20 +91,22 @@ def test_batcher_serves_what_was_queued_before_close():
 
 # ------------------------------------------------------------------ processing
 def test_cartoon_graph_size_caps_and_rounds():
-    assert proc.cartoon_graph_size((1000, 500), 720, 4) == (720, 360)
-    assert proc.cartoon_graph_size((451, 301), 720, 4) == (448, 300)
-    assert proc.cartoon_graph_size((2, 3), 720, 4) == (4, 4)
+    assert cartoon_proc.cartoon_graph_size((1000, 500), 720, 4) == (720, 360)
+    assert cartoon_proc.cartoon_graph_size((451, 301), 720, 4) == (448, 300)
+    assert cartoon_proc.cartoon_graph_size((2, 3), 720, 4) == (4, 4)
 
 
 def test_matte_input_divides_by_the_max():
     image = Image.new("RGB", (10, 10), (100, 50, 25))
-    x = proc.matte_input(image, 8, IMAGENET_MEAN, IMAGENET_STD, divide_by_max=True)
+    x = matte_proc.matte_input(image, MatteServing(size=8, divide_by_max=True,
+                                                   mean=IMAGENET_MEAN, std=IMAGENET_STD))
     assert x.shape == (1, 3, 8, 8) and x.dtype == np.float32
     assert x[0, 0, 0, 0] == pytest.approx((1.0 - 0.485) / 0.229, rel=1e-5)
 
 
 def test_classify_input_matches_torchvision_geometry():
-    x = proc.classify_input(Image.new("RGB", (400, 300)), 256, 224, IMAGENET_MEAN, IMAGENET_STD)
+    config = ClassifyServing(resize_shorter=256, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    x = classify_proc.classify_input(Image.new("RGB", (400, 300)), config)
     assert x.shape == (1, 3, 224, 224)
 
 
@@ -105,18 +114,21 @@ def test_classify_input_matches_torchvision_geometry():
 def test_value_ranges_come_from_the_config(value_range):
     low, high = value_range
     image = Image.fromarray(np.array([[[0, 255, 51]]], np.uint8).repeat(4, 0).repeat(4, 1))
-    x = proc.autoencode_input(image, 4, value_range)
+    x = autoencode_proc.autoencode_input(image, AutoencodeServing(
+        size=8, latent_dim=1, input_range=value_range, output_range=value_range))
     assert x[0, :, 0, 0] == pytest.approx([low, high, low + 0.2 * (high - low)], abs=1e-6)
-    cartoon = proc.cartoon_input(image, 720, 4, bgr=True, input_range=value_range)
+    config = CartoonizeServing(max_side=720, multiple_of=4, color_order="BGR",
+                               input_range=value_range, output_range=value_range)
+    cartoon = cartoon_proc.cartoon_input(image, config)
     assert cartoon[0, :, 0, 0] == pytest.approx(x[0, ::-1, 0, 0], abs=1e-6)  # BGR
-    back = proc.cartoon_output(cartoon, (4, 4), bgr=True, output_range=value_range)
+    back = cartoon_proc.cartoon_output(cartoon, (4, 4), config)
     assert np.array_equal(np.asarray(back), np.asarray(image))
 
 
 def test_top_k_and_label_fallback():
-    labels = proc.label_names(None, 3)
+    labels = classify_proc.label_names(None, 3)
     assert labels == ["class_0", "class_1", "class_2"]
-    best = proc.top_k(np.array([0.0, 2.0, 1.0]), labels, 2)
+    best = classify_proc.top_k(np.array([0.0, 2.0, 1.0]), labels, 2)
     assert [label for label, _ in best] == ["class_1", "class_2"]
 
 
@@ -137,7 +149,7 @@ def test_decode_refuses_bombs_and_garbage():
 def test_fitted_latents_follow_the_distribution():
     rng = np.random.default_rng(0)
     mean, chol = np.array([1.0, -1.0], np.float32), np.diag([0.1, 2.0]).astype(np.float32)
-    samples = proc.fitted_latents(rng, 20000, mean, chol)
+    samples = autoencode_proc.fitted_latents(rng, 20000, mean, chol)
     assert samples.mean(0) == pytest.approx(mean, abs=0.05)
     assert samples.std(0) == pytest.approx([0.1, 2.0], rel=0.05)
 
@@ -171,9 +183,9 @@ def test_pipelines_agree_with_and_without_batching(tiny: ModelStore, batching: b
         try:
             version = await pool.resolve("matte", None, None)
             assert (version.graph("main").batcher is not None) == batching
-            masks = await asyncio.gather(*(pipelines.matte(pool, image, MatteParams())
+            masks = await asyncio.gather(*(matte_image(pool, image, MatteParams())
                                            for _ in range(6)))
-            labels = await pipelines.classify(pool, image, ClassifyParams(top_k=2))
+            labels = await classify_image(pool, image, ClassifyParams(top_k=2))
             return [m.content for m in masks], [p.label for p in labels.content.predictions]
         finally:
             pool.close()

@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from core.settings import Settings
 from model_store.manifest import Lineage
 from model_store.store import ModelStore
 from tasks import Int8Gate, get_task, list_tasks
@@ -185,3 +186,32 @@ def test_calibration_inputs_follow_the_serving_config() -> None:
     assert [f["image"].shape for f in feeds] == [(1, 3, 40, 40)] * len(photos)
     # divide by max then (x - 0.5) / 0.25: the brightest value of each image is exactly 2
     assert all(float(f["image"].max()) == pytest.approx(2.0) for f in feeds)
+
+
+@pytest.mark.parametrize("task", list_tasks())
+def test_calibration_inputs_are_the_served_inputs(task: str, tmp_path: Path) -> None:
+    """INT8 calibration feeds each family's main graph through the family's own serving
+    recipe: for the same image (or seed) the inputs equal what the API builds from the
+    version it loaded (typed config, graph input names)."""
+    from service.inference.sessions import load_version
+    from tests.api.tiny_models import build_tiny_store
+
+    store = build_tiny_store(tmp_path / "store")
+    spec = get_task(task)
+    version = load_version(store, spec.default_model, 1, Settings(store_dir=store.root))
+    manifest_config = store.manifest(spec.default_model, 1).preprocessing
+    names = list(version.graph("main").inputs)
+    photo = shipped_photos()[0].resize((96, 72))
+    calibration = main_feeds(spec, manifest_config, [photo], seed=5)
+    if spec.image_prepare is not None:
+        served = [spec.image_prepare(photo, version.config)]
+    else:
+        assert spec.drawn_inputs is not None, f"{task} declares no calibration inputs"
+        rng = np.random.default_rng(5)
+        served = [spec.drawn_inputs(version.config, rng) for _ in calibration]
+    assert len(calibration) == len(served)
+    for got, want in zip(calibration, served, strict=True):
+        assert sorted(got) == sorted(names) == sorted(want)
+        for name in names:
+            assert got[name].dtype == np.float32
+            assert np.array_equal(got[name], want[name]), f"{task} {name}"

@@ -13,12 +13,12 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from families.autoencode.spec import AutoencodeHyperparameters
+from families.cartoonize.spec import CartoonizeHyperparameters
+from families.classify.spec import ClassifyHyperparameters
+from families.generate.spec import GenerateHyperparameters
+from families.matte.spec import MatteHyperparameters
 from tasks import get_task, list_tasks
-from tasks.autoencode import AutoencodeHyperparameters
-from tasks.cartoonize import CartoonizeHyperparameters
-from tasks.classify import ClassifyHyperparameters
-from tasks.generate import GenerateHyperparameters
-from tasks.matte import MatteHyperparameters
 from tasks.synthetic import make_dataset
 from tests.unit.test_datasets import store_dataset
 from worker.nets.registry import create_model

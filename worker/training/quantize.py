@@ -11,9 +11,9 @@ the fp32 graph (``TaskSpec.int8_gate``). A variant that fails the gate, or whose
 fails, ships no file: the manifest records the figures and the reason, and the fp32
 version publishes and serves as before. Nothing here can fail a publish.
 
-Inputs are built from the version's serving config with the same recipe the API uses
-(service/inference/processing.py; the worker does not import the service), so the
-calibration sees the value ranges the served graph sees.
+Inputs are made by the family's own serving recipe (``TaskSpec.image_inputs`` /
+``drawn_inputs``, the functions the family's endpoints call) from the version's serving
+config, so calibration sees exactly what the served graph sees.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,9 @@ METHOD = ("onnxruntime.quantization.quantize_static: QDQ, per-channel, uint8 act
           " int8 weights, MinMax calibration, after quant_pre_process; output layer float")
 # Most validation images used (half calibrate, half are held out); each adds its mirror.
 MAX_DATASET_IMAGES = 16
-# The largest long side a cartoonize (dynamic-size) calibration input gets.
+# The largest long side a calibration image gets when the graph takes any size.
 DYNAMIC_SIDE = 256
-LATENT_SAMPLES = 16  # generate: seeded N(0, 1) latents to calibrate, as many held out
+DRAWN_SAMPLES = 16  # a graph fed no image: drawn inputs to calibrate, as many held out
 SPEED_RUNS = 5
 
 Feeds = dict[str, np.ndarray]
@@ -124,89 +124,35 @@ def image_sets(dataset_dir: Path | None, task: str) -> ImageSets:
 
 
 # ---------------------------------------------------------------- inputs per task
-def _chw(array: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(array, np.float32).transpose(2, 0, 1)[None])
+def _within(image: Image.Image, side: int) -> Image.Image:
+    """``image`` with its long side at most ``side`` (aspect kept)."""
+    if max(image.size) <= side:
+        return image
+    return ImageOps.contain(image, (side, side), Image.Resampling.BILINEAR)
 
 
-def _scaled(pixels: np.ndarray, value_range: Sequence[float]) -> np.ndarray:
-    low, high = float(value_range[0]), float(value_range[1])
-    return low + (high - low) * np.asarray(pixels, np.float32) / 255.0
-
-
-def _normalised(rgb01: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    return (rgb01 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-
-
-def _matte(image: Image.Image, c: Mapping[str, Any]) -> np.ndarray:
-    size = int(c["size"])
-    pixels = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), np.float32)
-    peak = float(pixels.max())
-    rgb01 = pixels / peak if c["divide_by_max"] and peak > 0 else pixels / 255.0
-    return _chw(_normalised(rgb01, c["mean"], c["std"]))
-
-
-def _classify(image: Image.Image, c: Mapping[str, Any]) -> np.ndarray:
-    shorter, crop = int(c["resize_shorter"]), int(c["crop"])
-    width, height = image.size
-    scale = shorter / min(width, height)
-    resized = image.resize((max(crop, round(width * scale)), max(crop, round(height * scale))),
-                           Image.Resampling.BILINEAR)
-    left, top = (resized.width - crop) // 2, (resized.height - crop) // 2
-    pixels = np.asarray(resized.crop((left, top, left + crop, top + crop)), np.float32) / 255.0
-    return _chw(_normalised(pixels, c["mean"], c["std"]))
-
-
-def _cartoonize(image: Image.Image, c: Mapping[str, Any]) -> np.ndarray:
-    multiple = int(c["multiple_of"])
-    side = min(int(c["max_side"]), DYNAMIC_SIDE)
-    scale = min(1.0, side / max(image.size))
-    width, height = (max(multiple, int(v * scale) // multiple * multiple) for v in image.size)
-    pixels = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), np.float32)
-    if c["color_order"] == "BGR":
-        pixels = pixels[..., ::-1]
-    return _chw(_scaled(pixels, c["input_range"]))
-
-
-def _autoencode(image: Image.Image, c: Mapping[str, Any]) -> np.ndarray:
-    size = int(c["size"])
-    square = ImageOps.fit(image, (min(image.size),) * 2, Image.Resampling.BILINEAR)
-    pixels = np.asarray(square.resize((size, size), Image.Resampling.BILINEAR), np.float32)
-    return _chw(_scaled(pixels, c["input_range"]))
-
-
-# Built-in tasks: image -> the main graph's one input (the API's recipe, from the manifest's
-# preprocessing). A plugin task is served through its image_pipeline's prepare, used alike.
-IMAGE_INPUTS: dict[str, Callable[[Image.Image, Mapping[str, Any]], np.ndarray]] = {
-    "matte": _matte,
-    "classify": _classify,
-    "cartoonize": _cartoonize,
-    "autoencode": _autoencode,
-}
-
-
-def _latent_feeds(spec: TaskSpec, config: Mapping[str, Any], seed: int) -> list[Feeds]:
-    nz = int(config["nz"])
-    rng = np.random.default_rng(seed)
-    name = spec.main_graph.inputs[0]
-    return [{name: rng.standard_normal((1, nz, 1, 1), dtype=np.float32)}
-            for _ in range(LATENT_SAMPLES)]
+def takes_any_size(graph: GraphSpec) -> bool:
+    """Whether the graph's first input has a symbolic spatial axis (it takes any size)."""
+    shape = graph.inputs[0].shape if graph.inputs else []
+    return any(not isinstance(d, int) or d <= 0 for d in shape[-2:])
 
 
 def main_feeds(spec: TaskSpec, config: Mapping[str, Any], images: Sequence[Image.Image],
                seed: int) -> list[Feeds]:
-    """Batch-1 inputs of the main graph: from images, or (generate) seeded latents."""
-    if spec.name == "generate":
-        return _latent_feeds(spec, config, seed)
-    maker = IMAGE_INPUTS.get(spec.name)
-    if maker is not None:
-        name = spec.main_graph.inputs[0]
-        return [{name: maker(image, config)} for image in images]
-    if spec.image_pipeline is not None:
-        typed = spec.serving.model_validate(dict(config))
-        return [{k: np.asarray(v) for k, v in spec.image_pipeline.prepare(image, typed).items()}
+    """Batch-1 inputs of the main graph, made by the family's own serving recipe: each image
+    prepared as the API prepares an upload, or (a graph fed no image) inputs drawn as a
+    seeded request draws them."""
+    typed = spec.serving.model_validate(dict(config))
+    prepare = spec.image_prepare
+    if prepare is not None:
+        return [{k: np.asarray(v) for k, v in prepare(image, typed).items()}
                 for image in images]
+    if spec.drawn_inputs is not None:
+        rng = np.random.default_rng(seed)
+        return [{k: np.asarray(v) for k, v in spec.drawn_inputs(typed, rng).items()}
+                for _ in range(DRAWN_SAMPLES)]
     raise CalibrationUnavailable(f"no calibration inputs are known for task {spec.name!r}"
-                                 " (it has no image pipeline)")
+                                 " (it declares neither image nor drawn inputs)")
 
 
 def _role_feeds(spec: TaskSpec, role: str, main_outputs: list[Feeds]) -> list[Feeds]:
@@ -425,8 +371,11 @@ def build_int8_variant(
     written: list[Path] = []
     try:
         sets = image_sets(dataset_dir, task)
-        record.calibration = sets.source if spec.name != "generate" else (
-            f"{LATENT_SAMPLES} seeded N(0, 1) latents (another {LATENT_SAMPLES} held out)")
+        if takes_any_size(graphs["main"]):
+            sets.calibration = [_within(i, DYNAMIC_SIDE) for i in sets.calibration]
+            sets.held_out = [_within(i, DYNAMIC_SIDE) for i in sets.held_out]
+        record.calibration = sets.source if spec.image_prepare is not None else (
+            f"{DRAWN_SAMPLES} seeded request inputs (another {DRAWN_SAMPLES} held out)")
         calibrate = {"main": main_feeds(spec, config, sets.calibration, seed)}
         held = {"main": main_feeds(spec, config, sets.held_out, seed + 1)}
         record.calibration_inputs = len(calibrate["main"])

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset
 
-from tasks.autoencode import AutoencodeHyperparameters
+from families.autoencode.spec import AutoencodeHyperparameters
 from worker.nets.autoencoder import SIZE, ConvAutoencoder
 from worker.nets.registry import create_model
 from worker.training import augment

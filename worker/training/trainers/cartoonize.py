@@ -16,7 +16,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from tasks.cartoonize import CartoonizeHyperparameters
+from families.cartoonize.spec import CartoonizeHyperparameters
 from worker.nets.dctnet import DCTNet, guided_filter
 from worker.nets.registry import create_model
 from worker.training import augment

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset
 
-from tasks.classify import ClassifyHyperparameters
+from families.classify.spec import ClassifyHyperparameters
 from worker.nets.googlenet import GoogLeNet, resize_shorter_for
 from worker.nets.registry import create_model
 from worker.training import augment

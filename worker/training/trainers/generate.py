@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset
 
-from tasks.generate import GenerateHyperparameters
+from families.generate.spec import GenerateHyperparameters
 from worker.nets.dcgan import DCGAN, IMAGE_SIZE
 from worker.nets.registry import create_model
 from worker.training import augment

@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from tasks.matte import MatteHyperparameters
+from families.matte.spec import MatteHyperparameters
 from worker.nets.registry import create_model
 from worker.training import augment
 from worker.training.datasets import PairedImages, Samples

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from families.matte import processing
 from tasks.layouts import PairedLayout
 from tasks.registry import (
     RGB,
@@ -69,4 +70,6 @@ SPEC = register_task(TaskSpec(
     # The served (min-max normalised) mask within 1/255 mean, and the same shape at 0.5.
     int8_gate=Int8Gate({"main": "mask"}, at_most={"mask_mae": 1 / 255},
                        at_least={"mask_iou": 0.99}),
+    image_inputs=processing.main_inputs,
+    api="families.matte.api",
 ))

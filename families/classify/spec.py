@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from families.classify import processing
 from tasks.layouts import ClassFolderLayout
 from tasks.registry import (
     RGB,
@@ -66,4 +67,6 @@ SPEC = register_task(TaskSpec(
     # The same top-1 label on 99% of held-out images, and (on average) the same top-5 set.
     int8_gate=Int8Gate({"main": "logits"},
                        at_least={"top1_agreement": 0.99, "top5_overlap": 0.95}),
+    image_inputs=processing.main_inputs,
+    api="families.classify.api",
 ))

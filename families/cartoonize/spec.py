@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from families.cartoonize import processing
 from tasks.layouts import PairedLayout
 from tasks.registry import (
     CommonHyperparameters,
@@ -88,4 +89,6 @@ SPEC = register_task(TaskSpec(
                           {"epochs": 8, "image_size": 64, "batch_size": 4, "lr": 1e-3}),
     synthetic=make_cartoonize,
     int8_gate=Int8Gate({"main": "cartoon"}, at_least={"psnr_db": 40.0}),  # vs fp32
+    image_inputs=processing.main_inputs,
+    api="families.cartoonize.api",
 ))

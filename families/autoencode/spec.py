@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from families.autoencode import processing
 from tasks.layouts import ImageFolderLayout
 from tasks.registry import (
     CommonHyperparameters,
@@ -64,4 +65,6 @@ SPEC = register_task(TaskSpec(
     synthetic=make_faces,
     int8_gate=Int8Gate({"main": "reconstruction", "decoder": "image"},
                        at_most={"pixel_mae": 2 / 255}),
+    image_inputs=processing.main_inputs,
+    api="families.autoencode.api",
 ))

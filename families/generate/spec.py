@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from families.generate import processing
 from tasks.layouts import ImageFolderLayout
 from tasks.registry import (
     CommonHyperparameters,
@@ -71,4 +72,6 @@ SPEC = register_task(TaskSpec(
     starter=StarterRecipe("dcgan", {"n": 64}, {"epochs": 5, "batch_size": 16}),
     synthetic=_faces_96,
     int8_gate=Int8Gate({"main": "images"}, at_most={"pixel_mae": 2 / 255}),
+    drawn_inputs=processing.drawn_inputs,
+    api="families.generate.api",
 ))

@@ -1,0 +1,1 @@
+"""The cartoonize family (see families/__init__.py for what each module holds)."""

@@ -1,0 +1,1 @@
+"""The generate family (see families/__init__.py for what each module holds)."""
