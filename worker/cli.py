@@ -50,7 +50,7 @@ def _parts(args: argparse.Namespace, part_flags: list[str]) -> dict[str, Path]:
     from worker.nets.checkpoints import ImportRefused
     from worker.nets.registry import get_arch
 
-    first, *others = get_arch(args.arch).official_parts
+    first, *others = get_arch(args.arch, args.task).official_parts
     flags = argparse.ArgumentParser(prog=f"toonforge import --arch {args.arch}")
     for part in others:
         flags.add_argument(f"--{part}", dest=part)

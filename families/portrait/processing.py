@@ -113,7 +113,8 @@ def area_resize(pixels: np.ndarray, size: int) -> np.ndarray:
     data = pixels.astype(np.float64)
     out = np.einsum("ij,jkc->ikc", rows, data)
     out = np.einsum("lk,ikc->ilc", cols, out)
-    return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+    rounded: np.ndarray = np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+    return rounded
 
 
 def portrait_input(pixels: np.ndarray, config: PortraitServing) -> np.ndarray:
@@ -154,8 +155,8 @@ def drawing_image(values: np.ndarray, size: tuple[int, int]) -> Image.Image:
 def gaussian_kernel(sigma: float) -> np.ndarray:
     radius = int(_TRUNCATE * sigma + 0.5)
     offsets = np.arange(-radius, radius + 1, dtype=np.float64)
-    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
-    return kernel / kernel.sum()
+    kernel: np.ndarray = np.exp(-0.5 * (offsets / sigma) ** 2)
+    return kernel / float(kernel.sum())
 
 
 def _blur_matrix(length: int, sigma: float) -> np.ndarray:
@@ -176,7 +177,8 @@ def blur(pixels: np.ndarray, sigma: float) -> np.ndarray:
         return data
     height, width = data.shape[:2]
     out = np.einsum("ij,jkc->ikc", _blur_matrix(height, sigma), data)
-    return np.einsum("lk,ikc->ilc", _blur_matrix(width, sigma), out)
+    blurred: np.ndarray = np.einsum("lk,ikc->ilc", _blur_matrix(width, sigma), out)
+    return blurred
 
 
 def composite(pixels: np.ndarray, drawing: Image.Image, sigma: float,
