@@ -59,7 +59,9 @@ def export_graphs(module: nn.Module, config: Mapping[str, Any] | None = None
         module=SideOutputOne(module), input_names=("image",), output_names=("d1",),
         example_inputs=(_images(gen, 1, size),),
         dynamic_axes={"image": {0: "batch"}, "d1": {0: "batch"}},
-        parity_inputs=[(_images(gen, 1, size),), (_images(gen, 2, size),)],
+        # One image: a 512x512 U2NET pass is costly on a CPU, and the batch axis is the
+        # same dynamic axis matte's graphs already prove.
+        parity_inputs=[(_images(gen, 1, size),)],
     )}
 
 

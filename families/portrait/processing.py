@@ -84,32 +84,46 @@ def _area_weights(src: int, dst: int) -> np.ndarray:
     return weights
 
 
-def _area_linear_weights(src: int, dst: int) -> np.ndarray:
-    """dst x src weights of OpenCV's INTER_AREA when enlarging: a bilinear variant whose
-    blend happens only across the source-pixel boundary inside each destination pixel."""
-    scale, inv = src / dst, dst / src
-    weights = np.zeros((dst, src), np.float64)
+def _enlarge_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's INTER_AREA when enlarging: per destination pixel two source indices and
+    their 11-bit fixed-point weights (a bilinear variant that blends only across the
+    source-pixel boundary inside each destination pixel; float32 as OpenCV computes it)."""
+    scale, inv = src / dst, dst / src  # doubles, the blend cast to float as OpenCV does
+    taps = np.zeros((dst, 2), np.int64)
+    weights = np.zeros((dst, 2), np.int64)
     for i in range(dst):
         left = math.floor(i * scale)
-        frac = (i + 1) - (left + 1) * inv
-        frac = 0.0 if frac <= 0 else frac - math.floor(frac)
+        frac = np.float32((i + 1) - (left + 1) * inv)
+        frac = np.float32(0) if frac <= 0 else frac - np.float32(math.floor(frac))
         if left >= src - 1:
-            left, frac = src - 1, 0.0
-        weights[i, left] += 1.0 - frac
-        if frac:
-            weights[i, left + 1] += frac
-    return weights
+            left, frac = src - 1, np.float32(0)
+        taps[i] = (left, min(left + 1, src - 1))
+        weights[i] = (round(float((np.float32(1) - frac) * 2048)), round(float(frac * 2048)))
+    return taps, weights
+
+
+def _enlarge(pixels: np.ndarray, size: int) -> np.ndarray:
+    # OpenCV's vectorised fixed-point rounding, step by step, so the bytes are its bytes.
+    height, width = pixels.shape[:2]
+    (ys, wy), (xs, wx) = _enlarge_taps(height, size), _enlarge_taps(width, size)
+    data = pixels.astype(np.int64)
+    rows = data[:, xs[:, 0]] * wx[None, :, 0, None] + data[:, xs[:, 1]] * wx[None, :, 1, None]
+    top, bottom = rows[ys[:, 0]] >> 4, rows[ys[:, 1]] >> 4
+    mixed = ((wy[:, 0, None, None] * top) >> 16) + ((wy[:, 1, None, None] * bottom) >> 16)
+    out: np.ndarray = np.clip((mixed + 2) >> 2, 0, 255).astype(np.uint8)
+    return out
 
 
 def area_resize(pixels: np.ndarray, size: int) -> np.ndarray:
     """HxWx3 uint8 -> size x size x 3 uint8, as ``cv2.resize(pixels, (size, size),
-    interpolation=cv2.INTER_AREA)`` (within one level: OpenCV rounds in fixed point)."""
+    interpolation=cv2.INTER_AREA)`` does it (its bytes when enlarging; within one level on
+    rare pixels when shrinking)."""
     height, width = pixels.shape[:2]
     if (height, width) == (size, size):
         return pixels.copy()
-    shrink = height >= size and width >= size  # OpenCV averages only when both shrink
-    make = _area_weights if shrink else _area_linear_weights
-    rows, cols = make(height, size), make(width, size)
+    if not (height >= size and width >= size):  # OpenCV averages only when both shrink
+        return _enlarge(pixels, size)
+    rows, cols = _area_weights(height, size), _area_weights(width, size)
     data = pixels.astype(np.float64)
     out = np.einsum("ij,jkc->ikc", rows, data)
     out = np.einsum("lk,ikc->ilc", cols, out)

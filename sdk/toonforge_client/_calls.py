@@ -94,6 +94,8 @@ def _image(response: httpx.Response) -> ImageResult:
         seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
         latent_distribution=response.headers.get("x-latent-distribution"),
         precision=response.headers.get("x-model-precision"),
+        headers={k.lower(): v for k, v in response.headers.items()
+                 if k.lower().startswith("x-")},
     )
 
 
@@ -166,6 +168,12 @@ def matte(image: ImageInput, model: str | None, version: int | None, output: str
           background: str | None, format: str | None) -> Call[ImageResult]:
     return image_call("/matte", image, {**_model(model, version), "output": output,
                                         "background": background, "format": format})
+
+
+def portrait(image: ImageInput, model: str | None, version: int | None, output: str | None,
+             crop: str | None, sigma: float | None, alpha: float | None) -> Call[ImageResult]:
+    return image_call("/portrait", image, {**_model(model, version), "output": output,
+                                           "crop": crop, "sigma": sigma, "alpha": alpha})
 
 
 def classify(image: ImageInput, model: str | None, version: int | None, top_k: int | None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
 
-Task = Literal["cartoonize", "matte", "classify", "generate", "autoencode"]
+Task = Literal["cartoonize", "matte", "portrait", "classify", "generate", "autoencode"]
 JobStatus = Literal["queued", "running", "exporting", "succeeded", "failed", "cancelled"]
 # The statuses a job ends in: the one definition the clients and the CLI use.
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -37,6 +37,8 @@ class ImageResult:
     seed: int | None = None  # X-Seed (generate, autoencode sample)
     latent_distribution: str | None = None  # X-Latent-Distribution (autoencode sample)
     precision: str | None = None  # X-Model-Precision: "fp32" or "int8"
+    # portrait: every X-... header of the answer (X-Face-Found, X-Crop-Box, ...), lower-case
+    headers: dict[str, str] = field(default_factory=dict)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         out = Path(path)
