@@ -147,6 +147,13 @@ def main_inputs(image: Image.Image, config: PortraitServing,
     return {"image": portrait_input(region_pixels(image, region), config)}
 
 
+def split_side_by_side(image: Image.Image) -> tuple[Image.Image, Image.Image]:
+    """APDrawingGAN's stitched pair -> (photo, drawing): the left and right halves."""
+    half = image.width // 2
+    return (image.crop((0, 0, half, image.height)),
+            image.crop((half, 0, 2 * half, image.height)))
+
+
 # ---- the drawing and the composite
 
 

@@ -20,9 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from families.portrait import net as _nets  # noqa: F401  (registers the archs)
-from families.portrait.layout import DRAWING, PHOTO, split_side_by_side
-from families.portrait.processing import area_resize, portrait_input
-from families.portrait.spec import PortraitHyperparameters, PortraitServing
+from families.portrait.processing import area_resize, portrait_input, split_side_by_side
+from families.portrait.spec import DRAWING, PHOTO, PortraitHyperparameters, PortraitServing
 from worker.nets.registry import create_model
 from worker.training.datasets import Key, Samples, load_rgb
 from worker.training.losses import multi_bce

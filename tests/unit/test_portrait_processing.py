@@ -13,7 +13,6 @@ from scipy import ndimage
 from skimage import data
 
 from faces import portrait_crop_box
-from families.portrait.layout import PortraitLayout, split_side_by_side
 from families.portrait.processing import (
     Region,
     area_resize,
@@ -22,7 +21,9 @@ from families.portrait.processing import (
     drawing_values,
     paste,
     region_pixels,
+    split_side_by_side,
 )
+from families.portrait.spec import PortraitLayout
 from tasks.layouts import Scan
 
 
