@@ -34,14 +34,18 @@ CropMode = Literal["face", "none"]
 # The authors' Gaussian keeps 4 sigma each side (scipy's default truncation).
 _TRUNCATE = 4.0
 MAX_SIGMA = 32.0
+_WHITE = 255
 
 
 @dataclass(frozen=True)
 class Region:
-    """What one request draws: ``crop`` in frame pixels (may reach outside the frame,
-    which is white) and whether a face was found (None: no face was looked for)."""
+    """What one request draws: ``crop`` in frame pixels (it may reach outside the frame),
+    of which only ``content`` shows the photo: the demo pads with white both where its
+    margin leaves the frame and where it squares the crop up. ``face_found`` is None when
+    no face was looked for."""
 
     crop: PortraitCrop
+    content: PortraitCrop
     face_found: bool | None
 
     @property
@@ -49,24 +53,41 @@ class Region:
         return self.crop.left, self.crop.top, self.crop.right, self.crop.bottom
 
 
-def whole_image(image: Image.Image) -> PortraitCrop:
-    return PortraitCrop(left=0, top=0, right=image.width, bottom=image.height)
+def whole_image(image: Image.Image, face_found: bool | None) -> Region:
+    frame = PortraitCrop(left=0, top=0, right=image.width, bottom=image.height)
+    return Region(frame, frame, face_found)
+
+
+def face_region(face_box: tuple[int, int, int, int]) -> Region:
+    """The demo's crop of a face box (x, y, w, h): its margins (0.4 w each side, 0.6 h
+    above, 0.2 h below, each truncated) give the content; the face stage's box adds the
+    white squaring bands around it."""
+    x, y, w, h = face_box
+    side = int(float(w) * 0.4)
+    content = PortraitCrop(left=x - side, top=y - int(float(h) * 0.6),
+                           right=x + w + side, bottom=y + h + int(float(h) * 0.2))
+    return Region(portrait_crop_box(face_box), content, True)
 
 
 def choose_region(image: Image.Image, mode: CropMode, limits: DetectLimits) -> Region:
     """The demo's crop around the biggest face, or the whole image (no face, or ``none``)."""
     if mode == "none":
-        return Region(whole_image(image), None)
+        return whole_image(image, None)
     faces = find_faces(image, limits).faces  # biggest first
     if not faces:
-        return Region(whole_image(image), False)
-    return Region(portrait_crop_box(faces[0].int_box()), True)
+        return whole_image(image, False)
+    return face_region(faces[0].int_box())
 
 
 def region_pixels(image: Image.Image, region: Region) -> np.ndarray:
-    """The region's HxWx3 uint8 pixels (white where it leaves the frame)."""
+    """The region's HxWx3 uint8 pixels: the photo inside ``content``, white elsewhere."""
     rgb = np.asarray(image.convert("RGB"))
-    return cut_region(rgb, region.crop)
+    crop, content = region.crop, region.content
+    out = np.full((crop.height, crop.width, 3), _WHITE, np.uint8)
+    inner = cut_region(rgb, content)
+    top, left = content.top - crop.top, content.left - crop.left
+    out[top:top + content.height, left:left + content.width] = inner
+    return out
 
 
 # ---- the demo's resize: OpenCV's INTER_AREA, written out so the API needs no OpenCV

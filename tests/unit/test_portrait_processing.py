@@ -14,11 +14,11 @@ from skimage import data
 
 from faces import portrait_crop_box
 from families.portrait.processing import (
-    Region,
     area_resize,
     blur,
     composite,
     drawing_values,
+    face_region,
     paste,
     region_pixels,
     split_side_by_side,
@@ -50,6 +50,39 @@ def test_crop_box_is_the_demos(face: tuple[int, int, int, int]) -> None:
     assert (crop.left, crop.top, crop.right, crop.bottom) == demo_box(face, 512, 512)
 
 
+def demo_face_pixels(rgb: np.ndarray, face: tuple[int, int, int, int]) -> np.ndarray:
+    """The demo's crop_face on a BGR frame, its result back in RGB."""
+    bgr = rgb[:, :, ::-1]
+    x, y, w, h = face
+    height, width = bgr.shape[:2]
+    side, up, down = int(float(w) * 0.4), int(float(h) * 0.6), int(float(h) * 0.2)
+    left, top, right, bottom = x - side, y - up, x + w + side, y + h + down
+    pads = ((max(-top, 0), max(bottom - height, 0)), (max(-left, 0), max(right - width, 0)),
+            (0, 0))
+    cut = bgr[max(top, 0):min(bottom, height), max(left, 0):min(right, width)]
+    cut = np.pad(cut, pads, constant_values=255)
+    hf, wf = cut.shape[:2]
+    if hf - 2 > wf:
+        extra = int((hf - wf) / 2)
+        cut = np.pad(cut, ((0, 0), (extra, extra), (0, 0)), constant_values=255)
+    elif wf - 2 > hf:
+        extra = int((wf - hf) / 2)
+        cut = np.pad(cut, ((extra, extra), (0, 0), (0, 0)), constant_values=255)
+    return cv2.resize(cut, (512, 512), interpolation=cv2.INTER_AREA)[:, :, ::-1]
+
+
+@pytest.mark.parametrize("face", [(178, 63, 89, 112), (0, 0, 60, 40), (400, 450, 120, 61),
+                                  (10, 200, 300, 100), (100, 100, 400, 390)])
+def test_network_input_pixels_are_the_demos(face: tuple[int, int, int, int]) -> None:
+    photo = data.astronaut()
+    ours = area_resize(region_pixels(Image.fromarray(photo), face_region(face)), 512)
+    theirs = demo_face_pixels(photo, face).astype(int)
+    if max(face[2], face[3]) < 300:  # enlarged: the same bytes
+        assert np.array_equal(ours, theirs)
+    else:
+        assert np.abs(ours.astype(int) - theirs).max() <= 1
+
+
 @pytest.mark.parametrize("side", [37, 201, 333, 511, 512, 700, 1024])
 def test_area_resize_is_opencvs_inter_area(side: int) -> None:
     photo = cv2.resize(data.astronaut(), (side, side), interpolation=cv2.INTER_LINEAR)
@@ -63,7 +96,7 @@ def test_area_resize_is_opencvs_inter_area(side: int) -> None:
 
 def test_white_outside_the_frame() -> None:
     photo = data.astronaut()
-    region = Region(portrait_crop_box((0, 0, 100, 100)), True)
+    region = face_region((0, 0, 100, 100))
     pixels = region_pixels(Image.fromarray(photo), region)
     assert pixels.shape == (region.crop.height, region.crop.width, 3)
     assert (pixels[0, 0] == 255).all()  # above and left of the frame
@@ -100,7 +133,7 @@ def test_drawing_is_one_minus_d1_min_max() -> None:
 
 def test_full_output_replaces_only_the_region() -> None:
     photo = Image.fromarray(data.astronaut())
-    region = Region(portrait_crop_box((178, 63, 89, 112)), True)
+    region = face_region((178, 63, 89, 112))
     drawn = Image.new("RGB", (region.crop.width, region.crop.height), (1, 2, 3))
     frame = np.asarray(paste(photo, region, drawn))
     box = region.crop
