@@ -67,8 +67,8 @@ from torch.utils.data import DataLoader
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from families.cartoonize.net import guided_filter  # noqa: E402
 from tasks.synthetic import make_dataset  # noqa: E402
-from worker.nets.dctnet import guided_filter  # noqa: E402
 from worker.nets.registry import create_model  # noqa: E402
 from worker.training import distributed  # noqa: E402
 from worker.training.losses import multi_bce, ssim  # noqa: E402

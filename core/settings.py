@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
 
-    # ---- bounded inference work, overload, memory (issue 9; docs/OPERATIONS.md "Limits")
+    # ---- bounded inference work, overload, memory (docs/OPERATIONS.md "Limits")
     # Requests admitted beyond max_concurrency that may wait for a slot; more: 503 overloaded.
     max_queued: int = Field(32, ge=0)
     # Seconds a 503 overloaded answer tells the client to wait (its Retry-After header).
@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     # Seconds without requests after which arenas shrink and malloc_trim frees heap; 0: never.
     memory_release_idle_s: float = Field(2.0, ge=0)
 
-    # ---- intake caps, webhooks (issue 9)
+    # ---- intake caps, webhooks
     # Files one dataset may keep (files the layout uses; ignored entries are not counted).
     dataset_max_files: int = Field(30_000, ge=1)
     # Bytes one upload may write to staging while extracting, counted as disk blocks (a
@@ -148,7 +148,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    # ---- access: API keys, scopes, per-key limits (issue 9; docs/SECURITY.md)
+    # ---- access: API keys, scopes, per-key limits (docs/SECURITY.md)
     # Scopes anyone may use without a key (comma list: infer, train, admin; empty: none).
     open_scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["infer"])
     # HMAC-SHA256 secret for key hashes; unset: one is generated once into the jobs database.
@@ -183,14 +183,14 @@ class Settings(BaseSettings):
                                  " known: infer, train, admin")
         return value
 
-    # ---- INT8 variants (issue 10; worker/training/quantize.py, service/inference/sessions.py)
+    # ---- INT8 variants (worker/training/quantize.py, service/inference/sessions.py)
     # Build and gate an INT8 variant of every version at publish (import and fine-tune).
     int8_variants: bool = True
     # Precision a request without ?precision= gets: auto = int8 where the version's variant
     # passed its gate, else fp32; fp32 = always fp32; int8 = as if every request asked int8.
     default_precision: Literal["auto", "fp32", "int8"] = "auto"
 
-    # ---- toonforge pull (issue 10; worker/pull.py, worker/catalogue.py, docs/CLI.md)
+    # ---- toonforge pull (worker/pull.py, worker/catalogue.py, docs/CLI.md)
     # Where downloads (and resumable .part files) are kept; None: <data_dir>/downloads.
     pull_cache_dir: Path | None = None
     # A mirror of the whole catalogue: each file is fetched from <base>/<file name> instead
@@ -201,7 +201,7 @@ class Settings(BaseSettings):
     # Tries per file (each resumes where the last stopped) before a cut download fails.
     pull_attempts: int = Field(3, ge=1)
 
-    # ---- reload across replicas (issue 11; model_store/notify.py, service/inference/reload.py)
+    # ---- reload across replicas (model_store/notify.py, service/inference/reload.py)
     # Redis whose pub/sub announces activations to every API replica; None: the broker's
     # when it is redis://, else none (poll only); "off": never (poll only).
     reload_redis_url: str | None = None
@@ -210,16 +210,16 @@ class Settings(BaseSettings):
     # This process's name in /readyz and in the announcements it sends; None: hostname:pid.
     replica_id: str | None = None
 
-    # ---- sweeps (issue 11; jobs/sweeps.py, docs/JOBS.md "Sweeps")
+    # ---- sweeps (jobs/sweeps.py, docs/JOBS.md "Sweeps")
     # The most points (jobs) one POST /sweeps may create; a larger grid or list is a 422.
     sweep_max_points: int = Field(16, ge=1, le=1000)
 
-    # ---- multi-device training (issue 11; worker/training/distributed.py, docs/JOBS.md)
+    # ---- multi-device training (worker/training/distributed.py, docs/JOBS.md)
     # Most CPU training processes one job may ask for (devices) on a CPU worker; None: the
     # worker's core count. CUDA workers allow torch.cuda.device_count() instead.
     max_train_processes: int | None = Field(None, ge=1)
 
-    # ---- object store (issue 11; model_store/objects.py, model_store/factory.py)
+    # ---- object store (model_store/objects.py, model_store/factory.py)
     # None: models and datasets live in store_dir (a local or shared directory).
     # s3://bucket/prefix: they live in an S3-compatible object store, and store_dir is only
     # this process's own working directory and cache (never shared between hosts).
@@ -244,7 +244,7 @@ class Settings(BaseSettings):
     # OpenMP threads of one detection (set per call, so other OpenMP users are unaffected).
     face_detect_threads: int = Field(1, ge=1)
 
-    # ---- experiment tracking (issue 11; worker/training/tracking.py)
+    # ---- experiment tracking (worker/training/tracking.py)
     # An MLflow tracking server (http(s)://host:port) every fine-tune job logs a run to;
     # None: no MLflow. Tracking never fails a job (docs/JOBS.md "Tracking").
     mlflow_tracking_uri: str | None = None

@@ -53,7 +53,7 @@ class ModelChoice(BaseModel):
     version: int | None = Field(
         None, ge=1, description="Version number; the model's active version when absent."
     )
-    # issue 10: which graphs run; X-Model-Precision names the one that did.
+    # which graphs run; X-Model-Precision names the one that did.
     precision: Literal["fp32", "int8"] | None = Field(
         None, description="fp32, or int8 (the version's INT8 variant, kept only when it"
         " passed its fidelity gate; 409 precision_unavailable for a version without one)."
@@ -132,7 +132,7 @@ class Readiness(BaseModel):
     models: list[ModelReadiness]
     replica: str = Field(description="which API replica answered (TOONFORGE_REPLICA_ID, else"
                          " host:pid)")
-    reload: ReloadStatus  # defined in the issue-11 section at the end of this module
+    reload: ReloadStatus  # defined in the reload section at the end of this module
 
 
 # ---------------------------------------------------------------------------- jobs
@@ -258,7 +258,7 @@ class SampleInfo(BaseModel):
     url: str = Field(description="where GET answers the PNG")
 
 
-# ---- access: API keys over HTTP (issue 9; docs/SECURITY.md)
+# ---- access: API keys over HTTP (docs/SECURITY.md)
 ApiScope = Literal["infer", "train", "admin"]
 
 
@@ -299,7 +299,7 @@ class KeyCreated(KeyView):
     key: str = Field(description="the key itself, shown only in this answer")
 
 
-# ---- sweeps (issue 11; jobs/sweeps.py, docs/JOBS.md "Sweeps")
+# ---- sweeps (jobs/sweeps.py, docs/JOBS.md "Sweeps")
 class SweepRequest(BaseModel):
     """POST /sweeps body: a base job and the hyper-parameter values to try, as a grid
     (every combination) or as an explicit list of points; exactly one of the two."""
@@ -383,7 +383,7 @@ class SweepPage(BaseModel):
     offset: int
 
 
-# ---------------------------------------------------------------------------- reload (issue 11)
+# ---------------------------------------------------------------------------- reload
 class ReloadStatus(BaseModel):
     """How activations reach this replica (/readyz ``reload``)."""
 

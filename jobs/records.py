@@ -145,5 +145,3 @@ class JobEventRecord(Base):
     kind: Mapped[str] = mapped_column(String(16))  # progress | status | sample | log | webhook
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
-
-EVENT_KINDS = frozenset({"progress", "status", "sample", "log", "webhook"})

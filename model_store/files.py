@@ -4,4 +4,3 @@ MAIN_GRAPH = "model.onnx"
 DECODER_GRAPH = "decoder.onnx"
 WEIGHTS_FILE = "weights.pt"  # PyTorch state for further fine-tuning; the API never reads it
 MANIFEST_FILE = "manifest.json"
-LATENT_STATS_FILE = "latent_stats.npz"

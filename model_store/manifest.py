@@ -51,7 +51,7 @@ class OutputParity(BaseModel):
 class ParityReport(BaseModel):
     """Evidence that the ONNX graphs compute what the PyTorch module computes.
 
-    ``rule`` "relative" (versions published since issue 10): every output passes when
+    ``rule`` "relative" (versions published since the rule changed): every output passes when
     max |ORT - torch| <= atol + rtol * max |torch|, with atol = ``tolerance`` and ``rtol``;
     ``outputs`` holds each output's figures. "absolute" (older manifests, which lack the
     field): max |ORT - torch| <= ``tolerance``. docs/ARCHITECTURE.md says why float32 needs

@@ -215,9 +215,7 @@ def scope(name: Scope) -> DependsParam:
     return dependency
 
 
-InferCaller = Annotated[Caller, Security(require("infer"), scopes=["infer"])]
 TrainCaller = Annotated[Caller, Security(require("train"), scopes=["train"])]
-AdminCaller = Annotated[Caller, Security(require("admin"), scopes=["admin"])]
 
 
 # ----------------------------------------------------------------------------- OpenAPI

@@ -13,7 +13,6 @@ from jobs.repository import JobRepository
 from jobs.spec import Stores
 from jobs.sweeps import SweepRepository
 from model_store.datasets import DatasetStore
-from model_store.store import ModelStore
 from service.inference.pool import InferencePool
 
 
@@ -23,10 +22,6 @@ def get_app_settings(request: Request) -> Settings:
 
 def get_pool(request: Request) -> InferencePool:
     return cast(InferencePool, request.app.state.pool)
-
-
-def get_store(request: Request) -> ModelStore:
-    return get_pool(request).store
 
 
 def get_stores(request: Request) -> Stores:
@@ -57,7 +52,6 @@ def get_job_queue(request: Request) -> JobQueue:
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 PoolDep = Annotated[InferencePool, Depends(get_pool)]
-StoreDep = Annotated[ModelStore, Depends(get_store)]
 StoresDep = Annotated[Stores, Depends(get_stores)]
 DatasetsDep = Annotated[DatasetStore, Depends(get_datasets)]
 ArtifactsDep = Annotated[JobArtifacts, Depends(get_artifacts)]

@@ -16,7 +16,6 @@ Reading rules (documented in the OpenAPI text of every image route):
 from __future__ import annotations
 
 import io
-from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -41,7 +40,6 @@ Image.MAX_IMAGE_PIXELS = None
 MULTIPART_OVERHEAD = 64 * 1024
 OCTET_STREAM = "application/octet-stream"
 
-ImageFormat = Literal["png", "jpeg", "webp"]
 MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 

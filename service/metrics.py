@@ -51,7 +51,7 @@ MODEL_RELOADS = Counter(
 MODEL_RELOAD_FAILURES = Counter(
     "toonforge_model_reload_failures",
     "Active versions that failed to load (the previous one kept serving).", ("model",))
-# Set on every swap (issue 11): which version this replica serves, one series per model, so
+# Set on every swap: which version this replica serves, one series per model, so
 # replicas that disagree after an activation show up side by side.
 MODEL_SERVED_VERSION = Gauge(
     "toonforge_model_served_version",

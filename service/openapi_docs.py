@@ -187,7 +187,7 @@ def _json_examples() -> dict[str, Any]:
             providers=["CPUExecutionProvider"], ready=True, fallback=False,
             error=None)], replica="api-1", reload=ReloadStatus(mode="redis", connected=True)),
     }
-    from service.routes.sweeps import json_examples as sweep_examples  # issue 11
+    from service.routes.sweeps import json_examples as sweep_examples
 
     return {**{op: _dump(value) for op, value in examples.items()}, **sweep_examples()}
 

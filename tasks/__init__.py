@@ -8,6 +8,7 @@ them); the registry itself imports none of them. Extra families register from pl
 # isort: skip_file
 from tasks.registry import (
     CommonHyperparameters,
+    ExtraArtifact,
     GateRule,
     GraphIO,
     ImagePipeline,
@@ -26,6 +27,7 @@ from tasks.registry import (
 
 __all__ = [
     "CommonHyperparameters",
+    "ExtraArtifact",
     "GateRule",
     "GraphIO",
     "ImagePipeline",

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core import task_names
 from core.errors import UnknownTask
+from tasks.catalogue import CatalogueEntry
 from tasks.layouts import DatasetLayout
 
 
@@ -109,6 +110,21 @@ class Int8Gate:
 
 
 @dataclass(frozen=True)
+class ExtraArtifact:
+    """A file a family publishes beside a version's graphs for its serving to read: a bundle
+    of named numpy arrays (``.npz``). A trainer (``TrainResult.artifacts``) or an official
+    import (``ImportedWeights.artifacts``) hands the arrays over under the artifact's name;
+    loading a version calls ``read(arrays)`` and keeps what it returns in
+    ``LoadedVersion.artifacts`` (absent file: absent key). ``read`` raises ``KeyError`` for a
+    missing array and ``ValueError`` saying what is wrong; numpy only (the API reads it).
+    ``manifest_extra`` is recorded in the manifest's ``extra`` when the file is published."""
+
+    file: str
+    read: Callable[[Mapping[str, Any]], Any]
+    manifest_extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class StarterRecipe:
     """The first start with an empty store trains the task's default model like this: the
     architecture to start from scratch, the synthetic dataset's sizes (keyword arguments of
@@ -159,8 +175,12 @@ class TaskSpec:
     drawn_inputs: Callable[[Any, Any], dict[str, Any]] | None = None
     # Module (API process only) whose ``router`` holds the family's named endpoints.
     api: str | None = None
-    # Module (worker process only) that registers the family's nets and trainer.
-    worker: str | None = None
+    # Extra files versions of the task may carry beside their graphs, by name.
+    artifacts: Mapping[str, ExtraArtifact] = field(default_factory=dict)
+    # Official-weights entries ``toonforge pull`` offers for the task (tasks/catalogue.py).
+    catalogue: tuple[CatalogueEntry, ...] = ()
+    # Modules (worker process only) that register the family's nets and trainer.
+    worker: tuple[str, ...] = ()
 
     @property
     def main_graph(self) -> GraphIO:

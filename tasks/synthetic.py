@@ -1,10 +1,9 @@
-"""Small procedurally drawn datasets for every task, written in the upload layouts.
+"""Procedural drawing for the synthetic datasets, and ``make_dataset`` for any task.
 
-They let tests (and later "starter models") train end-to-end without any download. Each
-generator is deterministic given its seed, and each task's target is a real function of the
-input that a network can learn: posterised, edge-inked scenes for cartoonize, the drawn
-object's silhouette for matte, shape-and-colour classes for classify, cartoon faces for
-generate/autoencode.
+A family's ``synthetic`` maker (its spec's, in its folder) draws its dataset in its upload
+layout from these pieces: gradients, noisy shapes, scenes, cartoon faces. They let tests and
+the starter models train end-to-end without any download; each maker is deterministic given
+its seed, and each target is a real function of the input a network can learn.
 """
 
 from __future__ import annotations
@@ -12,21 +11,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageDraw
 
 CLASS_SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond")
 CLASS_COLOURS = ((220, 40, 40), (40, 170, 40), (40, 60, 220), (220, 200, 30), (200, 40, 200),
                  (30, 200, 200))
 
 
-def _colour(rng: np.random.Generator, lo: int = 0, hi: int = 256) -> tuple[int, int, int]:
+def colour(rng: np.random.Generator, lo: int = 0, hi: int = 256) -> tuple[int, int, int]:
     r, g, b = (int(v) for v in rng.integers(lo, hi, 3))
     return r, g, b
 
 
-def _background(rng: np.random.Generator, size: int) -> Image.Image:
+def background(rng: np.random.Generator, size: int) -> Image.Image:
     """A two-colour linear gradient."""
-    a, b = np.array(_colour(rng)), np.array(_colour(rng))
+    a, b = np.array(colour(rng)), np.array(colour(rng))
     t = np.linspace(0, 1, size)[:, None, None]
     grad = a * (1 - t) + b * t
     img = np.broadcast_to(grad, (size, size, 3)) if rng.random() < 0.5 else \
@@ -34,13 +33,13 @@ def _background(rng: np.random.Generator, size: int) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(img).astype(np.uint8))
 
 
-def _box(rng: np.random.Generator, size: int, lo: float, hi: float) -> list[int]:
+def box(rng: np.random.Generator, size: int, lo: float, hi: float) -> list[int]:
     w = int(size * rng.uniform(lo, hi))
     x, y = (int(v) for v in rng.integers(0, max(1, size - w), 2))
     return [x, y, x + w, y + w]
 
 
-def _shape(draw: ImageDraw.ImageDraw, kind: str, box: list[int],
+def shape(draw: ImageDraw.ImageDraw, kind: str, box: list[int],
            fill: float | tuple[int, ...] | str) -> None:
     x0, y0, x1, y1 = box
     cx, cy, w = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0
@@ -60,91 +59,31 @@ def _shape(draw: ImageDraw.ImageDraw, kind: str, box: list[int],
         draw.ellipse(box, outline=fill, width=max(2, int(w / 6)))
 
 
-def _noisy(img: Image.Image, rng: np.random.Generator, sigma: float) -> Image.Image:
+def noisy(img: Image.Image, rng: np.random.Generator, sigma: float) -> Image.Image:
     arr = np.asarray(img, dtype=np.float32) + rng.normal(0, sigma, (*img.size[::-1], 3))
     return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
 
 
-def _scene(rng: np.random.Generator, size: int) -> Image.Image:
-    img = _background(rng, size)
+def scene(rng: np.random.Generator, size: int) -> Image.Image:
+    img = background(rng, size)
     draw = ImageDraw.Draw(img)
     for _ in range(int(rng.integers(2, 5))):
-        _shape(draw, str(rng.choice(CLASS_SHAPES[:4])), _box(rng, size, 0.2, 0.5), _colour(rng))
+        shape(draw, str(rng.choice(CLASS_SHAPES[:4])), box(rng, size, 0.2, 0.5), colour(rng))
     return img
-
-
-def cartoonize_target(clean: Image.Image) -> Image.Image:
-    """The "cartoon" of a clean scene: 3-bit posterised colours with dark inked edges."""
-    flat = ImageOps.posterize(clean.filter(ImageFilter.SMOOTH_MORE), 3)
-    edges = np.asarray(clean.convert("L").filter(ImageFilter.FIND_EDGES), dtype=np.float32)
-    ink = (edges > 40)[:, :, None]
-    out = np.where(ink, 20, np.asarray(flat)).astype(np.uint8)
-    return Image.fromarray(out)
-
-
-def make_cartoonize(root: Path, n: int = 24, size: int = 64, seed: int = 0,
-                    n_val: int = 0) -> Path:
-    """``train/photo`` + ``train/cartoon`` (and ``val/...`` when ``n_val``)."""
-    rng = np.random.default_rng(seed)
-    for split, count in (("train", n), ("val", n_val)):
-        for i in range(count):
-            clean = _scene(rng, size)
-            photo = _noisy(clean.filter(ImageFilter.GaussianBlur(0.6)), rng, 6.0)
-            for kind, img in (("photo", photo), ("cartoon", cartoonize_target(clean))):
-                (root / split / kind).mkdir(parents=True, exist_ok=True)
-                img.save(root / split / kind / f"{i:04d}.png")
-    return root
-
-
-def make_matte(root: Path, n: int = 24, size: int = 64, seed: int = 0, n_val: int = 0) -> Path:
-    """``images/*.jpg`` + ``masks/*.png`` (and ``val/...`` when ``n_val``): one solid object
-    on a noisy gradient."""
-    rng = np.random.default_rng(seed)
-    for folder, count in ((root, n), (root / "val", n_val)):
-        for i in range(count):
-            img = _noisy(_background(rng, size), rng, 12.0)
-            mask = Image.new("L", (size, size), 0)
-            kind, box = str(rng.choice(CLASS_SHAPES[:4])), _box(rng, size, 0.35, 0.7)
-            _shape(ImageDraw.Draw(img), kind, box, _colour(rng))
-            _shape(ImageDraw.Draw(mask), kind, box, 255)
-            (folder / "images").mkdir(parents=True, exist_ok=True)
-            (folder / "masks").mkdir(parents=True, exist_ok=True)
-            img.save(folder / "images" / f"{i:04d}.jpg", quality=95)
-            mask.save(folder / "masks" / f"{i:04d}.png")
-    return root
-
-
-def make_classify(root: Path, per_class: int = 10, classes: int = 3, size: int = 64,
-                  seed: int = 0) -> Path:
-    """One folder per class (``class_circle``, ...): the class is the big shape's kind, and
-    each class has its own colour family so a few epochs can learn it."""
-    rng = np.random.default_rng(seed)
-    if not 2 <= classes <= len(CLASS_SHAPES):
-        raise ValueError(f"classes must be in [2, {len(CLASS_SHAPES)}]")
-    for c, kind in enumerate(CLASS_SHAPES[:classes]):
-        folder = root / f"class_{kind}"
-        folder.mkdir(parents=True, exist_ok=True)
-        base = np.array(CLASS_COLOURS[c])
-        for i in range(per_class):
-            img = _noisy(_background(rng, size), rng, 10.0)
-            colour = tuple(int(v) for v in np.clip(base + rng.integers(-30, 31, 3), 0, 255))
-            _shape(ImageDraw.Draw(img), kind, _box(rng, size, 0.45, 0.75), colour)
-            img.save(folder / f"{i:04d}.png")
-    return root
 
 
 def face(rng: np.random.Generator, size: int) -> Image.Image:
     """A cartoon face: coloured background, skin ellipse, hair cap, two eyes and a mouth."""
-    img = Image.new("RGB", (size, size), _colour(rng, 120, 256))
+    img = Image.new("RGB", (size, size), colour(rng, 120, 256))
     d = ImageDraw.Draw(img)
     s = size / 64
     cx, cy = size / 2 + rng.uniform(-4, 4) * s, size / 2 + rng.uniform(-3, 3) * s
     rx, ry = rng.uniform(17, 23) * s, rng.uniform(20, 26) * s
     d.ellipse([cx - rx - 3 * s, cy - ry - 5 * s, cx + rx + 3 * s, cy + 4 * s],
-              fill=_colour(rng, 0, 160))  # hair
+              fill=colour(rng, 0, 160))  # hair
     skin = (int(rng.integers(220, 256)), int(rng.integers(180, 220)), int(rng.integers(150, 200)))
     d.ellipse([cx - rx, cy - ry * 0.6, cx + rx, cy + ry], fill=skin)
-    eye = _colour(rng, 0, 200)
+    eye = colour(rng, 0, 200)
     er = rng.uniform(3, 5) * s
     for sx in (-1, 1):
         ex, ey = cx + sx * rx * 0.45, cy + ry * 0.1

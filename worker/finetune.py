@@ -24,12 +24,12 @@ from model_store.errors import ModelNotFound, NoActiveVersion
 from model_store.files import WEIGHTS_FILE
 from model_store.manifest import Lineage, Manifest
 from model_store.store import ModelStore
-from tasks import get_task
+from tasks import CommonHyperparameters, TaskSpec, get_task
 from worker.nets.checkpoints import load_state_dict_strict
 from worker.nets.registry import create_model, get_arch
 from worker.training import distributed, tracking
 from worker.training.publish import publish_version
-from worker.training.trainers import TrainContext, TrainResult, get_trainer
+from worker.training.trainers import TrainContext, Trainer, TrainResult, get_trainer
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,24 @@ class JobFailed(DomainError):
 
     code = "job_invalid"
     http_status = 422
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What a job's task resolves to, once per job: its spec, its trainer and its validated
+    hyper-parameters. Every step of the job is handed this instead of the task's name."""
+
+    spec: TaskSpec
+    trainer: type[Trainer]
+    hp: CommonHyperparameters
+
+
+def plan_job(job: JobRecord) -> JobPlan:
+    """Resolve the job's task (``UnknownTask``), trainer and hyper-parameters (a
+    ``ValidationError`` names a bad one)."""
+    spec = get_task(job.task)
+    return JobPlan(spec, get_trainer(spec.name),
+                   spec.hyperparameters.model_validate(job.hyperparameters or {}))
 
 
 @dataclass
@@ -71,10 +89,10 @@ def load_version(store: ModelStore, name: str, version: int) -> tuple[nn.Module,
     return module.eval(), manifest
 
 
-def resolve_base(store: ModelStore, job: JobRecord) -> BaseWeights:
+def resolve_base(store: ModelStore, job: JobRecord, plan: JobPlan) -> BaseWeights:
     """``model`` -> its active version, ``model@n`` -> that version, else an arch name."""
     name, version = parse_base(job.base)
-    task = get_task(job.task).name
+    task = plan.spec.name
     if version is None and name in store.model_names():
         version = store.active_version(name)
         if version is None:
@@ -104,6 +122,7 @@ def check_target(store: ModelStore, job: JobRecord) -> None:
 def train(
     datasets: DatasetStore,
     job: JobRecord,
+    plan: JobPlan,
     base: BaseWeights,
     *,
     work_dir: Path,
@@ -112,7 +131,7 @@ def train(
 ) -> TrainResult:
     """Train on the job's dataset (``datasets.data_dir``: a local directory, fetched into
     this worker's cache with an S3 store) with checkpoints and samples in ``work_dir``."""
-    hp = get_task(job.task).hyperparameters.model_validate(job.hyperparameters)
+    hp = plan.hp
     # The job's tracker (worker/training/tracking.py) hears every event the row does.
     on_progress = tracking.listen(on_progress)
     ctx = TrainContext(
@@ -125,7 +144,7 @@ def train(
         should_cancel=should_cancel,
         base_labels=base.labels,
     )
-    trainer = get_trainer(job.task)
+    trainer = plan.trainer
     if hp.devices == 1:
         return trainer.train(ctx)
     # More than one device: N torch.distributed ranks (distributed.py); this process relays
@@ -150,8 +169,8 @@ def already_published(store: ModelStore, model: str, job_id: str) -> Manifest | 
     return None
 
 
-def publish(store: ModelStore, datasets: DatasetStore, job: JobRecord, base: BaseWeights,
-            result: TrainResult) -> Manifest:
+def publish(store: ModelStore, datasets: DatasetStore, job: JobRecord, plan: JobPlan,
+            base: BaseWeights, result: TrainResult) -> Manifest:
     """Export, prove parity, publish (never activates). Raises ParityFailed.
 
     The version's preprocessing comes from the job's hyper-parameters (it is served at the
@@ -174,21 +193,20 @@ def publish(store: ModelStore, datasets: DatasetStore, job: JobRecord, base: Bas
                                "published_epoch": result.published_epoch}
     if result.best_epoch is not None:
         metrics["best_epoch"] = result.best_epoch
-    hp = get_task(job.task).hyperparameters.model_validate(job.hyperparameters or {})
     return publish_version(
         store, model_name=job.target_model, arch_name=result.arch, module=result.module,
         arch_kwargs=result.arch_kwargs, labels=result.labels, metrics=metrics,
-        latent_stats=result.latent_stats, lineage=lineage,
+        artifacts=result.artifacts, lineage=lineage,
         description=f"fine-tuned by job {job.id} on dataset {job.dataset_id}",
-        hyperparameters=hp,
+        hyperparameters=plan.hp,
         # The INT8 variant calibrates on the dataset's own validation images.
         calibration_dataset=datasets.data_dir(job.dataset_id),
         task=job.task,
     )
 
 
-def gate(store: ModelStore, datasets: DatasetStore, job: JobRecord, new: Manifest,
-         module: nn.Module) -> GateDecision:
+def gate(store: ModelStore, datasets: DatasetStore, job: JobRecord, plan: JobPlan,
+         new: Manifest, module: nn.Module) -> GateDecision:
     """Should the new version become active?
 
     A task with a gate: the new version's gate metric must be strictly better than the
@@ -198,7 +216,7 @@ def gate(store: ModelStore, datasets: DatasetStore, job: JobRecord, new: Manifes
     validation split, each at its own serving preprocessing (the sizes in its manifest), so
     the evaluated model sees the tensors the served one will. Without a gate (generate) only
     the first version of a line goes live by itself."""
-    spec = get_task(job.task)
+    spec = plan.spec
     try:
         active = store.active_version(job.target_model)
     except ModelNotFound:
@@ -214,8 +232,7 @@ def gate(store: ModelStore, datasets: DatasetStore, job: JobRecord, new: Manifes
                                    " the samples and activate by hand")
     metric = rule.metric
     better = "lower" if rule.direction == "min" else "higher"
-    trainer = get_trainer(spec.name)
-    hp = spec.hyperparameters.model_validate(job.hyperparameters or {})
+    trainer, hp = plan.trainer, plan.hp
     data = datasets.data_dir(job.dataset_id)
     new_hp = trainer.eval_hyperparameters(hp, dict(new.preprocessing))
     new_metrics = trainer.evaluate(module, data, new_hp, labels=new.labels)

@@ -68,7 +68,7 @@ def import_checkpoint(
         module=imported.module,
         arch_kwargs=imported.arch_kwargs,
         labels=imported.labels,
-        latent_stats=imported.latent_stats,
+        artifacts=imported.artifacts,
         lineage=Lineage(source="import", checkpoint=files),
         activate=activate,
     )

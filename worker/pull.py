@@ -38,7 +38,7 @@ import httpx
 from core.errors import DomainError
 from core.settings import Settings, get_settings
 from model_store.manifest import sha256_file
-from worker.catalogue import CATALOGUE, CatalogueEntry, UnknownCatalogueEntry, get_entry
+from worker.catalogue import CatalogueEntry, UnknownCatalogueEntry, catalogue, get_entry
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 16
@@ -290,7 +290,7 @@ def _connect_reason(exc: httpx.ConnectError, url: str) -> str:
 
 
 def _list(stream: IO[str]) -> int:
-    for e in CATALOGUE:
+    for e in catalogue():
         if all(f.sha256 for f in e.files):
             check = "sha256 pinned"
         else:
@@ -302,7 +302,7 @@ def _list(stream: IO[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    names = ", ".join(e.name for e in CATALOGUE)
+    names = ", ".join(e.name for e in catalogue())
     p = argparse.ArgumentParser(
         prog="toonforge pull",
         description="Download official weights (sha256-verified, resumable) and import them"
@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fetch from this mirror or private copy instead")
     p.add_argument("--sha256", action="append", default=[], metavar="[PART=]HEX",
                    help="the file's sha256 (required where the catalogue pins none)")
-    p.add_argument("--labels", help="class names, one per line (classify)")
+    p.add_argument("--labels", help="class names, one per line (a classifier's labels)")
     p.add_argument("--store", help="model store directory (default: TOONFORGE_STORE_DIR; with"
                    " TOONFORGE_STORE_URL set, only this command's cache)")
     p.add_argument("--cache-dir", help="download cache (default: TOONFORGE_PULL_CACHE_DIR,"

@@ -196,9 +196,10 @@ def _execute(rt: WorkerRuntime, job: JobRecord, control: JobControl, work_dir: P
     # The process's stores (worker/runtime.py); auto_activate is announced to the API
     # replicas when Redis is set (model_store/notify.py).
     store, datasets = rt.stores.models, rt.stores.datasets
+    plan = finetune.plan_job(job)  # the task, trainer and hyper-parameters, resolved once
     finetune.check_target(store, job)
-    base = finetune.resolve_base(store, job)
-    result = finetune.train(datasets, job, base, work_dir=work_dir,
+    base = finetune.resolve_base(store, job, plan)
+    result = finetune.train(datasets, job, plan, base, work_dir=work_dir,
                             on_progress=_pushing(rt, job.id, work_dir, control),
                             should_cancel=control.should_cancel)
     # Before any state change: a cancelled or handed-back job can be resumed from what it
@@ -214,7 +215,7 @@ def _execute(rt: WorkerRuntime, job: JobRecord, control: JobControl, work_dir: P
     last = result.history[-1]["val"] if result.history else result.metrics
     repo.transition(job.id, JobStatus.EXPORTING, worker_id=wid, epoch=result.epochs_completed,
                     val_metrics=last)
-    manifest = finetune.publish(store, datasets, job, base, result)
+    manifest = finetune.publish(store, datasets, job, plan, base, result)
     control.log_event(f"published {manifest.ref}", version=manifest.ref,
                       parity=manifest.parity.max_abs_error)
     activated = False
@@ -222,7 +223,7 @@ def _execute(rt: WorkerRuntime, job: JobRecord, control: JobControl, work_dir: P
               " by hand")
     if job.auto_activate:
         try:
-            decision = finetune.gate(store, datasets, job, manifest, result.module)
+            decision = finetune.gate(store, datasets, job, plan, manifest, result.module)
         except Exception as exc:  # the version is published; only the promotion is off
             log.exception("job %s: gate evaluation failed", job.id)
             decision = finetune.GateDecision(False, f"gate evaluation failed: {exc}")

@@ -12,12 +12,13 @@ from pydantic import Field
 
 from core.wire import SEED_MAX, GeneratedImage, ImagesResponse, ModelChoice
 from families.autoencode.processing import (
+    LatentStats,
     autoencode_input,
     fitted_latents,
     interpolate,
     upscale,
 )
-from families.autoencode.spec import SPEC, AutoencodeServing
+from families.autoencode.spec import LATENT_STATS, SPEC, AutoencodeServing
 from service.deps import PoolDep
 from service.imaging import encode_image, read_uploads
 from service.inference.batching import Feeds
@@ -119,7 +120,7 @@ async def sample(pool: InferencePool, params: SampleParams) -> Served:
     check_output_pixels(pool, "n", params.n * config.size * config.size)
     seed = params.seed if params.seed is not None else secrets.randbits(63)
     decoder = version.graph("decoder")
-    stats = version.latent_stats
+    stats: LatentStats | None = version.artifacts.get(LATENT_STATS)
 
     def work() -> bytes:
         rng = np.random.default_rng(seed)

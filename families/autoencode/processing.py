@@ -6,7 +6,9 @@ and INT8 calibration both call ``autoencode_input``, so they feed the graph alik
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -46,6 +48,36 @@ def fitted_latents(
     """n samples of N(mean, L L^T): mean + L @ eps."""
     eps = rng.standard_normal((n, mean.shape[0])).astype(np.float32)
     return np.asarray(mean[None, :] + eps @ cholesky.T, dtype=np.float32)
+
+
+@dataclass
+class LatentStats:
+    """The fitted latent distribution a version carries (``latent_stats.npz``)."""
+
+    mean: np.ndarray  # [L]
+    cholesky: np.ndarray  # [L, L]
+
+
+def read_latent_stats(arrays: Mapping[str, Any]) -> LatentStats:
+    """The published arrays as a ``LatentStats``; ValueError when they do not fit."""
+    mean = np.asarray(arrays["mean"], np.float32).reshape(-1)
+    cholesky = np.asarray(arrays["cholesky"], np.float32)
+    if cholesky.shape != (mean.shape[0], mean.shape[0]):
+        raise ValueError(f"has mean {mean.shape} but cholesky {cholesky.shape}")
+    return LatentStats(mean, cholesky)
+
+
+def fit_latent_distribution(latents: np.ndarray) -> dict[str, np.ndarray]:
+    """A full-covariance Gaussian over encoded training images, for /autoencode/sample."""
+    latents = np.asarray(latents, dtype=np.float64)
+    mean = latents.mean(axis=0)
+    cov = np.cov(latents, rowvar=False) if len(latents) > 1 else np.eye(latents.shape[1])
+    # A small ridge keeps the Cholesky factor defined when there are fewer images than dims.
+    cov = np.atleast_2d(cov) + 1e-4 * np.eye(latents.shape[1])
+    return {
+        "mean": mean.astype(np.float32),
+        "cholesky": np.linalg.cholesky(cov).astype(np.float32),
+    }
 
 
 def main_inputs(image: Image.Image, config: AutoencodeServing) -> dict[str, np.ndarray]:

@@ -8,6 +8,7 @@ from families.autoencode import processing
 from tasks.layouts import ImageFolderLayout
 from tasks.registry import (
     CommonHyperparameters,
+    ExtraArtifact,
     GateRule,
     GraphIO,
     Int8Gate,
@@ -18,6 +19,8 @@ from tasks.registry import (
     register_task,
 )
 from tasks.synthetic import make_faces
+
+LATENT_STATS = "latent_stats"
 
 
 class AutoencodeHyperparameters(CommonHyperparameters):
@@ -66,5 +69,10 @@ SPEC = register_task(TaskSpec(
     int8_gate=Int8Gate({"main": "reconstruction", "decoder": "image"},
                        at_most={"pixel_mae": 2 / 255}),
     image_inputs=processing.main_inputs,
+    # The latent distribution fitted on the training images: /autoencode/sample draws from
+    # it (from N(0, I) for a version without one).
+    artifacts={LATENT_STATS: ExtraArtifact("latent_stats.npz", processing.read_latent_stats,
+                                           {"latent_distribution": "fitted"})},
     api="families.autoencode.api",
+    worker=("families.autoencode.net", "families.autoencode.trainer"),
 ))

@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from families.cartoonize import processing
+from families.cartoonize.synthetic import make_cartoonize
+from families.cartoonize.weights import ENTRIES
 from tasks.layouts import PairedLayout
 from tasks.registry import (
     CommonHyperparameters,
@@ -19,7 +21,6 @@ from tasks.registry import (
     TaskSpec,
     register_task,
 )
-from tasks.synthetic import make_cartoonize
 
 
 class CartoonizeHyperparameters(CommonHyperparameters):
@@ -90,5 +91,7 @@ SPEC = register_task(TaskSpec(
     synthetic=make_cartoonize,
     int8_gate=Int8Gate({"main": "cartoon"}, at_least={"psnr_db": 40.0}),  # vs fp32
     image_inputs=processing.main_inputs,
+    catalogue=ENTRIES,
     api="families.cartoonize.api",
+    worker=("families.cartoonize.net", "families.cartoonize.trainer"),
 ))

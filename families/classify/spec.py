@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field
 
 from families.classify import processing
+from families.classify.synthetic import make_classify
+from families.classify.weights import ENTRIES
 from tasks.layouts import ClassFolderLayout
 from tasks.registry import (
     RGB,
@@ -19,7 +21,6 @@ from tasks.registry import (
     TaskSpec,
     register_task,
 )
-from tasks.synthetic import make_classify
 
 
 class ClassifyHyperparameters(CommonHyperparameters):
@@ -68,5 +69,7 @@ SPEC = register_task(TaskSpec(
     int8_gate=Int8Gate({"main": "logits"},
                        at_least={"top1_agreement": 0.99, "top5_overlap": 0.95}),
     image_inputs=processing.main_inputs,
+    catalogue=ENTRIES,
     api="families.classify.api",
+    worker=("families.classify.net", "families.classify.trainer"),
 ))

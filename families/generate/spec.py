@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from families.generate import processing
+from families.generate.weights import ENTRIES
 from tasks.layouts import ImageFolderLayout
 from tasks.registry import (
     CommonHyperparameters,
@@ -73,5 +74,7 @@ SPEC = register_task(TaskSpec(
     synthetic=_faces_96,
     int8_gate=Int8Gate({"main": "images"}, at_most={"pixel_mae": 2 / 255}),
     drawn_inputs=processing.drawn_inputs,
+    catalogue=ENTRIES,
     api="families.generate.api",
+    worker=("families.generate.net", "families.generate.trainer"),
 ))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from families.matte import processing
+from families.matte.synthetic import make_matte
+from families.matte.weights import ENTRIES
 from tasks.layouts import PairedLayout
 from tasks.registry import (
     RGB,
@@ -17,7 +19,6 @@ from tasks.registry import (
     TaskSpec,
     register_task,
 )
-from tasks.synthetic import make_matte
 
 
 class MatteHyperparameters(CommonHyperparameters):
@@ -71,5 +72,7 @@ SPEC = register_task(TaskSpec(
     int8_gate=Int8Gate({"main": "mask"}, at_most={"mask_mae": 1 / 255},
                        at_least={"mask_iou": 0.99}),
     image_inputs=processing.main_inputs,
+    catalogue=ENTRIES,
     api="families.matte.api",
+    worker=("families.matte.net", "families.matte.trainer"),
 ))

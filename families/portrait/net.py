@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from families.matte import net as matte_nets
 from families.portrait.spec import SIZE
 from tasks import CommonHyperparameters
-from worker.nets import u2net as matte_nets
 from worker.nets.checkpoints import load_torch_file_strict
 from worker.nets.registry import ExportGraph, ImportedWeights, OfficialLoader, register_arch
 

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from families.portrait import processing
 from families.portrait.synthetic import make_portrait
+from families.portrait.weights import ENTRIES
 from tasks.layouts import PairedLayout, Sample, Scan, ScanResult
 from tasks.registry import (
     RGB,
@@ -134,6 +135,7 @@ SPEC = register_task(TaskSpec(
     # The served drawing is 1 - d1 min-max normalised: its MAE equals the map's.
     int8_gate=Int8Gate({"main": "d1"}, at_most={"mask_mae": 2 / 255}),
     image_inputs=processing.main_inputs,
+    catalogue=ENTRIES,
     api="families.portrait.api",
-    worker="families.portrait.trainer",
+    worker=("families.portrait.net", "families.portrait.trainer"),
 ))

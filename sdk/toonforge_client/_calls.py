@@ -327,7 +327,7 @@ def metrics() -> Call[str]:
     return Call("GET", "/metrics", _text)
 
 
-# ---- sweeps (issue 11)
+# ---- sweeps
 def create_sweep(base: dict[str, Any], grid: dict[str, list[Any]] | None,
                  points: list[dict[str, Any]] | None, auto_activate: bool,
                  idempotency_key: str | None) -> Call[SweepView]:

@@ -355,7 +355,7 @@ class AsyncClient(ClientBase):
     async def metrics(self) -> str:
         return await self._send(calls.metrics())
 
-    # ------------------------------------------------------------------ sweeps (issue 11)
+    # ------------------------------------------------------------------ sweeps
 
     async def create_sweep(self, *, base: FinetuneRequest | dict[str, Any],
                      grid: dict[str, list[Any]] | None = None,

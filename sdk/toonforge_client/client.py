@@ -380,7 +380,7 @@ class Client(ClientBase):
         """The Prometheus text exposition of the answering process."""
         return self._send(calls.metrics())
 
-    # ------------------------------------------------------------------ sweeps (issue 11)
+    # ------------------------------------------------------------------ sweeps
 
     def create_sweep(self, *, base: FinetuneRequest | dict[str, Any],
                      grid: dict[str, list[Any]] | None = None,

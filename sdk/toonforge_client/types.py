@@ -466,7 +466,7 @@ def apply_event(job: JobView, event: JobEvent) -> JobView:
     return updated  # type: ignore[return-value]
 
 
-# ---- sweeps (issue 11): POST /sweeps, GET /sweeps, GET /sweeps/{id}
+# ---- sweeps: POST /sweeps, GET /sweeps, GET /sweeps/{id}
 class SweepEpoch(TypedDict):
     epoch: int
     value: float | None

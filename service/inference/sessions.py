@@ -1,5 +1,5 @@
 """One loaded model version: its onnxruntime sessions, typed serving config, manifest and
-latent statistics.
+the extra files its task declares (``TaskSpec.artifacts``).
 
 Loading is all-or-nothing: the manifest's task must be registered and its
 ``preprocessing`` must validate as that task's serving config (tasks/registry.py), every
@@ -7,7 +7,7 @@ file is checked against the manifest's sha256, every graph the task declares get
 session whose tensor names must match the task spec and the manifest, and every session
 runs once on a dummy input of its contract shape (warm-up) before the version is handed out.
 
-Precision (issue 10): a version whose manifest holds an INT8 variant that passed its gate
+Precision: a version whose manifest holds an INT8 variant that passed its gate
 (``Manifest.variants["int8"]``) can serve either precision. The precision requests get by
 default (``Settings.default_precision``) is loaded with the version; the other one is
 loaded on the first request that asks for it (``LoadedVersion.load_precision``) and kept
@@ -21,8 +21,9 @@ import logging
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -31,7 +32,7 @@ from pydantic import ValidationError
 from core.errors import DomainError, UnknownTask
 from core.settings import Settings
 from model_store.errors import ManifestInvalid, StoreError
-from model_store.files import LATENT_STATS_FILE, WEIGHTS_FILE
+from model_store.files import WEIGHTS_FILE
 from model_store.manifest import GraphSpec, Manifest, VariantRecord, sha256_file
 from model_store.store import ModelStore
 from service.errors import ModelNotReady
@@ -94,12 +95,6 @@ def choose_precision(manifest: Manifest, spec: TaskSpec, requested: str | None,
     return INT8
 
 
-@dataclass
-class LatentStats:
-    mean: np.ndarray  # [L]
-    cholesky: np.ndarray  # [L, L]
-
-
 class Graph:
     """An onnxruntime session with the tensor names of its manifest entry."""
 
@@ -119,7 +114,7 @@ class LoadedVersion:
     """What a request holds while it is served; dropping the last reference frees it."""
 
     def __init__(self, manifest: Manifest, spec: TaskSpec, config: ServingConfig,
-                 graphs: dict[str, Graph], latent_stats: LatentStats | None,
+                 graphs: dict[str, Graph], artifacts: Mapping[str, Any],
                  precision: str = FP32) -> None:
         self.manifest = manifest
         # What ``graphs`` compute in (X-Model-Precision); ``_others`` holds this version at
@@ -131,7 +126,8 @@ class LoadedVersion:
         # The manifest's preprocessing, validated as the task's serving config.
         self.config = config
         self.graphs = graphs
-        self.latent_stats = latent_stats
+        # The extra files of the version (TaskSpec.artifacts), as the family read them.
+        self.artifacts = artifacts
         self.loaded_at = time.time()
         batchers = [g.batcher for g in graphs.values() if g.batcher is not None]
         # Closing batchers and logging must not keep this object alive: no self reference.
@@ -169,7 +165,7 @@ class LoadedVersion:
             if other is None:
                 try:
                     other = _load_graphs(store, self.manifest, self.spec, settings, precision,
-                                         self.config, self.latent_stats)
+                                         self.config, self.artifacts)
                 except Exception as exc:  # the version keeps serving its other precision
                     log.error("cannot load %s at %s: %s", self.ref, precision, exc)
                     raise ModelNotReady(f"{self.ref} at {precision} failed to load: {exc}"
@@ -233,19 +229,25 @@ def _warm_up(graph: Graph) -> None:
     graph.run(feeds)
 
 
-def _latent_stats(path: Path, ref: str) -> LatentStats | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            mean = np.asarray(data["mean"], np.float32).reshape(-1)
-            cholesky = np.asarray(data["cholesky"], np.float32)
-    except Exception as exc:
-        raise LoadFailed(f"{ref}: {LATENT_STATS_FILE} is unreadable: {exc}") from exc
-    if cholesky.shape != (mean.shape[0], mean.shape[0]):
-        raise LoadFailed(f"{ref}: {LATENT_STATS_FILE} has mean {mean.shape} but cholesky"
-                         f" {cholesky.shape}")
-    return LatentStats(mean, cholesky)
+def _artifacts(vdir: Path, spec: TaskSpec, ref: str) -> dict[str, Any]:
+    """The extra files the task declares that this version carries, read by the family."""
+    found: dict[str, Any] = {}
+    for name, artifact in spec.artifacts.items():
+        path = vdir / artifact.file
+        if not path.is_file():
+            continue
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+        except Exception as exc:
+            raise LoadFailed(f"{ref}: {artifact.file} is unreadable: {exc}") from exc
+        try:
+            found[name] = artifact.read(arrays)
+        except KeyError as exc:
+            raise LoadFailed(f"{ref}: {artifact.file} is unreadable: it lacks {exc}") from exc
+        except ValueError as exc:  # the family's read says what does not fit
+            raise LoadFailed(f"{ref}: {artifact.file} {exc}") from exc
+    return found
 
 
 def serving_config(spec: TaskSpec, manifest: Manifest) -> ServingConfig:
@@ -337,19 +339,19 @@ def load_version(store: ModelStore, name: str, version: int, settings: Settings)
     variant = int8_variant(manifest, spec)
     files = [manifest.graphs[role].file for role in spec.graphs]
     _verify_files(vdir, manifest, files + (list(variant.graphs.values()) if variant else []))
-    stats = _latent_stats(vdir / LATENT_STATS_FILE, manifest.ref)
+    artifacts = _artifacts(vdir, spec, manifest.ref)
     try:  # the precision requests get by default loads now; an explicit one on first use
         precision = choose_precision(manifest, spec, None, settings.default_precision)
     except PrecisionUnavailable:
         precision = FP32  # default int8 without a variant: requests get the 409, not /readyz
-    loaded = _load_graphs(store, manifest, spec, settings, precision, config, stats)
+    loaded = _load_graphs(store, manifest, spec, settings, precision, config, artifacts)
     log.info("loaded %s (%s, %s) in %.2fs on %s", manifest.ref, manifest.arch, precision,
              time.perf_counter() - started, loaded.providers)
     return loaded
 
 
 def _load_graphs(store: ModelStore, manifest: Manifest, spec: TaskSpec, settings: Settings,
-                 precision: str, config: ServingConfig, stats: LatentStats | None
+                 precision: str, config: ServingConfig, artifacts: Mapping[str, Any]
                  ) -> LoadedVersion:
     """Sessions (warmed) and batchers of every graph of ``manifest`` at ``precision``."""
     vdir = _local_files(store, manifest)
@@ -367,4 +369,4 @@ def _load_graphs(store: ModelStore, manifest: Manifest, spec: TaskSpec, settings
                                         settings.batch_max_delay_ms / 1000.0,
                                         f"{label}:{role}",
                                         BATCH_SIZE.labels(label, role).observe)
-    return LoadedVersion(manifest, spec, config, graphs, stats, precision)
+    return LoadedVersion(manifest, spec, config, graphs, artifacts, precision)

@@ -1,4 +1,4 @@
-"""Bounded work (issue 9): what a request makes is bounded, not only what it uploads.
+"""Bounded work: what a request makes is bounded, not only what it uploads.
 
 - An extreme aspect ratio (the 125-byte 1x10000 PNG that once took the API to 3.1 GB) is
   refused with 422 ``invalid_parameter`` naming the limit, on every image route, and the

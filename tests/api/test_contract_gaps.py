@@ -1,4 +1,4 @@
-"""The contract gaps of issue 9: every error a client can cause is a documented JSON answer.
+"""The contract gaps: every error a client can cause is a documented JSON answer.
 
 One server for the module, started the way production starts it (``python -m service``,
 which also brings the JSON 400 for requests h11 rejects before the app), on a tiny store

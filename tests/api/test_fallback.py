@@ -1,4 +1,4 @@
-"""Last good version (issue 9): a pointer naming a version that cannot load never takes a
+"""Last good version: a pointer naming a version that cannot load never takes a
 model (or readiness) down while an earlier good version exists.
 
 The broken pointer is written the way the old CLI did it (pointer file + history line,

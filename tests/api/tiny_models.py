@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from model_store.files import DECODER_GRAPH, LATENT_STATS_FILE, MAIN_GRAPH
+from model_store.files import DECODER_GRAPH, MAIN_GRAPH
 from model_store.manifest import GraphSpec, Lineage, Manifest, ParityReport, TensorSpec
 from model_store.store import ModelStore
 from tasks import get_task
@@ -154,7 +154,7 @@ def publish_tiny(store: ModelStore, task: str, model: str | None = None, *, seed
             graphs["decoder"] = staged / DECODER_GRAPH
             _autoencoder(main, graphs["decoder"], rng)
             if latent_stats:
-                np.savez(staged / LATENT_STATS_FILE, mean=np.full(LATENT, 0.5, np.float32),
+                np.savez(staged / "latent_stats.npz", mean=np.full(LATENT, 0.5, np.float32),
                          cholesky=np.eye(LATENT, dtype=np.float32) * 0.1)
         manifest = Manifest(
             model=name, version=0, task=task, arch="tiny",

@@ -1,4 +1,4 @@
-"""Fault tests with real processes (issue 9, "Tests in CI"). Where each fault is tested:
+"""Fault tests with real processes ("Tests in CI"). Where each fault is tested:
 
 - worker ``kill -9`` mid-epoch -> the job resumes on a new worker, one new version:
   tests/integration/test_finetune_e2e.py::test_killed_worker_job_resumes_through_the_api

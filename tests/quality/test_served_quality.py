@@ -406,7 +406,7 @@ def test_classify_served_labels_beat_chance_on_held_out_crops(stack: Stack) -> N
     "DCT-Net trained from scratch within this test's budget (96 pairs, 30 epochs on 2 CPU"
     " cores) gets only ~0.95x the identity map's MAE to the cartoon target (measured 0.0908"
     " vs 0.0960), not the 0.8x this test asks; it needs a pretrained base (official weights:"
-    " issue 10). strict: the day it passes, this marker must go."))
+    " toonforge pull). strict: the day it passes, this marker must go."))
 def test_cartoonize_served_image_is_closer_to_the_cartoon_than_the_photo(stack: Stack) -> None:
     view = stack.finished_job("cartoonize")
     model, version, manifest = stack.version(view)

@@ -63,7 +63,7 @@ RESPONSES: dict[type, str] = {
     sdk.Manifest: "Manifest",
     sdk.ErrorBody: "ErrorBody",
     sdk.ErrorEnvelope: "ErrorEnvelope",
-    # sweeps (issue 11)
+    # sweeps
     sdk.SweepEpoch: "SweepEpoch",
     sdk.SweepPoint: "SweepPoint",
     sdk.SweepView: "SweepView",

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 
+from families.autoencode.processing import fit_latent_distribution
 from model_store.store import ModelStore
 from tasks import get_task, list_tasks
 from tests.support.checkpoints import make_official_checkpoint
 from worker.importer import import_checkpoint
 from worker.nets.registry import create_model
-from worker.training.publish import fit_latent_distribution
 
 # The arch each test store serves per task; u2netp keeps matte fast on 2 cores.
 TEST_ARCHS = {

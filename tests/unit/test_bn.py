@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from families.classify.spec import ClassifyHyperparameters
+from families.classify.trainer import ClassifyTrainer
 from tasks.synthetic import make_dataset
 from worker.training.trainers import TrainContext, get_trainer
 from worker.training.trainers.base import recalibrate_batchnorm, trainable_batchnorms
-from worker.training.trainers.classify import ClassifyTrainer
 
 CPU = torch.device("cpu")
 

@@ -1,4 +1,4 @@
-"""Cheaper decoding (issue 10): DCT-scaled decode of large JPEGs when the caller needs a
+"""Cheaper decoding: DCT-scaled decode of large JPEGs when the caller needs a
 smaller image, and EXIF orientation applied without a copy."""
 
 from __future__ import annotations

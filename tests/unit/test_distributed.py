@@ -111,13 +111,13 @@ def test_two_ranks_with_batchnorm_publish_the_same_graphs_and_gate(data, tmp_pat
     two, curve2, _ = _train(data, tmp_path / "w2", 2)
     # Per-rank BatchNorm statistics: close, not equal (see the module docstring).
     assert 0 < _rel(curve1, curve2) < 0.05
-    assert two.latent_stats is not None and two.latent_stats["mean"].shape == (32,)
+    assert two.artifacts["latent_stats"]["mean"].shape == (32,)
     store = ModelStore(tmp_path / "store")
     manifests = []
     for name, res in (("one", one), ("two", two)):
         manifests.append(publish_version(
             store, model_name=name, arch_name="ae", module=res.module,
-            arch_kwargs=res.arch_kwargs, latent_stats=res.latent_stats, metrics=res.metrics,
+            arch_kwargs=res.arch_kwargs, artifacts=res.artifacts, metrics=res.metrics,
             lineage=Lineage(source="scratch"), hyperparameters=HP, int8=False))
     m1, m2 = manifests
     assert m1.parity.passed and m2.parity.passed

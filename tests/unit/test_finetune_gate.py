@@ -9,19 +9,19 @@ from pathlib import Path
 
 import torch
 
+from families.autoencode.trainer import AutoencodeTrainer
 from families.classify.spec import ClassifyHyperparameters
+from families.classify.trainer import ClassifyTrainer
 from jobs.records import JobRecord
 from jobs.spec import validate_hyperparameters
 from model_store.datasets import DatasetStore
 from model_store.manifest import Lineage
 from model_store.store import ModelStore
 from tests.support.store import import_test_model
-from worker.finetune import gate, load_version
+from worker.finetune import gate, load_version, plan_job
 from worker.nets.registry import create_model
 from worker.starter import publish_synthetic_dataset
 from worker.training.publish import publish_version
-from worker.training.trainers.autoencode import AutoencodeTrainer
-from worker.training.trainers.classify import ClassifyTrainer
 
 
 def test_gate_compares_with_the_active_version(tmp_path: Path, monkeypatch) -> None:
@@ -37,21 +37,21 @@ def test_gate_compares_with_the_active_version(tmp_path: Path, monkeypatch) -> N
                     auto_activate=True,
                     hyperparameters=validate_hyperparameters("autoencode", {"batch_size": 4}))
 
-    tie = gate(store, datasets, job, manifest, copy.deepcopy(active))
+    tie = gate(store, datasets, job, plan_job(job), manifest, copy.deepcopy(active))
     assert tie.activate and tie.metric == "loss" and tie.new == tie.active  # ties activate
 
     worse = copy.deepcopy(active)
     with torch.no_grad():
         for p in worse.parameters():
             p.mul_(4.0)  # saturates the decoder: reconstructions get far worse
-    refused = gate(store, datasets, job, manifest, worse)
+    refused = gate(store, datasets, job, plan_job(job), manifest, worse)
     assert not refused.activate and refused.new > refused.active
     assert "worse than active faces-ae@1" in refused.reason
 
     fresh = JobRecord(**{**{c: getattr(job, c) for c in ("id", "task", "dataset_id",
                                                           "auto_activate", "hyperparameters")},
                          "target_model": "new-line"})
-    first = gate(store, datasets, fresh, manifest, worse)
+    first = gate(store, datasets, fresh, plan_job(fresh), manifest, worse)
     assert first.activate and "new-line had no active version" in first.reason
 
 
@@ -65,7 +65,7 @@ def test_a_version_no_better_than_the_trivial_predictor_stays_inactive(tmp_path:
     job = JobRecord(id="job4", task="autoencode", dataset_id="faces", target_model="faces-ae",
                     auto_activate=True,
                     hyperparameters=validate_hyperparameters("autoencode", {"batch_size": 4}))
-    decision = gate(store, datasets, job, manifest, module)
+    decision = gate(store, datasets, job, plan_job(job), manifest, module)
     assert not decision.activate
     trivial = decision.details["trivial"]
     assert decision.new > trivial
@@ -97,7 +97,7 @@ def test_an_untrained_classifier_is_not_activated_as_the_first_of_its_line(
     job = JobRecord(id="job5", task="classify", dataset_id="shapes", target_model="shapes",
                     auto_activate=True, hyperparameters=validate_hyperparameters(
                         "classify", {"batch_size": 4, "image_size": 64}))
-    decision = gate(store, datasets, job, manifest, net)
+    decision = gate(store, datasets, job, plan_job(job), manifest, net)
     assert sizes == [32]
     assert decision.details["trivial"] == 0.5
     if decision.new <= 0.55:  # an untrained net: chance or worse
@@ -107,11 +107,11 @@ def test_an_untrained_classifier_is_not_activated_as_the_first_of_its_line(
     # Whatever the random weights score, a constant prediction never goes live.
     monkeypatch.setattr(ClassifyTrainer, "evaluate",
                         classmethod(lambda cls, *a, **k: {"top1": 0.55, "loss": 0.7}))
-    constant = gate(store, datasets, job, manifest, net)
+    constant = gate(store, datasets, job, plan_job(job), manifest, net)
     assert not constant.activate and "not higher than" in constant.reason
     monkeypatch.setattr(ClassifyTrainer, "evaluate",
                         classmethod(lambda cls, *a, **k: {"top1": 0.6, "loss": 0.7}))
-    assert gate(store, datasets, job, manifest, net).activate
+    assert gate(store, datasets, job, plan_job(job), manifest, net).activate
 
 
 def test_generate_is_never_activated_over_an_active_version(tmp_path: Path) -> None:
@@ -120,10 +120,10 @@ def test_generate_is_never_activated_over_an_active_version(tmp_path: Path) -> N
     module, manifest = load_version(store, "anime-faces", 1)
     job = JobRecord(id="job2", task="generate", dataset_id="unused", target_model="anime-faces",
                     auto_activate=True, hyperparameters={})
-    decision = gate(store, datasets, job, manifest, module)
+    decision = gate(store, datasets, job, plan_job(job), manifest, module)
     assert not decision.activate
     assert "never activated automatically" in decision.reason
     first = JobRecord(id="job3", task="generate", dataset_id="unused", target_model="fresh",
                       auto_activate=True, hyperparameters={})
     # the first of a line may go live
-    assert gate(store, datasets, first, manifest, module).activate
+    assert gate(store, datasets, first, plan_job(first), manifest, module).activate

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from families.cartoonize.net import guided_filter, tf_resize_bilinear_2x
+from families.classify.net import transform_input_
 from tasks import get_task
 from tests.support.checkpoints import (
     CORRUPTIONS,
@@ -24,8 +26,6 @@ from worker.nets.checkpoints import (
     load_official,
     load_state_dict_strict,
 )
-from worker.nets.dctnet import guided_filter, tf_resize_bilinear_2x
-from worker.nets.googlenet import transform_input_
 from worker.nets.registry import create_model, get_arch, list_archs
 from worker.training.publish import serving_config
 

@@ -67,7 +67,7 @@ def test_float32_sized_error_on_large_logits_passes(exported, tmp_path: Path) ->
     assert 1.9e-4 < out.max_abs_error < 2.2e-4
     assert out.bound == pytest.approx(DEFAULT_TOLERANCE + DEFAULT_RTOL * out.scale)
     assert report.passed and out.passed, report.detail
-    # The same graph under the rule before issue 10 (absolute 1e-4) is refused.
+    # The same graph under the earlier rule (absolute 1e-4) is refused.
     old = check_parity({"main": graph}, tmp_path, "classify", tolerance=1e-4, rtol=0.0)
     assert not old.passed
     assert "main.logits" in old.detail

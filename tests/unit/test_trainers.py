@@ -14,6 +14,7 @@ import torch
 from pydantic import ValidationError
 
 from families.autoencode.spec import AutoencodeHyperparameters
+from families.autoencode.trainer import AutoencodeTrainer
 from families.cartoonize.spec import CartoonizeHyperparameters
 from families.classify.spec import ClassifyHyperparameters
 from families.generate.spec import GenerateHyperparameters
@@ -31,7 +32,6 @@ from worker.training.trainers import (
     get_trainer,
     list_trainers,
 )
-from worker.training.trainers.autoencode import AutoencodeTrainer
 
 CPU = torch.device("cpu")
 
@@ -280,7 +280,7 @@ def test_autoencode_learns_and_fits_latents(ae_data, tmp_path):
     after = trainer.evaluate(res.module, ae_data, hp, device=CPU)
     assert after["mse"] < 0.85 * before["mse"] and after["ssim"] > before["ssim"]
     assert after["loss"] < before["loss"]
-    stats = res.latent_stats
+    stats = res.artifacts.get("latent_stats")
     assert stats["mean"].shape == (32,) and stats["cholesky"].shape == (32, 32)
     assert np.allclose(np.triu(stats["cholesky"], 1), 0)
     assert res.arch_kwargs == {"latent_dim": 32}
@@ -338,8 +338,9 @@ def _same_run(a, b) -> None:
 
     assert strip(a.history) == strip(b.history)
     assert a.metrics == b.metrics
-    if a.latent_stats is not None:
-        assert np.array_equal(a.latent_stats["cholesky"], b.latent_stats["cholesky"])
+    if "latent_stats" in a.artifacts:
+        assert np.array_equal(a.artifacts["latent_stats"]["cholesky"],
+                              b.artifacts["latent_stats"]["cholesky"])
 
 
 @pytest.mark.parametrize("cancel_after", [8, 6], ids=["epoch-boundary", "mid-epoch"])
@@ -349,7 +350,7 @@ def test_resume_equals_straight_run(ae_data, tmp_path, cancel_after):
     assert len(load_splits(ae_data, "autoencode").train) == 29
     straight = _ae_run(ae_data, tmp_path / "straight", hp)
     first = _ae_run(ae_data, tmp_path / "resumed", hp, cancel_after=cancel_after)
-    assert first.cancelled and first.latent_stats is None
+    assert first.cancelled and not first.artifacts
     ckpt = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
     assert ckpt["global_step"] == cancel_after
     resumed = _ae_run(ae_data, tmp_path / "resumed", hp)

@@ -1,7 +1,3 @@
-"""The architectures. Importing this package registers the built-in families (timm-style:
-the registry itself imports none of them); plugin families register from their own modules
-(core/plugins.py, ``settings.worker_plugins``)."""
-
-# isort: skip_file
-from worker.nets import registry  # noqa: F401
-from worker.nets import autoencoder, dcgan, dctnet, googlenet, u2net  # noqa: F401
+"""The architecture registry and what every family's nets share (checkpoint loading, the
+frozen TensorFlow graph reader). The nets themselves live in their family's folder and
+register on the registry's first lookup (worker/families.py)."""

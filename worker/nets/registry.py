@@ -4,9 +4,9 @@ family, ``create_model(name)`` that fails loudly on unknown names.
 Each architecture carries what travels with it, so nothing outside its family module needs to
 know its name: the task it serves, the serving config written into every manifest (from the
 built module), the ONNX graphs to export (with the example and parity inputs), and how its
-official (published) checkpoint file(s) load. This module imports no family:
-``worker/nets/__init__.py`` does, so importing anything under ``worker.nets`` registers the
-built-in ones; plugin families register from their own modules (core/plugins.py).
+official (published) checkpoint file(s) load. This module imports no family: a family's
+nets register when its worker modules are imported, on the first lookup here
+(worker/families.py); plugin families may also register from their own modules.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from tasks import CommonHyperparameters, get_task
+from worker.families import load_family_workers
 
 
 @dataclass
@@ -41,12 +42,13 @@ class ExportGraph:
 @dataclass
 class ImportedWeights:
     """What an official checkpoint import yields: the model (eval mode), the keyword
-    arguments that rebuild it, and the labels / latent distribution the version carries."""
+    arguments that rebuild it, and the labels and extra artifacts (``TaskSpec.artifacts``:
+    name -> arrays) the version carries."""
 
     module: nn.Module
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     labels: list[str] | None = None
-    latent_stats: dict[str, np.ndarray] | None = None
+    artifacts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 class ServingConfigHook(Protocol):
@@ -164,13 +166,9 @@ def register_arch(
     return wrap
 
 
-def unregister_arch(name: str) -> None:
-    """Remove an architecture (tests that register a toy family clean up with this)."""
-    _REGISTRY.pop(name, None)
-
-
 def get_arch(name: str, task: str | None = None) -> ArchSpec:
     """``name`` as it serves ``task`` (None: as the first task that registered it)."""
+    load_family_workers()
     by_task = _REGISTRY.get(name)
     if not by_task:
         raise UnknownArch(
@@ -185,6 +183,7 @@ def get_arch(name: str, task: str | None = None) -> ArchSpec:
 
 
 def list_archs(task: str | None = None) -> list[str]:
+    load_family_workers()
     return sorted(n for n, by_task in _REGISTRY.items() if task is None or task in by_task)
 
 

@@ -22,7 +22,7 @@ resize with other corner/centre rules.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -387,7 +387,3 @@ def _check_user(g: _Graph, user: Any, conv: ConvSpec, prefix: str) -> list[str]:
             problems.append(f"node {user.name!r}: data_format {layout!r}, expected b'NHWC'")
     return problems
 
-
-def const_nodes(graph: Any) -> Mapping[str, Any]:
-    """name -> node of every ``Const`` in ``graph`` (for inspection and tests)."""
-    return {n.name: n for n in graph.node if n.op == "Const"}

@@ -28,7 +28,7 @@ from worker.nets.registry import ArchSpec, ExportGraph
 OPSET = 17
 # The parity rule, per graph output (docs/ARCHITECTURE.md, "Export and parity"):
 #   max |onnxruntime - torch| <= DEFAULT_TOLERANCE + DEFAULT_RTOL * max |torch|.
-# The absolute term alone (the rule before issue 10) keeps outputs in [0, 1] or [-1, 1] as
+# The absolute term alone (the earlier rule) keeps outputs in [0, 1] or [-1, 1] as
 # strict as ever; the relative term scales with the output, because float32 rounding does:
 # a GoogLeNet whose logits span -19..+16 was 1.4e-4 away from its own float64 run, so an
 # ONNX graph cannot be held closer than that to it. rtol 1e-4 is 10x the worst float32-only

@@ -52,10 +52,6 @@ def ssim(
     return per_image if reduction == "none" else per_image.mean()
 
 
-def ssim_loss(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    return 1.0 - ssim(x, y, data_range)
-
-
 def multi_bce(side_outputs: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
     """U-2-Net's training loss: the sum of BCE over the fused map d0 and the six side maps.
 

@@ -7,6 +7,7 @@ the store went through the same export and the same parity proof.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from model_store.files import LATENT_STATS_FILE, WEIGHTS_FILE
+from model_store.files import WEIGHTS_FILE
 from model_store.manifest import Lineage, Manifest, VariantRecord
 from model_store.store import ModelStore
 from tasks import CommonHyperparameters, get_task
@@ -53,7 +54,7 @@ def publish_version(
     arch_kwargs: dict[str, Any] | None = None,
     labels: list[str] | None = None,
     metrics: dict[str, Any] | None = None,
-    latent_stats: dict[str, np.ndarray] | None = None,
+    artifacts: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     description: str = "",
     activate: bool = False,
     tolerance: float | None = None,
@@ -86,10 +87,13 @@ def publish_version(
                    "state_dict": module.state_dict()}
         torch.save(payload, staged / WEIGHTS_FILE)
         extra: dict[str, Any] = {}
-        if latent_stats is not None:
+        declared = get_task(arch.task).artifacts
+        for name, arrays in (artifacts or {}).items():
+            if name not in declared:
+                raise ValueError(f"task {arch.task!r} declares no artifact {name!r}")
             # numpy's stub also matches **kwds against allow_pickle: bool.
-            np.savez(staged / LATENT_STATS_FILE, **latent_stats)  # type: ignore[arg-type]
-            extra["latent_distribution"] = "fitted"
+            np.savez(staged / declared[name].file, **arrays)  # type: ignore[arg-type]
+            extra.update(declared[name].manifest_extra)
         variants: dict[str, VariantRecord] = {}
         build_int8 = variants_enabled() if int8 is None else int8
         if build_int8:
@@ -117,17 +121,3 @@ def publish_version(
     if activate:
         store.activate(model_name, published.version)
     return published
-
-
-def fit_latent_distribution(latents: np.ndarray) -> dict[str, np.ndarray]:
-    """A full-covariance Gaussian over encoded training images, for /autoencode/sample."""
-    latents = np.asarray(latents, dtype=np.float64)
-    mean = latents.mean(axis=0)
-    cov = np.cov(latents, rowvar=False) if len(latents) > 1 else np.eye(latents.shape[1])
-    # A small ridge keeps the Cholesky factor defined when there are fewer images than dims.
-    cov = np.atleast_2d(cov) + 1e-4 * np.eye(latents.shape[1])
-    return {
-        "mean": mean.astype(np.float32),
-        "cholesky": np.linalg.cholesky(cov).astype(np.float32),
-    }
-

@@ -7,8 +7,9 @@ boundaries, progress events, atomic checkpoints with RNG state, exact resume (al
 middle of an epoch), best-weights tracking and early stopping.
 
 One metric per task decides both which epoch's weights a job keeps and whether the version
-may go live: the task spec's gate (``get_task(task).gate``: metric and direction). A task
-without a gate (generate) keeps the last epoch.
+may go live: the task spec's gate (metric and direction). A trainer may choose its kept
+epoch another way (``selection_rule``, the gate by default). A task without a gate keeps the
+last epoch.
 
 BatchNorm: before every validation pass the running statistics of the trainable BatchNorm
 layers are re-estimated over the training set (:func:`recalibrate_batchnorm`), so the
@@ -30,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from jobs import artifacts
-from tasks import CommonHyperparameters, GateRule, get_task
+from tasks import CommonHyperparameters, GateRule, TaskSpec
 from worker.training import distributed
 from worker.training.datasets import DatasetError, Samples, Splits, load_splits
 from worker.training.trainers.checkpointing import (
@@ -133,8 +134,9 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 
 class Trainer(ABC):
-    # Both set by @register_trainer(task) (trainers/registry.py): the task's name and its
-    # spec's hyper-parameter model.
+    # Set by @register_trainer(task) (trainers/registry.py): the task's spec, its name and
+    # (unless the trainer names its own) the spec's hyper-parameter model.
+    spec: ClassVar[TaskSpec]
     task: ClassVar[str]
     hyperparams: ClassVar[type[CommonHyperparameters]]
     # How much better than the trivial predictor's (``trivial_metric``) the gate metric must
@@ -289,8 +291,15 @@ class Trainer(ABC):
 
     @classmethod
     def gate_rule(cls) -> GateRule | None:
-        """The task's gate: the metric that picks the kept epoch and decides activation."""
-        return get_task(cls.task).gate
+        """The task's gate: the metric that decides activation."""
+        return cls.spec.gate
+
+    @classmethod
+    def selection_rule(cls) -> GateRule | None:
+        """The metric that picks the epoch a job keeps (None: the last epoch). The gate by
+        default, so the kept epoch is the one the activation gate would prefer; a family
+        that overrides it should keep the two from drifting apart."""
+        return cls.gate_rule()
 
     @classmethod
     def eval_hyperparameters(cls, hp: CommonHyperparameters,
@@ -482,7 +491,7 @@ class Trainer(ABC):
             self.finished = distributed.broadcast_flag(self.finished, self.device)
 
     def _track_best(self, work: Path, metrics: dict[str, float]) -> None:
-        rule = self.gate_rule()
+        rule = self.selection_rule()
         if rule is None:
             return  # no validation number says one epoch is better: the last one is kept
         value = metrics[rule.metric]
@@ -519,7 +528,6 @@ class Trainer(ABC):
             labels=self.labels(),
             metrics=dict(metrics),
             history=list(self.history),
-            latent_stats=None,
             cancelled=cancelled,
             epochs_completed=self.epoch,
             best_epoch=self.best_epoch,

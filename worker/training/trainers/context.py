@@ -64,7 +64,6 @@ class TrainResult:
     labels: list[str] | None
     metrics: dict[str, float]  # validation metrics of the returned weights (published_epoch)
     history: list[dict[str, Any]]
-    latent_stats: dict[str, np.ndarray] | None
     cancelled: bool
     epochs_completed: int
     best_epoch: int | None = None
@@ -72,3 +71,5 @@ class TrainResult:
     # a task without a gate); ``metrics`` are that epoch's validation metrics.
     published_epoch: int | None = None
     dataset: dict[str, Any] = field(default_factory=dict)  # split sizes, intake's skipped files
+    # Extra files to publish beside the graphs (TaskSpec.artifacts): name -> arrays.
+    artifacts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)

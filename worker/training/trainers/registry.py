@@ -1,8 +1,8 @@
 """One trainer per task, each registering itself: ``@register_trainer("matte")`` on the
 class, ``get_trainer(task)`` to find it (unknown tasks fail loudly, naming the known ones).
 
-This module imports no trainer: ``worker/training/trainers/__init__.py`` imports the built-in
-ones, and a plugin family's worker module registers its own (core/plugins.py).
+This module imports no trainer: a family's trainer registers when the family's worker
+modules are imported, on the first lookup here (worker/families.py).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from tasks import get_task
+from worker.families import load_family_workers
 
 if TYPE_CHECKING:
     from worker.training.trainers.base import Trainer
@@ -35,6 +36,7 @@ def register_trainer(task: str) -> Callable[[T], T]:
     def wrap(cls: T) -> T:
         if spec.name in _REGISTRY and _REGISTRY[spec.name] is not cls:
             raise ValueError(f"a trainer for task {spec.name!r} is registered twice")
+        cls.spec = spec
         cls.task = spec.name
         if "hyperparams" not in vars(cls):
             cls.hyperparams = spec.hyperparameters
@@ -44,12 +46,8 @@ def register_trainer(task: str) -> Callable[[T], T]:
     return wrap
 
 
-def unregister_trainer(task: str) -> None:
-    """Remove a task's trainer (tests that register a toy family clean up with this)."""
-    _REGISTRY.pop(task, None)
-
-
 def get_trainer(task: str) -> type[Trainer]:
+    load_family_workers()
     try:
         return _REGISTRY[str(task)]
     except KeyError:
@@ -58,4 +56,5 @@ def get_trainer(task: str) -> type[Trainer]:
 
 
 def list_trainers() -> list[str]:
+    load_family_workers()
     return sorted(_REGISTRY)

@@ -23,8 +23,8 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset
 
+from families.generate.net import DCGAN, IMAGE_SIZE
 from families.generate.spec import GenerateHyperparameters
-from worker.nets.dcgan import DCGAN, IMAGE_SIZE
 from worker.nets.registry import create_model
 from worker.training import augment
 from worker.training.datasets import Images, Samples

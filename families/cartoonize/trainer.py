@@ -16,8 +16,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from families.cartoonize.net import DCTNet, guided_filter
 from families.cartoonize.spec import CartoonizeHyperparameters
-from worker.nets.dctnet import DCTNet, guided_filter
 from worker.nets.registry import create_model
 from worker.training import augment
 from worker.training.datasets import PairedImages, Samples

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from families.autoencode.spec import LATENT_STATS
 from worker.nets.checkpoints import CheckpointUnreadable, ImportRefused, load_state_dict_strict
 from worker.nets.registry import ExportGraph, ImportedWeights, register_arch
 
@@ -140,7 +141,8 @@ def _load_official(parts: Mapping[str, Path], labels_file: Path | None) -> Impor
             stats = {k: np.asarray(stats[k], np.float32) for k in ("mean", "cholesky")}
         except KeyError as exc:
             raise ImportRefused(f"latent_stats in {path.name} lacks {exc}") from exc
-    return ImportedWeights(module, kwargs, latent_stats=stats)
+    return ImportedWeights(module, kwargs,
+                           artifacts={LATENT_STATS: stats} if stats is not None else {})
 
 
 def _serving_config(model: nn.Module, hp: Any = None) -> dict[str, Any]:

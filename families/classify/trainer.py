@@ -24,8 +24,8 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset
 
+from families.classify.net import GoogLeNet, resize_shorter_for
 from families.classify.spec import ClassifyHyperparameters
-from worker.nets.googlenet import GoogLeNet, resize_shorter_for
 from worker.nets.registry import create_model
 from worker.training import augment
 from worker.training.datasets import DatasetError, LabelledImages, Samples

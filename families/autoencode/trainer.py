@@ -15,14 +15,14 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset
 
-from families.autoencode.spec import AutoencodeHyperparameters
-from worker.nets.autoencoder import SIZE, ConvAutoencoder
+from families.autoencode.net import SIZE, ConvAutoencoder
+from families.autoencode.processing import fit_latent_distribution
+from families.autoencode.spec import LATENT_STATS, AutoencodeHyperparameters
 from worker.nets.registry import create_model
 from worker.training import augment
 from worker.training.datasets import Images, Samples
 from worker.training.losses import ssim
 from worker.training.metrics import Mean
-from worker.training.publish import fit_latent_distribution
 from worker.training.trainers.base import Trainer, _eval_loader
 from worker.training.trainers.context import TrainResult
 from worker.training.trainers.registry import register_trainer
@@ -125,5 +125,5 @@ class AutoencodeTrainer(Trainer):
         module = cast(ConvAutoencoder, result.module)
         with torch.no_grad():
             latents = np.concatenate([module.encode(x).float().numpy() for x in loader])
-        result.latent_stats = fit_latent_distribution(latents)
+        result.artifacts[LATENT_STATS] = fit_latent_distribution(latents)
 

@@ -47,8 +47,6 @@ from worker.nets.checkpoints import (
 )
 from worker.nets.registry import ExportGraph, ImportedWeights, register_arch
 
-PARAM_COUNT = 1_467_075
-
 
 def _lrelu(x: torch.Tensor) -> torch.Tensor:
     return functional.leaky_relu(x, 0.2)
