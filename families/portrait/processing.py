@@ -2,8 +2,8 @@
 
 The steps are the authors' (their portrait demo, test and composite scripts):
 
-- the region: the biggest face's padded crop (the face stage reproduces the demo's box;
-  outside the frame is white), or the whole image;
+- the region: the demo's padded crop around the biggest face (found by the shared face
+  stage; white where it leaves the frame or squares the crop up), or the whole image;
 - the network input: that region resized to ``size`` x ``size`` the way the demo's
   ``cv2.resize(..., INTER_AREA)`` does it (``area_resize``), divided by its max, normalised
   with ImageNet's mean/std (RGB order);
@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from PIL import Image
 
-from faces import DetectLimits, PortraitCrop, find_faces, portrait_crop_box
-from faces.portrait import cut_region
+from faces import DetectLimits, find_faces
 
 if TYPE_CHECKING:
     from families.portrait.spec import PortraitServing
@@ -38,14 +37,32 @@ _WHITE = 255
 
 
 @dataclass(frozen=True)
+class Box:
+    """A rectangle in frame pixels, [left, right) x [top, bottom); it may leave the frame."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+
+@dataclass(frozen=True)
 class Region:
     """What one request draws: ``crop`` in frame pixels (it may reach outside the frame),
     of which only ``content`` shows the photo: the demo pads with white both where its
     margin leaves the frame and where it squares the crop up. ``face_found`` is None when
     no face was looked for."""
 
-    crop: PortraitCrop
-    content: PortraitCrop
+    crop: Box
+    content: Box
     face_found: bool | None
 
     @property
@@ -54,19 +71,27 @@ class Region:
 
 
 def whole_image(image: Image.Image, face_found: bool | None) -> Region:
-    frame = PortraitCrop(left=0, top=0, right=image.width, bottom=image.height)
+    frame = Box(left=0, top=0, right=image.width, bottom=image.height)
     return Region(frame, frame, face_found)
 
 
 def face_region(face_box: tuple[int, int, int, int]) -> Region:
-    """The demo's crop of a face box (x, y, w, h): its margins (0.4 w each side, 0.6 h
-    above, 0.2 h below, each truncated) give the content; the face stage's box adds the
-    white squaring bands around it."""
-    x, y, w, h = face_box
+    """The demo's crop of a face box (x, y, w, h; whole pixels): margins of 0.4 w left and
+    right, 0.6 h above and 0.2 h below (each truncated) give the content; when its sides
+    differ by more than 2 pixels, white bands of half the difference (truncated) on both
+    sides of the shorter one square it up."""
+    x, y, w, h = (int(v) for v in face_box)
     side = int(float(w) * 0.4)
-    content = PortraitCrop(left=x - side, top=y - int(float(h) * 0.6),
-                           right=x + w + side, bottom=y + h + int(float(h) * 0.2))
-    return Region(portrait_crop_box(face_box), content, True)
+    content = Box(left=x - side, top=y - int(float(h) * 0.6),
+                  right=x + w + side, bottom=y + h + int(float(h) * 0.2))
+    left, top, right, bottom = content.left, content.top, content.right, content.bottom
+    if content.height - 2 > content.width:
+        extra = int((content.height - content.width) / 2)
+        left, right = left - extra, right + extra
+    elif content.width - 2 > content.height:
+        extra = int((content.width - content.height) / 2)
+        top, bottom = top - extra, bottom + extra
+    return Region(Box(left, top, right, bottom), content, True)
 
 
 def choose_region(image: Image.Image, mode: CropMode, limits: DetectLimits) -> Region:
@@ -84,9 +109,10 @@ def region_pixels(image: Image.Image, region: Region) -> np.ndarray:
     rgb = np.asarray(image.convert("RGB"))
     crop, content = region.crop, region.content
     out = np.full((crop.height, crop.width, 3), _WHITE, np.uint8)
-    inner = cut_region(rgb, content)
-    top, left = content.top - crop.top, content.left - crop.left
-    out[top:top + content.height, left:left + content.width] = inner
+    x0, x1 = max(content.left, 0), min(content.right, image.width)
+    y0, y1 = max(content.top, 0), min(content.bottom, image.height)
+    if x0 < x1 and y0 < y1:
+        out[y0 - crop.top:y1 - crop.top, x0 - crop.left:x1 - crop.left] = rgb[y0:y1, x0:x1]
     return out
 
 

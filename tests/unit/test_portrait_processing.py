@@ -12,7 +12,6 @@ from PIL import Image
 from scipy import ndimage
 from skimage import data
 
-from faces import portrait_crop_box
 from families.portrait.processing import (
     area_resize,
     blur,
@@ -46,7 +45,7 @@ def demo_box(face: tuple[int, int, int, int], width: int, height: int
 @pytest.mark.parametrize("face", [(178, 63, 89, 112), (0, 0, 60, 40), (400, 450, 120, 61),
                                   (10, 200, 300, 100), (250, 250, 7, 9)])
 def test_crop_box_is_the_demos(face: tuple[int, int, int, int]) -> None:
-    crop = portrait_crop_box(face)
+    crop = face_region(face).crop
     assert (crop.left, crop.top, crop.right, crop.bottom) == demo_box(face, 512, 512)
 
 
