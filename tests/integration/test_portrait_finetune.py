@@ -36,33 +36,45 @@ PHOTOS = ("astronaut", "chelsea", "coffee")
 
 
 def _crops(image: np.ndarray, held_out: bool) -> list[np.ndarray]:
-    """Non-overlapping crops; the held-out ones lie in the right quarter of the photo."""
+    """Training crops overlap (stride half a crop) in the left three quarters of the photo;
+    the held-out ones tile its right quarter, which no training crop reaches."""
     height, width = image.shape[:2]
     cut = int(width * 0.75)
-    out = []
-    for y in range(0, height - CROP + 1, CROP):
-        xs = range(cut, width - CROP + 1, CROP) if held_out else range(0, cut - CROP + 1, CROP)
-        out += [image[y:y + CROP, x:x + CROP] for x in xs]
-    return out
+    step = CROP if held_out else CROP // 2
+    xs = range(cut, width - CROP + 1, CROP) if held_out else range(0, cut - CROP + 1, step)
+    return [image[y:y + CROP, x:x + CROP] for y in range(0, height - CROP + 1, step)
+            for x in xs]
+
+
+def _save_pair(root: Path, name: str, photo: Image.Image, side_by_side: bool) -> None:
+    if side_by_side:
+        pair = Image.new("RGB", (2 * CROP, CROP))
+        pair.paste(photo, (0, 0))
+        pair.paste(pencil(photo).convert("RGB"), (CROP, 0))
+        (root / "train").mkdir(parents=True, exist_ok=True)
+        pair.save(root / "train" / f"{name}.png")
+        return
+    for sub, picture in (("photo", photo), ("drawing", pencil(photo))):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        picture.save(root / sub / f"{name}.png")
 
 
 def _make(root: Path, side_by_side: bool) -> list[np.ndarray]:
+    """Training pairs under ``root``, the held-out ones under ``root/val`` (folders) or
+    ``root/test`` (side by side); returns the held-out photo crops."""
     held = []
     for name in PHOTOS:
         photo = getattr(data, name)()
         for i, crop in enumerate(_crops(photo, held_out=False)):
-            image = Image.fromarray(crop)
+            _save_pair(root, f"{name}_{i:03d}", Image.fromarray(crop), side_by_side)
+        for i, crop in enumerate(_crops(photo, held_out=True)):
             if side_by_side:
-                pair = Image.new("RGB", (2 * CROP, CROP))
-                pair.paste(image, (0, 0))
-                pair.paste(pencil(image).convert("RGB"), (CROP, 0))
-                (root / "train").mkdir(parents=True, exist_ok=True)
-                pair.save(root / "train" / f"{name}_{i:02d}.png")
+                _save_pair(root / "test", f"{name}_{i:03d}", Image.fromarray(crop), True)
+                (root / "test" / "train" / f"{name}_{i:03d}.png").rename(
+                    root / "test" / f"{name}_{i:03d}.png")
             else:
-                for sub, picture in (("photo", image), ("drawing", pencil(image))):
-                    (root / sub).mkdir(parents=True, exist_ok=True)
-                    picture.save(root / sub / f"{name}_{i:02d}.png")
-        held += _crops(photo, held_out=True)
+                _save_pair(root / "val", f"{name}_{i:03d}", Image.fromarray(crop), False)
+            held.append(crop)
     return held
 
 
@@ -85,21 +97,20 @@ def _one_thread():
 
 
 def test_side_by_side_pairs_split_in_halves(tmp_path: Path) -> None:
-    _make(tmp_path, side_by_side=True)
+    held = _make(tmp_path, side_by_side=True)
     trainer = get_trainer("portrait")
     hp = PortraitHyperparameters(size=32)
     splits, loader, _ = trainer._loader_for(tmp_path, hp, None, "val")
+    assert len(splits.val) == len(held)  # test/ is the held-out split
     image, drawing, _ = next(iter(loader))
-    # the right half (the pencil drawing) is mostly white paper, the photo is not
+    # the right half (the pencil drawing) is mostly white paper
     assert float(drawing.mean()) > 0.7
     assert image.shape[-2:] == drawing.shape[-2:] == (32, 32)
-    assert len(splits.train) + len(splits.val) == sum(
-        len(_crops(getattr(data, n)(), False)) for n in PHOTOS)
 
 
 def test_fine_tune_serves_drawings_that_beat_trivial_ones(tmp_path: Path) -> None:
     held = _make(tmp_path / "data", side_by_side=False)
-    hp = PortraitHyperparameters(epochs=4, batch_size=8, size=64, samples_per_epoch=2)
+    hp = PortraitHyperparameters(epochs=5, batch_size=4, size=48, samples_per_epoch=2)
     trainer = get_trainer("portrait")
     result = trainer.train(TrainContext(dataset_dir=tmp_path / "data", work_dir=tmp_path / "w",
                                         hyperparameters=hp, arch="u2netp",
@@ -107,16 +118,16 @@ def test_fine_tune_serves_drawings_that_beat_trivial_ones(tmp_path: Path) -> Non
     trivial = trainer.trivial_metric(tmp_path / "data", hp)
     assert trivial is not None and result.metrics["drawing_mae"] < trivial
     sheets = sorted((tmp_path / "w" / "samples").glob("portrait_epoch_*.png"))
-    assert len(sheets) == 4
+    assert len(sheets) == 5
     with Image.open(sheets[-1]) as sheet:  # rows of drawing, mask-style d1, photo, target
-        assert sheet.width > 4 * 64 and sheet.height > 2 * 64
+        assert sheet.width > 4 * 48 and sheet.height > 2 * 48
 
     store = ModelStore(tmp_path / "store", create=True)
     manifest = publish_version(
         store, model_name="portrait", arch_name="u2netp", module=result.module,
         lineage=Lineage(source="finetune"), hyperparameters=hp, activate=True,
         calibration_dataset=tmp_path / "data", int8=True, task="portrait")
-    assert manifest.task == "portrait" and manifest.preprocessing["size"] == 64
+    assert manifest.task == "portrait" and manifest.preprocessing["size"] == 48
     assert manifest.parity.passed
     assert "int8" in manifest.variants  # kept or refused, with its measured fidelity
 
