@@ -142,3 +142,22 @@ def test_full_official_u2net_layout_loads_strictly(tmp_path: Path) -> None:
     parts = make_official_checkpoint("u2net", tmp_path)
     module = load_official("u2net", parts, task="portrait").module
     assert sum(p.numel() for p in module.parameters()) > 40_000_000
+
+
+def test_cli_import_resolves_the_portrait_arch_and_loads_strictly(tmp_path: Path) -> None:
+    """``toonforge import --task portrait --arch u2net``: the official full-U2NET layout is
+    what it expects (a file missing a key is refused, naming it, before anything is
+    written); a complete file's export at 512 is what the tests above prove with U2NETP."""
+    import subprocess
+    import sys
+
+    from tests.support.checkpoints import offending_key
+
+    parts = make_official_checkpoint("u2net", tmp_path / "ckpt", corrupt="missing_key")
+    proc = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "--store", str(tmp_path / "store"), "import",
+         "--task", "portrait", "--arch", "u2net", "--weights", str(parts[""]),
+         "--model", "portrait"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert offending_key("u2net", "missing_key") in proc.stderr
+    assert not (tmp_path / "store" / "models" / "portrait").exists()
