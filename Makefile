@@ -46,13 +46,15 @@ openapi: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/serving.py
 
-# Re-resolve pyproject.toml's ranges today and pin the result (all extras the images and the
-# tests install, plus the GPU image's CUDA wheels). The torch pin drops its local build label
-# (+cpu here, +cu126 in the worker image) so that one lock serves both builds.
+# Pin pyproject.toml's ranges (all extras the images and the tests install, plus the GPU
+# image's CUDA wheels). `make lock` keeps every pin that still satisfies the ranges and adds
+# what is new; `make lock UPGRADE=1` re-resolves everything to today's releases. The torch
+# pin drops its local build label (+cpu here, +cu126 in the worker image) so that one lock
+# serves both builds.
 lock:
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet '$(PIP_TOOLS)'
-	.lock-venv/bin/pip-compile --quiet --upgrade --strip-extras --allow-unsafe \
+	.lock-venv/bin/pip-compile --quiet $(if $(UPGRADE),--upgrade) --strip-extras --allow-unsafe \
 	    --no-emit-index-url --no-emit-find-links --extra dev --extra gpu \
 	    -o $(LOCK) pyproject.toml requirements/docker-gpu.in
 	sed -i 's/^torch==\([0-9.]*\)+[a-z0-9]*$$/torch==\1/' $(LOCK)

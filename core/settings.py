@@ -79,6 +79,18 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     # None: sqlite:///<data_dir>/toonforge.db. Production: postgresql+psycopg://user@host/db.
     database_url: str | None = None
+    # Bounds on every wait for the jobs database (jobs/db_timeouts.py), in the API, the key
+    # check and the workers: a server that accepts and never answers becomes an error (the
+    # API's 503 database_unavailable; a cached key answer) instead of a hang. PostgreSQL:
+    # opening a connection (libpq connect_timeout, whole seconds, at least 2)...
+    database_connect_timeout_s: float = Field(3.0, gt=0, le=300)
+    # ...one statement, commit or checkout ping (server statement_timeout, and a client-side
+    # deadline 0.5 s later that drops the connection of a silent server)...
+    database_statement_timeout_s: float = Field(5.0, gt=0, le=3600)
+    # ...and the wait for a free pooled connection.
+    database_pool_timeout_s: float = Field(5.0, gt=0, le=300)
+    # SQLite (the embedded default): how long a writer waits for another's lock.
+    database_busy_timeout_s: float = Field(30.0, gt=0, le=3600)
     # None: the embedded filesystem broker under <data_dir>/broker. Production: redis://host:6379/0.
     broker_url: str | None = None
     # The worker's Celery node name (several workers on one host need different ones).
@@ -127,6 +139,24 @@ class Settings(BaseSettings):
     ort_mem_pattern: bool = False
     # Seconds without requests after which arenas shrink and malloc_trim frees heap; 0: never.
     memory_release_idle_s: float = Field(2.0, ge=0)
+    # Working memory (decode, graph arena, encode) all running inference requests of this
+    # process may reserve at once, by each request's worst-case estimate (service/inference/
+    # budget.py); the loaded graphs and queued uploads come on top (docs/OPERATIONS.md).
+    memory_budget_mb: int = Field(6144, ge=64)
+    # The most one request may reserve: a graph input whose estimate exceeds it is made
+    # smaller (cartoonize's long side), so any allowed request fits within the budget.
+    memory_request_mb: int = Field(2048, ge=32)
+    # Seconds a request waits for its reservation before 503 overloaded (Retry-After).
+    memory_wait_s: float = Field(30.0, ge=0)
+
+    # ---- slow clients (service/http11.py, service/timeouts.py)
+    # Seconds the request line and headers may take to arrive (from the connection's
+    # first byte, or from its opening): then 408 and the connection is closed.
+    http_header_timeout_s: float = Field(10.0, gt=0)
+    # A body must arrive at an average of http_body_min_rate bytes/s after a grace of
+    # http_body_timeout_s seconds: a slower one is cut with 408 and frees its slot.
+    http_body_timeout_s: float = Field(10.0, gt=0)
+    http_body_min_rate: int = Field(16 * 1024, ge=1)
 
     # ---- intake caps, webhooks
     # Files one dataset may keep (files the layout uses; ignored entries are not counted).
@@ -241,7 +271,8 @@ class Settings(BaseSettings):
     face_max_per_image: int = Field(8, ge=0)
     # Detector confidence (0..1) below which a candidate is not a face.
     face_min_score: float = Field(0.5, ge=0.0, le=1.0)
-    # OpenMP threads of one detection (set per call, so other OpenMP users are unaffected).
+    # Threads of one detection: the detector's OpenMP team (set per call, so other OpenMP
+    # users are unaffected) and the landmark model's onnxruntime session.
     face_detect_threads: int = Field(1, ge=1)
 
     # ---- experiment tracking (worker/training/tracking.py)

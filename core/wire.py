@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StrictBool, StrictFloat, StrictInt
 
 from core.task_names import TaskName
 
@@ -94,11 +94,16 @@ class VersionSummary(BaseModel):
 
 class ModelDetail(ModelInfo):
     loaded_version: int | None
-    version_summaries: list[VersionSummary]
+    version_summaries: list[VersionSummary] = Field(
+        description="one per version whose manifest reads")
+    corrupt_versions: list[int] = Field(
+        description="versions whose manifest.json cannot be read: they cannot serve or"
+        " become active (409 version_corrupt)")
 
 
 class ActivateRequest(BaseModel):
-    version: int = Field(ge=1)
+    # Strict: a JSON body's true is not version 1 (lax pydantic would coerce it).
+    version: StrictInt = Field(ge=1)
 
 
 class ActivateResponse(BaseModel):
@@ -157,7 +162,7 @@ class FinetuneRequest(BaseModel):
     )
     target_model: str = Field(pattern=NAME_PATTERN, description="the model line to publish to")
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    auto_activate: bool = Field(
+    auto_activate: StrictBool = Field(
         False, description="activate the new version when it is at least as good as the active"
     )
     webhook_url: HttpUrl | None = None
@@ -267,18 +272,28 @@ class KeyLimitsBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rps: float | None = Field(None, ge=0, description="requests per second (bucket refill)")
-    burst: int | None = Field(None, ge=1, le=1_000_000, description="bucket size")
-    max_running_jobs: int | None = Field(None, ge=0, le=1_000_000)
-    max_queued_jobs: int | None = Field(None, ge=0, le=1_000_000)
-    max_dataset_bytes: int | None = Field(None, ge=0, le=2**62)
-    max_dataset_files: int | None = Field(None, ge=0, le=2**31 - 1)
+    # Strict types: false must not be stored as 0 (= no limit), nor "5" as 5.
+    rps: StrictFloat | None = Field(None, ge=0,
+                                    description="requests per second (bucket refill)")
+    burst: StrictInt | None = Field(None, ge=1, le=1_000_000, description="bucket size")
+    max_running_jobs: StrictInt | None = Field(None, ge=0, le=1_000_000)
+    max_queued_jobs: StrictInt | None = Field(None, ge=0, le=1_000_000)
+    max_dataset_bytes: StrictInt | None = Field(None, ge=0, le=2**62)
+    max_dataset_files: StrictInt | None = Field(None, ge=0, le=2**31 - 1)
+
+
+# The key-name rule as a schema pattern (jobs/keys.py checks str.isprintable(), which also
+# refuses a few rarer invisible characters).
+KEY_NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
 
 
 class KeyCreateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200, description="who or what uses the key")
+    name: str = Field(min_length=1, max_length=200, description="who or what uses the key:"
+                      " printable characters, at least one that is not a space (the server"
+                      " strips surrounding spaces)",
+                      json_schema_extra={"pattern": KEY_NAME_PATTERN})
     scopes: list[ApiScope] = Field(min_length=1, max_length=3,
                                    description="admin grants train and infer too")
     limits: KeyLimitsBody = Field(default_factory=KeyLimitsBody)
@@ -308,12 +323,22 @@ class SweepRequest(BaseModel):
 
     base: FinetuneRequest = Field(description="the job every point starts from; each point's"
                                   " values replace its hyperparameters of the same name")
+    # The limits below are the server's own checks (jobs/sweeps.expand), stated in the
+    # schema; the count's bound is the setting sweep_max_points (16 by default, 1000 at most).
     grid: dict[str, list[Any]] | None = Field(
         None, description="hyper-parameter -> values: one point per combination (cartesian"
-        " product, keys in the order given)")
+        " product, keys in the order given); exactly one of grid and points; at least one"
+        " hyper-parameter, each with at least one value; the product of the list lengths is"
+        " at most the server's sweep_max_points (default 16)",
+        json_schema_extra={"minProperties": 1,
+                           "additionalProperties": {"type": "array", "minItems": 1}})
     points: list[dict[str, Any]] | None = Field(
-        None, description="explicit points, each a hyper-parameter -> value object")
-    auto_activate: bool = Field(
+        None, description="explicit points, each a hyper-parameter -> value object setting at"
+        " least one; exactly one of grid and points; 1 to the server's sweep_max_points"
+        " (default 16) of them",
+        json_schema_extra={"minItems": 1, "maxItems": 1000,
+                           "items": {"type": "object", "minProperties": 1}})
+    auto_activate: StrictBool = Field(
         False, description="whether each point's job may activate its version (base's"
         " auto_activate is not used: N jobs activating one model line would race, and the"
         " last to pass the gate would win, not the best)")

@@ -2,9 +2,9 @@
 
 ``detect`` finds faces with five landmarks, ``align`` + ``crop_face`` cut the 288x288
 similarity-aligned crop DCT-Net's head models expect, ``paste_back`` warps a processed
-crop back and blends it through a soft mask (a family's own crop around a detected face,
-like the U-2-Net drawing demo's, lives in that family's folder). docs/FACES.md describes
-the choices and their costs.
+crop back and blends it through a soft mask. A family's own crop around a detected face
+(the U-2-Net drawing demo's) lives in that family's folder. docs/FACES.md describes the
+choices and their costs.
 """
 
 from faces.align import (
@@ -17,7 +17,7 @@ from faces.align import (
     reference_points,
 )
 from faces.blend import footprint, load_mask, paste_back, soft_mask
-from faces.detect import DetectLimits, Face, FaceSearch, detect, find_faces
+from faces.detection import DetectLimits, Face, FaceSearch, detect, find_faces
 
 __all__ = [
     "CROP_RATIO",

@@ -96,11 +96,11 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, alignment: Alignment,
     if box is None:
         return None
     x0, y0, x1, y1 = box
-    out_size = (x1 - x0, y1 - y0)
-    head = warp_affine(crop.astype(np.float32, copy=False), alignment.to_crop, out_size,
-                       origin=(x0, y0), border=0.0)
-    weight = warp_affine(alpha, alignment.to_crop, out_size, origin=(x0, y0), border=0.0)
-    weight = weight[:, :, None]
+    # crop and mask go back through one warp (same coordinates) as four channels
+    stacked = np.concatenate([crop.astype(np.float32, copy=False), alpha[:, :, None]], axis=2)
+    back = warp_affine(stacked, alignment.to_crop, (x1 - x0, y1 - y0), origin=(x0, y0),
+                       border=0.0)
+    head, weight = back[:, :, :3], back[:, :, 3:]
     region = frame[y0:y1, x0:x1]
     region[...] = weight * head + (1.0 - weight) * region
     return box

@@ -57,8 +57,9 @@ def warp_affine(source: np.ndarray, to_source: np.ndarray, size: tuple[int, int]
     src_h, src_w = src.shape[:2]
     # A neighbourhood starting at -1 or at the last row/column still touches the image.
     reach = (x0 >= -1) & (x0 <= src_w - 1) & (y0 >= -1) & (y0 <= src_h - 1)
-    result = np.full((height, width, channels), border, np.float32)
-    if reach.any():
+    if not reach.any():
+        result = np.full((height, width, channels), border, np.float32)
+    else:
         # The source window (one pixel of border around the image where it reaches out).
         wx0 = int(x0[reach].min())
         wx1 = int(x0[reach].max()) + 2
@@ -69,12 +70,19 @@ def warp_affine(source: np.ndarray, to_source: np.ndarray, size: tuple[int, int]
         cy0, cy1 = max(wy0, 0), min(wy1, src_h)
         window[cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0] = src[cy0:cy1, cx0:cx1]
 
-        ix = np.clip(x0 - wx0, 0, wx1 - wx0 - 2).astype(np.intp)
+        # one flat index per output pixel: four takes are cheaper than 2-D fancy indexing
+        stride = wx1 - wx0
+        ix = np.clip(x0 - wx0, 0, stride - 2).astype(np.intp)
         iy = np.clip(y0 - wy0, 0, wy1 - wy0 - 2).astype(np.intp)
-        top = window[iy, ix] * (1 - fx) + window[iy, ix + 1] * fx
-        bottom = window[iy + 1, ix] * (1 - fx) + window[iy + 1, ix + 1] * fx
-        mixed = top * (1 - fy) + bottom * fy
-        result = np.where(reach[..., None], mixed, result)
+        flat = window.reshape(-1, channels)
+        index = iy * stride + ix
+        p00 = np.take(flat, index, axis=0)
+        p01 = np.take(flat, index + 1, axis=0)
+        p10 = np.take(flat, index + stride, axis=0)
+        p11 = np.take(flat, index + stride + 1, axis=0)
+        top = p00 + (p01 - p00) * fx
+        result = top + (p10 + (p11 - p10) * fx - top) * fy
+        result[~reach] = border
 
     if out_dtype == np.uint8:
         result = np.clip(np.floor(result + 0.5), 0, 255).astype(np.uint8)

@@ -293,7 +293,8 @@ class CachedVerifier:
 
     When the database cannot be read, an answer up to ``stale_if_error_s`` old is used
     instead (a revocation is a database write, so none can have happened that this process
-    could have seen); with no such answer the error propagates. Entries are keyed by the
+    could have seen), and for the next ``ttl_s`` such answers are given without asking the
+    database again; with no such answer the error propagates. Entries are keyed by the
     SHA-256 of the presented token (the plaintext is never kept), bounded to
     ``max_entries`` (oldest dropped first) so a flood of random keys cannot grow it without
     limit.
@@ -310,6 +311,7 @@ class CachedVerifier:
         # digest -> (when it was verified, the answer)
         self._entries: OrderedDict[bytes, tuple[float, ApiKey | None]] = OrderedDict()
         self._lock = threading.Lock()
+        self._outage_until = 0.0  # until then, stale answers are used without asking
 
     @staticmethod
     def _digest(token: str) -> bytes:
@@ -322,6 +324,16 @@ class CachedVerifier:
             return True, entry[1]
         return False, None
 
+    def forget(self, key_id: str) -> int:
+        """Drop every answer that names ``key_id`` (a revocation made by this process takes
+        effect here at once, not ``ttl_s`` later); returns how many were dropped."""
+        with self._lock:
+            doomed = [digest for digest, (_, key) in self._entries.items()
+                      if key is not None and key.id == key_id]
+            for digest in doomed:
+                del self._entries[digest]
+        return len(doomed)
+
     def cached(self, token: str) -> tuple[bool, ApiKey | None]:
         """(hit, key) without touching the database: lets a caller skip a thread hop."""
         return self._entry(token, self._ttl)
@@ -330,13 +342,21 @@ class CachedVerifier:
         hit, key = self.cached(token)
         if hit:
             return key
+        if self._clock() < self._outage_until:
+            # The database just failed: answer from the stale entry without waiting for it
+            # again (each wait for a silent database costs its full timeout), for ttl_s.
+            hit, key = self._entry(token, self._stale)
+            if hit:
+                return key
         try:
             key = self._verify(token)
         except Exception:
             hit, key = self._entry(token, self._stale)
             if hit:
+                self._outage_until = self._clock() + self._ttl
                 return key
             raise
+        self._outage_until = 0.0
         digest = self._digest(token)
         with self._lock:
             self._entries[digest] = (self._clock(), key)

@@ -34,7 +34,7 @@ from core.settings import EMBEDDED_BROKER_SCHEME
 from core.wire import FinetuneRequest, JobStatus
 from jobs.errors import BrokerUnavailable, InvalidTransition
 from jobs.records import JobRecord
-from jobs.spec import Stores, check_references
+from jobs.spec import Stores, check_dataset, check_references
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -205,18 +205,27 @@ def create_and_enqueue(
     stores: Stores | None = None,
     owner_key: str | None = None,
     admit: Callable[[], None] | None = None,
+    checked: bool = False,
 ) -> tuple[JobRecord, bool]:
     """Create the job and send it, in one transaction: the row is committed only after the
     broker accepted the message, so a broker outage writes nothing.
 
-    With ``stores`` the dataset and models it names are checked first. Returns (job,
-    created); a repeated idempotency key returns the existing job unsent. Raises
-    ``InvalidJobSpec``, ``IdempotencyConflict`` or ``BrokerUnavailable``.
+    With ``stores`` the dataset and models it names are checked first (``checked``: the
+    caller did that already), and the dataset once more under the dataset lock
+    (jobs/dataset_lock.py), so a delete that won the race fails the acceptance cleanly.
+    Returns (job, created); a repeated idempotency key returns the existing job unsent.
+    Raises ``InvalidJobSpec``, ``IdempotencyConflict`` or ``BrokerUnavailable``.
     """
-    if stores is not None:
+    if stores is not None and not checked:
         request = check_references(request, stores)
+
+    def before_commit(job: JobRecord) -> None:
+        if stores is not None:
+            check_dataset(request, stores)
+        queue.enqueue_finetune(job.id)
+
     return repo.create(request, idempotency_key, owner_key=owner_key, admit=admit,
-                       before_commit=lambda job: queue.enqueue_finetune(job.id))
+                       before_commit=before_commit)
 
 
 def resume_and_enqueue(repo: JobRepository, job_id: str, queue: JobQueue,

@@ -8,6 +8,7 @@ by id (``events_after``), which works across processes without any pub/sub.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 from datetime import UTC, datetime
@@ -35,6 +36,17 @@ def utcnow() -> datetime:
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
+
+
+def scoped_idempotency_key(key: str | None, owner_key: str | None) -> str | None:
+    """The stored form of a client's Idempotency-Key: private to the API key that sent it
+    (anonymous callers share one scope of their own), so a key reused by another caller
+    creates that caller's own job instead of answering someone else's. A digest keeps the
+    stored value inside the column whatever the client's key length."""
+    if key is None:
+        return None
+    digest = hashlib.sha256(f"{owner_key or ''}\n{key}".encode()).hexdigest()
+    return f"{owner_key or 'anonymous'}:{digest}"
 
 
 def json_safe(value: Any) -> Any:
@@ -144,4 +156,15 @@ class JobEventRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     kind: Mapped[str] = mapped_column(String(16))  # progress | status | sample | log | webhook
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class DatasetLockRecord(Base):
+    """One row per dataset id that a job was accepted for or a delete was tried on: the row
+    both take a write lock on (``JobRepository.dataset_lock``), so accepting a job for a
+    dataset and deleting that dataset happen one after the other, never interleaved."""
+
+    __tablename__ = "dataset_locks"
+
+    dataset_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    locked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -12,6 +12,7 @@ can be read, and reviewed for races, side by side.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.wire import FinetuneRequest
+from jobs.dataset_lock import dataset_lock, in_use, lock_dataset
 from jobs.errors import IdempotencyConflict, InvalidTransition, JobNotFound
 from jobs.records import (
     JobEventRecord,
@@ -32,6 +34,7 @@ from jobs.records import (
     UTCDateTime,
     json_safe,
     new_job_id,
+    scoped_idempotency_key,
     utcnow,
 )
 from jobs.spec import normalized_request, request_hash
@@ -112,7 +115,7 @@ class JobRepository:
         request = normalized_request(request)
         digest = request_hash(request)
         if idempotency_key is not None:
-            existing = self._by_key(idempotency_key, digest)
+            existing = self._by_key(idempotency_key, owner_key, digest)
             if existing is not None:
                 return existing, False
         if admit is not None:
@@ -123,14 +126,17 @@ class JobRepository:
             dataset_id=request.dataset_id, base=request.base, target_model=request.target_model,
             hyperparameters=request.hyperparameters, auto_activate=request.auto_activate,
             webhook_url=str(request.webhook_url) if request.webhook_url else None,
-            idempotency_key=idempotency_key, request_hash=digest,
-            total_epochs=request.hyperparameters.get("epochs"),
+            idempotency_key=scoped_idempotency_key(idempotency_key, owner_key),
+            request_hash=digest, total_epochs=request.hyperparameters.get("epochs"),
             created_at=now, updated_at=now, attempts=0, epoch=0, step=0,
             activated=False, cancel_requested=False, resumed_from=resumed_from,
             owner_key=owner_key,
         )
         with self._sessions() as session:
             try:
+                # First: serialises this acceptance with a delete of the dataset
+                # (jobs/dataset_lock.py); before_commit re-checks the dataset under it.
+                lock_dataset(session, request.dataset_id)
                 session.add(job)
                 # The flush surfaces a concurrent duplicate key before anything is sent (and
                 # puts the row before its event: the two mappers have no relationship).
@@ -143,15 +149,18 @@ class JobRepository:
             except IntegrityError:
                 session.rollback()
                 if idempotency_key is not None:
-                    existing = self._by_key(idempotency_key, digest)
+                    existing = self._by_key(idempotency_key, owner_key, digest)
                     if existing is not None:
                         return existing, False
                 raise
         return job, True
 
-    def _by_key(self, key: str, digest: str) -> JobRecord | None:
+    def _by_key(self, key: str, owner_key: str | None, digest: str) -> JobRecord | None:
+        """The job ``key`` made for this owner (keys are scoped per API key)."""
+        stored = scoped_idempotency_key(key, owner_key)
         with self._sessions() as session:
-            job = session.scalars(select(JobRecord).where(JobRecord.idempotency_key == key)).first()
+            job = session.scalars(select(JobRecord).where(
+                JobRecord.idempotency_key == stored)).first()
         if job is not None and job.request_hash != digest:
             raise IdempotencyConflict(key, job.id)
         return job
@@ -458,11 +467,13 @@ class JobRepository:
 
     def dataset_in_use(self, dataset_id: str) -> bool:
         """A job that has not finished (queued, running, exporting) names the dataset."""
-        unfinished = [s.value for s in JobStatus if not s.is_terminal]
-        stmt = select(JobRecord.id).where(JobRecord.dataset_id == dataset_id,
-                                          JobRecord.status.in_(unfinished)).limit(1)
         with self._sessions() as session:
-            return session.scalar(stmt) is not None
+            return in_use(session, dataset_id)
+
+    def dataset_lock(self, dataset_id: str) -> contextlib.AbstractContextManager[
+            Callable[[str], bool]]:
+        """Hold the dataset's lock against job acceptance (a delete runs inside it)."""
+        return dataset_lock(self._sessions, dataset_id)
 
     # Defined last: inside the class body the name shadows the builtin for type checkers.
     def list(

@@ -61,7 +61,13 @@ def validate_hyperparameters(task: str, values: dict[str, Any]) -> dict[str, Any
         raise InvalidJobSpec(str(exc), [{"loc": ["body", "task"], "msg": str(exc),
                                          "type": "value_error"}]) from None
     try:
-        return model.model_validate(values).model_dump(mode="json")
+        # Strict JSON types, as for every request field (core/wire.py): true is not 1
+        # epoch, "3" is not 3; validated as the JSON they arrive as (arrays for tuples).
+        try:
+            text = json.dumps(values)
+        except (TypeError, ValueError):  # not JSON at all (a caller's own Python values)
+            return model.model_validate(values).model_dump(mode="json")
+        return model.model_validate_json(text, strict=True).model_dump(mode="json")
     except ValidationError as exc:
         errors = [
             {"loc": ["body", "hyperparameters", *err["loc"]], "msg": err["msg"],
@@ -78,6 +84,17 @@ def _spec_error(field_name: str, message: str) -> InvalidJobSpec:
                                      "type": "value_error"}])
 
 
+def check_dataset(request: FinetuneRequest, stores: Stores) -> None:
+    """The dataset exists and is for the request's task, else ``InvalidJobSpec``."""
+    try:
+        dataset = stores.datasets.get(request.dataset_id)
+    except StoreError as exc:
+        raise _spec_error("dataset_id", str(exc)) from None
+    if dataset.task != request.task:
+        raise _spec_error("dataset_id", f"dataset {request.dataset_id!r} is a"
+                                        f" {dataset.task} dataset, not {request.task}")
+
+
 def check_references(request: FinetuneRequest, stores: Stores) -> FinetuneRequest:
     """What can be told before a job is queued: the dataset exists and is for this task,
     the base model/version exists and serves it (or the base is one of the task's
@@ -89,13 +106,7 @@ def check_references(request: FinetuneRequest, stores: Stores) -> FinetuneReques
     """
     task = request.task
     spec = get_task(task)
-    try:
-        dataset = stores.datasets.get(request.dataset_id)
-    except StoreError as exc:
-        raise _spec_error("dataset_id", str(exc)) from None
-    if dataset.task != task:
-        raise _spec_error("dataset_id", f"dataset {request.dataset_id!r} is a"
-                                        f" {dataset.task} dataset, not {task}")
+    check_dataset(request, stores)
     store = stores.models
     models = set(store.model_names())
     name, version = parse_base(request.base)

@@ -53,7 +53,14 @@ from core.wire import (
     SweepView,
 )
 from jobs.errors import IdempotencyConflict, InvalidJobSpec, JobError, JobNotFound
-from jobs.records import Base, JobRecord, UTCDateTime, json_safe, utcnow
+from jobs.records import (
+    Base,
+    JobRecord,
+    UTCDateTime,
+    json_safe,
+    scoped_idempotency_key,
+    utcnow,
+)
 from jobs.spec import Stores, check_references, validate_hyperparameters
 from tasks import get_task
 
@@ -182,10 +189,13 @@ class SweepRepository:
             raise SweepNotFound(f"sweep {sweep_id!r} does not exist")
         return record
 
-    def by_key(self, key: str, digest: str) -> SweepRecord | None:
+    def by_key(self, key: str, digest: str, owner_key: str | None = None
+               ) -> SweepRecord | None:
+        """The sweep ``key`` made for this owner (keys are scoped per API key)."""
+        stored = scoped_idempotency_key(key, owner_key)
         with self._sessions() as session:
             record = session.scalars(select(SweepRecord).where(
-                SweepRecord.idempotency_key == key)).first()
+                SweepRecord.idempotency_key == stored)).first()
         if record is not None and record.request_hash != digest:
             raise IdempotencyConflict(key, f"of sweep {record.id}")
         return record
@@ -224,7 +234,7 @@ def create_sweep(sweeps: SweepRepository, request: SweepRequest, *,
     body = request.model_dump(mode="json")
     digest = sweep_hash(body)
     if idempotency_key is not None:
-        existing = sweeps.by_key(idempotency_key, digest)
+        existing = sweeps.by_key(idempotency_key, digest, owner_key)
         if existing is not None:
             return existing, False
     points = expand(request, max_points)
@@ -239,13 +249,14 @@ def create_sweep(sweeps: SweepRepository, request: SweepRequest, *,
             id=uuid.uuid4().hex, created_at=utcnow(), owner_key=owner_key,
             task=request.base.task, base=body["base"], grid=body["grid"],
             points=json_safe(points), job_ids=made, auto_activate=request.auto_activate,
-            idempotency_key=idempotency_key, request_hash=digest)
+            idempotency_key=scoped_idempotency_key(idempotency_key, owner_key),
+            request_hash=digest)
         try:
             return sweeps.add(record), True
         except IntegrityError:
             if idempotency_key is None:
                 raise
-            winner = sweeps.by_key(idempotency_key, digest)  # a concurrent twin won
+            winner = sweeps.by_key(idempotency_key, digest, owner_key)  # a concurrent twin won
             if winner is None:
                 raise
             _cancel_all(made, cancel_job)

@@ -49,6 +49,14 @@ class VersionCorrupt(ActivationRefused):
         self.file = file
 
 
+class ManifestCorrupt(VersionCorrupt):
+    """A version's manifest.json cannot be read (truncated, not JSON, not a manifest): that
+    version is corrupt, and only it (the model's other versions serve and list as usual)."""
+
+    def __init__(self, ref: str, problem: str) -> None:
+        super().__init__(ref, "manifest.json", f"manifest.json {problem}")
+
+
 class StoreMissing(StoreError):
     """A command that reads the store was pointed at a directory that does not exist."""
 
@@ -63,6 +71,8 @@ class InvalidName(StoreError):
 
 
 class ManifestInvalid(StoreError):
+    """A model's pointer file (S3 active.json) cannot be read."""
+
     code = "model_not_ready"
     http_status = 503
 

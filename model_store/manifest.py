@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.task_names import TaskName
+from model_store.errors import ManifestCorrupt
 
 SCHEMA_VERSION = 1
 
@@ -141,6 +142,23 @@ class Manifest(BaseModel):
     @property
     def ref(self) -> str:
         return f"{self.model}@{self.version}"
+
+
+def parse_manifest(data: bytes, name: str, version: int) -> Manifest:
+    """The manifest in ``data``; ``ManifestCorrupt`` saying what is wrong with it (the
+    fields and the kind of fault, never the file's content nor the validator's internals)."""
+    try:
+        return Manifest.model_validate_json(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        ref = f"{name}@{int(version)}"
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise ManifestCorrupt(ref, "is not valid JSON (truncated or malformed)") from None
+        faults = [f"{'.'.join(str(p) for p in e['loc']) or 'the document'}:"
+                  f" {e['msg'].lower()}" for e in errors[:3]]
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise ManifestCorrupt(ref, "is not a valid manifest: " + "; ".join(faults) + more
+                              ) from None
 
 
 def sha256_file(path: Path) -> str:

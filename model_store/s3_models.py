@@ -38,7 +38,7 @@ from typing import Any
 from model_store.cache import BlobCache
 from model_store.errors import ManifestInvalid, ModelNotFound, VersionCorrupt, VersionNotFound
 from model_store.files import MANIFEST_FILE
-from model_store.manifest import FileEntry, Manifest, file_entries
+from model_store.manifest import FileEntry, Manifest, file_entries, parse_manifest
 from model_store.notify import ActivationNotifier
 from model_store.objects import BlobCorrupt, Conflict, ObjectStore, ObjectStoreUnavailable, blob_key
 from model_store.store import NAME_RE, ModelStore, activation_entry, validate_name, write_atomic
@@ -165,11 +165,7 @@ class S3ModelStore(ModelStore):
                 self._manifests.popitem(last=False)
 
     def manifest(self, name: str, version: int) -> Manifest:
-        data = self._manifest_bytes(name, version)
-        try:
-            return Manifest.model_validate_json(data)
-        except ValueError as exc:
-            raise ManifestInvalid(f"{name}@{version}: manifest.json is invalid: {exc}") from exc
+        return parse_manifest(self._manifest_bytes(name, version), name, version)
 
     def _active_state(self, name: str) -> tuple[dict[str, Any], str] | None:
         """active.json and its ETag, or None before the first activation."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -35,15 +36,17 @@ from typing import Any
 from model_store.errors import (
     ActivationRefused,
     InvalidName,
-    ManifestInvalid,
+    ManifestCorrupt,
     ModelNotFound,
     StoreMissing,
     VersionCorrupt,
     VersionNotFound,
 )
 from model_store.files import MANIFEST_FILE
-from model_store.manifest import FileEntry, Manifest, file_entries, sha256_file
+from model_store.manifest import FileEntry, Manifest, file_entries, parse_manifest, sha256_file
 from model_store.notify import ActivationNotifier
+
+log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
@@ -131,10 +134,7 @@ class ModelStore:
         if not path.is_file():
             self.versions(name)  # raises ModelNotFound first when the model is missing
             raise VersionNotFound(f"model {name!r} has no version {version}")
-        try:
-            return Manifest.model_validate_json(path.read_bytes())
-        except ValueError as exc:
-            raise ManifestInvalid(f"{name}@{version}: manifest.json is invalid: {exc}") from exc
+        return parse_manifest(path.read_bytes(), name, version)
 
     def active_version(self, name: str) -> int | None:
         try:
@@ -145,10 +145,19 @@ class ModelStore:
         return int(text) if text.isdigit() else None
 
     def task_of(self, name: str) -> str:
+        """The task of the newest version whose manifest reads (a corrupt one is skipped:
+        it must not hide the model; all corrupt: the newest one's ``ManifestCorrupt``)."""
         versions = self.versions(name)
         if not versions:
             raise ModelNotFound(f"model {name!r} has no versions")
-        return self.manifest(name, versions[-1]).task
+        first: ManifestCorrupt | None = None
+        for version in reversed(versions):
+            try:
+                return self.manifest(name, version).task
+            except ManifestCorrupt as exc:
+                first = first or exc
+        assert first is not None
+        raise first
 
     def summary(self, name: str) -> ModelSummary:
         return ModelSummary(
@@ -165,6 +174,9 @@ class ModelStore:
                 summary = self.summary(name)
             except ModelNotFound:
                 continue  # a line whose first version is still being written
+            except ManifestCorrupt as exc:  # every version corrupt: the others still list
+                log.warning("model %r is left out of the list: %s", name, exc)
+                continue
             if task is None or summary.task == task:
                 out.append(summary)
         return out

@@ -29,8 +29,10 @@ from service.inference.reload import ReloadWatcher
 from service.limits import BodyLimitMiddleware
 from service.observability import install_observability
 from service.openapi_docs import install_openapi
+from service.paths import NulPathGuard
 from service.routes import datasets, health, inference, jobs, keys, models, sweeps
 from service.routes.web import install_web
+from service.timeouts import BodyTimeoutMiddleware
 from tasks import task_specs
 
 log = logging.getLogger(__name__)
@@ -129,6 +131,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=2 * settings.max_upload_bytes + MULTIPART_OVERHEAD,
         path_limits={"/datasets": settings.dataset_max_upload_bytes + MULTIPART_OVERHEAD},
     )
+    # Inside the body cap: a slow body is cut at its deadline, before the cap is reached.
+    app.add_middleware(BodyTimeoutMiddleware, grace_s=settings.http_body_timeout_s,
+                       min_rate=settings.http_body_min_rate)
+    app.add_middleware(NulPathGuard)  # before routing: ids reach the database
     for api in family_apis:  # registration order: the order of the document's paths
         app.include_router(api.router)
     app.include_router(inference.router)  # POST /infer/{task}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core.settings import Settings
 from core.wire import ModelDetail, ModelInfo, VersionSummary
+from model_store.errors import ManifestCorrupt
 from model_store.store import ModelStore, ModelSummary
 from tasks import default_model
 
@@ -27,8 +28,13 @@ def model_detail(
 ) -> ModelDetail:
     summary = store.summary(name)
     versions = []
+    corrupt = []
     for number in summary.versions:
-        manifest = store.manifest(name, number)
+        try:
+            manifest = store.manifest(name, number)
+        except ManifestCorrupt:
+            corrupt.append(number)  # listed as such; the model's other versions still are
+            continue
         versions.append(VersionSummary(
             version=number,
             arch=manifest.arch,
@@ -43,4 +49,5 @@ def model_detail(
         **_info(summary, settings).model_dump(),
         loaded_version=loaded_version,
         version_summaries=versions,
+        corrupt_versions=corrupt,
     )

@@ -16,10 +16,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Mount
 
 from core.errors import DomainError, InvalidParameter, public_reason
@@ -28,6 +29,9 @@ from core.logs import REQUEST_ID
 log = logging.getLogger(__name__)
 
 DATABASE_RETRY_AFTER_S = 5
+# The status a request gets when its client went away before the server answered (nginx's
+# "client closed request"): nobody receives it, but metrics and logs tell it from a 5xx.
+CLIENT_CLOSED_REQUEST = 499
 
 
 # ---------------------------------------------------------------- errors of the API itself
@@ -147,6 +151,8 @@ _DESCRIPTIONS = {
     400: "The image could not be decoded (`undecodable`), or the multipart framing is"
     " broken (`malformed_multipart`).",
     404: "Unknown model or version (`model_not_found`, `version_not_found`).",
+    408: "The body arrived too slowly (`request_timeout`: below TOONFORGE_HTTP_BODY_MIN_RATE"
+    " bytes/s after TOONFORGE_HTTP_BODY_TIMEOUT_S); the connection is closed.",
     409: "The version may not become active (`activation_refused`), or its files do not"
     " match their sha256 (`version_corrupt`, details.file names the file).",
     413: "The upload is larger than the byte limit (`too_large`), or a multipart body has"
@@ -167,6 +173,8 @@ _EXAMPLE_MESSAGES: dict[str, str] = {
     "version_not_found": "model 'matte' has no version 9",
     "activation_refused": "matte@3 failed its ONNX parity check and can never be active",
     "too_large": "the body has 31457280 bytes; the limit is 20971520",
+    "request_timeout": "the request body arrived too slowly (120 bytes in 10 s; at least"
+    " 16384 bytes/s after the first 10 s are needed)",
     "unsupported_media_type": "text/plain is not an image: send image/* or the multipart"
     " field 'image'",
     "invalid_parameter": "top_k (query): Input should be greater than or equal to 1",
@@ -250,13 +258,20 @@ def allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at the request's path (Starlette's 405 names only
     the methods of the first route that matched the path). Each top-level route (FastAPI
     includes routers as routes of their own) is asked whether it would take the request
-    with each method; mounts (static files) answer their own 405s and are left out."""
-    allowed = []
-    for method in _METHODS:
-        probe = {**request.scope, "method": method}
-        if any(not isinstance(route, Mount) and route.matches(probe)[0] == Match.FULL
-               for route in request.app.router.routes):
-            allowed.append(method)
+    with each method; mounts (static files) answer their own 405s and are left out. A path
+    the OpenAPI document lists literally answers with that entry's methods."""
+    # A literal path of the document names its own resource: /jobs/finetune is not the
+    # job "finetune" that GET /jobs/{job_id} would look up, so only its own methods count.
+    literal = request.app.openapi().get("paths", {}).get(request.url.path)
+    if literal:
+        allowed = [m for m in _METHODS if m.lower() in literal]
+    else:
+        allowed = []
+        for method in _METHODS:
+            probe = {**request.scope, "method": method}
+            if any(not isinstance(route, Mount) and route.matches(probe)[0] == Match.FULL
+                   for route in request.app.router.routes):
+                allowed.append(method)
     if "GET" in allowed and "HEAD" not in allowed:  # Starlette answers HEAD for every GET
         allowed.insert(allowed.index("GET") + 1, "HEAD")
     return allowed
@@ -287,7 +302,8 @@ def install_error_handlers(app: FastAPI) -> None:
             # nesting too deep): the same malformed_json as any unparsable JSON.
             return envelope(MalformedJson.http_status, MalformedJson.code,
                             "the body is not valid JSON: it could not be decoded")
-        codes = {404: "not_found", 405: "method_not_allowed", 413: TooLarge.code}
+        codes = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
+                 413: TooLarge.code}
         response = envelope(
             exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
         )
@@ -307,6 +323,13 @@ def install_error_handlers(app: FastAPI) -> None:
         response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
         return response
 
+    async def client_disconnect(request: Request, exc: Exception) -> Response:
+        # Raised while reading the body (an upload cut off): not a server error. The
+        # answer goes nowhere (the server drops it); the middleware counts its status.
+        log.info("client closed the connection during %s %s (counted as %d)",
+                 request.method, request.url.path, CLIENT_CLOSED_REQUEST)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path,
                       exc_info=exc)
@@ -322,4 +345,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(OperationalError, database_error)
     app.add_exception_handler(InterfaceError, database_error)
+    app.add_exception_handler(ClientDisconnect, client_disconnect)
     app.add_exception_handler(Exception, internal_error)

@@ -38,6 +38,10 @@ Image.MAX_IMAGE_PIXELS = None
 
 # Multipart framing (boundaries, part headers, small fields) on top of the image bytes.
 MULTIPART_OVERHEAD = 64 * 1024
+# Parts an image route's multipart body may have beyond its image fields; more are refused
+# 413 too_many_parts before they are parsed (stated in the schema: routes/inference.py).
+MAX_FORM_FIELDS = 16
+EXTRA_FILES = 2
 OCTET_STREAM = "application/octet-stream"
 
 MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -79,7 +83,7 @@ async def _replayed_form(request: Request, body: bytes, max_files: int) -> FormD
 
     replay = Request(request.scope, receive)
     try:
-        form = await replay.form(max_files=max_files, max_fields=16)
+        form = await replay.form(max_files=max_files, max_fields=MAX_FORM_FIELDS)
     except Exception as exc:  # malformed multipart framing is a client error
         raise multipart_error(exc) from None
     boundary = _boundary(request.headers.get("content-type", ""))
@@ -131,7 +135,7 @@ async def read_uploads(
     media_type = _media_type(request.headers.get("content-type"))
     if media_type == "multipart/form-data":
         body = await read_body(request, max_bytes * len(fields) + MULTIPART_OVERHEAD)
-        form = await _replayed_form(request, body, max_files=len(fields) + 2)
+        form = await _replayed_form(request, body, max_files=len(fields) + EXTRA_FILES)
         try:
             return await _form_images(form, fields, max_bytes)
         finally:
@@ -175,6 +179,16 @@ def _to_rgb8(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def declared_size(data: bytes) -> tuple[int, int]:
+    """(width, height) the image's header declares, read without decoding a pixel; (0, 0)
+    for bytes that do not open (decode_image refuses them later, having held nothing)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Exception:
+        return (0, 0)
 
 
 def decode_image(data: bytes, max_pixels: int,

@@ -75,6 +75,12 @@ class PoolBacklog:
 
     slot_waiting: int = 0
     slot_active: int = 0
+    # Admitted requests still receiving their upload (they hold an admission ticket).
+    reading: int = 0
+    # Requests holding a slot that wait for their memory reservation, and the budget.
+    memory_waiting: int = 0
+    memory_reserved_bytes: int = 0
+    memory_budget_bytes: int = 0
     # (model_version, graph) -> requests queued in that graph's batcher
     batchers: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -94,13 +100,28 @@ class PoolCollector(Collector):
         active = GaugeMetricFamily("toonforge_pool_requests_active",
                                    "Requests holding a pool slot.")
         active.add_metric([], backlog.slot_active)
+        reading = GaugeMetricFamily(
+            "toonforge_pool_requests_reading",
+            "Admitted requests still receiving their upload (before a slot).")
+        reading.add_metric([], backlog.reading)
+        memory_waiting = GaugeMetricFamily(
+            "toonforge_memory_requests_waiting",
+            "Requests waiting for their working-memory reservation (memory_budget_mb).")
+        memory_waiting.add_metric([], backlog.memory_waiting)
+        reserved = GaugeMetricFamily(
+            "toonforge_memory_reserved_bytes",
+            "Working memory reserved by running inference requests (worst-case estimates).")
+        reserved.add_metric([], backlog.memory_reserved_bytes)
+        budget = GaugeMetricFamily("toonforge_memory_budget_bytes",
+                                   "The per-process working-memory budget (memory_budget_mb).")
+        budget.add_metric([], backlog.memory_budget_bytes)
         batcher = GaugeMetricFamily(
             "toonforge_batcher_queue_depth",
             "Requests waiting in a dynamic batcher for their graph run.",
             labels=["model_version", "graph"])
         for (ref, graph), depth in sorted(backlog.batchers.items()):
             batcher.add_metric([ref, graph], depth)
-        yield from (waiting, active, batcher)
+        yield from (waiting, active, reading, memory_waiting, reserved, budget, batcher)
 
 
 def _scrape_engine(url: str) -> Engine:

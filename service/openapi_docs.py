@@ -160,7 +160,7 @@ def _json_examples() -> dict[str, Any]:
     examples: dict[str, Any] = {
         "list_models": [matte],
         "get_model": ModelDetail(**matte.model_dump(), loaded_version=2,
-                                 version_summaries=[summary]),
+                                 version_summaries=[summary], corrupt_versions=[]),
         "get_model_version": _manifest(),
         "activate_model_version": ActivateResponse(name="matte", active=2, previous=1),
         "rollback_model": ActivateResponse(name="matte", active=1, previous=2),
@@ -218,11 +218,26 @@ def _envelope_422() -> dict[str, Any]:
 
 def _with_key(curl: str, op: dict[str, Any]) -> str:
     """The curl line with the API key header where the operation's scope is not open by
-    default (train, admin; docs/SECURITY.md)."""
+    default (train, admin; docs/SECURITY.md), whatever this server opens."""
     scopes = {s for requirement in op.get("security", []) for s in requirement.get("bearer", [])}
     if scopes - {"infer"}:
         return curl.replace("curl ", 'curl -H "Authorization: Bearer $TOONFORGE_API_KEY" ', 1)
     return curl
+
+
+def mark_open_scopes(schema: dict[str, Any], open_scopes: frozenset[str]) -> dict[str, Any]:
+    """An operation whose scope is open (setting ``open_scopes``; ``infer`` by default) may
+    be called with no key or with a key: its security is ``[{}, {"bearer": [scope]}]``
+    (OpenAPI's "optional" form), not a requirement the server does not make."""
+    for operations in schema["paths"].values():
+        for op in operations.values():
+            security = op.get("security")
+            if not security or {} in security:
+                continue
+            scopes = {s for requirement in security for s in requirement.get("bearer", [])}
+            if scopes and scopes <= open_scopes:
+                op["security"] = [{}, *security]
+    return schema
 
 
 def add_examples(schema: dict[str, Any], families: Iterable[OperationExamples] = ()
@@ -298,9 +313,12 @@ def install_openapi(app: FastAPI, families: Iterable[OperationExamples] = ()) ->
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = add_hyperparameter_union(add_examples(get_openapi(
+            document = mark_open_scopes(get_openapi(
                 title=app.title, version=app.version, summary=app.summary,
-                description=app.description, routes=app.routes), family_examples))
+                description=app.description, routes=app.routes),
+                frozenset(app.state.settings.open_scopes))
+            app.openapi_schema = add_hyperparameter_union(add_examples(document,
+                                                                       family_examples))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

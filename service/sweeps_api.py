@@ -42,9 +42,10 @@ async def create(repo: JobRepository, sweeps: SweepRepository, queue: JobQueue,
     admit = _quota(repo, caller)
 
     def create_job(point: FinetuneRequest) -> JobRecord:
-        # References were checked per point already (jobs/sweeps.point_requests).
-        job, _ = create_and_enqueue(repo, point, None, queue=queue, owner_key=owner,
-                                    admit=admit)
+        # References were checked per point already (jobs/sweeps.point_requests); the
+        # dataset is checked again under its lock.
+        job, _ = create_and_enqueue(repo, point, None, queue=queue, stores=stores,
+                                    checked=True, owner_key=owner, admit=admit)
         return job
 
     def run() -> tuple[SweepView, bool]:

@@ -3,7 +3,6 @@ cap, then hand the file to the intake (model_store/intake.py) on a worker thread
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import Request
@@ -14,11 +13,14 @@ from starlette.formparsers import MultiPartException
 
 from core.errors import InvalidParameter
 from core.settings import Settings
+from jobs.repository import JobRepository
 from model_store.dataset_schema import IngestResult
 from model_store.datasets import DatasetStore, validate_dataset_id
 from model_store.errors import InvalidName
 from model_store.intake import ingest_upload, receive_upload, receive_upload_async
 from service.errors import multipart_error
+
+MAX_FORM_FIELDS = 8  # non-file fields of a multipart dataset upload (stated in the schema)
 
 
 async def _receive(request: Request, dest: Path, max_bytes: int) -> str:
@@ -30,7 +32,7 @@ async def _receive(request: Request, dest: Path, max_bytes: int) -> str:
     # Starlette spools the part to a temporary file; the body itself is already capped by
     # BodyLimitMiddleware, and the copy below enforces the cap on the part alone.
     try:
-        form = await request.form(max_files=1, max_fields=8)
+        form = await request.form(max_files=1, max_fields=MAX_FORM_FIELDS)
     except (StarletteHTTPException, MultiPartException) as exc:
         raise multipart_error(exc) from None  # 413 too_many_parts / 400 malformed_multipart
     try:
@@ -60,8 +62,10 @@ async def create_dataset(request: Request, settings: Settings, store: DatasetSto
         )
 
 
-def delete_dataset(store: DatasetStore, dataset_id: str, in_use: Callable[[str], bool]
-                   ) -> None:
-    """Delete unless ``in_use(id)`` (a queued, running or exporting job names it)."""
-    store.delete(dataset_id, in_use=in_use)
+def delete_dataset(store: DatasetStore, dataset_id: str, jobs: JobRepository) -> None:
+    """Delete unless a queued, running or exporting job names it, under the dataset's lock
+    (jobs/dataset_lock.py: a job accepted meanwhile either came first or fails)."""
+    store.get(dataset_id)  # 404 before taking a lock on a name that is not a dataset
+    with jobs.dataset_lock(dataset_id) as in_use:
+        store.delete(dataset_id, in_use=in_use)
 

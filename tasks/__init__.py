@@ -7,10 +7,12 @@ them); the registry itself imports none of them. Extra families register from pl
 
 # isort: skip_file
 from tasks.registry import (
+    Batching,
     CommonHyperparameters,
     ExtraArtifact,
     GateRule,
     GraphIO,
+    GraphMemory,
     ImagePipeline,
     Int8Gate,
     ServingConfig,
@@ -26,10 +28,12 @@ from tasks.registry import (
 )
 
 __all__ = [
+    "Batching",
     "CommonHyperparameters",
     "ExtraArtifact",
     "GateRule",
     "GraphIO",
+    "GraphMemory",
     "ImagePipeline",
     "Int8Gate",
     "ServingConfig",

@@ -135,6 +135,38 @@ class StarterRecipe:
     hyperparameters: Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class Batching:
+    """How a family's batchable graphs group concurrent requests, where the server-wide
+    defaults (Settings.batch_max_size, batch_max_delay_ms) do not suit it: ``None`` keeps
+    the default. A large graph may want fewer rows per run, a cheap one a longer wait."""
+
+    max_size: int | None = None
+    max_delay_ms: float | None = None
+
+    def size(self, default: int) -> int:
+        return self.max_size if self.max_size is not None else default
+
+    def delay_s(self, default_ms: float) -> float:
+        return (self.max_delay_ms if self.max_delay_ms is not None else default_ms) / 1000.0
+
+
+@dataclass(frozen=True)
+class GraphMemory:
+    """What one run of a graph holds beyond its input and output arrays (onnxruntime's
+    arena: activations and convolution buffers), per value of its input tensor, at each
+    precision, plus a fixed part; measured on the family's real architecture at its
+    largest served input (bench/memory.py). The API reserves it before a request runs
+    (service/inference/budget.py)."""
+
+    per_input_value: Mapping[str, float]
+    fixed_bytes: int = 0
+
+    def run_bytes(self, values: int, precision: str) -> int:
+        per_value = self.per_input_value.get(precision, max(self.per_input_value.values()))
+        return int(self.fixed_bytes + per_value * values)
+
+
 # A synthetic dataset maker: (root, seed, **sizes) -> root, drawing files in the task's
 # upload layout. Torch-free (Pillow + numpy), so tests and demos need no worker.
 SyntheticMaker = Callable[..., Path]
@@ -175,12 +207,17 @@ class TaskSpec:
     drawn_inputs: Callable[[Any, Any], dict[str, Any]] | None = None
     # Module (API process only) whose ``router`` holds the family's named endpoints.
     api: str | None = None
+    # Dynamic batching of the task's batchable graphs (None: the server's defaults).
+    batching: Batching = field(default_factory=Batching)
     # Extra files versions of the task may carry beside their graphs, by name.
     artifacts: Mapping[str, ExtraArtifact] = field(default_factory=dict)
     # Official-weights entries ``toonforge pull`` offers for the task (tasks/catalogue.py).
     catalogue: tuple[CatalogueEntry, ...] = ()
     # Modules (worker process only) that register the family's nets and trainer.
     worker: tuple[str, ...] = ()
+    # Graph role -> its memory model (service/inference/budget.py; a role not listed gets
+    # the generic default there).
+    memory: Mapping[str, GraphMemory] = field(default_factory=dict)
 
     @property
     def main_graph(self) -> GraphIO:

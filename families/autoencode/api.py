@@ -22,6 +22,7 @@ from families.autoencode.spec import LATENT_STATS, SPEC, AutoencodeServing
 from service.deps import PoolDep
 from service.imaging import encode_image, read_uploads
 from service.inference.batching import Feeds
+from service.inference.budget import RequestMemory, request_memory
 from service.inference.pipelines import (
     Served,
     check_output_pixels,
@@ -83,7 +84,9 @@ async def reconstruct(pool: InferencePool, data: bytes, params: AutoencodeParams
         image = chw_to_image(out[graph.outputs[1]][0], *config.output_range)
         return encode_image(upscale(image, params.size), "png")
 
-    body = await staged(pool, version, "main", prepare, finish)
+    body = await staged(pool, version, "main", prepare, finish,
+                        request_memory(version, "main", data=data,
+                                       answer_pixels=(params.size or config.size) ** 2))
     return Served(version, body)
 
 
@@ -109,7 +112,12 @@ async def interpolate_pair(pool: InferencePool, image_a: bytes, image_b: bytes,
                                   images=[GeneratedImage(png_base64=png_b64(i)) for i in images])
         return encode_image(grid(images, columns=len(images)), "png")
 
-    content = await staged(pool, version, "main", prepare, finish)
+    need = request_memory(version, "main", data=image_a, rows=2,
+                          answer_pixels=steps * config.size * config.size)
+    second = request_memory(version, "main", data=image_b, answer_pixels=0)
+    content = await staged(pool, version, "main", prepare, finish, RequestMemory(
+        need.decode + second.decode, need.graph, need.answer,
+        max(need.source_pixels, second.source_pixels)))
     media = "application/json" if params.format == "json" else "image/png"
     return Served(version, content, media)
 
@@ -132,7 +140,9 @@ async def sample(pool: InferencePool, params: SampleParams) -> Served:
         pictures = images_from_batch(frames, *config.output_range)
         return encode_image(grid(pictures), "png")
 
-    body = await staged_work(pool, work)
+    need = request_memory(version, "decoder", rows=params.n,
+                          answer_pixels=params.n * config.size * config.size)
+    body = await staged_work(pool, work, need, "n")
     return Served(version, body, headers={
         "X-Seed": str(seed),
         "X-Latent-Distribution": "fitted" if stats is not None else "prior",
@@ -164,9 +174,10 @@ async def autoencode_interpolate(
 ) -> Response:
     """Decode a straight path between the latents of image_a and image_b (a PNG strip)."""
     async with pool.admit():  # before the body is read: a full pool reads none
-        images, texts = await read_uploads(
-            request, ("image_a", "image_b"), pool.settings.max_upload_bytes
-        )
+        async with pool.reading():
+            images, texts = await read_uploads(
+                request, ("image_a", "image_b"), pool.settings.max_upload_bytes
+            )
         params = merge(params, {k: v for k, v in texts.items() if k in ("steps", "format")})
         return respond(
             await interpolate_pair(pool, images["image_a"], images["image_b"], params)

@@ -11,6 +11,7 @@ from tasks.registry import (
     ExtraArtifact,
     GateRule,
     GraphIO,
+    GraphMemory,
     Int8Gate,
     Range,
     ServingConfig,
@@ -75,4 +76,7 @@ SPEC = register_task(TaskSpec(
                                            {"latent_distribution": "fitted"})},
     api="families.autoencode.api",
     worker=("families.autoencode.net", "families.autoencode.trainer"),
+    # Measured at 64 px: under 700 bytes per input value (encoder); the decoder is fed latents.
+    memory={"main": GraphMemory({"fp32": 800.0, "int8": 800.0}, 16 * 2**20),
+            "decoder": GraphMemory({"fp32": 16384.0, "int8": 16384.0}, 16 * 2**20)},
 ))

@@ -10,11 +10,12 @@ from PIL import Image
 from pydantic import Field
 
 from core.wire import ModelChoice
-from families.cartoonize.processing import cartoon_input, cartoon_output
+from families.cartoonize.processing import cartoon_graph_size, cartoon_input, cartoon_output
 from families.cartoonize.spec import SPEC, CartoonizeServing
 from service.deps import PoolDep
-from service.imaging import MEDIA_TYPES, encode_image
+from service.imaging import MEDIA_TYPES, declared_size, encode_image
 from service.inference.batching import Feeds
+from service.inference.budget import RequestMemory, largest_fitting, request_memory
 from service.inference.pipelines import Served, config_of, decode_upload, staged
 from service.inference.pool import InferencePool
 from service.openapi_docs import URL, OperationExamples
@@ -42,6 +43,18 @@ async def cartoonize_image(pool: InferencePool, data: bytes, params: CartoonizeP
     config = config_of(version, CartoonizeServing)
     max_side = min(params.max_side or config.max_side, pool.settings.max_side_limit)
     graph = version.graph("main")
+    width, height = declared_size(data)
+
+    def memory(side: int) -> RequestMemory:
+        graph_w, graph_h = cartoon_graph_size((width, height), side, config.multiple_of)
+        return request_memory(version, "main", data=data, graph_values=3 * graph_w * graph_h)
+
+    # The graph's input is capped, never tiled: a max_side whose arena would not fit one
+    # request's share of the memory budget is lowered until it does, down to the version's
+    # own max_side (so answers at the defaults are unchanged).
+    if width and height:
+        max_side = largest_fitting(pool.budget.per_request, lambda side: memory(side).total,
+                                   min(max_side, config.max_side), max_side)
 
     def prepare() -> tuple[Image.Image, Feeds]:
         image = decode_upload(pool, data)
@@ -51,7 +64,7 @@ async def cartoonize_image(pool: InferencePool, data: bytes, params: CartoonizeP
         cartoon = cartoon_output(out[graph.outputs[0]], image.size, config)
         return encode_image(cartoon, params.format)
 
-    body = await staged(pool, version, "main", prepare, finish)
+    body = await staged(pool, version, "main", prepare, finish, memory(max_side))
     return Served(version, body, MEDIA_TYPES[params.format])
 
 

@@ -15,6 +15,7 @@ from families.classify.processing import classify_input, label_names, top_k
 from families.classify.spec import SPEC, ClassifyServing
 from service.deps import PoolDep
 from service.inference.batching import Feeds
+from service.inference.budget import request_memory
 from service.inference.pipelines import Served, config_of, decode_upload, staged
 from service.inference.pool import InferencePool
 from service.openapi_docs import URL, OperationExamples
@@ -65,7 +66,8 @@ async def classify_image(pool: InferencePool, data: bytes, params: ClassifyParam
             predictions=[Prediction(label=label, score=score) for label, score in best],
         )
 
-    response = await staged(pool, version, "main", prepare, finish)
+    response = await staged(pool, version, "main", prepare, finish,
+                            request_memory(version, "main", data=data, answer_pixels=0))
     return Served(version, response, "application/json")
 
 

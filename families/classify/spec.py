@@ -15,6 +15,7 @@ from tasks.registry import (
     CommonHyperparameters,
     GateRule,
     GraphIO,
+    GraphMemory,
     Int8Gate,
     ServingConfig,
     StarterRecipe,
@@ -72,4 +73,6 @@ SPEC = register_task(TaskSpec(
     catalogue=ENTRIES,
     api="families.classify.api",
     worker=("families.classify.net", "families.classify.trainer"),
+    # GoogLeNet measured at 224 px: 70 (fp32) and 84 (INT8) bytes per input value.
+    memory={"main": GraphMemory({"fp32": 100.0, "int8": 100.0}, 16 * 2**20)},
 ))

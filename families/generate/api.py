@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import numpy as np
 from fastapi import Body, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.errors import InvalidParameter
 from core.wire import SEED_MAX, GeneratedImage, ImagesResponse, ModelChoice
@@ -16,6 +16,7 @@ from families.generate.processing import normal_latents
 from families.generate.spec import SPEC, GenerateServing
 from service.deps import PoolDep
 from service.imaging import encode_image
+from service.inference.budget import request_memory
 from service.inference.pipelines import (
     Served,
     check_output_pixels,
@@ -50,6 +51,10 @@ class GenerateOptions(BaseModel):
 
 
 class GenerateBody(GenerateOptions):
+    # Strict as a JSON body (true is not n=1); the query's strings are parsed by
+    # GenerateOptions before they reach this model.
+    model_config = ConfigDict(strict=True)
+
     latents: list[list[float]] | None = Field(
         None, description="Explicit latents: n lists of nz floats (replaces seed)."
     )
@@ -113,7 +118,9 @@ async def generate_images(pool: InferencePool, options: GenerateBody, model: str
             )
         return encode_image(grid(pictures), "png")
 
-    content = await staged_work(pool, work)
+    need = request_memory(version, "main", rows=min(created, GENERATE_CHUNK),
+                          answer_pixels=created * image_pixels(version, "main", 0))
+    content = await staged_work(pool, work, need, "n")
     headers = {"X-Seed": str(seed)} if seed is not None else {}
     media = "application/json" if options.format == "json" else "image/png"
     return Served(version, content, media, headers)

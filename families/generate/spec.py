@@ -12,6 +12,7 @@ from tasks.layouts import ImageFolderLayout
 from tasks.registry import (
     CommonHyperparameters,
     GraphIO,
+    GraphMemory,
     Int8Gate,
     Range,
     ServingConfig,
@@ -77,4 +78,6 @@ SPEC = register_task(TaskSpec(
     catalogue=ENTRIES,
     api="families.generate.api",
     worker=("families.generate.net", "families.generate.trainer"),
+    # DCGAN 96 px: about 0.8 MB per latent row at batch 8 (8 KB per input value).
+    memory={"main": GraphMemory({"fp32": 16384.0, "int8": 16384.0}, 16 * 2**20)},
 ))

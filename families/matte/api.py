@@ -16,6 +16,7 @@ from families.matte.spec import SPEC, MatteServing
 from service.deps import PoolDep
 from service.imaging import MEDIA_TYPES, encode_image
 from service.inference.batching import Feeds
+from service.inference.budget import request_memory
 from service.inference.pipelines import Served, config_of, decode_upload, staged
 from service.inference.pool import InferencePool
 from service.openapi_docs import URL, OperationExamples
@@ -61,7 +62,8 @@ async def matte_image(pool: InferencePool, data: bytes, params: MatteParams) -> 
             result = mask
         return encode_image(result, params.format)
 
-    body = await staged(pool, version, "main", prepare, finish)
+    body = await staged(pool, version, "main", prepare, finish,
+                        request_memory(version, "main", data=data))
     return Served(version, body, MEDIA_TYPES[params.format])
 
 

@@ -13,6 +13,7 @@ from tasks.registry import (
     CommonHyperparameters,
     GateRule,
     GraphIO,
+    GraphMemory,
     Int8Gate,
     ServingConfig,
     StarterRecipe,
@@ -75,4 +76,6 @@ SPEC = register_task(TaskSpec(
     catalogue=ENTRIES,
     api="families.matte.api",
     worker=("families.matte.net", "families.matte.trainer"),
+    # u2netp measured at 320 px: 905 (fp32) and 451 (INT8) bytes per input value.
+    memory={"main": GraphMemory({"fp32": 1000.0, "int8": 1000.0}, 32 * 2**20)},
 ))

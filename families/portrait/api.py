@@ -28,8 +28,9 @@ from families.portrait.processing import (
 )
 from families.portrait.spec import SPEC, PortraitServing
 from service.deps import PoolDep
-from service.imaging import encode_image
+from service.imaging import declared_size, encode_image
 from service.inference.batching import Feeds
+from service.inference.budget import ANSWER_BYTES_PER_PIXEL, request_memory
 from service.inference.pipelines import Served, config_of, decode_upload, staged
 from service.inference.pool import InferencePool
 from service.openapi_docs import URL, OperationExamples
@@ -65,6 +66,19 @@ class PortraitParams(ModelChoice):
                          description="Weight of the blurred photo in the composite.")
 
 
+# The demo's crop can reach twice the photo's side (its margins and squaring): four times
+# its pixels. The composite's float64 blur (an edge-padded copy, its spectrum, the inverse)
+# peaks near 160 bytes a pixel, against an encoded answer's 12.
+CROP_PIXELS_PER_PHOTO_PIXEL = 4
+COMPOSITE_TO_ANSWER_BYTES = 160 // ANSWER_BYTES_PER_PIXEL
+
+
+def answer_pixels(photo_pixels: int, output: str) -> int:
+    """The answer's pixels as the memory budget counts them (the composite's work too)."""
+    crop = CROP_PIXELS_PER_PHOTO_PIXEL * photo_pixels
+    return crop if output == "drawing" else crop * COMPOSITE_TO_ANSWER_BYTES
+
+
 def _headers(region: Region) -> dict[str, str]:
     headers = {"X-Portrait-Crop": "face" if region.face_found else "image",
                "X-Crop-Box": ",".join(str(v) for v in region.box)}
@@ -98,7 +112,10 @@ async def portrait_image(pool: InferencePool, data: bytes, params: PortraitParam
             return encode_image(mixed, "png")
         return encode_image(paste(image, region, mixed), "png")
 
-    body = await staged(pool, version, "main", prepare, finish)
+    width, height = declared_size(data)
+    memory = request_memory(version, "main", data=data,
+                            answer_pixels=answer_pixels(width * height, params.output))
+    body = await staged(pool, version, "main", prepare, finish, memory)
     return Served(version, body, "image/png", _headers(found[0]))
 
 

@@ -227,15 +227,23 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
     return kernel / float(kernel.sum())
 
 
-def _blur_matrix(length: int, sigma: float) -> np.ndarray:
-    """length x length: a 1-D Gaussian along one axis, edges repeated (mode 'nearest')."""
-    kernel = gaussian_kernel(sigma)
+def _blur_axis(data: np.ndarray, axis: int, kernel: np.ndarray) -> np.ndarray:
+    """``data`` convolved with ``kernel`` along ``axis``, edges repeated (mode 'nearest'),
+    through the FFT: its cost does not grow with sigma, and it allocates no length^2."""
     radius = len(kernel) // 2
-    matrix = np.zeros((length, length), np.float64)
-    for i in range(length):
-        sources = np.clip(np.arange(i - radius, i + radius + 1), 0, length - 1)
-        np.add.at(matrix[i], sources, kernel)
-    return matrix
+    pad = [(0, 0)] * data.ndim
+    pad[axis] = (radius, radius)
+    padded = np.pad(data, pad, mode="edge")
+    size = padded.shape[axis] + len(kernel) - 1
+    spectrum = np.fft.rfft(padded, size, axis=axis)
+    shape = [1] * data.ndim
+    shape[axis] = -1
+    spectrum *= np.fft.rfft(kernel, size).reshape(shape)
+    full = np.fft.irfft(spectrum, size, axis=axis)
+    index = [slice(None)] * data.ndim
+    index[axis] = slice(2 * radius, 2 * radius + data.shape[axis])
+    out: np.ndarray = full[tuple(index)]
+    return out
 
 
 def blur(pixels: np.ndarray, sigma: float) -> np.ndarray:
@@ -243,10 +251,8 @@ def blur(pixels: np.ndarray, sigma: float) -> np.ndarray:
     data = np.asarray(pixels, np.float64)
     if sigma <= 0:
         return data
-    height, width = data.shape[:2]
-    out = np.einsum("ij,jkc->ikc", _blur_matrix(height, sigma), data)
-    blurred: np.ndarray = np.einsum("lk,ikc->ilc", _blur_matrix(width, sigma), out)
-    return blurred
+    kernel = gaussian_kernel(sigma)
+    return _blur_axis(_blur_axis(data, 0, kernel), 1, kernel)
 
 
 def composite(pixels: np.ndarray, drawing: Image.Image, sigma: float,

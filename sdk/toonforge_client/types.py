@@ -92,6 +92,7 @@ class VersionSummary(TypedDict):
 class ModelDetail(ModelInfo):
     loaded_version: int | None
     version_summaries: list[VersionSummary]
+    corrupt_versions: list[int]
 
 
 class ActivateResponse(TypedDict):

@@ -25,6 +25,7 @@ from core.wire import ModelChoice
 from service.errors import NoImagePipeline, TaskNotFound
 from service.imaging import decode_image, encode_image
 from service.inference.batching import Feeds
+from service.inference.budget import RequestMemory, request_memory
 from service.inference.pool import InferencePool
 from service.inference.sessions import LoadedVersion
 from tasks import ServingConfig, TaskSpec, get_task, list_tasks
@@ -43,11 +44,12 @@ class Served:
 
 
 async def staged(pool: InferencePool, version: LoadedVersion, role: str,
-                  prepare: Callable[[], tuple[C, Feeds]],
-                  finish: Callable[[C, Feeds], R]) -> R:
-    """prepare -> graph run -> finish; one thread hop when the graph does not batch."""
+                 prepare: Callable[[], tuple[C, Feeds]],
+                 finish: Callable[[C, Feeds], R], memory: RequestMemory) -> R:
+    """prepare -> graph run -> finish; one thread hop when the graph does not batch.
+    ``memory`` is reserved from the pool's budget for the whole of it."""
     graph = version.graph(role)
-    async with pool.slot():
+    async with pool.slot(memory):
         if graph.batcher is None:
             def whole() -> R:
                 context, feeds = prepare()
@@ -138,7 +140,8 @@ async def infer_image(pool: InferencePool, spec: TaskSpec, data: bytes, params: 
     def finish(image: Image.Image, out: Feeds) -> bytes:
         return encode_image(hooks.finish(out, image, version.config), "png")
 
-    body = await staged(pool, version, "main", prepare, finish)
+    body = await staged(pool, version, "main", prepare, finish,
+                        request_memory(version, "main", data=data))
     return Served(version, body)
 
 
@@ -148,7 +151,9 @@ def describe(served: Served) -> dict[str, Any]:
             "X-Model-Precision": served.version.precision, **served.headers}
 
 
-async def staged_work(pool: InferencePool, work: Callable[[], R]) -> R:
-    """A request that is a batch of its own (no shared run): one slot, one thread hop."""
-    async with pool.slot():
+async def staged_work(pool: InferencePool, work: Callable[[], R], memory: RequestMemory,
+                      parameter: str) -> R:
+    """A request that is a batch of its own (no shared run): one slot, one thread hop.
+    ``memory`` is reserved for it; ``parameter`` is what a refusal names."""
+    async with pool.slot(memory, parameter):
         return await pool.run(work)

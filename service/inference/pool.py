@@ -42,6 +42,7 @@ from model_store.errors import ActivationRefused, NoActiveVersion
 from model_store.store import ModelStore
 from service.errors import IMPORT_HINT, ModelNotReady, WrongTask
 from service.inference.batching import BatcherClosed, Feeds
+from service.inference.budget import MB, MemoryBudget, RequestMemory
 from service.inference.sessions import (
     WARMUP_SIDE,
     LoadedVersion,
@@ -121,6 +122,9 @@ class InferencePool:
         self._admitted = 0
         self._slot_waiting = 0
         self._slot_active = 0
+        self._reading = 0
+        self.budget = MemoryBudget(settings.memory_budget_mb * MB, settings.memory_request_mb * MB,
+                                   settings.memory_wait_s, settings.overload_retry_after_s)
         self._idle_since = time.monotonic()
         self._trimmed = False  # loading and warm-up leave arena memory to give back too
         self._active: dict[str, LoadedVersion] = {}
@@ -170,9 +174,24 @@ class InferencePool:
                 self._idle_since, self._trimmed = time.monotonic(), False
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Bound the requests being processed at once (Settings.max_concurrency)."""
+    async def reading(self) -> AsyncIterator[None]:
+        """Count an admitted request as receiving its upload (/metrics)."""
+        self._reading += 1
+        try:
+            yield
+        finally:
+            self._reading -= 1
+
+    @contextlib.asynccontextmanager
+    async def slot(self, memory: RequestMemory | None = None, parameter: str = "image"
+                   ) -> AsyncIterator[None]:
+        """Bound the requests being processed at once (Settings.max_concurrency) and, with
+        ``memory``, the working memory they hold (``budget``: waits, then 503)."""
         async with self.admit():
+            if memory is not None and memory.source_pixels > self.settings.max_pixels:
+                memory = None  # the decode refuses it from its header (too_many_pixels)
+            if memory is not None:
+                self.budget.check(memory, parameter)  # 422 before waiting for anything
             self._slot_waiting += 1
             try:
                 await self._slots.acquire()
@@ -180,7 +199,11 @@ class InferencePool:
                 self._slot_waiting -= 1
             self._slot_active += 1
             try:
-                yield
+                if memory is None:
+                    yield
+                else:
+                    async with self.budget.reserve(memory, parameter):
+                        yield
             finally:
                 self._slot_active -= 1
                 self._slots.release()
@@ -197,8 +220,13 @@ class InferencePool:
                 or time.monotonic() - self._idle_since < idle_s):
             return
         self._trimmed = True
-        versions = list(self._active.values()) + list(self._extra.values())
-        await self.run(release_memory, versions, self.settings.ort_cpu_mem_arena)
+        await self.run(release_memory, self._held_versions(), self.settings.ort_cpu_mem_arena)
+
+    def _held_versions(self) -> list[LoadedVersion]:
+        """Every loaded version at every precision it was asked for (a precision loaded
+        on first use lives beside the version the pool holds, not in its tables)."""
+        held = list(self._active.values()) + list(self._extra.values())
+        return [at for loaded in held for at in loaded.all_precisions()]
 
     def backlog(self) -> PoolBacklog:
         """Requests waiting for or holding a slot, and queued in each batcher (/metrics)."""
@@ -208,7 +236,9 @@ class InferencePool:
             for role, graph in loaded.graphs.items():
                 if graph.batcher is not None:
                     batchers[(loaded.ref, role)] = graph.batcher.pending
-        return PoolBacklog(self._slot_waiting, self._slot_active, batchers)
+        return PoolBacklog(self._slot_waiting, self._slot_active, self._reading,
+                           self.budget.waiting, self.budget.reserved, self.budget.total,
+                           batchers)
 
     async def infer(self, version: LoadedVersion, role: str, feeds: Feeds) -> Feeds:
         """One graph run, through its batcher when batching is on for it."""

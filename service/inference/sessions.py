@@ -95,8 +95,28 @@ def choose_precision(manifest: Manifest, spec: TaskSpec, requested: str | None,
     return INT8
 
 
+def _shrinking_run() -> ort.RunOptions:
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
+def variable_shape(session: ort.InferenceSession) -> bool:
+    """Whether a request chooses the graph's input size (a symbolic axis past the batch)."""
+    return any(not (isinstance(dim, int) and dim > 0)
+               for meta in session.get_inputs() for dim in meta.shape[1:])
+
+
 class Graph:
-    """An onnxruntime session with the tensor names of its manifest entry."""
+    """An onnxruntime session with the tensor names of its manifest entry.
+
+    A graph whose input size each request chooses (cartoonize) hands its arena back at the
+    end of every run: its chunks fit only shapes as large as the largest seen, so a kept
+    arena would hold every burst's high-water mark in each session (fp32 and INT8 each have
+    one) until the idle release. Measured on DCT-Net at 720x540: +3-10 % CPU per run, 140
+    instead of 350 MB held after it (docs/BENCHMARKS.md "Memory per request"). Fixed-shape
+    graphs keep theirs (their sizes recur; the pool shrinks them once idle).
+    """
 
     def __init__(self, session: ort.InferenceSession, inputs: list[str], outputs: list[str],
                  batcher: Batcher | None) -> None:
@@ -104,9 +124,11 @@ class Graph:
         self.inputs = inputs
         self.outputs = outputs
         self.batcher = batcher
+        self.run_options = _shrinking_run() if variable_shape(session) else None
 
     def run(self, feeds: Feeds) -> Feeds:
-        values = self.session.run(self.outputs, {name: feeds[name] for name in self.inputs})
+        values = self.session.run(self.outputs, {name: feeds[name] for name in self.inputs},
+                                  self.run_options)
         return dict(zip(self.outputs, values, strict=True))
 
 
@@ -154,6 +176,11 @@ class LoadedVersion:
     def loaded_precision(self, precision: str) -> LoadedVersion | None:
         """This version at ``precision`` if already loaded (never blocks)."""
         return self if precision == self.precision else self._others.get(precision)
+
+    def all_precisions(self) -> list[LoadedVersion]:
+        """This version and the other precisions loaded beside it (never blocks: a load in
+        progress holds ``_others_lock``; copying the dict is one step under the GIL)."""
+        return [self, *list(self._others.values())]
 
     def load_precision(self, precision: str, settings: Settings, store: ModelStore
                        ) -> LoadedVersion:
@@ -365,8 +392,9 @@ def _load_graphs(store: ModelStore, manifest: Manifest, spec: TaskSpec, settings
         label = manifest.ref if precision == FP32 else f"{manifest.ref}:{precision}"
         for role, graph in graphs.items():
             if batchable(manifest.graphs[role], spec.graphs[role]):
-                graph.batcher = Batcher(graph.run, settings.batch_max_size,
-                                        settings.batch_max_delay_ms / 1000.0,
+                graph.batcher = Batcher(graph.run,
+                                        spec.batching.size(settings.batch_max_size),
+                                        spec.batching.delay_s(settings.batch_max_delay_ms),
                                         f"{label}:{role}",
                                         BATCH_SIZE.labels(label, role).observe)
     return LoadedVersion(manifest, spec, config, graphs, artifacts, precision)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from core.task_names import TaskName
+from core.wire import NAME_PATTERN
 from model_store.dataset_scan import cap_report
 from model_store.dataset_schema import DatasetMeta, IngestResult
 from service import uploads
@@ -15,6 +16,11 @@ from service.auth import TrainCaller, auth_responses, scope
 from service.deps import DatasetsDep, JobRepositoryDep, SettingsDep
 from service.errors import error_responses
 from service.ratelimit import check_dataset_room, enforce_dataset_quota
+from service.uploads import MAX_FORM_FIELDS
+
+# The id rule, stated in the schema; the store checks it (an id that breaks it names no
+# dataset: 404) with its own message.
+DatasetId = Annotated[str, Path(json_schema_extra={"pattern": NAME_PATTERN})]
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=auth_responses())
 
@@ -26,8 +32,12 @@ _UPLOAD_BODY = {
         "application/x-tar": {"schema": _ARCHIVE},
         "application/gzip": {"schema": _ARCHIVE},
         "application/octet-stream": {"schema": _ARCHIVE},
-        "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                           "properties": {"file": _ARCHIVE}}},
+        # Parts past these are refused 413 too_many_parts (service/uploads.py).
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"], "properties": {"file": _ARCHIVE},
+            "maxProperties": MAX_FORM_FIELDS + 1,
+            "description": f"the archive as the file field `file`; at most one file and"
+                           f" {MAX_FORM_FIELDS} other fields"}},
     },
 }
 _UPLOAD_ERRORS = {
@@ -53,7 +63,9 @@ async def create_dataset(
     caller: TrainCaller,
     task: Annotated[TaskName, Query(description="The task the dataset trains.")],
     name: str | None = Query(None, max_length=200, description="A name to show in lists."),
-    id: str | None = Query(None, description="Choose the id (lowercase, digits, . _ -)."),
+    id: str | None = Query(None, description="Choose the id (lowercase, digits, . _ -)."
+                           " Absent: a random one.",
+                           json_schema_extra={"pattern": NAME_PATTERN}),
 ) -> IngestResult:
     """Upload a dataset archive (raw body or multipart field `file`); answers its intake report."""
     # Per-key dataset quota (service/ratelimit.py): before the body is read, and once the
@@ -75,7 +87,7 @@ async def list_datasets(store: DatasetsDep, task: TaskName | None = None
 
 @router.get("/{dataset_id}", operation_id="get_dataset", dependencies=[scope("train")],
             responses=error_responses(404, 500, descriptions={404: "`dataset_not_found`."}))
-async def get_dataset(settings: SettingsDep, store: DatasetsDep, dataset_id: str
+async def get_dataset(settings: SettingsDep, store: DatasetsDep, dataset_id: DatasetId
                       ) -> IngestResult:
     """One dataset with its intake report."""
 
@@ -93,8 +105,9 @@ async def get_dataset(settings: SettingsDep, store: DatasetsDep, dataset_id: str
                responses=error_responses(404, 409, 500, descriptions={
                    404: "`dataset_not_found`.",
                    409: "A job that has not finished uses it (`dataset_conflict`)."}))
-async def delete_dataset(store: DatasetsDep, jobs: JobRepositoryDep, dataset_id: str
+async def delete_dataset(store: DatasetsDep, jobs: JobRepositoryDep, dataset_id: DatasetId
                          ) -> Response:
-    """Delete a dataset (refused while a queued or running job uses it)."""
-    await run_in_threadpool(uploads.delete_dataset, store, dataset_id, jobs.dataset_in_use)
+    """Delete a dataset (refused while a queued or running job uses it; a job accepted
+    at the same moment either wins, and the delete is a 409, or fails with 422)."""
+    await run_in_threadpool(uploads.delete_dataset, store, dataset_id, jobs)
     return Response(status_code=204)

@@ -15,7 +15,7 @@ from core.wire import ModelChoice
 from service.auth import auth_responses, scope
 from service.deps import PoolDep
 from service.errors import error_responses
-from service.imaging import read_uploads
+from service.imaging import EXTRA_FILES, MAX_FORM_FIELDS, read_uploads
 from service.inference import pipelines
 
 
@@ -38,6 +38,9 @@ def upload_body(*fields: str) -> dict[str, Any]:
             "type": "object",
             "properties": {name: _BINARY for name in fields},
             "required": list(fields),
+            "maxProperties": len(fields) + EXTRA_FILES + MAX_FORM_FIELDS,
+            "description": f"at most {len(fields) + EXTRA_FILES} files and {MAX_FORM_FIELDS}"
+                           " other fields (more: 413 too_many_parts)",
         }},
     }
     if len(fields) == 1:
@@ -60,7 +63,8 @@ def image_ok(*media_types: str, headers: dict[str, str] | None = None) -> dict[i
 
 # Every inference route can be refused when the pool is full (pool.admit): 503 overloaded.
 _503 = {503: "No servable version (`no_active_version`, `model_not_ready`), or the server is"
-        " at capacity (`overloaded`: retry after the `Retry-After` seconds)."}
+        " at capacity (`overloaded`: all slots, or the memory budget for longer than"
+        " TOONFORGE_MEMORY_WAIT_S; retry after the `Retry-After` seconds)."}
 
 
 def _with_retry_after(responses: dict[int | str, Any]) -> dict[int | str, Any]:
@@ -72,7 +76,7 @@ def _with_retry_after(responses: dict[int | str, Any]) -> dict[int | str, Any]:
 
 
 UPLOAD_ERRORS = _with_retry_after(
-    error_responses(400, 404, 409, 413, 415, 422, 500, 503, descriptions=_503))
+    error_responses(400, 404, 408, 409, 413, 415, 422, 500, 503, descriptions=_503))
 # No upload, but a JSON body (generate) is still bounded by the body-limit middleware.
 NO_UPLOAD_ERRORS = _with_retry_after(
     error_responses(404, 409, 413, 422, 500, 503, descriptions=_503))
@@ -99,7 +103,8 @@ def merge(params: P, fields: dict[str, Any]) -> P:
 
 
 async def one_image(request: Request, pool: PoolDep) -> bytes:
-    images, _ = await read_uploads(request, ("image",), pool.settings.max_upload_bytes)
+    async with pool.reading():  # counted in /metrics while the upload arrives
+        images, _ = await read_uploads(request, ("image",), pool.settings.max_upload_bytes)
     return images["image"]
 
 

@@ -52,6 +52,8 @@ _REVOKE_ERRORS[404]["content"]["application/json"]["example"] = {
 
 @router.delete("/{key_id}", operation_id="revoke_key", responses=_REVOKE_ERRORS)
 async def revoke_key(request: Request, key_id: str = Path(max_length=32)) -> KeyView:
-    """Revoke a key: every API process refuses it within TOONFORGE_API_KEY_CACHE_S (5 s).
-    Revoking a revoked key changes nothing."""
-    return _view(await run_in_threadpool(_store(request).revoke, key_id))
+    """Revoke a key: the process that answers refuses it at once, every other API process
+    within TOONFORGE_API_KEY_CACHE_S (5 s). Revoking a revoked key changes nothing."""
+    revoked = await run_in_threadpool(_store(request).revoke, key_id)
+    request.app.state.access.verifier.forget(key_id)
+    return _view(revoked)

@@ -1,4 +1,5 @@
-"""Loopback stand-ins for a failing network: a dead port, a black hole, a cuttable proxy.
+"""Loopback stand-ins for a failing network: a dead port, a black hole, a cuttable proxy
+that can also fall silent.
 
 All three listen on 127.0.0.1 only. They let fault tests break the broker or the database
 in the ways production breaks (nothing listening; a host that accepts and never answers; a
@@ -57,7 +58,9 @@ class BlackHole:
 
 class CuttableProxy:
     """Forwards 127.0.0.1:<port> to ``target``; ``cut()`` closes the listener and every
-    forwarded connection, as a dead database host would look to its clients."""
+    forwarded connection, as a dead database host would look to its clients; ``silence()``
+    keeps every connection open and accepts new ones but forwards nothing more either way,
+    as a hung host (or a dropped route) would look: sends succeed, answers never come."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -66,7 +69,11 @@ class CuttableProxy:
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._cut = threading.Event()
+        self._silent = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def silence(self) -> None:
+        self._silent.set()
 
     def _accept(self) -> None:
         self._listener.settimeout(0.2)
@@ -77,6 +84,10 @@ class CuttableProxy:
                 continue
             except OSError:
                 return
+            if self._silent.is_set():
+                with self._lock:
+                    self._conns.append(client)  # held open, never answered
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -87,12 +98,12 @@ class CuttableProxy:
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             src.settimeout(None)
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self._silent.is_set():  # silent: read (so sends succeed), drop
+                    dst.sendall(data)
         except OSError:
             pass
         finally:

@@ -192,3 +192,96 @@ def test_api_starts_and_serves_with_the_database_down(store: Path, tmp_path: Pat
             assert r.json()["error"]["code"], r.text
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------ database silent
+# The database's bounds for this test (jobs/db_timeouts.py): a call to a silent server fails
+# after about statement + 0.5 s (the client deadline) + connect (the pool's reconnect).
+DB_CONNECT_S, DB_STATEMENT_S = 2.0, 1.0
+DB_CALL_S = DB_STATEMENT_S + 0.5 + DB_CONNECT_S
+# A keyed job route makes two such calls (the key check, then the route's own), plus the
+# request's work on a loaded two-core machine.
+DB_BOUND_S = 2 * DB_CALL_S + 2.0
+
+
+def test_silent_database_is_bounded(store: Path, tmp_path: Path, postgres_db: str) -> None:
+    """A database that keeps accepting connections and never answers again: a keyed GET
+    /models is served from the key cache and the job routes answer 503
+    database_unavailable, each within the stated bound (not after the operating system
+    gives up on the connection, minutes later)."""
+    from sqlalchemy.engine import make_url
+
+    from jobs.db import Database
+    from jobs.keys import KeyStore
+
+    url = make_url(postgres_db)
+    proxy = CuttableProxy((url.host or "127.0.0.1", url.port or 5432))
+    via_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(
+        hide_password=False)
+    server = ApiServer(store, tmp_path / "api.log", {
+        "TOONFORGE_OPEN_SCOPES": "", "TOONFORGE_RATE_LIMIT_RPS": "0",
+        "TOONFORGE_API_KEY_CACHE_S": "1", "TOONFORGE_DATABASE_URL": via_proxy,
+        "TOONFORGE_DATABASE_CONNECT_TIMEOUT_S": str(DB_CONNECT_S),
+        "TOONFORGE_DATABASE_STATEMENT_TIMEOUT_S": str(DB_STATEMENT_S)})
+    direct = Database(postgres_db)
+    try:
+        _, token = KeyStore.open(direct.sessions, None).create("silent", ["admin"])
+        key = {"Authorization": f"Bearer {token}"}
+        with server.client(timeout=60) as http:
+            assert http.get("/models", headers=key).status_code == 200  # key now cached
+            assert http.get("/jobs", headers=key).status_code == 200  # pool connected
+            proxy.silence()
+            time.sleep(1.2)  # past the key cache: the next check asks the database
+            start = time.monotonic()
+            r = http.get("/models", headers=key)
+            elapsed = time.monotonic() - start
+            assert r.status_code == 200, r.text  # the cached key answered
+            assert elapsed < DB_BOUND_S, f"keyed /models after {elapsed:.1f}s"
+            for method, path in (("GET", "/jobs"), ("GET", f"/jobs/{NO_JOB}"),
+                                 ("POST", f"/jobs/{NO_JOB}/cancel"), ("GET", "/sweeps")):
+                start = time.monotonic()
+                r = http.request(method, path, headers=key)
+                elapsed = time.monotonic() - start
+                assert r.status_code == 503, (path, r.status_code, r.text)
+                assert r.json()["error"]["code"] == "database_unavailable", r.text
+                assert elapsed < DB_BOUND_S, f"{method} {path} after {elapsed:.1f}s"
+            r = http.get("/datasets", headers=key)  # the store, behind the key check
+            assert r.status_code == 200, r.text
+        assert "no answer within" in server.log()  # the client deadline did its work
+    finally:
+        server.stop()
+        proxy.cut()
+        direct.dispose()
+
+
+def test_statement_and_commit_on_a_silenced_connection_fail_within_the_bound(
+        postgres_db: str) -> None:
+    """Inside a transaction (no checkout ping in between), a statement and a commit sent to
+    a server that went silent fail with a disconnect error once the client deadline
+    passes, instead of waiting forever."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    from jobs.db import Database, DatabaseTimeouts
+
+    url = make_url(postgres_db)
+    for last in ("SELECT 2", None):  # None: the commit is what meets the silence
+        proxy = CuttableProxy((url.host or "127.0.0.1", url.port or 5432))
+        db = Database(url.set(host="127.0.0.1", port=proxy.port).render_as_string(
+            hide_password=False), DatabaseTimeouts(connect_s=2, statement_s=DB_STATEMENT_S))
+        try:
+            with db.engine.connect() as conn:
+                assert conn.execute(text("SELECT 1")).scalar() == 1
+                proxy.silence()
+                start = time.monotonic()
+                with pytest.raises(OperationalError):
+                    if last is not None:
+                        conn.execute(text(last))
+                    conn.commit()
+                elapsed = time.monotonic() - start
+            assert elapsed < DB_STATEMENT_S + 0.5 + 2.0, f"failed after {elapsed:.1f}s"
+            assert db.deadlines is not None and db.deadlines.cut >= 1
+        finally:
+            db.dispose()
+            proxy.cut()

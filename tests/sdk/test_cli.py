@@ -68,8 +68,8 @@ def test_script_is_the_client_cli_with_admin_plugins() -> None:
     assert SCRIPT.exists(), "pip install -e '.[dev]' installs the toonforge script"
     proc = toonforge("--help", url=None)
     assert proc.returncode == 0
-    for command in ("cartoonize", "matte", "classify", "generate", "autoencode", "datasets",
-                    "finetune", "jobs", "models", "import", "store"):
+    for command in ("cartoonize", "matte", "infer", "classify", "generate", "autoencode",
+                    "datasets", "finetune", "jobs", "models", "import", "store"):
         assert f"    {command} " in proc.stdout, command
     assert "exit codes:" in proc.stdout
 
@@ -222,6 +222,19 @@ def test_exit_codes(cli, sdk_stack: Stack, photo: bytes, tmp_path: Path) -> None
     flag = toonforge("--url", f"127.0.0.1:{closed_port()}", "cartoonize", "p.png", url=None,
                      cwd=tmp_path)
     assert flag.returncode == 3, flag.stderr
+
+
+def test_infer_sends_any_task_to_the_generic_endpoint(cli, photo: bytes, tmp_path: Path
+                                                      ) -> None:
+    """``toonforge infer TASK`` reaches ``POST /infer/TASK`` (a plugin family's endpoint):
+    the server's answer for a task without an image pipeline, or an unknown one, comes
+    back as the error it is, per file."""
+    (tmp_path / "p.png").write_bytes(photo)
+    no_pipeline = cli("infer", "matte", "p.png")
+    assert no_pipeline.returncode == 1 and "invalid_parameter" in no_pipeline.stderr
+    unknown = cli("infer", "sketch", "p.png")
+    assert unknown.returncode == 1 and "task_not_found" in unknown.stderr
+    assert cli("infer", "matte").returncode == 2  # no input: a usage error
 
 
 # ---------------------------------------------------------------- models, datasets, jobs

@@ -247,6 +247,18 @@ def zip_non_utf8_names() -> bytes:
     return bytes(data)
 
 
+def zip_invalid_utf8_flagged_name() -> bytes:
+    """An entry flagged UTF-8 (general purpose bit 11) whose name is not valid UTF-8."""
+    name = b"images/bad_.png"
+    data = bytearray(zip_bytes({**good_files("generate"), name.decode(): image_bytes()}))
+    for offset in _find_all(bytes(data), name):
+        data[offset + 10] = 0xFF  # "_" -> a byte no UTF-8 sequence starts with
+        local = data[offset - 30:offset - 26] == b"PK\x03\x04"
+        flags = offset - 30 + 6 if local else offset - 46 + 8
+        data[flags + 1] |= 0x08  # flag bit 11 (0x800) is in the second byte
+    return bytes(data)
+
+
 def _find_all(data: bytes, needle: bytes) -> list[int]:
     found, start = [], 0
     while (at := data.find(needle, start)) != -1:
@@ -402,6 +414,8 @@ ARCHIVES: list[Case] = [
         ("duplicate names", zip_duplicate_names, "application/zip", 422, "archive_unsafe", ""),
         # zip names without the UTF-8 flag are cp437 by the format: every byte is a character
         ("non-UTF-8 zip names", zip_non_utf8_names, "application/zip", 201, None, ""),
+        ("zip name flagged UTF-8 but invalid", zip_invalid_utf8_flagged_name,
+         "application/zip", 422, "archive_unsafe", ""),
         ("non-UTF-8 tar names", tar_non_utf8_name, "application/x-tar", 422, "archive_unsafe",
          ""),
         ("empty zip", zip_empty, "application/zip", 422, "dataset_invalid", ""),

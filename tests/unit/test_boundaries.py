@@ -11,6 +11,8 @@
 - a family's folder (families/<name>/): the modules every process imports (spec, processing,
   synthetic data) import no torch, worker or service; its API module no torch or worker;
   only its worker modules (nets, trainer, weights) may import torch and worker.
+- faces (the face stage, run in the API process) imports no torch and nothing of service,
+  worker or the families that use it.
 """
 
 from __future__ import annotations

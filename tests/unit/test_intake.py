@@ -235,9 +235,9 @@ def test_extracted_bytes_are_capped(store, tmp_path):
 
 def test_lying_zip_header_is_refused(store, settings, tmp_path):
     # Claims 1000 bytes (under every cap); really inflates to 16 MiB of zeros. The reader
-    # stops at the claimed size, the CRC then fails, and nothing past the claim is written.
+    # refuses the first step that passes the claim, and nothing past the claim is written.
     path = zip_with_lying_size(tmp_path / "liar.zip", "images/x.png", 16 * 1024 * 1024, 1000)
-    with pytest.raises(NotAnArchive, match="Bad CRC"):
+    with pytest.raises(NotAnArchive, match="inflates past its declared 1000 bytes"):
         ingest(store, "generate", path, settings)
     assert_nothing_stored(store)
 

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from core.settings import Settings
-from model_store.archives import DISK_BLOCK
+from model_store.archives import DISK_BLOCK, MAX_TAR_META_BYTES
 from model_store.datasets import DatasetStore
-from model_store.errors import ArchiveTooLarge
+from model_store.errors import ArchiveTooLarge, ArchiveUnsafe
 from model_store.intake import ingest_upload
 from tests.support.archives import good_files, write_tar, write_zip
 
@@ -225,3 +225,46 @@ def test_a_wrapper_folder_still_works_with_the_keep_rule(store: Path, tmp_path: 
     result = ingest(store, "cartoonize", path, settings())
     assert result.report.stripped_folder == "my-set" and result.report.can_train
     assert result.report.ignored == ["my-set/README.md"]
+
+
+@pytest.mark.parametrize("compression", ["", "gz"])
+def test_a_many_entry_tar_is_refused_before_it_writes(compression: str, store: Path,
+                                                      tmp_path: Path) -> None:
+    """31,000 one-byte images, one over the default file cap (30,000). A tar announces no
+    count up front; the first pass reads every header and refuses it, so nothing is
+    written (it used to write 30,000 files, ~117 MiB of disk blocks, before refusing)."""
+    s = settings()
+    files = {f"images/{i:05d}.png": b"x" for i in range(s.dataset_max_files + 1000)}
+    path = write_tar(tmp_path / "many", files, compression)
+    result, peak = watched(store, lambda: ingest(store, "generate", path, s))
+    assert isinstance(result, ArchiveTooLarge), result
+    assert f"more than {s.dataset_max_files} files" in str(result)
+    assert peak <= 2 * DISK_BLOCK, peak  # the empty staging folders only
+    assert_only_the_first_dataset(store)
+
+
+def test_a_tar_path_conflict_is_refused_before_it_writes(store: Path, tmp_path: Path) -> None:
+    """A file where a later entry needs a folder: known from the names, refused by the
+    first pass."""
+    files = {**good_files("generate"), "images/a.png": b"x", "images/a.png/b.png": b"y"}
+    path = write_tar(tmp_path / "conflict", files)
+    result, peak = watched(store, lambda: ingest(store, "generate", path, settings()))
+    assert isinstance(result, ArchiveUnsafe) and "conflicts" in str(result), result
+    assert peak <= 2 * DISK_BLOCK, peak
+    assert_only_the_first_dataset(store)
+
+
+def test_tar_metadata_headers_are_read_only_up_to_their_cap(store: Path,
+                                                            tmp_path: Path) -> None:
+    """tarfile reads a pax header's payload into memory whole: one declaring more than
+    MAX_TAR_META_BYTES is refused before it is read, and no name may pass PATH_MAX."""
+    big = tarfile.TarInfo("images/zz.png")
+    big.pax_headers = {"comment": "x" * (MAX_TAR_META_BYTES + 1)}
+    path = write_tar(tmp_path / "pax.tar", good_files("generate"), members=[(big, b"")])
+    with pytest.raises(ArchiveTooLarge, match="metadata header"):
+        ingest(store, "generate", path, settings())
+    deep = tarfile.TarInfo("images/" + "a/" * 2100 + "x.png")
+    path = write_tar(tmp_path / "long.tar", good_files("generate"), members=[(deep, b"")])
+    with pytest.raises(ArchiveUnsafe, match="longer than 4096 bytes"):
+        ingest(store, "generate", path, settings())
+    assert_only_the_first_dataset(store)

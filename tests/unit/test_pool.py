@@ -313,3 +313,27 @@ def test_pool_refuses_parity_failures_and_other_tasks(tiny: ModelStore):
 
     asyncio.run(scenario())
     assert tiny.active_version("matte") == 1
+
+
+def test_a_family_can_set_its_own_batching(tiny: ModelStore, monkeypatch: pytest.MonkeyPatch):
+    """A spec's ``batching`` overrides the server-wide size and delay for its graphs."""
+    import dataclasses
+
+    from tasks import Batching, get_task
+    from tasks import registry as task_registry
+
+    own = dataclasses.replace(get_task("matte"), batching=Batching(max_size=3, max_delay_ms=7))
+    monkeypatch.setitem(task_registry._REGISTRY, "matte", own)  # same place, restored after
+    settings = settings_for(tiny, batching=True, batch_max_size=8)
+    versions = [load_version(tiny, "matte", 1, settings),
+                load_version(tiny, "classify", 1, settings)]
+    try:
+        own_batcher, default_batcher = (v.graph("main").batcher for v in versions)
+        assert own_batcher is not None and default_batcher is not None
+        assert (own_batcher._max_size, own_batcher._max_delay_s) == (3, pytest.approx(0.007))
+        assert default_batcher._max_size == 8
+    finally:
+        for version in versions:
+            for graph in version.graphs.values():
+                if graph.batcher is not None:
+                    graph.batcher.close()

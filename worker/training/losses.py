@@ -1,5 +1,5 @@
-"""Losses shared by the trainers: SSIM (Gaussian window, Wang et al. 2004) and U-2-Net's
-multi-side-output BCE."""
+"""Losses shared by the trainers: SSIM (torchmetrics' Gaussian-window SSIM, Wang et al.
+2004) and U-2-Net's multi-side-output BCE."""
 
 from __future__ import annotations
 
@@ -7,48 +7,42 @@ from collections.abc import Sequence
 
 import torch
 from torch.nn import functional
+from torchmetrics.functional.image import structural_similarity_index_measure
 
-
-def _gaussian_window(size: int, sigma: float, channels: int, like: torch.Tensor) -> torch.Tensor:
-    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    win = (g[:, None] * g[None, :]).to(device=like.device, dtype=like.dtype)
-    return win.expand(channels, 1, size, size).contiguous()
+SIGMA = 1.5  # 11-tap window
 
 
 def ssim(
     x: torch.Tensor,
     y: torch.Tensor,
     data_range: float = 1.0,
-    window: int = 11,
-    sigma: float = 1.5,
+    sigma: float = SIGMA,
     reduction: str = "mean",
 ) -> torch.Tensor:
     """SSIM of NCHW batches, averaged over the valid (unpadded) window positions and channels.
 
-    Matches ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
-    use_sample_covariance=False, data_range=...)``. ``reduction="none"`` gives one value per
-    image. Windows larger than the image shrink to the image's smaller side (odd).
+    torchmetrics computes the SSIM map (Gaussian window of ``sigma``, 11 taps at 1.5); it
+    reflect-pads the borders and averages the whole map, whereas the usual protocol
+    (``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False)``, which our manifests have always reported) averages only
+    the positions whose window lies inside the image. So we take its map and average the
+    valid part, which gives skimage's number. Differentiable: the trainers use ``1 - ssim``
+    as a loss term. ``reduction="none"`` gives one value per image. An image smaller than
+    the window gets a narrower Gaussian whose window fits it.
     """
     x, y = x.float(), y.float()
-    window = min(window, x.shape[-1], x.shape[-2])
-    window -= 1 - window % 2
-    c = x.shape[1]
-    win = _gaussian_window(window, sigma, c, x)
-
-    def filt(t: torch.Tensor) -> torch.Tensor:
-        return functional.conv2d(t, win, groups=c)
-
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_x, mu_y = filt(x), filt(y)
-    sxx = filt(x * x) - mu_x**2
-    syy = filt(y * y) - mu_y**2
-    sxy = filt(x * y) - mu_x * mu_y
-    s_map = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / (
-        (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
+    side = min(x.shape[-1], x.shape[-2])
+    radius = int(3.5 * sigma + 0.5)  # torchmetrics' (and skimage's) window: 2 * radius + 1
+    if 2 * radius + 1 > side:
+        radius = max(1, (side - 1) // 2)
+        sigma = (radius - 0.5) / 3.5 if radius > 1 else 0.5
+    _, full = structural_similarity_index_measure(
+        x, y, gaussian_kernel=True, sigma=sigma, data_range=data_range, reduction="none",
+        return_full_image=True,
     )
-    per_image = s_map.flatten(1).mean(1)
+    assert isinstance(full, torch.Tensor)
+    valid = full[..., radius:-radius, radius:-radius] if radius else full
+    per_image = valid.flatten(1).mean(1)
     return per_image if reduction == "none" else per_image.mean()
 
 

@@ -1,10 +1,20 @@
-"""Evaluation metrics (numbers for manifests and for comparing versions)."""
+"""Evaluation metrics (numbers for manifests and for comparing versions).
+
+The measures come from torchmetrics; this module fixes the protocol around them (what is
+averaged over what) so that the numbers stay those our manifests have always recorded
+(tests/unit/test_metrics.py compares them with straight re-implementations).
+"""
 
 from __future__ import annotations
 
 import math
 
 import torch
+from torchmetrics.functional.classification import (
+    multiclass_confusion_matrix,
+    multilabel_precision_recall_curve,
+)
+from torchmetrics.functional.image import peak_signal_noise_ratio
 
 
 class Mean:
@@ -23,9 +33,11 @@ class Mean:
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Per-image PSNR (dB) of NCHW batches."""
-    mse = (x.float() - y.float()).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-    return 10.0 * torch.log10(data_range**2 / mse)
+    """Per-image PSNR (dB) of NCHW batches; identical images give +inf."""
+    value = peak_signal_noise_ratio(x.float(), y.float(), data_range=data_range,
+                                    reduction="none", dim=(1, 2, 3))
+    assert isinstance(value, torch.Tensor)
+    return value
 
 
 def minmax_normalize(pred: torch.Tensor) -> torch.Tensor:
@@ -38,12 +50,13 @@ def minmax_normalize(pred: torch.Tensor) -> torch.Tensor:
 
 class SaliencyMetrics:
     """MAE and max F-beta (beta^2 = 0.3) over 256 thresholds, the usual SOD protocol:
-    precision and recall per image per threshold, averaged over images, F at each threshold,
-    then the maximum."""
+    precision and recall per image per threshold (torchmetrics' precision-recall curve,
+    each image a label of its own), averaged over images, F at each threshold, then the
+    maximum."""
 
     def __init__(self, beta2: float = 0.3, thresholds: int = 256) -> None:
         self.beta2 = beta2
-        self.thresholds = torch.linspace(0, 1, thresholds)
+        self.thresholds = thresholds
         self.mae = Mean()
         self.precision = torch.zeros(thresholds, dtype=torch.float64)
         self.recall = torch.zeros(thresholds, dtype=torch.float64)
@@ -53,11 +66,16 @@ class SaliencyMetrics:
         """``pred`` and ``gt``: N1HW in [0, 1]; gt binarised at 0.5."""
         pred, gt = pred.float().cpu().flatten(1), (gt.float().cpu().flatten(1) > 0.5)
         self.mae.add((pred - gt.float()).abs().mean(1).mean(), len(pred))
-        th = self.thresholds.view(1, -1, 1)
-        positive = pred[:, None, :] >= th  # N x T x P
-        tp = (positive & gt[:, None, :]).sum(-1).double()
-        self.precision += (tp / positive.sum(-1).clamp_min(1)).sum(0)
-        self.recall += (tp / gt.sum(-1, keepdim=True).clamp_min(1)).sum(0)
+        # Pixels are the samples and images the labels: one curve per image. The curve's
+        # last point (precision 1, recall 0) is its closing convention, not a threshold.
+        precision, recall, _ = multilabel_precision_recall_curve(
+            pred.T.contiguous(), gt.T.long().contiguous(), num_labels=len(pred),
+            thresholds=self.thresholds)
+        assert isinstance(precision, torch.Tensor) and isinstance(recall, torch.Tensor)
+        # 0/0 (nothing predicted above a threshold, or an image with no foreground) counts
+        # as 0, as in the SOD evaluation code.
+        self.precision += precision[:, :-1].double().nan_to_num(0.0).sum(0)
+        self.recall += recall[:, :-1].double().nan_to_num(0.0).sum(0)
         self.n += len(pred)
 
     def compute(self) -> dict[str, float]:
@@ -68,8 +86,8 @@ class SaliencyMetrics:
 
 def confusion_matrix(true: torch.Tensor, pred: torch.Tensor, k: int) -> torch.Tensor:
     """K x K counts, rows = true class, columns = predicted class."""
-    idx = true.long() * k + pred.long()
-    return torch.bincount(idx, minlength=k * k).view(k, k)
+    return multiclass_confusion_matrix(pred.long(), true.long(), num_classes=k,
+                                       validate_args=False)
 
 
 def classification_metrics(

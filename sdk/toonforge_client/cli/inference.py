@@ -63,6 +63,21 @@ def cmd_image(ctx: Ctx) -> int:
     return run_batch(ctx, kind, list(pairs), lambda src, dest: write_image(call(src), dest))
 
 
+def cmd_infer(ctx: Ctx) -> int:
+    """Any task with an image pipeline (``POST /infer/TASK``: e.g. a plugin family)."""
+    args = ctx.args
+    model, version = parse_model(args.model)
+    images = collect_images(args.inputs)
+
+    def call(src: Path) -> ImageResult:
+        return ctx.client.infer(args.task, src, model=model, version=version,
+                                precision=args.precision)
+
+    pairs = plan_outputs(args, images, ".png", args.task)
+    return run_batch(ctx, args.task, list(pairs),
+                     lambda src, dest: write_image(call(src), dest))
+
+
 def cmd_classify(ctx: Ctx) -> int:
     args = ctx.args
     model, version = parse_model(args.model)
@@ -181,6 +196,10 @@ COMMANDS: tuple[Command, ...] = (
         arg("--crop", choices=["face", "none"], help="face (default) or the whole image"),
         arg("--sigma", type=float, help="blur of the photo in the composite (default 2)"),
         arg("--alpha", type=float, help="weight of the photo in the composite (default 0.5)"),
+    )),
+    Command("infer", "any task served by POST /infer/TASK (image in, PNG out)", cmd_infer, (
+        arg("task", help="a registered task with an image pipeline (e.g. a plugin family)"),
+        *batch_args("TASK"),
     )),
     Command("classify", "top-k labels of images (printed; --json for JSON lines)",
             cmd_classify, (
