@@ -22,7 +22,6 @@ from tasks.registry import (
     GraphIO,
     Int8Gate,
     ServingConfig,
-    StarterRecipe,
     TaskSpec,
     register_task,
 )
@@ -129,8 +128,9 @@ SPEC = register_task(TaskSpec(
     layout=PortraitLayout(),
     # mean absolute error of the served drawing against the held-out drawing, in [0, 1]
     gate=GateRule("drawing_mae", "min"),
-    starter=StarterRecipe("u2netp", {"n": 16},
-                          {"epochs": 3, "size": 64, "batch_size": 4}),
+    # No starter job: U2NET learns no useful drawing from a few procedural heads within a
+    # first start's budget; `toonforge pull u2net-portrait` brings the authors' weights.
+    starter=None,
     synthetic=make_portrait,
     # The served drawing is 1 - d1 min-max normalised: its MAE equals the map's.
     int8_gate=Int8Gate({"main": "d1"}, at_most={"mask_mae": 2 / 255}),
