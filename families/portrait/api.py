@@ -92,31 +92,30 @@ async def portrait_image(pool: InferencePool, data: bytes, params: PortraitParam
     config = config_of(version, PortraitServing)
     graph = version.graph("main")
     limits = DetectLimits.from_settings(pool.settings)
-    found: list[Region] = []
 
     def prepare() -> tuple[tuple[Image.Image, Region], Feeds]:
         image = decode_upload(pool, data)
         region = choose_region(image, params.crop, limits)
-        found.append(region)
         return (image, region), {graph.inputs[0]: portrait_input(
             region_pixels(image, region), config)}
 
-    def finish(context: tuple[Image.Image, Region], out: Feeds) -> bytes:
+    def finish(context: tuple[Image.Image, Region], out: Feeds) -> tuple[bytes, Region]:
+        # The region travels out with the answer: its headers say what was drawn.
         image, region = context
         size = (region.crop.width, region.crop.height)
         drawing = drawing_image(drawing_values(out[graph.outputs[0]]), size)
         if params.output == "drawing":
-            return encode_image(drawing, "png")
+            return encode_image(drawing, "png"), region
         mixed = composite(region_pixels(image, region), drawing, params.sigma, params.alpha)
         if params.output == "composite":
-            return encode_image(mixed, "png")
-        return encode_image(paste(image, region, mixed), "png")
+            return encode_image(mixed, "png"), region
+        return encode_image(paste(image, region, mixed), "png"), region
 
     width, height = declared_size(data)
     memory = request_memory(version, "main", data=data,
                             answer_pixels=answer_pixels(width * height, params.output))
-    body = await staged(pool, version, "main", prepare, finish, memory)
-    return Served(version, body, "image/png", _headers(found[0]))
+    body, region = await staged(pool, version, "main", prepare, finish, memory)
+    return Served(version, body, "image/png", _headers(region))
 
 
 router = family_router()
