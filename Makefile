@@ -10,7 +10,7 @@ LOCK := requirements/lock.txt
 PIP_TOOLS := pip-tools==7.7.0
 PIP_VERSION := pip==26.3
 
-.PHONY: run test lint openapi bench install lock clean
+.PHONY: run test lint openapi docs bench install lock clean
 
 # Every install takes the versions the lock pins (a constraints file made by pip-compile
 # from pyproject.toml's ranges: `make lock` refreshes it, docs/DEPLOY.md "Upgrading").
@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml $(LOCK)
 
 install: $(STAMP)
 
+# Logs a person can read in the terminal; the processes' default (docker compose,
+# production) stays one JSON object per line. An exported TOONFORGE_LOG_FORMAT wins.
+run: export TOONFORGE_LOG_FORMAT ?= text
 run: $(STAMP)
 	# A real job worker beside the API (embedded broker + SQLite under ./data); Ctrl-C stops both.
 	$(PY) -m worker & worker=$$!; trap 'kill $$worker 2>/dev/null' EXIT INT TERM; $(PY) -m service
@@ -31,6 +34,7 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) scripts/export_openapi.py --check
+	$(PY) scripts/export_datasets_doc.py --check
 	$(PY) -m pytest -q -ra
 	# The store-touching tests again on the S3 store: moto's S3 server on loopback, each API
 	# and worker process with its own store_dir (tests/support/stores.py; ~4 min on 2 cores).
@@ -42,6 +46,10 @@ lint: $(STAMP)
 
 openapi: $(STAMP)
 	$(PY) scripts/export_openapi.py
+
+# docs/DATASETS.md from the task specs (layouts, splits, hyper-parameters)
+docs: $(STAMP)
+	$(PY) scripts/export_datasets_doc.py
 
 bench: $(STAMP)
 	$(PY) bench/serving.py

@@ -14,7 +14,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StrictBool, StrictFloat, StrictInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 
 from core.task_names import TaskName
 
@@ -99,6 +108,10 @@ class ModelDetail(ModelInfo):
     corrupt_versions: list[int] = Field(
         description="versions whose manifest.json cannot be read: they cannot serve or"
         " become active (409 version_corrupt)")
+    rollback_target: int | None = Field(
+        None, description="the version POST /models/{name}/rollback would activate (the"
+        " activation history replayed); null: there is nothing to roll back to (it answers"
+        " 409)")
 
 
 class ActivateRequest(BaseModel):
@@ -148,6 +161,14 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 BASE_RE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]{0,62})(?:@(?P<version>[0-9]+))?$")
 
 
+def _optional_string(schema: dict[str, Any]) -> None:
+    """The schema of a ``str`` field that a client may leave out or send as null (a
+    validator fills it in before the field is checked)."""
+    string = {key: schema.pop(key) for key in ("type", "pattern") if key in schema}
+    schema["anyOf"] = [string, {"type": "null"}]
+    schema["default"] = None
+
+
 class FinetuneRequest(BaseModel):
     """POST /jobs/finetune body."""
 
@@ -160,12 +181,24 @@ class FinetuneRequest(BaseModel):
         description="'model' (its active version), 'model@n', or an architecture name"
         " to train from scratch",
     )
-    target_model: str = Field(pattern=NAME_PATTERN, description="the model line to publish to")
+    target_model: str = Field(
+        None, pattern=NAME_PATTERN,  # type: ignore[assignment]  # _default_target fills it
+        description="the model line to publish to; left out or null: the base's model name"
+        " (`faces-ae` for `faces-ae@2`), as `toonforge finetune` defaults `--target`",
+        json_schema_extra=_optional_string)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     auto_activate: StrictBool = Field(
         False, description="activate the new version when it is at least as good as the active"
     )
     webhook_url: HttpUrl | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_target(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("target_model") is None \
+                and isinstance(data.get("base"), str):
+            return {**data, "target_model": data["base"].partition("@")[0]}
+        return data
 
 
 class JobTracking(BaseModel):

@@ -11,14 +11,17 @@ from jobs.records import JobEventRecord, JobRecord
 
 
 def job_view(job: JobRecord) -> JobView:
-    """What GET /jobs/{id} returns (and what a webhook receives) for ``job``."""
+    """What GET /jobs/{id} returns (and what a webhook receives) for ``job``. A job that
+    ended has no ETA, whatever its last progress row said (a cancel keeps it)."""
+    status = JobStatus(job.status)
     return JobView(
-        id=job.id, task=job.task, status=JobStatus(job.status),
+        id=job.id, task=job.task, status=status,
         dataset_id=job.dataset_id, base=job.base, target_model=job.target_model,
         hyperparameters=job.hyperparameters or {}, auto_activate=job.auto_activate,
         epoch=job.epoch, total_epochs=job.total_epochs, step=job.step,
         total_steps=job.total_steps, losses=job.losses, val_metrics=job.val_metrics,
-        eta_seconds=job.eta_seconds, result_version=job.result_version,
+        eta_seconds=None if status.is_terminal else job.eta_seconds,
+        result_version=job.result_version,
         published_epoch=job.published_epoch, published_metrics=job.published_metrics,
         activation_reason=job.activation_reason, resumed_from=job.resumed_from,
         activated=job.activated, error=job.error, cancel_requested=job.cancel_requested,

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from PIL import Image
 
 from model_store.dataset_schema import DatasetIndex, IntakeReport, SizeStats
-from tasks import get_task
+from tasks import TaskSpec
 from tasks.layouts import (
     ClassFolderLayout,
     DatasetLayout,
@@ -45,12 +45,12 @@ def _layout_uses(layout: DatasetLayout) -> Callable[[tuple[str, ...]], bool] | N
     return None
 
 
-def keep_rule(task: str) -> Callable[[PurePosixPath], bool]:
+def keep_rule(spec: TaskSpec) -> Callable[[PurePosixPath], bool]:
     """Which archive entries intake extracts for ``task``: image files (by suffix) where the
     task's layout looks for samples, with or without one wrapper folder (people zip the
     folder rather than its contents). Everything else is ignored, never written. A layout
     of a plugin that this module does not know keeps every file (it may read others)."""
-    uses = _layout_uses(get_task(task).layout)
+    uses = _layout_uses(spec.layout)
 
     def keep(rel: PurePosixPath) -> bool:
         if uses is None:
@@ -96,11 +96,12 @@ def cap_report(report: IntakeReport, max_items: int) -> IntakeReport:
     })
 
 
-def scan_dataset(root: Path, task: str, max_pixels: int, max_items: int | None = None
+def scan_dataset(root: Path, spec: TaskSpec, max_pixels: int, max_items: int | None = None
                  ) -> tuple[IntakeReport, DatasetIndex]:
-    """Scan ``root`` for ``task``; the report says whether the index can train.
-    ``max_items`` caps the report's lists (``cap_report``)."""
-    layout = get_task(task).layout
+    """Scan ``root`` for the task of ``spec`` (resolved once by the caller); the report says
+    whether the index can train. ``max_items`` caps the report's lists (``cap_report``)."""
+    task = spec.name
+    layout = spec.layout
     scan = Scan(root, max_pixels)
     found = layout.scan(scan)
     for f in scan.files:

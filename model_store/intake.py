@@ -26,7 +26,7 @@ from model_store.dataset_scan import keep_rule, prune_unused, scan_dataset
 from model_store.dataset_schema import DatasetMeta, IngestResult
 from model_store.datasets import DATA_DIR, DatasetStore, new_dataset_id, tree_bytes
 from model_store.errors import DatasetInvalid, UploadTooLarge
-from tasks import get_task
+from tasks import TaskSpec, get_task
 
 __all__ = [
     "IntakeSettings",
@@ -92,7 +92,7 @@ async def receive_upload_async(
 
 
 # ---- intake
-def find_data_root(extracted: Path, task: str) -> tuple[Path, str | None]:
+def find_data_root(extracted: Path, spec: TaskSpec) -> tuple[Path, str | None]:
     """The dataset root: ``extracted``, or its single top folder when that is a wrapper.
 
     People zip the folder rather than its contents. A lone folder is only stripped when its
@@ -100,7 +100,7 @@ def find_data_root(extracted: Path, task: str) -> tuple[Path, str | None]:
     folders (a lone class folder of images stays, and fails the class minimum clearly).
     """
     entries = list(extracted.iterdir())
-    layout_names = get_task(task).layout.top_names
+    layout_names = spec.layout.top_names
     if len(entries) == 1 and entries[0].is_dir() and entries[0].name not in layout_names:
         if any(child.is_dir() for child in entries[0].iterdir()):
             return entries[0], entries[0].name
@@ -140,7 +140,8 @@ def ingest_upload(
     ``store`` is a dataset store of any backend (the store's ``staging`` is local, its
     ``publish`` is what makes the dataset visible); a path means a directory store there.
     """
-    task = get_task(task).name
+    spec = get_task(task)  # resolved once: the layout, the scan and the meta use it
+    task = spec.name
     if not isinstance(store, DatasetStore):
         store = DatasetStore(store)
     meta_id = dataset_id or new_dataset_id()
@@ -152,16 +153,16 @@ def ingest_upload(
         max_ratio=settings.dataset_max_compression_ratio,
         max_files=settings.dataset_max_files,
         max_staging_bytes=settings.dataset_max_staging_bytes,
-        keep=keep_rule(task),
+        keep=keep_rule(spec),
         ignored_sample=max_items,
     )
     with store.staging() as staged:
         extracted = staged / "extracted"
         stats = extract_archive(upload_path, extracted, limits)
-        root, stripped = find_data_root(extracted, task)
+        root, stripped = find_data_root(extracted, spec)
         os.rename(root, staged / DATA_DIR)
         shutil.rmtree(extracted, ignore_errors=True)  # the emptied wrapper, if stripped
-        report, index = scan_dataset(staged / DATA_DIR, task, settings.max_pixels, max_items)
+        report, index = scan_dataset(staged / DATA_DIR, spec, settings.max_pixels, max_items)
         report.stripped_folder = stripped
         report.files_ignored = stats.ignored
         report.ignored = stats.ignored_names[:max_items]

@@ -31,8 +31,10 @@ from service.observability import install_observability
 from service.openapi_docs import install_openapi
 from service.paths import NulPathGuard
 from service.routes import datasets, health, inference, jobs, keys, models, sweeps
+from service.routes.api_docs import install_api_docs
 from service.routes.web import install_web
 from service.timeouts import BodyTimeoutMiddleware
+from service.unserved import install_unserved
 from tasks import task_specs
 
 log = logging.getLogger(__name__)
@@ -121,9 +123,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Inference for anime and cartoon image models",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load from a CDN: ours are served offline below
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_unserved(app)  # no_active_version: what is on the way, what to run
     install_access(app)  # 401/403/429 with their headers
     # The largest legitimate body: two images for /autoencode/interpolate, plus framing.
     app.add_middleware(
@@ -145,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sweeps.router)  # hyper-parameter sweeps (train scope)
     app.include_router(health.router)
     install_web(app)  # the web page: / and /static/* (not in the OpenAPI schema)
+    install_api_docs(app)  # /docs, /redoc and their assets, no network needed
     # Last: its middleware wraps all others (JSON logs, X-Request-ID, /metrics).
     install_observability(app, settings)
     # curl and JSON examples for every operation

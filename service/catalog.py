@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.settings import Settings
 from core.wire import ModelDetail, ModelInfo, VersionSummary
-from model_store.errors import ManifestCorrupt
+from model_store.errors import ActivationRefused, ManifestCorrupt
 from model_store.store import ModelStore, ModelSummary
 from tasks import default_model
 
@@ -45,9 +45,14 @@ def model_detail(
             parent=manifest.lineage.parent,
             metrics=manifest.metrics,
         ))
+    try:
+        rollback_target: int | None = store.rollback_target(name)
+    except ActivationRefused:
+        rollback_target = None  # no earlier active version: a rollback would answer 409
     return ModelDetail(
         **_info(summary, settings).model_dump(),
         loaded_version=loaded_version,
         version_summaries=versions,
         corrupt_versions=corrupt,
+        rollback_target=rollback_target,
     )

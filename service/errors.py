@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -107,10 +108,16 @@ class WrongTask(InvalidParameter):
 
 
 class NoImagePipeline(InvalidParameter):
-    """``POST /infer/{task}`` for a task that declares no image pipeline."""
+    """``POST /infer/{task}`` for a task that declares no image pipeline; ``endpoints`` are
+    the task's own routes when the caller knows them (``"POST /matte"``)."""
 
-    def __init__(self, task: str) -> None:
-        super().__init__("task", f"{task!r} has no image pipeline: use its own endpoint")
+    def __init__(self, task: str, endpoints: Sequence[str] = ()) -> None:
+        where = (" or ".join(endpoints) if len(endpoints) < 3 else
+                 ", ".join(endpoints[:-1]) + " or " + endpoints[-1])
+        use = f"use {where}" if endpoints else "use its own endpoint"
+        super().__init__("task", f"{task!r} is served by its own endpoint, not by /infer"
+                                 f" (it has no image pipeline): {use}")
+        self.task = task
 
 
 class TaskNotFound(DomainError):
@@ -122,14 +129,6 @@ class TaskNotFound(DomainError):
 
     def __init__(self, task: str, known: list[str]) -> None:
         super().__init__(f"no task {task!r} is registered; known: {', '.join(known)}")
-
-
-IMPORT_HINT = (
-    "import one with `toonforge import --task {task} --arch <arch> --weights <file>"
-    " --model {model} --activate` (e.g. `toonforge import --task matte --arch u2netp"
-    " --weights u2netp.pth --model matte --activate`) or fine-tune one with"
-    " POST /jobs/finetune"
-)
 
 
 # ---------------------------------------------------------------- the envelope in OpenAPI
@@ -179,8 +178,11 @@ _EXAMPLE_MESSAGES: dict[str, str] = {
     " field 'image'",
     "invalid_parameter": "top_k (query): Input should be greater than or equal to 1",
     "internal": "internal error; the server log has the details",
-    "no_active_version": "model 'matte' has no active version: import one with `toonforge"
-    " import ...` or fine-tune one with POST /jobs/finetune",
+    "no_active_version": "model 'matte' has no active version; the starter job"
+    " 0f1e2d3c4b5a69788796a5b4c3d2e1f0 is running and will publish it (epoch 2/4, ETA 95 s;"
+    " follow it: GET /jobs/0f1e2d3c4b5a69788796a5b4c3d2e1f0); meanwhile, or instead: import"
+    " weights with `toonforge import --task matte --arch u2net --weights <file> --model matte"
+    " --activate` (architectures: u2net, u2netp), or fine-tune one with POST /jobs/finetune",
     "dataset_not_found": "dataset 'faces' does not exist",
     "dataset_conflict": "dataset 'faces' is used by an unfinished job",
     "job_not_found": "job 0f1e2d3c4b5a69788796a5b4c3d2e1f0 does not exist",

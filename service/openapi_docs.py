@@ -160,7 +160,8 @@ def _json_examples() -> dict[str, Any]:
     examples: dict[str, Any] = {
         "list_models": [matte],
         "get_model": ModelDetail(**matte.model_dump(), loaded_version=2,
-                                 version_summaries=[summary], corrupt_versions=[]),
+                                 version_summaries=[summary], corrupt_versions=[],
+                                 rollback_target=1),
         "get_model_version": _manifest(),
         "activate_model_version": ActivateResponse(name="matte", active=2, previous=1),
         "rollback_model": ActivateResponse(name="matte", active=1, previous=2),

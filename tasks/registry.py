@@ -181,7 +181,8 @@ class TaskSpec:
     serving: type[ServingConfig]
     hyperparameters: type[CommonHyperparameters]
     layout: DatasetLayout
-    # None: no validation number says one version is better (GANs); a person activates.
+    # None: no validation number says one version is better; a person activates (only the
+    # first version of an empty line goes live by itself).
     gate: GateRule | None
     starter: StarterRecipe | None = None
     synthetic: SyntheticMaker | None = None

@@ -205,17 +205,23 @@ def publish(store: ModelStore, datasets: DatasetStore, job: JobRecord, plan: Job
     )
 
 
+def _version_file(store: ModelStore, name: str, version: int) -> Callable[[str], Path]:
+    # Fetched only when a trainer asks (a remote store downloads just that file).
+    return lambda file: store.local_version_dir(name, version, files=[file]) / file
+
+
 def gate(store: ModelStore, datasets: DatasetStore, job: JobRecord, plan: JobPlan,
          new: Manifest, module: nn.Module) -> GateDecision:
     """Should the new version become active?
 
     A task with a gate: the new version's gate metric must be strictly better than the
-    trivial predictor's (chance, an all-background mask, the identity map, the mean image;
-    classify also by the trainer's ``gate_margin``), even as the first version of its line;
-    then at least as good as the active version's. Every version is evaluated on the same
-    validation split, each at its own serving preprocessing (the sizes in its manifest), so
-    the evaluated model sees the tensors the served one will. Without a gate (generate) only
-    the first version of a line goes live by itself."""
+    trivial predictor's (chance, an all-background mask, the identity map, the mean image,
+    an untrained generator; classify also by the trainer's ``gate_margin``), and it must
+    meet the trainer's ``gate_check`` (generate: samples not collapsed), even as the first
+    version of its line; then at least as good as the active version's. Every version is
+    evaluated on the same validation split, each at its own serving preprocessing (the sizes
+    in its manifest), so the evaluated model sees the tensors the served one will. Without a
+    gate only the first version of a line goes live by itself."""
     spec = plan.spec
     try:
         active = store.active_version(job.target_model)
@@ -225,19 +231,24 @@ def gate(store: ModelStore, datasets: DatasetStore, job: JobRecord, plan: JobPla
     if rule is None:
         if active is None:
             return GateDecision(True, f"{job.target_model} had no active version")
-        # No validation number says one version is better (GANs), so a person decides:
-        # only the first version of a line (nothing to regress from) goes live by itself.
+        # No validation number says one version is better: a person decides; only the
+        # first version of a line (nothing to regress from) goes live by itself.
         return GateDecision(False, f"{spec.name} versions are never activated automatically"
                                    f" while {job.target_model}@{active} is active: look at"
-                                   " the samples and activate by hand")
+                                   " the outputs and activate by hand")
     metric = rule.metric
     better = "lower" if rule.direction == "min" else "higher"
     trainer, hp = plan.trainer, plan.hp
     data = datasets.data_dir(job.dataset_id)
     new_hp = trainer.eval_hyperparameters(hp, dict(new.preprocessing))
-    new_metrics = trainer.evaluate(module, data, new_hp, labels=new.labels)
+    new_metrics = trainer.served_metrics(_version_file(store, new.model, new.version),
+                                         dict(new.preprocessing), module, data, new_hp,
+                                         new.labels)
     new_value = float(new_metrics[metric])
     details: dict[str, Any] = {"new": new_metrics}
+    checked, check_text = trainer.gate_check(new_metrics)
+    also = f"; {check_text}" if check_text else ""
+    refused = " not activated; activate by hand if it is wanted anyway"
 
     trivial = trainer.trivial_metric(data, new_hp, labels=new.labels)
     if trivial is None:
@@ -251,14 +262,18 @@ def gate(store: ModelStore, datasets: DatasetStore, job: JobRecord, plan: JobPla
             return GateDecision(
                 False,
                 f"{new.ref} {metric}={new_value:.6g} is not {better} than the trivial"
-                f" predictor's {metric}={trivial:.6g}{plus} ({trainer.trivial_predictor}):"
-                " not activated; activate by hand if it is wanted anyway",
+                f" predictor's {metric}={trivial:.6g}{plus} ({trainer.trivial_predictor})"
+                f"{also}:{refused}",
                 metric=metric, new=new_value, active=None, details=details)
         sanity = (f"beats the trivial predictor's {metric}={trivial:.6g}{plus}"
                   f" ({trainer.trivial_predictor})")
+    if not checked:
+        return GateDecision(False, f"{new.ref} {metric}={new_value:.6g} {sanity}, but"
+                                   f" {check_text}:{refused}",
+                            metric=metric, new=new_value, details=details)
     if active is None:
         return GateDecision(True, f"{job.target_model} had no active version; {new.ref}"
-                                  f" {metric}={new_value:.6g} {sanity}",
+                                  f" {metric}={new_value:.6g} {sanity}{also}",
                             metric=metric, new=new_value, details=details)
 
     old_module, old_manifest = load_version(store, job.target_model, active)
@@ -268,7 +283,9 @@ def gate(store: ModelStore, datasets: DatasetStore, job: JobRecord, plan: JobPla
                                    " cannot be compared on this dataset: activate by hand",
                             metric=metric, new=new_value, details=details)
     old_hp = trainer.eval_hyperparameters(hp, dict(old_manifest.preprocessing))
-    old_metrics = trainer.evaluate(old_module, data, old_hp, labels=old_manifest.labels)
+    old_metrics = trainer.served_metrics(_version_file(store, job.target_model, active),
+                                         dict(old_manifest.preprocessing), old_module, data,
+                                         old_hp, old_manifest.labels)
     old_value = float(old_metrics[metric])
     details["active"] = old_metrics
     better_or_equal = rule.at_least_as_good(new_value, old_value)
@@ -276,6 +293,6 @@ def gate(store: ModelStore, datasets: DatasetStore, job: JobRecord, plan: JobPla
     return GateDecision(
         better_or_equal,
         f"{new.ref} {metric}={new_value:.6g} is {verdict} active {old_manifest.ref}"
-        f" {metric}={old_value:.6g} ({better} is better); it {sanity}",
+        f" {metric}={old_value:.6g} ({better} is better); it {sanity}{also}",
         metric=metric, new=new_value, active=old_value, details=details,
     )

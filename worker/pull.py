@@ -289,7 +289,10 @@ def _connect_reason(exc: httpx.ConnectError, url: str) -> str:
 # ----------------------------------------------------------------------------- command
 
 
-def _list(stream: IO[str]) -> int:
+def _list(stream: IO[str], base_url: str | None = None) -> int:
+    """One line per entry, then one indented line per file: where it is downloaded from
+    (``TOONFORGE_PULL_BASE_URL`` applied) and its checksum, so a user who must pass
+    ``--sha256`` knows which file to fetch and check."""
     for e in catalogue():
         if all(f.sha256 for f in e.files):
             check = "sha256 pinned"
@@ -298,6 +301,16 @@ def _list(stream: IO[str]) -> int:
         files = ", ".join(f.filename for f in e.files)
         print(f"{e.name}\t{e.task}/{e.arch}\t-> {e.model}\t{check}\t{files}\t{e.description}",
               file=stream)
+        for f in e.files:
+            # The catalogue's public URLs in full (Google Drive's query is the file id); a
+            # mirror's query may hold a token.
+            url = shown_url(f"{base_url.rstrip('/')}/{f.filename}") if base_url else f.url
+            digest = (f"sha256 {f.sha256}" if f.sha256 else
+                      f"sha256 prefix {f.sha256_prefix}" if f.sha256_prefix else
+                      "sha256 not published: --sha256" + (f" {f.part}=HEX" if f.part else
+                                                          " HEX"))
+            print(f"  {f.part or 'weights'}\t{url}\t{digest}"
+                  + (f"\t{f.source}" if f.source else ""), file=stream)
     return 0
 
 
@@ -369,11 +382,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
-    if args.list:
-        return _list(sys.stdout)
-    if not args.name:
+    if not args.list and not args.name:
         parser.error("name a catalogue entry (toonforge pull --list shows them)")
     settings = settings or get_settings()
+    if args.list:
+        return _list(sys.stdout, settings.pull_base_url)
     try:
         return _run(args, settings)
     except KeyboardInterrupt:

@@ -34,12 +34,13 @@ def publish_synthetic_dataset(datasets: DatasetStore, task: str, dataset_id: str
     """Draw ``task``'s synthetic dataset and publish it as ``dataset_id`` in ``datasets``;
     returns its data/ directory (local: fetched into the cache with an S3 store).
     ``max_pixels`` is the decompression-bomb guard of the scan (default: the settings')."""
-    task = get_task(task).name
+    spec = get_task(task)
+    task = spec.name
     if max_pixels is None:
         max_pixels = get_settings().max_pixels
     with datasets.staging() as staged:
         make_dataset(task, staged / DATA_DIR, seed=seed, **sizes)
-        report, index = scan_dataset(staged / DATA_DIR, task, max_pixels)
+        report, index = scan_dataset(staged / DATA_DIR, spec, max_pixels)
         if not report.can_train:
             raise DatasetInvalid(report)
         meta = DatasetMeta(id=dataset_id, task=task, name=f"synthetic {task} (starter)",

@@ -6,14 +6,17 @@ Data: images centre-cropped, resized to 96x96 and scaled to [-1, 1] (the book's
 Resize/CenterCrop/Normalize(0.5, 0.5)).
 
 Evaluation has no ground truth, so it reports what a GAN run can honestly be judged by:
-the discriminator's mean score on real validation images and on generated ones, the
-diversity of generated samples (mean pairwise distance; 0 means mode collapse) and the
-distance between the per-channel mean/std of generated and real images.
+the gate's sample-quality numbers (``kid`` against the held-out images and
+``diversity_ratio``, families/generate/gan_gate.py), the discriminator's mean score on real
+validation images and on generated ones, the diversity of generated samples in pixels (mean
+pairwise distance; 0 means mode collapse) and the distance between the per-channel mean/std
+of generated and real images. ``kid`` picks the published epoch.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,6 +26,7 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset
 
+from families.generate import gan_gate
 from families.generate.net import DCGAN, IMAGE_SIZE
 from families.generate.spec import GenerateHyperparameters
 from worker.nets.registry import create_model
@@ -42,8 +46,26 @@ class _Transform:
         return augment.square(augment.to_tensor(img), IMAGE_SIZE) * 2.0 - 1.0
 
 
+def _real(loader: DataLoader[Any]) -> torch.Tensor:
+    """The loader's images (in [-1, 1]) in [0, 1]."""
+    return (torch.cat([batch.float().cpu() for batch in loader]) + 1) / 2
+
+
 def _noise(n: int, nz: int, seed: int) -> torch.Tensor:
     return torch.randn(n, nz, 1, 1, generator=torch.Generator().manual_seed(seed))
+
+
+def _dcgan_init(gan: nn.Module) -> None:
+    """The DCGAN paper's initialisation for a net trained from scratch: conv weights
+    N(0, 0.02), BatchNorm scales N(1, 0.02) and shifts 0 (PyTorch's defaults are scaled
+    for classifiers and start the generator as high-frequency noise). Draws from the
+    global RNG, which the loop has seeded."""
+    for module in gan.modules():
+        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.normal_(module.weight, 1.0, 0.02)
+            nn.init.zeros_(module.bias)
 
 
 def _bce(p: torch.Tensor, target: float) -> torch.Tensor:
@@ -58,8 +80,7 @@ class GenerateTrainer(Trainer):
     # train_step calls the two nets directly: each gets its own DDP (D's gradients of a G
     # step are averaged too, and zeroed before D's next step).
     ddp_modules = ("netg", "netd")
-    # The task has no gate (no validation loss says one GAN epoch is better than another):
-    # the last epoch is kept.
+    trivial_predictor = "an untrained generator of the same architecture"
     hp: GenerateHyperparameters
     model: DCGAN
 
@@ -72,6 +93,7 @@ class GenerateTrainer(Trainer):
         else:
             self.model = cast(DCGAN, create_model(self.ctx.arch, nz=hp.nz, ngf=hp.ngf,
                                                   ndf=hp.ndf)).to(self.device)
+            _dcgan_init(self.model)
         betas = (hp.beta1, hp.beta2)
         self.optimizers["g"] = torch.optim.Adam(self.model.netg.parameters(), hp.lr_g,
                                                 betas=betas)
@@ -138,10 +160,40 @@ class GenerateTrainer(Trainer):
         fake = gan.netg(z).float()
         d_fake = float(gan.netd(fake).float().mean())
         real_all = torch.cat(reals)
-        return {"d_real": d_real.value(), "d_fake": d_fake,
+        # The gate's latents and 8-bit rounding, on the PyTorch net (the gate itself scores
+        # the exported graph: served_metrics).
+        drawn = gan_gate.to_served(
+            gan.netg(torch.from_numpy(gan_gate.latents(gan.nz)).to(device)).float().cpu(), -1, 1)
+        quality = gan_gate.sample_quality((real_all + 1) / 2, drawn)
+        return {"kid": quality["kid"], "diversity_ratio": quality["diversity_ratio"],
+                "d_real": d_real.value(), "d_fake": d_fake,
                 "d_gap": d_real.value() - d_fake,
                 "diversity": mean_pairwise_l2(fake.cpu()),
                 "moment_distance": moment_distance(fake.cpu(), real_all)}
+
+    @classmethod
+    def trivial_metrics(cls, splits: Any, loader: DataLoader[Any], hp: Any,
+                        labels: list[str] | None) -> dict[str, float] | None:
+        # Seeded apart from the global RNG: the bar is the same on every run.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hp.seed + 5)
+            netg = cast(DCGAN, create_model("dcgan", nz=hp.nz, ngf=hp.ngf, ndf=hp.ndf)).netg
+        drawn = gan_gate.untrained_samples(netg, hp.nz, (-1.0, 1.0))
+        return gan_gate.sample_quality(_real(loader), drawn)
+
+    @classmethod
+    def served_metrics(cls, version_file: Callable[[str], Path], preprocessing: dict[str, Any],
+                       module: nn.Module, data: Path | str, hp: Any,
+                       labels: list[str] | None) -> dict[str, float]:
+        low, high = preprocessing["output_range"]
+        drawn = gan_gate.onnx_samples(version_file(cls.spec.graphs["main"].file),
+                                      int(preprocessing["nz"]), (float(low), float(high)))
+        _, loader, _ = cls._loader_for(data, hp, labels, "val")
+        return gan_gate.sample_quality(_real(loader), drawn)
+
+    @classmethod
+    def gate_check(cls, metrics: dict[str, float]) -> tuple[bool, str]:
+        return gan_gate.diversity_check(metrics)
 
     def arch_kwargs(self) -> dict[str, Any]:
         # Read back from the layers: a fine-tuned base keeps its own widths.

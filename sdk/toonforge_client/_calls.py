@@ -266,7 +266,7 @@ def revoke_key(key_id: str) -> Call[KeyView]:
     return Call("DELETE", f"/keys/{segment(key_id)}")
 
 
-def create_finetune_job(task: str, dataset_id: str, base: str, target_model: str,
+def create_finetune_job(task: str, dataset_id: str, base: str, target_model: str | None,
                         hyperparameters: dict[str, Any] | None, auto_activate: bool,
                         webhook_url: str | None, idempotency_key: str | None) -> Call[JobView]:
     body = drop_none({"task": task, "dataset_id": dataset_id, "base": base,

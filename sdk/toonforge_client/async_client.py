@@ -243,7 +243,7 @@ class AsyncClient(ClientBase):
     # ------------------------------------------------------------------ jobs
 
     async def create_finetune_job(self, *, task: Task | str, dataset_id: str, base: str,
-                                  target_model: str,
+                                  target_model: str | None = None,
                                   hyperparameters: dict[str, Any] | None = None,
                                   auto_activate: bool = False, webhook_url: str | None = None,
                                   idempotency_key: str | None = None) -> JobView:

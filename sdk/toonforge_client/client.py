@@ -259,10 +259,12 @@ class Client(ClientBase):
     # ------------------------------------------------------------------ jobs
 
     def create_finetune_job(self, *, task: Task | str, dataset_id: str, base: str,
-                            target_model: str, hyperparameters: dict[str, Any] | None = None,
+                            target_model: str | None = None,
+                            hyperparameters: dict[str, Any] | None = None,
                             auto_activate: bool = False, webhook_url: str | None = None,
                             idempotency_key: str | None = None) -> JobView:
-        """Queue a fine-tune job (an ``idempotency_key`` makes retries safe)."""
+        """Queue a fine-tune job (an ``idempotency_key`` makes retries safe); the server
+        publishes to ``target_model``, by default the base's model name."""
         return self._send(calls.create_finetune_job(str(task), dataset_id, base, target_model,
                                                 hyperparameters, auto_activate, webhook_url,
                                                 idempotency_key))

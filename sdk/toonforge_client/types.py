@@ -93,6 +93,7 @@ class ModelDetail(ModelInfo):
     loaded_version: int | None
     version_summaries: list[VersionSummary]
     corrupt_versions: list[int]
+    rollback_target: int | None  # what rollback_model would activate; None: nothing
 
 
 class ActivateResponse(TypedDict):
@@ -403,7 +404,7 @@ class FinetuneRequest(TypedDict):
     task: str
     dataset_id: str
     base: str
-    target_model: str
+    target_model: NotRequired[str | None]  # left out: the base's model name
     hyperparameters: NotRequired[dict[str, Any]]
     auto_activate: NotRequired[bool]
     webhook_url: NotRequired[str | None]

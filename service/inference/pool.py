@@ -38,9 +38,9 @@ import onnxruntime as ort
 from core.errors import DomainError
 from core.settings import Settings
 from model_store import errors as store_errors
-from model_store.errors import ActivationRefused, NoActiveVersion
+from model_store.errors import ActivationRefused
 from model_store.store import ModelStore
-from service.errors import IMPORT_HINT, ModelNotReady, WrongTask
+from service.errors import ModelNotReady, WrongTask
 from service.inference.batching import BatcherClosed, Feeds
 from service.inference.budget import MB, MemoryBudget, RequestMemory
 from service.inference.sessions import (
@@ -56,6 +56,7 @@ from service.metrics import (
     REQUESTS_SHED,
     PoolBacklog,
 )
+from service.unserved import NothingServes
 from tasks import default_model
 
 log = logging.getLogger(__name__)
@@ -386,16 +387,17 @@ class InferencePool:
             self._loader, loaded.load_precision, chosen, self.settings, self.store)
 
     async def _resolve_unloaded(self, task: str, name: str, is_default: bool) -> LoadedVersion:
-        hint = IMPORT_HINT.format(task=task, model=name)
+        # The 503's advice (jobs on the way, refused versions, the import command for this
+        # task) is added where the error is answered: service/unserved.py.
         try:
             active = await self.read_store(self.store.active_version, name)
         except store_errors.ModelNotFound:
             if not is_default:
                 raise
             # The task's default model not existing yet is a fresh install, not a typo.
-            raise NoActiveVersion(f"no model serves {task!r} yet: {hint}") from None
+            raise NothingServes(task, name, f"no model serves {task!r} yet") from None
         if active is None:
-            raise NoActiveVersion(f"model {name!r} has no active version: {hint}")
+            raise NothingServes(task, name, f"model {name!r} has no active version")
         await self.sync_model(name)  # published since the last poll: load it now
         loaded = self._active.get(name)
         if loaded is None:

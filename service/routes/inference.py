@@ -8,13 +8,14 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel, ValidationError
 
 from core.errors import InvalidParameter
 from core.wire import ModelChoice
 from service.auth import auth_responses, scope
 from service.deps import PoolDep
-from service.errors import error_responses
+from service.errors import NoImagePipeline, error_responses
 from service.imaging import EXTRA_FILES, MAX_FORM_FIELDS, read_uploads
 from service.inference import pipelines
 
@@ -117,6 +118,19 @@ _INFER_ERRORS = _with_retry_after(error_responses(
 }))
 
 
+def task_endpoints(app: Any, task: str) -> list[str]:
+    """The POST routes a task serves on its own: ``/{task}`` and ``/{task}/...`` by the
+    convention every task with named routes follows (read from the app, so a plugin's
+    routes count too)."""
+    found = []
+    for context in iter_route_contexts(app.routes):
+        route, path = context.original_route, context.path or ""
+        if isinstance(route, APIRoute) and "POST" in (route.methods or ()) and (
+                path == f"/{task}" or path.startswith(f"/{task}/")):
+            found.append(f"POST {path}")
+    return sorted(found, key=len)
+
+
 @router.post("/infer/{task}", operation_id="infer", response_class=Response,
              responses={**image_ok("image/png"), **_INFER_ERRORS},
              openapi_extra=upload_body("image"))
@@ -135,7 +149,10 @@ async def infer(
     `model` and `version` choose what serves it (the task's default model and its active
     version when absent), and X-Model-Version names the version that did.
     """
-    spec = pipelines.image_task(task)  # 404 / 422 before the body is read
+    try:
+        spec = pipelines.image_task(task)  # 404 / 422 before the body is read
+    except NoImagePipeline:
+        raise NoImagePipeline(task, task_endpoints(request.app, task)) from None
     async with pool.admit():  # before the body is read: a full pool reads none
         data = await one_image(request, pool)
         return respond(await pipelines.infer_image(pool, spec, data, params))

@@ -58,8 +58,8 @@ function setupApiKey() {
     try { if (key) localStorage.setItem(KEY_STORAGE, key); } catch (_) { /* private mode */ }
     $("#auth-notice").hidden = true;
     show();
-    refreshJobs();
-    refreshSweeps();
+    refreshJobs(true);
+    refreshSweeps(true);
     refreshModels();
   });
   clear.addEventListener("click", () => {
@@ -70,11 +70,16 @@ function setupApiKey() {
   show();
 }
 
-/** fetch() that turns the error envelope {"error": {"code", "message"}} into an ApiError. */
+/**
+ * fetch() that turns the error envelope {"error": {"code", "message"}} into an ApiError.
+ * `background: true` marks a call the page made by itself (first load, polling): a 401/403
+ * there is not put at the top of the page, since the user asked for nothing yet.
+ */
 async function api(path, options = {}) {
+  const { background = false, ...fetchOptions } = options;
   let response;
   try {
-    response = await fetch(path, withKey(options));
+    response = await fetch(path, withKey(fetchOptions));
   } catch (err) {
     throw new ApiError(0, "network_error", `could not reach the server (${err.message})`);
   }
@@ -93,7 +98,9 @@ async function api(path, options = {}) {
     } catch (_) {
       if (text) message = text.slice(0, 300);
     }
-    if (response.status === 401 || response.status === 403) noteAuthFailure(response.status, message);
+    if ((response.status === 401 || response.status === 403) && !background) {
+      noteAuthFailure(response.status, message);
+    }
     throw new ApiError(response.status, code, message);
   }
   return response;
@@ -195,6 +202,22 @@ function el(tag, attrs = {}, ...children) {
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return node;
+}
+
+function isAuthError(err) {
+  return err instanceof ApiError && (err.status === 401 || err.status === 403);
+}
+
+/**
+ * A panel the page filled by itself, refused for want of a key: a quiet line in the panel
+ * (its "empty" paragraph) instead of a red box; the page works on without a key.
+ * `locked` null restores the paragraph's own text.
+ */
+function showLocked(node, locked) {
+  if (!node) return;
+  if (node.dataset.text === undefined) node.dataset.text = node.textContent;
+  node.textContent = locked || node.dataset.text;
+  if (locked) node.hidden = false;
 }
 
 function showError(node, err) {
@@ -582,10 +605,11 @@ function statusPill(status) {
   return el("span", { class: `pill status-${status}`, text: status });
 }
 
-async function refreshJobs() {
+async function refreshJobs(userAction = false) {
   try {
-    const page = await apiJson("/jobs?limit=20");
+    const page = await apiJson("/jobs?limit=20", { background: !userAction });
     showError($("#jobs-error"), null);
+    showLocked($("#jobs-empty"), null);
     jobsState.jobs = page.jobs;
     const body = $("#jobs-table tbody");
     body.replaceChildren(...page.jobs.map((job) => el("tr", {
@@ -607,7 +631,13 @@ async function refreshJobs() {
     const current = page.jobs.find((j) => j.id === jobsState.selected);
     if (current) renderJob(current);
   } catch (err) {
-    showError($("#jobs-error"), err);
+    if (!userAction && isAuthError(err)) {
+      showError($("#jobs-error"), null);
+      showLocked($("#jobs-empty"), "Jobs need an API key with the train scope: enter one at"
+        + " the top right (toonforge keys create).");
+    } else {
+      showError($("#jobs-error"), err);
+    }
   }
 }
 
@@ -746,7 +776,7 @@ function selectJob(id) {
 
 function setupJobs() {
   jobsState.chart = new LossChart($("#loss-chart"), $("#chart-legend"));
-  $("#jobs-refresh").addEventListener("click", refreshJobs);
+  $("#jobs-refresh").addEventListener("click", () => refreshJobs(true));
   $("#job-cancel").addEventListener("click", async () => {
     const id = jobsState.selected;
     if (!id) return;
@@ -770,10 +800,11 @@ function pointLabel(point) {
   return `#${point.index} ` + Object.entries(point.values).map(([k, v]) => `${k}=${v}`).join(" ");
 }
 
-async function refreshSweeps() {
+async function refreshSweeps(userAction = false) {
   try {
-    const page = await apiJson("/sweeps?limit=50");
+    const page = await apiJson("/sweeps?limit=50", { background: !userAction });
     showError($("#sweeps-error"), null);
+    showLocked($("#sweeps-empty"), null);
     const select = $("#sweep-select");
     select.replaceChildren(...page.sweeps.map((s) => el("option", {
       value: s.id, selected: s.id === sweepsState.selected,
@@ -783,7 +814,13 @@ async function refreshSweeps() {
     if (!sweepsState.selected && page.sweeps.length) sweepsState.selected = page.sweeps[0].id;
     if (sweepsState.selected) await showSweep(sweepsState.selected);
   } catch (err) {
-    showError($("#sweeps-error"), err);
+    if (!userAction && isAuthError(err)) {
+      showError($("#sweeps-error"), null);
+      showLocked($("#sweeps-empty"), "Sweeps need an API key with the train scope: enter one"
+        + " at the top right (toonforge keys create).");
+    } else {
+      showError($("#sweeps-error"), err);
+    }
   }
 }
 
@@ -830,7 +867,7 @@ function renderSweep(sweep) {
 
 function setupSweeps() {
   sweepsState.chart = new LossChart($("#sweep-chart"), $("#sweep-legend"), "epoch");
-  $("#sweeps-refresh").addEventListener("click", refreshSweeps);
+  $("#sweeps-refresh").addEventListener("click", () => refreshSweeps(true));
   $("#sweep-select").addEventListener("change", (e) => {
     sweepsState.selected = e.target.value;
     showSweep(sweepsState.selected);
@@ -841,7 +878,7 @@ function setupSweeps() {
 
 // ---------------------------------------------------------------- models
 
-const modelsState = { selected: null, previous: new Map(), detail: null };
+const modelsState = { selected: null, detail: null };
 
 async function refreshModels() {
   try {
@@ -866,11 +903,9 @@ async function refreshModels() {
 }
 
 function rollbackTarget(detail) {
-  // The server rolls back to the version active before this one (its activation log);
-  // this only labels the button with the likely target.
-  const remembered = modelsState.previous.get(detail.name);
-  if (remembered && remembered !== detail.active && detail.versions.includes(remembered)) return remembered;
-  return detail.active ? "previous" : null;
+  // The server says what a rollback would activate (its activation history replayed);
+  // null: nothing to roll back to, and the button stays off.
+  return Number.isInteger(detail.rollback_target) ? detail.rollback_target : null;
 }
 
 function compactMetrics(metrics) {
@@ -910,7 +945,9 @@ async function selectModel(name) {
     const target = rollbackTarget(detail);
     const rollback = $("#rollback");
     rollback.disabled = target === null;
-    rollback.textContent = typeof target === "number" ? `Roll back to v${target}` : "Roll back";
+    rollback.textContent = target !== null ? `Roll back to v${target}` : "Roll back";
+    rollback.title = target !== null ? `POST /models/${name}/rollback activates v${target}`
+      : "no earlier active version to roll back to";
     rollback.dataset.target = target ?? "";
   } catch (err) {
     showError($("#models-error"), err);
@@ -936,7 +973,6 @@ async function changeActive(name, path, body, verb) {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
     });
-    if (result.previous) modelsState.previous.set(name, result.previous);
     notice.textContent = `${name}: v${result.active} ${verb}` +
       (result.previous ? ` (was v${result.previous})` : "") + ". New requests use it now.";
     notice.hidden = false;

@@ -55,7 +55,7 @@ SCOPE_OF: dict[tuple[str, str], str] = {
 }
 # Open to anyone whatever open_scopes says (declared without a scope).
 OPEN_PATHS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs",
-              "/docs/oauth2-redirect", "/redoc", "/", "/static"}
+              "/docs/oauth2-redirect", "/redoc", "/docs/assets", "/", "/static"}
 PATH_VALUES = {"name": "x", "version": "1", "task": "x", "dataset_id": "x",
                "job_id": "0" * 32, "key_id": "0" * 12, "sweep_id": "0" * 32}
 # A key of each kind: one lacking the scope, one having it.

@@ -296,3 +296,21 @@ def test_a_webhook_to_an_internal_address_is_refused_at_submission(
     message = error(http.post("/jobs/finetune", json=body), 422, "invalid_parameter")["message"]
     assert message.startswith("webhook_url:") and "webhook_allow_hosts" in message
     documented(spec, "POST", "/jobs/finetune", 422)
+
+
+# ---- target_model may be left out, as the CLI's --target: the base's model name
+def test_target_model_defaults_to_the_base_model(http: httpx.Client, spec: dict) -> None:
+    uploaded = http.post("/datasets?task=classify&id=gaps-cls",
+                         content=zip_bytes(good_files("classify")),
+                         headers={"content-type": "application/zip"})
+    assert uploaded.status_code == 201, uploaded.text
+    for extra in ({}, {"target_model": None}):
+        created = http.post("/jobs/finetune", json={
+            "task": "classify", "dataset_id": "gaps-cls", "base": "classify@1", **extra,
+            "hyperparameters": {"epochs": 1}})
+        assert created.status_code == 201, created.text
+        assert created.json()["target_model"] == "classify"
+        http.post(f"/jobs/{created.json()['id']}/cancel")  # no worker here: leave none queued
+    schema = spec["components"]["schemas"]["FinetuneRequest"]
+    assert "target_model" not in schema["required"]
+    assert "base's model name" in schema["properties"]["target_model"]["description"]

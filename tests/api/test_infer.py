@@ -83,7 +83,11 @@ def test_unknown_task_and_task_without_an_image_pipeline(http):
     error = assert_error(http.post("/infer/nope", files=png()), 404, "task_not_found")
     assert TASK in error["message"] and "matte" in error["message"]
     error = assert_error(http.post("/infer/matte", files=png()), 422, "invalid_parameter")
-    assert "image pipeline" in error["message"]
+    assert "image pipeline" in error["message"] and error["message"].endswith(
+        ": use POST /matte")  # the task's own endpoint, by name
+    error = assert_error(http.post("/infer/autoencode", files=png()), 422, "invalid_parameter")
+    assert error["message"].endswith(": use POST /autoencode, POST /autoencode/sample or"
+                                     " POST /autoencode/interpolate")
 
 
 @pytest.mark.parametrize("query, status, code", [

@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import Settings
+from core.wire import FinetuneRequest, JobStatus
+from jobs.db import Database
+from jobs.repository import JobRepository, ProgressUpdate
 from model_store.files import MAIN_GRAPH
 from model_store.store import ModelStore
+from tasks import get_task
 from tests.api.conftest import encode
 from tests.api.test_inputs import assert_error
 from tests.api.tiny_models import build_tiny_store, publish_tiny
@@ -86,10 +91,14 @@ def test_activation_swaps_before_answering(start_server, store_root, chelsea):
 def test_rollback_returns_to_the_previous_active_version(start_server, store_root, chelsea):
     server = start_server(store_root, reload_poll_s="30")
     with server.client() as http:
+        # The detail says beforehand what a rollback would do (the web page's button).
+        assert http.get("/models/matte").json()["rollback_target"] is None
         assert_error(http.post("/models/matte/rollback"), 409, "activation_refused")
         http.post("/models/matte/activate", json={"version": 2})
+        assert http.get("/models/matte").json()["rollback_target"] == 1
         assert http.post("/models/matte/rollback").json() == {
             "name": "matte", "active": 1, "previous": 2}
+        assert http.get("/models/matte").json()["rollback_target"] is None
         assert http.post("/matte", files=matte_file(chelsea)).headers["x-model-version"] == \
             "matte@1"
         assert_error(http.post("/models/nope/rollback"), 404, "model_not_found")
@@ -137,8 +146,12 @@ def test_empty_store(start_server, tmp_path, chelsea):
         assert http.get("/models").json() == []
         error = assert_error(http.post("/matte", files=matte_file(chelsea)),
                              503, "no_active_version")
-        assert "toonforge import --task matte" in error["message"]
-        assert_error(http.post("/generate"), 503, "no_active_version")
+        assert "toonforge import --task matte --arch u2net --weights <file> --model matte" \
+            " --activate` (architectures: u2net, u2netp)" in error["message"]
+        # Each task's own import example, never another task's.
+        message = assert_error(http.post("/generate"), 503, "no_active_version")["message"]
+        assert message.startswith("no model serves 'generate' yet; import weights with")
+        assert "--task generate --arch dcgan" in message and "matte" not in message
 
 
 def test_model_without_active_version(start_server, store_root, chelsea):
@@ -148,6 +161,10 @@ def test_model_without_active_version(start_server, store_root, chelsea):
         error = assert_error(http.post("/matte?model=matte-draft", files=matte_file(chelsea)),
                              503, "no_active_version")
         assert "--model matte-draft" in error["message"]
+        # The version that exists is named, with how to serve it anyway.
+        assert "matte-draft@1 exists but is not active; to serve it anyway: `toonforge models" \
+            " activate matte-draft 1` or POST /models/matte-draft/activate with" \
+            ' {"version": 1}' in error["message"]
         # An explicit version is served although none is active.
         ok = http.post("/matte?model=matte-draft&version=1", files=matte_file(chelsea))
         assert ok.headers["x-model-version"] == "matte-draft@1"
@@ -198,3 +215,52 @@ def test_version_that_fails_to_load(start_server, store_root, chelsea):
         served = http.post("/matte", files=matte_file(chelsea))
         assert served.headers["x-model-version"] == "matte@1"
     assert "keeps serving" in server.log()
+
+
+def test_no_active_version_says_what_is_on_the_way(start_server, tmp_path, chelsea):
+    """The 503 of a task whose model serves nothing names the job that will publish it
+    (with its ETA), and the version its gate refused with the gate's reason."""
+    data = tmp_path / "data"
+    db = Database(Settings(_env_file=None, data_dir=data).jobs_database_url)
+    db.create_schema()
+    repo = JobRepository(db.sessions)
+
+    def job(task: str, model: str, key: str | None = None) -> str:
+        return repo.create(FinetuneRequest(task=task, dataset_id=key or f"data-{task}",
+                                           base=get_task(task).archs[0], target_model=model,
+                                           auto_activate=True), key)[0].id
+
+    refused = job("matte", "matte")
+    repo.claim(refused, "w1", lease_s=60, max_attempts=3)
+    repo.transition(refused, JobStatus.EXPORTING, worker_id="w1")
+    reason = "matte@1 mae=0.31 is not lower than the trivial predictor's mae=0.3"
+    repo.transition(refused, JobStatus.SUCCEEDED, worker_id="w1", result_version="matte@1",
+                    activated=False, activation_reason=reason)
+    store_root = tmp_path / "store"
+    publish_tiny(ModelStore(store_root), "matte", activate=False, job_id=refused)
+    running = job("classify", "classify", "starter-classify")
+    repo.claim(running, "w1", lease_s=60, max_attempts=3)
+    repo.record_progress(running, "w1", ProgressUpdate(epoch=2, total_epochs=4,
+                                                       eta_seconds=94.6))
+    queued = job("cartoonize", "cartoon", "starter-cartoonize")
+    db.dispose()
+
+    server = start_server(store_root, data_dir=str(data))
+    with server.client() as http:
+        message = assert_error(http.post("/matte", files=matte_file(chelsea)), 503,
+                               "no_active_version")["message"]
+        assert message.startswith(f"model 'matte' has no active version; matte@1 exists but"
+                                  f" is not active ({reason}); to serve it anyway: `toonforge"
+                                  " models activate matte 1` or POST /models/matte/activate")
+        assert "meanwhile, or instead: import weights with `toonforge import --task matte" \
+            in message
+        image = {"image": ("x.png", encode(chelsea, "PNG"), "image/png")}
+        message = assert_error(http.post("/classify", files=image), 503,
+                               "no_active_version")["message"]
+        assert f"the starter job {running} is running and will publish it (epoch 2/4, ETA" \
+            f" 95 s; follow it: GET /jobs/{running})" in message
+        assert "--task classify --arch googlenet" in message
+        message = assert_error(http.post("/cartoonize", files=image), 503,
+                               "no_active_version")["message"]
+        assert f"the starter job {queued} will publish it (queued behind 1 other job(s);" \
+            in message

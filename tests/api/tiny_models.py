@@ -148,8 +148,9 @@ PREPROCESSING: dict[str, dict] = {
 
 def publish_tiny(store: ModelStore, task: str, model: str | None = None, *, seed: int = 0,
                  activate: bool = True, parity: bool = True, latent_stats: bool = True,
-                 preprocessing: dict | None = None) -> int:
-    """Publish one tiny version of ``task``; returns its number."""
+                 preprocessing: dict | None = None, job_id: str | None = None) -> int:
+    """Publish one tiny version of ``task`` (by job ``job_id``, if given); returns its
+    number."""
     name = model or get_task(task).default_model
     rng = np.random.default_rng(seed)
     with store.staging(name) as staged:
@@ -178,7 +179,7 @@ def publish_tiny(store: ModelStore, task: str, model: str | None = None, *, seed
             labels=[f"label-{i}" for i in range(CLASSES)] if task == "classify" else None,
             parity=ParityReport(passed=parity, tolerance=1e-5,
                                 detail="" if parity else "test: made to fail"),
-            lineage=Lineage(source="scratch"),
+            lineage=Lineage(source="finetune" if job_id else "scratch", job_id=job_id),
         )
         final = store.publish(name, staged, manifest)
     if activate:

@@ -10,7 +10,6 @@ where they fail. The page as the last test left it is kept at ``artifacts/web.pn
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -19,49 +18,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import IN_CI
+from tests.e2e.conftest import CHROMIUM_ARGS
 from tests.integration.conftest import FAST_JOBS
 from tests.support.processes import WorkerPool
 from tests.support.server import REPO, ApiServer
 
 pytestmark = pytest.mark.timeout(180)
 
-CHROMIUM = os.environ.get("TOONFORGE_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
 ARTIFACTS = REPO / "artifacts"
 SCREENSHOT = ARTIFACTS / "web.png"
 DATASET = "faces"
 # Inference on 2 CPU cores, a worker importing torch: generous, but bounded.
 WAIT_MS = 60_000
-
-
-def _unavailable(why: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{why} (CI=true: the browser tests must run in CI)")
-    pytest.skip(why)
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Session-scoped, so that it is checked before the (slow) populated store is built."""
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError as exc:
-        _unavailable(f"the playwright package is not installed: {exc}")
-    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
-        _unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    return CHROMIUM
-
-
-@pytest.fixture(scope="module")
-def playwright_api(chromium: str):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        yield pw
 
 
 @pytest.fixture(scope="module")

@@ -245,3 +245,29 @@ def test_the_client_command_lists_the_catalogue() -> None:
     rows = {line.split("\t")[0]: line for line in proc.stdout.splitlines()}
     assert {"dctnet-anime", "googlenet", "u2net", "u2netp", "anime-faces"} <= set(rows)
     assert "needs --sha256" in rows["u2netp"] and "sha256 pinned" in rows["dctnet-anime"]
+    # Under each entry, each file's URL and checksum: what to fetch and check by hand.
+    lines = proc.stdout.splitlines()
+    after = lines[lines.index(rows["u2netp"]) + 1].split("\t")
+    assert after[0] == "  weights" and after[1] == get_entry("u2netp").files[0].url
+    assert after[1].startswith("https://") and "?" in after[1]  # the query is the file id
+    assert after[2] == "sha256 not published: --sha256 HEX"
+    pinned = lines[lines.index(rows["dctnet-anime"]) + 1].split("\t")
+    assert pinned[2] == f"sha256 {get_entry('dctnet-anime').files[0].sha256}"
+    netd = next(line for line in lines if line.startswith("  netd\t"))
+    assert netd.split("\t")[2] == "sha256 not published: --sha256 netd=HEX"
+
+
+def test_a_file_that_is_no_checkpoint_gets_one_clear_line(server: Served, tmp_path: Path,
+                                                          capsys) -> None:
+    """The right checksum of the wrong file (a saved error page): one line that says what
+    the file is, not PyTorch's weights_only paragraph cut mid-sentence."""
+    page = b"<!DOCTYPE html><html><body>Quota exceeded</body></html>\n" * 4
+    server.files["page.pth"] = page
+    rc, out, err = run(tmp_path, capsys, "u2netp", "--url", f"{server.url}/files/page.pth",
+                       "--sha256", sha(page))
+    assert rc == 1
+    (line,) = [e for e in err.splitlines() if e.startswith("toonforge: error:")]
+    assert "cannot read checkpoint 'u2netp.pth': not a PyTorch checkpoint" in line
+    assert "was the download an error page?" in line
+    assert "weights_only" not in err and "Weights only" not in err and "Traceback" not in err
+    assert not list((tmp_path / "store").glob("models/*/versions/*"))  # nothing imported

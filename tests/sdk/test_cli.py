@@ -118,15 +118,41 @@ def test_sdk_builds_a_client_only_distribution(tmp_path: Path) -> None:
 
 def test_missing_admin_commands_say_how_to_get_them(monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture) -> None:
-    """What a client-only install (no toonforge.admin entry points) answers."""
+    """What a client-only install (no toonforge.admin entry points) answers: the torch-free
+    commands point at the server package, the checkpoint readers at its worker extra."""
     from toonforge_client import cli
 
     monkeypatch.setattr(cli, "admin_commands", dict)
-    assert cli.main(["import", "--task", "matte"]) == cli.EXIT_USAGE
-    assert "pip install 'toonforge[worker]'" in capsys.readouterr().err
+    for command in ("import", "pull"):
+        assert cli.main([command, "x"]) == cli.EXIT_USAGE
+        assert "install it with pip install 'toonforge[worker]'" in capsys.readouterr().err
+    for command in ("keys", "store"):
+        assert cli.main([command, "list"]) == cli.EXIT_USAGE
+        message = capsys.readouterr().err
+        assert "install it with pip install toonforge" in message, message
+        assert "[worker]" not in message and "PyTorch" not in message
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert "come with the server package" in capsys.readouterr().out
+
+
+def assert_quiet_on_a_closed_pipe(*args: str, url: str | None = None) -> None:
+    """The command's stdout is a pipe whose reader has gone (``| head`` that finished):
+    no traceback, no BrokenPipeError, the exit status of a SIGPIPE."""
+    env = {**os.environ, **({"TOONFORGE_URL": url} if url else {})}
+    read, write = os.pipe()
+    os.close(read)  # before the command writes a byte
+    try:
+        proc = subprocess.run([str(SCRIPT), *args], stdout=write, stderr=subprocess.PIPE,
+                              text=True, env=env, timeout=120)
+    finally:
+        os.close(write)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert proc.stderr == "" and proc.returncode == 141, (proc.returncode, proc.stderr)
+
+
+def test_a_closed_pipe_ends_the_command_quietly() -> None:
+    assert_quiet_on_a_closed_pipe("pull", "--list")  # an admin command, through the CLI
 
 
 # ---------------------------------------------------------------- inference
@@ -302,9 +328,12 @@ def test_finetune_wait_and_jobs(cli, sdk_stack: Stack, dataset_id: str) -> None:
     assert proc.returncode == 0, (proc.stderr, sdk_stack.logs())
     job_id = proc.stdout.split()[1]
     job = json.loads(cli("jobs", "show", job_id, "--json").stdout)
-    # Whether the gate lets a 2-epoch version go live is the worker's call; the line says it.
+    # Whether the gate lets a 2-epoch version go live is the worker's call; the line says
+    # which, and when not, the gate's reason and the command that activates it anyway.
     assert proc.stdout.strip() == f"job {job_id} succeeded: cli-ae@1" + (
-        " (activated)" if job["activated"] else "")
+        " (activated)" if job["activated"] else
+        f" (not activated: {job['activation_reason']}; toonforge models activate cli-ae 1"
+        " activates it)")
     assert f"job {job_id}: running" in proc.stderr
     assert f"[########################] {EPOCHS}/{EPOCHS} 100%" in proc.stderr
     assert "loss " in proc.stderr and "ETA " in proc.stderr
@@ -345,3 +374,9 @@ def test_failed_and_cancelled_jobs_exit_4(cli, sdk_stack: Stack, dataset_id: str
     assert cancelled.returncode == 0 and job_id in cancelled.stdout
     waited = cli("jobs", "wait", job_id)
     assert waited.returncode == 4 and "cancelled" in waited.stdout
+    # A finished job has no ETA, in the API and in the CLI.
+    assert json.loads(cli("jobs", "show", job_id, "--json").stdout)["eta_seconds"] is None
+    shown = cli("jobs", "show", job_id)
+    assert shown.returncode == 0 and "cancelled" in shown.stdout and "eta" not in shown.stdout
+    # `toonforge jobs show ID | head`: the reader is gone before the output is written.
+    assert_quiet_on_a_closed_pipe("jobs", "show", job_id, url=sdk_stack.url)

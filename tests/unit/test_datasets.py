@@ -17,7 +17,7 @@ from PIL import Image
 from model_store.dataset_scan import scan_dataset
 from model_store.datasets import DatasetStore
 from model_store.intake import ingest_upload
-from tasks import task_specs
+from tasks import get_task, task_specs
 from tasks.synthetic import make_dataset
 from worker.training import augment
 from worker.training.datasets import (
@@ -233,7 +233,7 @@ def test_raw_scan_matches_the_intake(tmp_path):
     raw = make_dataset("cartoonize", tmp_path / "raw", n=12, size=16)
     stored = store_dataset(raw, "cartoonize", tmp_path / "store")
     assert load_index(raw, "cartoonize")[0] == load_index(stored)[0]
-    report, index = scan_dataset(raw, "cartoonize", MAX_PIXELS)
+    report, index = scan_dataset(raw, get_task("cartoonize"), MAX_PIXELS)
     assert load_index(raw, "cartoonize")[0] == index and report.can_train
 
 
@@ -286,7 +286,7 @@ def test_synthetic_datasets_are_deterministic(tmp_path, task):
 @pytest.mark.parametrize("task", SYNTHETIC)
 def test_synthetic_datasets_pass_intake(tmp_path, task):
     root = make_dataset(task, tmp_path / "raw")
-    report, _index = scan_dataset(root, task, MAX_PIXELS)
+    report, _index = scan_dataset(root, get_task(task), MAX_PIXELS)
     assert report.can_train and not report.skipped
     # The worker reads the same samples, every path resolved under the data root.
     splits = load_splits(root, task)

@@ -2,10 +2,10 @@
 and its line in ``families/__init__.py`` removes the family.
 
 Code names a family when an identifier (split at ``_`` and case changes), a module path or
-a string constant (docstrings are prose and do not count) holds the family's task name or
-one of its architecture names as a word. sdk/, docs, tests and bench are out of scope (they
-exercise the families by name), and so are names that come from third-party libraries
-(``prometheus_client.generate_latest``).
+a string constant (docstrings and ``description=`` texts are prose and do not count) holds
+the family's task name or one of its architecture names as a word. sdk/, docs, tests and
+bench are out of scope (they exercise the families by name), and so are names that come
+from third-party libraries (``prometheus_client.generate_latest``).
 """
 
 from __future__ import annotations
@@ -35,8 +35,13 @@ def _words_of_text(text: str) -> set[str]:
     return {w.lower() for w in re.findall(r"[A-Za-z0-9]+", text)}
 
 
-def _docstrings(tree: ast.AST) -> set[int]:
+def _prose(tree: ast.AST) -> set[int]:
+    """Docstrings and ``description=`` texts (a field's or route's documentation)."""
     found = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.keyword) and node.arg == "description"
+                and isinstance(node.value, ast.Constant)):
+            found.add(id(node.value))
     for node in ast.walk(tree):
         if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             first = node.body[0] if node.body else None
@@ -58,7 +63,7 @@ def _third_party_names(tree: ast.AST) -> set[str]:
 def words_in(path: Path) -> Iterator[tuple[int, set[str]]]:
     """(line, words) of every identifier, module path and non-docstring string constant."""
     tree = ast.parse(path.read_text(), str(path))
-    docs, foreign = _docstrings(tree), _third_party_names(tree)
+    docs, foreign = _prose(tree), _third_party_names(tree)
     for node in ast.walk(tree):
         line = getattr(node, "lineno", 0)
         if isinstance(node, ast.Name) and node.id not in foreign:

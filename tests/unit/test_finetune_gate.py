@@ -112,18 +112,3 @@ def test_an_untrained_classifier_is_not_activated_as_the_first_of_its_line(
     monkeypatch.setattr(ClassifyTrainer, "evaluate",
                         classmethod(lambda cls, *a, **k: {"top1": 0.6, "loss": 0.7}))
     assert gate(store, datasets, job, plan_job(job), manifest, net).activate
-
-
-def test_generate_is_never_activated_over_an_active_version(tmp_path: Path) -> None:
-    store, datasets = ModelStore(tmp_path), DatasetStore(tmp_path)
-    import_test_model(store, "generate", tmp_path / "ckpt", model="anime-faces")
-    module, manifest = load_version(store, "anime-faces", 1)
-    job = JobRecord(id="job2", task="generate", dataset_id="unused", target_model="anime-faces",
-                    auto_activate=True, hyperparameters={})
-    decision = gate(store, datasets, job, plan_job(job), manifest, module)
-    assert not decision.activate
-    assert "never activated automatically" in decision.reason
-    first = JobRecord(id="job3", task="generate", dataset_id="unused", target_model="fresh",
-                      auto_activate=True, hyperparameters={})
-    # the first of a line may go live
-    assert gate(store, datasets, first, plan_job(first), manifest, module).activate

@@ -27,7 +27,7 @@ from model_store.errors import (
     UploadTooLarge,
 )
 from model_store.intake import ingest_upload, receive_upload, receive_upload_async
-from tasks import list_tasks
+from tasks import get_task, list_tasks
 from tasks.layouts import ImageFolderLayout
 from tests.support.archives import (
     good_files,
@@ -445,6 +445,6 @@ def test_classify_too_small_for_a_validation_split_is_refused(tmp_path: Path) ->
         (tmp_path / label).mkdir()
         for i in range(2):
             (tmp_path / label / f"{i}.png").write_bytes(image_bytes(seed=i))
-    report, _ = scan_dataset(tmp_path, "classify", 10_000_000)
+    report, _ = scan_dataset(tmp_path, get_task("classify"), 10_000_000)
     assert not report.can_train
     assert any("validation" in p for p in report.problems)

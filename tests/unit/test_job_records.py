@@ -225,3 +225,16 @@ def test_webhook_retries(codes: list[int], delivered: bool, tries: int,
     assert ok is delivered and len(_Flaky.seen) == tries
     assert {s["delivery"] for s in _Flaky.seen} == {"d1"}
 
+
+
+def test_a_finished_job_has_no_eta(repo: JobRepository) -> None:
+    """The last progress row's ETA is kept in the row; the view drops it once the job ended
+    (cancelled mid-epoch, failed, succeeded): nothing is left to wait for."""
+    job, _ = repo.create(request())
+    repo.claim(job.id, "w1", lease_s=60, max_attempts=3)
+    repo.record_progress(job.id, "w1", ProgressUpdate(epoch=1, step=4, eta_seconds=12.5))
+    assert job_view(repo.get(job.id)).eta_seconds == 12.5
+    repo.request_cancel(job.id)
+    repo.transition(job.id, JobStatus.CANCELLED, worker_id="w1")
+    row = repo.get(job.id)
+    assert row.eta_seconds == 12.5 and job_view(row).eta_seconds is None

@@ -214,7 +214,7 @@ def test_pool_reports_failures_and_missing_models(tiny: ModelStore):
         pool = InferencePool(tiny, settings_for(tiny))
         await pool.sync_all()
         empty = InferencePool(ModelStore(tiny.root.parent / "empty"), settings_for(tiny))
-        with pytest.raises(NoActiveVersion, match="toonforge import --task matte"):
+        with pytest.raises(NoActiveVersion, match="no model serves .matte. yet"):
             await empty.resolve("matte", None, None)
         empty.close()
         path = tiny.version_dir("matte", 2) / "model.onnx"

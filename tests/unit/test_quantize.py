@@ -19,6 +19,7 @@ from tasks import Int8Gate, get_task, list_tasks
 from worker.nets.registry import create_model
 from worker.training.publish import publish_version
 from worker.training.quantize import (
+    build_int8_variant,
     fidelity,
     fidelity_over,
     int8_file,
@@ -215,3 +216,46 @@ def test_calibration_inputs_are_the_served_inputs(task: str, tmp_path: Path) -> 
         for name in names:
             assert got[name].dtype == np.float32
             assert np.array_equal(got[name], want[name]), f"{task} {name}"
+
+
+def _int8_sessions(path: Path) -> tuple[ort.InferenceSession, ort.InferenceSession]:
+    """The graph as served (fused integer kernels) and as its QDQ arithmetic in float."""
+    sessions = []
+    for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                  ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        sessions.append(ort.InferenceSession(str(path), options,
+                                             providers=["CPUExecutionProvider"]))
+    return sessions[0], sessions[1]
+
+
+def test_int8_answers_do_not_depend_on_the_hosts_integer_kernels(tmp_path: Path) -> None:
+    # The tiny autoencoder's decoder (latents x a wide N(0, 1) matrix) quantized for real.
+    from tests.api.tiny_models import LATENT, publish_tiny
+
+    store = ModelStore(tmp_path / "store")
+    version = publish_tiny(store, "autoencode", "ae", activate=False)
+    manifest = store.manifest("ae", version)
+    vdir = store.version_dir("ae", version)
+    record = build_int8_variant(vdir, "autoencode", manifest.graphs, manifest.preprocessing)
+    assert record is not None
+    assert record.passed, record.reason
+    import onnx
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+    inputs = {"image": rng.random((4, 3, 16, 16), np.float32),
+              "latent": rng.uniform(-1, 1, (4, LATENT)).astype(np.float32)}
+    for role, file in record.graphs.items():
+        graph = onnx.load(str(vdir / file)).graph
+        # 7-bit weights: a uint8 x int8 pair sum (255 * 64 * 2) fits the 16-bit lanes of
+        # AVX2 kernels without VNNI, so every x86 host computes the same answer.
+        weights = [numpy_helper.to_array(t) for t in graph.initializer
+                   if t.data_type == onnx.TensorProto.INT8]
+        assert weights and all(int(np.abs(w.astype(np.int64)).max()) <= 64 for w in weights)
+        served, reference = _int8_sessions(vdir / file)
+        feeds = {i.name: inputs[i.name] for i in served.get_inputs()}
+        for got, ref in zip(served.run(None, feeds), reference.run(None, feeds), strict=True):
+            assert float(np.abs(got - ref).max()) <= 0.01, role
+    assert record.fidelity["decoder.pixel_mae"] <= 2 / 255

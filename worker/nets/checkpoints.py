@@ -131,7 +131,9 @@ def read_torch_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "unreadable"
-        raise CheckpointUnreadable(path, f"{type(exc).__name__}: {exc}".strip()[:300]) from exc
+        from worker.load_failures import describe_load_failure
+
+        raise CheckpointUnreadable(path, describe_load_failure(path, exc)) from exc
     return _unwrap(obj, path)
 
 

@@ -94,7 +94,8 @@ def load_dataset(
     Sample paths in the index are relative to ``data_root``.
     """
     dataset_dir = Path(dataset_dir)
-    want = get_task(task).name if task is not None else None
+    spec = get_task(task) if task is not None else None
+    want = spec.name if spec is not None else None
     stored = _stored_dir(dataset_dir)
     if stored is not None:
         try:
@@ -112,11 +113,11 @@ def load_dataset(
         report = (IntakeReport.model_validate_json(report_path.read_bytes())
                   if report_path.is_file() else None)
         return index, stored / DATA_DIR, report
-    if want is None:
+    if spec is None:
         raise DatasetError(f"{dataset_dir} has no {INDEX_FILE}: name the task to scan it")
     if not dataset_dir.is_dir():
         raise DatasetError(f"dataset folder {dataset_dir} does not exist")
-    report, index = scan_dataset(dataset_dir, want, max_pixels)
+    report, index = scan_dataset(dataset_dir, spec, max_pixels)
     if not report.can_train:
         raise DatasetError("; ".join(report.problems) or f"{dataset_dir} cannot train")
     return index, dataset_dir, report

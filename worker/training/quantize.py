@@ -3,13 +3,19 @@ when they stay within the task's fidelity gate of the fp32 graphs.
 
 At publish (import or fine-tune) every graph role of the version is quantized the same way
 (``quantize_static``, ``QuantFormat.QDQ``, ``per_channel=True``, uint8 activations and
-int8 weights, MinMax calibration) after onnxruntime's pre-processing (shape inference and
-graph optimisation). The calibration inputs are the version's own validation images for a
-fine-tune, or the real photos shipped in ``calibration/`` for an import; the gate runs on
-held-out inputs the calibration did not see and compares each role's declared output with
-the fp32 graph (``TaskSpec.int8_gate``). A variant that fails the gate, or whose making
-fails, ships no file: the manifest records the figures and the reason, and the fp32
+int8 weights in 7 bits, MinMax calibration) after onnxruntime's pre-processing (shape
+inference and graph optimisation). The calibration inputs are the version's own validation
+images for a fine-tune, or the real photos shipped in ``calibration/`` for an import; the
+gate runs on held-out inputs the calibration did not see and compares each role's declared
+output with the fp32 graph (``TaskSpec.int8_gate``). A variant that fails the gate, or whose
+making fails, ships no file: the manifest records the figures and the reason, and the fp32
 version publishes and serves as before. Nothing here can fail a publish.
+
+The 7-bit weights (``reduce_range``) make the variant answer the same on every x86 host:
+with 8-bit weights, onnxruntime's uint8 x int8 kernels on AVX2 CPUs without VNNI add pairs
+of products in saturating 16-bit lanes (255 * 127 * 2 overflows, 255 * 64 * 2 does not),
+so a variant gated on a VNNI host could serve far outside its gate on such a host, and the
+gate's verdict would depend on the publishing CPU.
 
 Inputs are made by the family's own serving recipe (``TaskSpec.image_inputs`` /
 ``drawn_inputs``, the functions the family's endpoints call) from the version's serving
@@ -41,7 +47,8 @@ log = logging.getLogger(__name__)
 INT8 = "int8"
 CALIBRATION_DIR = Path(__file__).parent / "calibration"
 METHOD = ("onnxruntime.quantization.quantize_static: QDQ, per-channel, uint8 activations,"
-          " int8 weights, MinMax calibration, after quant_pre_process; output layer float")
+          " int8 weights in 7 bits (reduce_range), MinMax calibration, after quant_pre_process;"
+          " output layer float")
 # Most validation images used (half calibrate, half are held out); each adds its mirror.
 MAX_DATASET_IMAGES = 16
 # The largest long side a calibration image gets when the graph takes any size.
@@ -314,7 +321,8 @@ def quantize_graph(source: Path, target: Path, feeds: list[Feeds]) -> None:
             prepared = source
         quantize_static(
             str(prepared), str(target), Reader(feeds),
-            quant_format=QuantFormat.QDQ, per_channel=True,
+            # reduce_range: 7-bit weights, exact on every x86 kernel (module docstring)
+            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=output_layer(prepared),

@@ -13,6 +13,7 @@ a client-only install has none.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -39,7 +40,8 @@ from toonforge_client.errors import ApiError, ToonforgeConnectionError
 
 __all__ = [
     "ADMIN_GROUP", "COMMANDS", "EXIT_API", "EXIT_CONNECTION", "EXIT_INTERRUPTED", "EXIT_JOB",
-    "EXIT_OK", "EXIT_USAGE", "EXIT_WAIT_TIMEOUT", "UsageError", "admin_commands",
+    "EXIT_BROKEN_PIPE", "EXIT_OK", "EXIT_USAGE", "EXIT_WAIT_TIMEOUT", "UsageError",
+    "admin_commands",
     "build_parser", "main",
 ]
 
@@ -52,9 +54,19 @@ ADMIN_HELP = {
     "import": "convert an official checkpoint into a store version (server install)",
     "store": "list, show, activate or roll back versions in the local store (server install)",
     "keys": "create, list or revoke API keys in the jobs database (server install)",
+    "pull": "download official weights and import them into the store (server install)",
 }
-ADMIN_HINT = ("server admin commands (import, store, keys) run on the machine that holds the"
-              " model store and come with the server package: pip install 'toonforge[worker]'")
+# What installs each admin command: store and keys are torch-free (the server package);
+# import and pull read PyTorch checkpoints (its worker extra).
+ADMIN_INSTALL = {"store": "pip install toonforge", "keys": "pip install toonforge",
+                 "import": "pip install 'toonforge[worker]' (with PyTorch)",
+                 "pull": "pip install 'toonforge[worker]' (with PyTorch)"}
+ADMIN_HINT = ("server admin commands (import, pull, store, keys) run on the machine that holds"
+              " the model store and come with the server package: pip install toonforge"
+              " (store, keys), pip install 'toonforge[worker]' (import, pull: with PyTorch)")
+# Exit status when the reader of our output went away (`toonforge jobs show ID | head`):
+# what a process killed by SIGPIPE reports, without a traceback.
+EXIT_BROKEN_PIPE = 141
 EPILOG = ("exit codes: 0 ok, 1 the server refused (code: message), 2 usage, 3 cannot reach the"
           " server, 4 job failed or cancelled, 5 --wait-timeout passed, 130 interrupted.")
 # Global options that take a value (to find the command word before argparse runs).
@@ -160,13 +172,27 @@ def _fail(code: int, message: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the try: a closed pipe fails here, not at exit
+        return code
+    except BrokenPipeError:
+        # Python's advice: point stdout at devnull so the interpreter's last flush is quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     admin = admin_commands()
     i = _command_word(argv)
     if i is not None and argv[i] in admin:
         return run_admin(argv[i], admin[argv[i]], argv[i + 1:])
     if i is not None and argv[i] in ADMIN_HELP:
-        return _fail(EXIT_USAGE, f"'{argv[i]}' is not installed here: {ADMIN_HINT}")
+        return _fail(EXIT_USAGE, f"'{argv[i]}' is not installed here: it is a server admin"
+                     " command, run on the machine that holds the model store; install it"
+                     f" with {ADMIN_INSTALL[argv[i]]}")
     args = build_parser(sorted(admin)).parse_args(argv)
     try:
         with Client(args.url, timeout=args.timeout, api_key=args.api_key) as client:
@@ -180,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_API, describe_api_error(exc) + hint)
     except ToonforgeConnectionError as exc:
         return _fail(EXIT_CONNECTION, f"{exc} (set --url or {URL_ENV})")
+    except BrokenPipeError:
+        raise  # our reader went away: main() ends quietly
     except OSError as exc:  # a local file we could not read or write
         return _fail(EXIT_USAGE, str(exc))
     except KeyboardInterrupt:

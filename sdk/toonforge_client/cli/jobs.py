@@ -25,7 +25,7 @@ from toonforge_client.cli.base import (
 )
 from toonforge_client.errors import JobFailedError, WaitTimeoutError
 from toonforge_client.progress import format_seconds
-from toonforge_client.types import JobStatus, JobUpdate, JobView
+from toonforge_client.types import JobStatus, JobUpdate, JobView, is_terminal
 
 JOB_STATUSES = get_args(JobStatus)
 
@@ -55,9 +55,17 @@ def parse_params(pairs: Sequence[str], base: str | None) -> dict[str, Any]:
 
 
 def job_line(job: JobView) -> str:
+    """``job ID STATUS``, with the published version and whether it went live, and why not
+    (the gate's reason from the job) with the command that activates it anyway."""
     text = f"job {job['id']} {job['status']}"
-    if job.get("result_version"):
-        text += f": {job['result_version']}" + (" (activated)" if job.get("activated") else "")
+    version = job.get("result_version")
+    if version and job.get("activated"):
+        text += f": {version} (activated)"
+    elif version:
+        name, _, number = version.rpartition("@")
+        reason = job.get("activation_reason") or "the job did not activate it"
+        text += (f": {version} (not activated: {reason}; toonforge models activate {name}"
+                 f" {number} activates it)")
     if job.get("error"):
         text += f": {job['error']}"
     return text
@@ -139,9 +147,11 @@ def show_job(ctx: Ctx) -> int:
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in (job["val_metrics"] or {}).items()
                         if v is not None)
     out(f"  {job['task']} on {job['dataset_id']}: {job['base']} -> {job['target_model']}")
+    # A finished job has no time left, whatever the last progress row said.
+    eta = ("" if is_terminal(job["status"])
+           else f", eta {format_seconds(job['eta_seconds'])}")
     out(f"  epoch {job['epoch']}/{job['total_epochs'] or '?'}, step"
-        f" {job['step']}/{job['total_steps'] or '?'}, eta"
-        f" {format_seconds(job['eta_seconds'])}, attempts {job['attempts']}")
+        f" {job['step']}/{job['total_steps'] or '?'}{eta}, attempts {job['attempts']}")
     if losses or metrics:
         out(f"  losses: {losses or '-'}; validation: {metrics or '-'}")
     if job.get("published_epoch") is not None:

@@ -213,6 +213,23 @@ class Trainer(ABC):
         go live. None: the trainer knows no trivial predictor (the gate says so)."""
         return None
 
+    @classmethod
+    def served_metrics(cls, version_file: Callable[[str], Path], preprocessing: dict[str, Any],
+                       module: nn.Module, data: Path | str, hp: CommonHyperparameters,
+                       labels: list[str] | None) -> dict[str, float]:
+        """The gate's metrics of a published version: ``version_file(name)`` is a local path
+        of one of its files (fetched on demand), ``module`` its PyTorch net. The default
+        evaluates the module, which the export's parity check proved equal to the graph; a
+        trainer whose metric depends on what the API does to the graph's output scores the
+        graph itself (generate)."""
+        return cls.evaluate(module, data, hp, labels=labels)
+
+    @classmethod
+    def gate_check(cls, metrics: dict[str, float]) -> tuple[bool, str]:
+        """A condition besides the gate metric that a version must meet to go live, and its
+        numbers in words (generate: the samples are not collapsed). Default: none."""
+        return True, ""
+
     def bn_forward(self, module: nn.Module, batch: Any) -> Any:
         """One forward pass for BatchNorm re-estimation over an evaluation batch of the
         training set (on the device): the model on the batch's input."""
