@@ -15,3 +15,4 @@ import families.matte.spec  # noqa: F401
 import families.classify.spec  # noqa: F401
 import families.generate.spec  # noqa: F401
 import families.autoencode.spec  # noqa: F401
+import families.portrait.spec  # noqa: F401

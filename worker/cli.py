@@ -51,7 +51,7 @@ def _parts(args: argparse.Namespace, part_flags: list[str]) -> dict[str, Path]:
     from worker.nets.checkpoints import ImportRefused
     from worker.nets.registry import get_arch
 
-    arch = get_arch(args.arch)
+    arch = get_arch(args.arch, args.task)
     if Path(args.weights).is_dir():  # a release folder as published
         if part_flags:
             raise ImportRefused(f"--weights {args.weights} is a release folder: its files are"

@@ -84,7 +84,7 @@ def load_version(store: ModelStore, name: str, version: int) -> tuple[nn.Module,
     manifest = store.manifest(name, version)
     payload = torch.load(store.local_version_dir(name, version) / WEIGHTS_FILE,
                          map_location="cpu", weights_only=True)
-    module = create_model(payload["arch"], **(payload.get("arch_kwargs") or {}))
+    module = create_model(payload["arch"], manifest.task, **(payload.get("arch_kwargs") or {}))
     load_state_dict_strict(module, payload["state_dict"], source=f"{name}@{version}")
     return module.eval(), manifest
 
@@ -103,7 +103,7 @@ def resolve_base(store: ModelStore, job: JobRecord, plan: JobPlan) -> BaseWeight
         if manifest.task != task:
             raise JobFailed(f"base {name}@{version} serves {manifest.task}, not {task}")
         return BaseWeights(manifest.arch, module, manifest.ref, manifest.labels)
-    spec = get_arch(name)  # UnknownArch names the known ones
+    spec = get_arch(name, task)  # UnknownArch names the known ones
     if spec.task != task:
         raise JobFailed(f"architecture {name!r} serves {spec.task}, not {task}")
     return BaseWeights(name, None, None)
@@ -201,6 +201,7 @@ def publish(store: ModelStore, datasets: DatasetStore, job: JobRecord, plan: Job
         hyperparameters=plan.hp,
         # The INT8 variant calibrates on the dataset's own validation images.
         calibration_dataset=datasets.data_dir(job.dataset_id),
+        task=job.task,
     )
 
 

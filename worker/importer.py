@@ -49,7 +49,7 @@ def import_checkpoint(
     """Load ``parts`` (part name -> file, the names of ``ArchSpec.official_parts``) as
     ``arch``, prove the export and publish it as the next version of ``model``."""
     task = get_task(task).name
-    spec = get_arch(arch)
+    spec = get_arch(arch, task)
     if spec.task != task:
         raise ImportRefused(f"architecture {arch!r} serves task {spec.task!r}, not {task!r}")
     validate_name(model)
@@ -60,12 +60,13 @@ def import_checkpoint(
         if not Path(path).is_file():
             raise ImportRefused(f"{path} does not exist or is not a file")
 
-    imported = load_official(arch, parts, labels)
+    imported = load_official(arch, parts, labels, task=task)
     files = {Path(path).name: sha256_file(Path(path)) for path in parts.values()}
     return publish_version(
         store,
         model_name=model,
         arch_name=arch,
+        task=task,
         module=imported.module,
         arch_kwargs=imported.arch_kwargs,
         labels=imported.labels,

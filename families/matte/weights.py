@@ -33,4 +33,19 @@ ENTRIES: tuple[CatalogueEntry, ...] = (
         description="U-2-Net small (1.13M params), salient-object mask",
         licence="Apache-2.0 (U-2-Net repository)",
     ),
+    CatalogueEntry(
+        name="u2net-human-seg",
+        task="matte",
+        arch="u2net",
+        model="matte",
+        files=(CatalogueFile(
+            part="", filename="u2net_human_seg.pth",
+            url=DRIVE_URL.format(id="1m_Kgs91b21gayc2XLW0ou8yugAIadWVP"),
+            source="URL: the U-2-Net README's Google Drive link for u2net_human_seg.pth (a"
+                   " full U2NET trained on the Supervisely Person dataset). No sha256 is"
+                   " published: give --sha256."),),
+        description="U-2-Net full (44.0M params), human segmentation mask",
+        licence="Apache-2.0 (U-2-Net repository)",
+        notes=("the authors: robust on people, not hair-level accurate",),
+    ),
 )

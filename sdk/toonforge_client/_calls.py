@@ -97,6 +97,8 @@ def _image(response: httpx.Response) -> ImageResult:
         precision=response.headers.get("x-model-precision"),
         faces_cartoonized=_int_header(response, "x-faces-cartoonized"),
         faces_found=_int_header(response, "x-faces-found"),
+        headers={k.lower(): v for k, v in response.headers.items()
+                 if k.lower().startswith("x-")},
     )
 
 
@@ -180,6 +182,12 @@ def matte(image: ImageInput, model: str | None, version: int | None, output: str
           background: str | None, format: str | None) -> Call[ImageResult]:
     return image_call("/matte", image, {**_model(model, version), "output": output,
                                         "background": background, "format": format})
+
+
+def portrait(image: ImageInput, model: str | None, version: int | None, output: str | None,
+             crop: str | None, sigma: float | None, alpha: float | None) -> Call[ImageResult]:
+    return image_call("/portrait", image, {**_model(model, version), "output": output,
+                                           "crop": crop, "sigma": sigma, "alpha": alpha})
 
 
 def classify(image: ImageInput, model: str | None, version: int | None, top_k: int | None

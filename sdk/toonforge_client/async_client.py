@@ -108,6 +108,15 @@ class AsyncClient(ClientBase):
         call = calls.matte(image, model, version, output, background, format)
         return await self._send(calls.with_precision(call, precision))
 
+    async def portrait(self, image: ImageInput, *, model: str | None = None,
+                       version: int | None = None, precision: Precision | None = None,
+                       output: Literal["drawing", "composite", "full"] | None = None,
+                       crop: Literal["face", "none"] | None = None,
+                       sigma: float | None = None, alpha: float | None = None
+                       ) -> ImageResult:
+        call = calls.portrait(image, model, version, output, crop, sigma, alpha)
+        return await self._send(calls.with_precision(call, precision))
+
     async def classify(self, image: ImageInput, *, model: str | None = None,
                        version: int | None = None,
                        precision: Precision | None = None, top_k: int | None = None

@@ -117,6 +117,16 @@ class Client(ClientBase):
         call = calls.matte(image, model, version, output, background, format)
         return self._send(calls.with_precision(call, precision))
 
+    def portrait(self, image: ImageInput, *, model: str | None = None,
+                 version: int | None = None, precision: Precision | None = None,
+                 output: Literal["drawing", "composite", "full"] | None = None,
+                 crop: Literal["face", "none"] | None = None,
+                 sigma: float | None = None, alpha: float | None = None) -> ImageResult:
+        """A line drawing of the biggest face (``POST /portrait``); ``result.headers``
+        says whether a face was found (``x-face-found``) and the crop (``x-crop-box``)."""
+        call = calls.portrait(image, model, version, output, crop, sigma, alpha)
+        return self._send(calls.with_precision(call, precision))
+
     def classify(self, image: ImageInput, *, model: str | None = None,
                  version: int | None = None,
                  precision: Precision | None = None, top_k: int | None = None) -> ClassifyResponse:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
 
-Task = Literal["cartoonize", "matte", "classify", "generate", "autoencode"]
+Task = Literal["cartoonize", "matte", "portrait", "classify", "generate", "autoencode"]
 JobStatus = Literal["queued", "running", "exporting", "succeeded", "failed", "cancelled"]
 # The statuses a job ends in: the one definition the clients and the CLI use.
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -39,6 +39,8 @@ class ImageResult:
     precision: str | None = None  # X-Model-Precision: "fp32" or "int8"
     faces_cartoonized: int | None = None  # X-Faces-Cartoonized (cartoonize)
     faces_found: int | None = None  # X-Faces-Found (cartoonize, when faces were searched)
+    # portrait: every X-... header of the answer (X-Face-Found, X-Crop-Box, ...), lower-case
+    headers: dict[str, str] = field(default_factory=dict)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         out = Path(path)

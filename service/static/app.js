@@ -305,6 +305,12 @@ async function runImageCard(cardId, path, file, imgs, after = null) {
     const responses = await Promise.all(path.map((p) => api(p, {
       method: "POST", body: file, headers: { "Content-Type": file.type || "application/octet-stream" },
     })));
+    const face = responses[0].headers.get("X-Face-Found");
+    const faceNote = $("#portrait-face", c.node);
+    if (faceNote) {
+      faceNote.textContent = face === "true" ? `face at ${responses[0].headers.get("X-Crop-Box")}`
+        : "no face found: the whole image was drawn";
+    }
     const blobs = await Promise.all(responses.map((r) => r.blob()));
     blobs.forEach((blob, i) => setBlobImage(imgs[i], blob));
     await Promise.all(imgs.map(imageLoaded));
@@ -428,7 +434,29 @@ function runAll() {
   runCartoonize(file);
   runImageCard("card-matte", ["/matte?output=mask", "/matte?output=cutout"], file,
                [$("#mask-img"), $("#cutout-img")]);
+  runPortrait(file);
   runClassify(file);
+}
+
+// The drawing and its composite with the blurred photo (sigma, alpha from the sliders); the
+// answer's headers say whether a face was found and where the demo's crop lies.
+function portraitQuery(output) {
+  const sigma = $("#portrait-sigma").value;
+  const alpha = $("#portrait-alpha").value;
+  return `/portrait?output=${output}&sigma=${sigma}&alpha=${alpha}`;
+}
+
+async function runPortrait(file) {
+  await runImageCard("card-portrait", [portraitQuery("drawing"), portraitQuery("composite")],
+                     file, [$("#drawing-img"), $("#composite-img")]);
+}
+
+function setupPortrait() {
+  for (const name of ["sigma", "alpha"]) {
+    const input = $(`#portrait-${name}`);
+    input.addEventListener("input", () => { $(`#portrait-${name}-out`).value = input.value; });
+    input.addEventListener("change", () => { if (currentFile) runPortrait(currentFile); });
+  }
 }
 
 function setupDropzone() {
@@ -1049,6 +1077,7 @@ async function refreshReadiness() {
 setupApiKey();
 setupDropzone();
 setupStyles();
+setupPortrait();
 setupGenerate();
 setupJobs();
 setupSweeps();

@@ -39,7 +39,7 @@ def test_health_and_catalogue(client):
     models = {m["name"]: m for m in client.get("/models").json()}
     assert models["matte"] == {"name": "matte", "task": "matte", "versions": [1, 2],
                                "active": 1, "is_default": True}
-    assert set(models) == {"cartoon", "matte", "classify", "anime-faces", "faces-ae"}
+    assert set(models) == {"cartoon", "matte", "portrait", "classify", "anime-faces", "faces-ae"}
 
     detail = client.get("/models/matte").json()
     assert detail["loaded_version"] == 1

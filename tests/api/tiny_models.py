@@ -19,6 +19,7 @@ from tasks import get_task
 
 OPSET = 18
 MATTE_SIDE = 32
+PORTRAIT_SIDE = 32
 CROP = 32
 CLASSES = 5
 NZ = 8
@@ -59,6 +60,16 @@ def _matte(path: Path, bias: float) -> None:
                  helper.make_node("Sigmoid", ["biased"], ["mask"])],
           [_f("image", ["N", 3, MATTE_SIDE, MATTE_SIDE])],
           [_f("mask", ["N", 1, MATTE_SIDE, MATTE_SIDE])],
+          [_const("axes", np.array([1], np.int64)), _const("bias", np.float32(bias))])
+
+
+def _portrait(path: Path, bias: float) -> None:
+    # d1 = sigmoid(mean over channels + bias): a line map the API turns into 1 - d1
+    _save(path, [helper.make_node("ReduceMean", ["image", "axes"], ["mean"], keepdims=1),
+                 helper.make_node("Add", ["mean", "bias"], ["biased"]),
+                 helper.make_node("Sigmoid", ["biased"], ["d1"])],
+          [_f("image", ["N", 3, PORTRAIT_SIDE, PORTRAIT_SIDE])],
+          [_f("d1", ["N", 1, PORTRAIT_SIDE, PORTRAIT_SIDE])],
           [_const("axes", np.array([1], np.int64)), _const("bias", np.float32(bias))])
 
 
@@ -117,7 +128,7 @@ def _spec(path: Path) -> GraphSpec:
                      outputs=tensors(model.graph.output), opset=OPSET)
 
 
-TINY_TASKS = ("cartoonize", "matte", "classify", "generate", "autoencode")
+TINY_TASKS = ("cartoonize", "matte", "portrait", "classify", "generate", "autoencode")
 
 # Each task's serving config, exactly (tasks/<task>.py: every field required, no extras).
 PREPROCESSING: dict[str, dict] = {
@@ -125,6 +136,8 @@ PREPROCESSING: dict[str, dict] = {
                    "input_range": [-1, 1], "output_range": [-1, 1]},
     "matte": {"size": MATTE_SIDE, "divide_by_max": True,
               "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    "portrait": {"size": PORTRAIT_SIDE, "mean": [0.485, 0.456, 0.406],
+                 "std": [0.229, 0.224, 0.225]},
     "classify": {"resize_shorter": 36, "crop": CROP,
                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
     "generate": {"nz": NZ, "output_range": [-1, 1]},
@@ -147,6 +160,8 @@ def publish_tiny(store: ModelStore, task: str, model: str | None = None, *, seed
             _cartoon(main, gain=1.0 + seed)
         elif task == "matte":
             _matte(main, bias=float(seed))
+        elif task == "portrait":
+            _portrait(main, bias=float(seed))
         elif task == "classify":
             _classify(main, rng)
         elif task == "generate":

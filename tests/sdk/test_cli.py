@@ -170,6 +170,17 @@ def test_cartoonize_a_folder(cli, photo: bytes, tmp_path: Path) -> None:
     assert "cartoonize: 3 of 3 done (cartoon@1)" in proc.stderr
 
 
+def test_portrait_one_file(cli, photo: bytes, tmp_path: Path) -> None:
+    (tmp_path / "p.png").write_bytes(photo)
+    proc = cli("portrait", "p.png", "--mode", "composite", "--crop", "none", "--sigma", "4",
+               "--alpha", "0.3")
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(tmp_path / "p.portrait.png").mode == "RGB"
+    assert "(portrait@1)" in proc.stderr
+    bad = cli("portrait", "p.png", "--alpha", "3")
+    assert bad.returncode == 1 and "alpha" in bad.stderr
+
+
 def test_matte_autoencode_one_file_and_default_names(cli, photo: bytes, tmp_path: Path
                                                      ) -> None:
     (tmp_path / "p.png").write_bytes(photo)

@@ -429,3 +429,20 @@ def test_async_cancel_and_failed_job(sdk_stack: Stack, dataset_id: str) -> None:
             assert final["status"] == "cancelled"
 
     asyncio.run(run())
+
+
+def test_portrait_sync_and_async(tf: Client, sdk_stack: Stack, photo: bytes) -> None:
+    drawing = tf.portrait(photo, crop="none")
+    assert drawing.model_version == "portrait@1" and drawing.media_type == "image/png"
+    assert image(drawing).size == Image.open(io.BytesIO(photo)).size
+    assert drawing.headers["x-portrait-crop"] == "image"
+    found = tf.portrait(photo, output="composite", sigma=3, alpha=0.4)
+    assert found.headers["x-face-found"] == "false"  # a drawn photo: no face, whole image
+    assert image(found).mode == "RGB"
+
+    async def run() -> ImageResult:
+        async with AsyncClient(sdk_stack.url) as client:
+            return await client.portrait(photo, output="full")
+
+    full = asyncio.run(run())
+    assert image(full).size == Image.open(io.BytesIO(photo)).size

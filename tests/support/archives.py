@@ -36,6 +36,9 @@ def good_files(task: str, n: int = 6, prefix: str = "") -> Files:
         elif task == "matte":
             files[f"images/{i:03d}.jpg"] = jpg
             files[f"masks/{i:03d}.png"] = image_bytes(seed=200 + i, mode="L")
+        elif task == "portrait":
+            files[f"photo/{i:03d}.jpg"] = jpg
+            files[f"drawing/{i:03d}.png"] = image_bytes(seed=200 + i, mode="L")
         elif task == "classify":
             for label in ("cat", "dog"):
                 files[f"{label}/{i:03d}.png"] = image_bytes(seed=i + (50 if label == "dog" else 0))

@@ -101,7 +101,7 @@ def test_a_serving_config_that_does_not_fit_its_task_is_refused(monkeypatch) -> 
 
     spec = get_arch("u2netp")
     broken = dataclasses.replace(spec, serving_config=lambda m, hp=None: {"size": 320})
-    monkeypatch.setitem(registry._REGISTRY, "u2netp", broken)
+    monkeypatch.setitem(registry._REGISTRY, "u2netp", {"matte": broken})
     with pytest.raises(ExportFailed, match="does not fit task matte"):
         serving_config("u2netp", create_model("u2netp"))
 

@@ -77,39 +77,6 @@ def authors_blend(frame: np.ndarray, head: np.ndarray, mask: np.ndarray,
     return mask_back * head_back + (1 - mask_back) * frame
 
 
-def demo_crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """u2net_portrait_demo.py's crop_face up to (not including) its resize."""
-    x, y, w, h = box
-    height, width = image.shape[:2]
-    pad_l = pad_r = pad_t = pad_b = 0
-    lpad = int(float(w) * 0.4)
-    left = x - lpad
-    if left < 0:
-        pad_l, left = lpad - x, 0
-    rpad = int(float(w) * 0.4)
-    right = x + w + rpad
-    if right > width:
-        pad_r, right = right - width, width
-    tpad = int(float(h) * 0.6)
-    top = y - tpad
-    if top < 0:
-        pad_t, top = tpad - y, 0
-    bpad = int(float(h) * 0.2)
-    bottom = y + h + bpad
-    if bottom > height:
-        pad_b, bottom = bottom - height, height
-    face = image[top:bottom, left:right]
-    face = np.pad(face, ((pad_t, pad_b), (pad_l, pad_r), (0, 0)), constant_values=255)
-    hf, wf = face.shape[:2]
-    if hf - 2 > wf:
-        p = int((hf - wf) / 2)
-        face = np.pad(face, ((0, 0), (p, p), (0, 0)), constant_values=255)
-    elif wf - 2 > hf:
-        p = int((wf - hf) / 2)
-        face = np.pad(face, ((p, p), (0, 0), (0, 0)), constant_values=255)
-    return face
-
-
 # ---------------------------------------------------------------------------- detection
 def test_astronaut_has_one_face_with_points_on_eyes_nose_and_mouth(astronaut):
     found = faces.detect(astronaut)
@@ -377,31 +344,6 @@ def test_face_entirely_outside_the_frame_pastes_nothing(astronaut):
     frame = np.zeros((64, 64, 3), np.float32)
     assert faces.paste_back(frame, np.zeros((288, 288, 3), np.float32), alignment) is None
     assert (faces.crop_face(np.asarray(astronaut), alignment) == 255).all()
-
-
-# ------------------------------------------------------------------ U-2-Net portrait crop
-@pytest.mark.parametrize("box", [(178, 63, 89, 112), (0, 0, 100, 100), (450, 400, 80, 120),
-                                 (-4, 69, 59, 106), (100, 200, 200, 40), (30, 30, 41, 40)])
-def test_portrait_crop_matches_the_demo(astronaut, box):
-    image = np.asarray(astronaut)
-    crop = faces.portrait_crop_box(box)
-    region = faces.portrait.cut_region(image, crop)
-    assert np.array_equal(region, demo_crop(image, box))
-    resized = faces.crop_portrait(image, crop)
-    assert resized.shape == (512, 512, 3)
-    if crop.width >= 512 and crop.height >= 512:
-        theirs = cv2.resize(region, (512, 512), interpolation=cv2.INTER_AREA)
-        assert np.abs(resized.astype(int) - theirs).max() <= 2
-
-
-def test_portrait_crop_of_the_biggest_face(astronaut):
-    face = faces.detect(astronaut)[0]
-    crop = faces.portrait_crop_box(face.int_box())
-    assert crop.left < face.box[0] and crop.right > face.box[0] + face.box[2]
-    assert crop.top < face.box[1] and crop.bottom > face.box[1] + face.box[3]
-    assert abs(crop.width - crop.height) <= 2
-    left, top, right, bottom = crop.outer
-    assert (right - left, bottom - top) == (crop.width, crop.height)
 
 
 def test_concurrent_detections_agree_with_sequential_ones(astronaut):

@@ -192,14 +192,15 @@ def read_labels(path: Path) -> list[str]:
 
 
 def load_official(
-    arch: str, parts: Mapping[str, Path | str], labels_file: Path | str | None = None
+    arch: str, parts: Mapping[str, Path | str], labels_file: Path | str | None = None,
+    task: str | None = None,
 ) -> ImportedWeights:
     """Build ``arch`` and load its official checkpoint file(s) strictly.
 
     ``parts`` maps the part names of ``ArchSpec.official_parts`` to files; ``labels_file``
     names the classes where the architecture needs them. The module comes back in eval mode.
     """
-    spec = get_arch(arch)
+    spec = get_arch(arch, task)
     if spec.loader is None:
         raise CheckpointError(f"architecture {arch!r} has no official checkpoint format")
     wanted, given = set(spec.official_parts), set(parts)

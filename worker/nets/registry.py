@@ -119,7 +119,9 @@ class ArchSpec:
         return parts
 
 
-_REGISTRY: dict[str, ArchSpec] = {}
+# name -> task -> spec: one architecture (``u2net``) may serve several tasks, each with its
+# own serving config and graphs; the first task registered answers a lookup without a task.
+_REGISTRY: dict[str, dict[str, ArchSpec]] = {}
 
 
 def _positional_arity(hook: Callable[..., Any]) -> int:
@@ -173,9 +175,9 @@ def register_arch(
         raise ValueError(f"architecture {name!r}: release_files must name every official part")
 
     def wrap(builder: BuilderT) -> BuilderT:
-        if name in _REGISTRY:
-            raise ValueError(f"architecture {name!r} registered twice")
-        _REGISTRY[name] = ArchSpec(
+        if task_name in _REGISTRY.get(name, {}):
+            raise ValueError(f"architecture {name!r} registered twice for task {task_name!r}")
+        _REGISTRY.setdefault(name, {})[task_name] = ArchSpec(
             name=name,
             task=task_name,
             builder=builder,
@@ -191,20 +193,26 @@ def register_arch(
     return wrap
 
 
-def get_arch(name: str) -> ArchSpec:
+def get_arch(name: str, task: str | None = None) -> ArchSpec:
+    """``name`` as it serves ``task`` (None: as the first task that registered it)."""
     load_family_workers()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
+    by_task = _REGISTRY.get(name)
+    if not by_task:
         raise UnknownArch(
             f"unknown architecture {name!r}; known: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+        )
+    if task is None:
+        return next(iter(by_task.values()))
+    if task not in by_task:
+        raise UnknownArch(f"architecture {name!r} does not serve task {task!r}; it serves"
+                          f" {', '.join(by_task)}")
+    return by_task[task]
 
 
 def list_archs(task: str | None = None) -> list[str]:
     load_family_workers()
-    return sorted(n for n, s in _REGISTRY.items() if task is None or s.task == task)
+    return sorted(n for n, by_task in _REGISTRY.items() if task is None or task in by_task)
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    return get_arch(name).builder(**kwargs)
+def create_model(name: str, task: str | None = None, **kwargs: Any) -> nn.Module:
+    return get_arch(name, task).builder(**kwargs)

@@ -29,12 +29,13 @@ log = logging.getLogger(__name__)
 
 
 def serving_config(arch_name: str, module: nn.Module,
-                   hyperparameters: CommonHyperparameters | None = None) -> dict[str, Any]:
+                   hyperparameters: CommonHyperparameters | None = None,
+                   task: str | None = None) -> dict[str, Any]:
     """The manifest's ``preprocessing`` for ``module`` built as ``arch_name`` and trained
     with ``hyperparameters`` (None: an imported checkpoint, the arch's defaults): the arch's
     ``serving_config`` hook, validated against its task's serving model. A config that does
     not fit raises ``ExportFailed`` (a version the API could not serve is never written)."""
-    arch = get_arch(arch_name)
+    arch = get_arch(arch_name, task)
     config = arch.serving_config(module, hyperparameters)
     try:
         valid = get_task(arch.task).serving.model_validate(config)
@@ -62,6 +63,7 @@ def publish_version(
     calibration_dataset: Path | None = None,
     int8: bool | None = None,
     extra: Mapping[str, Any] | None = None,
+    task: str | None = None,
 ) -> Manifest:
     """Export ``module`` and publish it as the next version of ``model_name``.
 
@@ -78,9 +80,9 @@ def publish_version(
 
     Raises ``ParityFailed`` (and writes nothing) when onnxruntime and PyTorch disagree.
     """
-    arch = get_arch(arch_name)
+    arch = get_arch(arch_name, task)
     module.eval()
-    preprocessing = serving_config(arch_name, module, hyperparameters)
+    preprocessing = serving_config(arch_name, module, hyperparameters, arch.task)
     with store.staging(model_name) as staged:
         result = export_and_verify(module, arch, staged, tolerance, preprocessing)
         if not result.parity.passed:

@@ -1,4 +1,5 @@
-"""The inference commands: one file or whole folders through cartoonize, matte, classify,
+"""The inference commands: one file or whole folders through cartoonize, matte, portrait,
+classify,
 autoencode; generate, interpolate and sample write one picture (or a folder)."""
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ def cmd_image(ctx: Ctx) -> int:
             return ctx.client.matte(src, model=model, version=version,
                                     precision=args.precision, output=args.mode,
                                     background=args.background, format=args.format)
+    elif kind == "portrait":
+        suffix = ".png"
+
+        def call(src: Path) -> ImageResult:
+            return ctx.client.portrait(src, model=model, version=version,
+                                       precision=args.precision, output=args.mode,
+                                       crop=args.crop, sigma=args.sigma, alpha=args.alpha)
     else:
         suffix = ".png"
 
@@ -198,6 +206,14 @@ COMMANDS: tuple[Command, ...] = (
             help="what to write (the API's output=; default mask)"),
         arg("--background", help="composite colour, #rrggbb"),
         arg("--format", choices=["png", "webp", "jpeg"]),
+    )),
+    Command("portrait", "line drawings of faces (U-2-Net portrait)", cmd_image, (
+        *batch_args("portrait"),
+        arg("--mode", choices=["drawing", "composite", "full"],
+            help="what to write (the API's output=; default drawing)"),
+        arg("--crop", choices=["face", "none"], help="face (default) or the whole image"),
+        arg("--sigma", type=float, help="blur of the photo in the composite (default 2)"),
+        arg("--alpha", type=float, help="weight of the photo in the composite (default 0.5)"),
     )),
     Command("infer", "any task served by POST /infer/TASK (image in, PNG out)", cmd_infer, (
         arg("task", help="a registered task with an image pipeline (e.g. a plugin family)"),
