@@ -91,10 +91,10 @@ def publish_version(
                    "state_dict": module.state_dict()}
         torch.save(payload, staged / WEIGHTS_FILE)
         notes: dict[str, Any] = dict(extra or {})
-        task = get_task(arch.task)
-        if task.preview is not None:
-            notes["preview"] = _preview(task.preview, staged, result.graphs, preprocessing)
-        declared = task.artifacts
+        spec = get_task(arch.task)
+        if spec.preview is not None:
+            notes["preview"] = _preview(spec.preview, staged, result.graphs, preprocessing)
+        declared = spec.artifacts
         for name, arrays in (artifacts or {}).items():
             if name not in declared:
                 raise ValueError(f"task {arch.task!r} declares no artifact {name!r}")
