@@ -9,15 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_web import (  # noqa: F401 (fixtures)
-    CHROMIUM_ARGS,
-    WAIT_MS,
-    astronaut,
-    card_done,
-    chromium,
-    image_shown,
-    playwright_api,
-)
+from tests.e2e.conftest import CHROMIUM_ARGS
+from tests.e2e.test_web import WAIT_MS, astronaut, card_done, image_shown  # noqa: F401
 from tests.support.compound_release import write_release
 from tests.support.server import ApiServer
 
