@@ -62,6 +62,7 @@ COPY service/ service/
 COPY model_store/ model_store/
 COPY jobs/ jobs/
 COPY faces/ faces/
+COPY families/ families/
 COPY worker/ worker/
 COPY sdk/ sdk/
 RUN pip wheel --no-deps --wheel-dir /wheels .

@@ -39,7 +39,8 @@ from tests.support.server import REPO, ApiServer
 SCOPE_OF: dict[tuple[str, str], str] = {
     **{("post", p): "infer" for p in (
         "/cartoonize", "/matte", "/classify", "/generate", "/autoencode",
-        "/autoencode/interpolate", "/autoencode/sample", "/infer/{task}")},
+        "/autoencode/interpolate", "/autoencode/sample", "/infer/{task}", "/portrait")},
+    ("get", "/styles"): "infer",
     ("get", "/models"): "infer", ("get", "/models/{name}"): "infer",
     ("get", "/models/{name}/versions/{version}"): "infer",
     ("post", "/models/{name}/activate"): "admin", ("post", "/models/{name}/rollback"): "admin",
