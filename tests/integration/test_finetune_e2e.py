@@ -255,7 +255,7 @@ def test_finetune_activates_and_serves_without_dropping_requests(
 
     # The job's numbers: epochs, steps, losses, validation metrics, ETA done.
     assert (job["epoch"], job["total_epochs"]) == (3, 3)
-    assert job["step"] == job["total_steps"] > 0 and job["eta_seconds"] == 0
+    assert job["step"] == job["total_steps"] > 0 and job["eta_seconds"] is None  # ended: no ETA
     assert "loss" in job["val_metrics"] and job["losses"]
     listed = stack.http.get("/jobs", params={"status": "succeeded"}).json()
     assert [j["id"] for j in listed["jobs"]] == [job_id] and listed["total"] == 1

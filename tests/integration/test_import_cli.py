@@ -90,7 +90,7 @@ def test_wrong_architecture_names_the_mismatched_keys(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--task", "classify", "--arch", "u2netp"], "serves task"),
+    [(["--task", "classify", "--arch", "u2netp"], "does not serve task 'classify'"),
      (["--task", "generate", "--arch", "dcgan"], "--netd"),
      (["--task", "matte", "--arch", "resnet50"], "unknown architecture"),
      (["--task", "matte", "--arch", "u2netp", "--model", "Bad/Name"], "invalid model name")],
