@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+import tasks  # noqa: F401  (registers the built-in families, the names TaskName accepts)
 from core.task_names import TaskName
 from model_store.errors import ManifestCorrupt
 

@@ -110,6 +110,11 @@ def _layout_section(layout: Any) -> list[str]:
         split = ("`val/` and `test/` when given are used as they are; otherwise each class"
                  f" is split {train_pct - test_pct}:{val_pct}:{test_pct}"
                  " (train:val:test).")
+    elif getattr(layout, "doc", None) is not None:
+        # A family's own layout documents itself: (tree entries, rules, split rule).
+        entries, what, split = layout.doc
+        tree = _tree(list(entries))
+        what = [f"Expected: {layout.expected}.", *what]
     else:
         return [f"Expected: {layout.expected}.", ""]
     seeded = (" The split is seeded by a hash of each file's path: the same files give the"

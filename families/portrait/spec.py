@@ -57,6 +57,22 @@ class PortraitLayout:
         return _FOLDERS.top_names | frozenset(_SIDE_BY_SIDE)
 
     @property
+    def doc(self) -> tuple[list[tuple[str, str]], list[str], str]:
+        """What docs/DATASETS.md shows: a tree of either layout, the rules, the split."""
+        tree = [(f"{PHOTO}/0001.jpg", "a photo"),
+                (f"{DRAWING}/0001.png", "its drawing: same path and name, any image suffix"),
+                ("or, APDrawingGAN's layout:", ""),
+                ("train/0001.png", "photo | drawing side by side (e.g. 512x1024: halves)"),
+                ("test/0101.png", "optional: held-out side-by-side pairs")]
+        rules = [f"`{PHOTO}/x.jpg` pairs with `{DRAWING}/x.png` (optional `val/{PHOTO}/` +"
+                 f" `val/{DRAWING}/`), or side-by-side images under `train/` (and optionally"
+                 " `test/` or `val/`) split into their left (photo) and right (drawing)"
+                 " halves.", f"At least {self.min_pairs} usable pairs."]
+        split = ("`val/` (folders) or `test/`/`val/` (side by side) when given are the"
+                 " validation split; otherwise the pairs are split 90:10 (train:val).")
+        return tree, rules, split
+
+    @property
     def sample_keys(self) -> tuple[str, ...]:
         return (PHOTO, DRAWING)
 
