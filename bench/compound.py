@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
+import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,15 +33,8 @@ from families.cartoonize.compound import cartoonize_compound, graph_input, graph
 from families.cartoonize.processing import cartoon_input, cartoon_output
 from families.cartoonize.spec import CartoonizeServing
 
-
-def p50_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.face_stage import p50_ms  # noqa: E402
 
 
 def photos() -> dict[str, np.ndarray]:
