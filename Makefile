@@ -66,6 +66,9 @@ lock:
 	    --no-emit-index-url --no-emit-find-links --extra dev --extra gpu \
 	    -o $(LOCK) pyproject.toml requirements/docker-gpu.in
 	sed -i 's/^torch==\([0-9.]*\)+[a-z0-9]*$$/torch==\1/' $(LOCK)
+	# dev names toonforge[worker,...]: pip-compile pins that self-reference as `toonforge @ file://<this
+	# checkout>`, which no other checkout can satisfy. The project is never its own dependency.
+	sed -i '/^toonforge @ /,/^[^ ]/{/^toonforge @ /d;/^    #/d}' $(LOCK)
 	rm -rf .lock-venv
 
 clean:

@@ -60,3 +60,13 @@ def test_the_environment_holds_exactly_the_locked_versions():
 
 def test_the_worker_image_torch_pin_matches_the_lock():
     assert "+" not in _pins()["torch"], "the lock's torch pin must not name a build (+cpu)"
+
+
+def test_the_lock_pins_only_released_versions_never_a_path():
+    # A `name @ file://...` line (pip-compile's pin of the project's own self-reference)
+    # can only be satisfied in the checkout that made the lock: a fresh clone fails to install.
+    requirement_lines = [line for line in LOCK.read_text().splitlines()
+                         if line and not line.startswith((" ", "#"))]
+    not_pinned = [line for line in requirement_lines
+                  if not re.match(r"^[A-Za-z0-9._-]+==\S+$", line)]
+    assert not not_pinned, f"lines of {LOCK.name} that are not name==version: {not_pinned}"
