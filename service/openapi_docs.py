@@ -18,7 +18,11 @@ from fastapi.openapi.utils import get_openapi
 
 from core.wire import (
     ActivateResponse,
+    DatasetMeta,
+    GraphSpec,
     Health,
+    IngestResult,
+    IntakeReport,
     JobMetrics,
     JobPage,
     JobStatus,
@@ -27,21 +31,24 @@ from core.wire import (
     KeyCreated,
     KeyLimitsBody,
     KeyView,
+    Lineage,
+    Manifest,
     MetricPoint,
     ModelDetail,
     ModelInfo,
     ModelReadiness,
+    ParityReport,
     Readiness,
     ReloadStatus,
     SampleInfo,
+    SizeStats,
+    SkippedFile,
+    TensorSpec,
     VersionSummary,
 )
-from model_store.dataset_schema import DatasetMeta, IngestResult, IntakeReport, SizeStats
-from model_store.manifest import GraphSpec, Lineage, Manifest, ParityReport, TensorSpec
 from service.errors import error_responses
 from service.examples import ExampleTask, example_task
 from tasks import task_specs
-from tasks.layouts import SkippedFile
 
 URL = "http://127.0.0.1:8000"
 
