@@ -2,8 +2,11 @@
 an example answer for every JSON response. The JSON examples are built from the response
 models themselves, so they cannot drift from the contract (tests/api/test_openapi.py).
 
-It also documents what the models cannot say themselves: ``FinetuneRequest.hyperparameters``
-is a union keyed on ``task`` (one hyper-parameter model per registered task spec)."""
+The task, model and architecture the generic examples name are the first registered task's
+(service/examples.py), so no family is named here and every example is a value the server
+accepts. It also documents what the models cannot say themselves:
+``FinetuneRequest.hyperparameters`` is a union keyed on ``task`` (one hyper-parameter model
+per registered task spec)."""
 
 from __future__ import annotations
 
@@ -66,6 +69,7 @@ class OperationExamples:
 JOB = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 RESUMED_JOB = "5b4c3d2e1f00f1e2d3c4b5a697887960"
 _AT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
 
 def _curls(subject: ExampleTask) -> dict[str, str]:
     model = subject.model
