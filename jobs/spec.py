@@ -1,5 +1,5 @@
 """What a fine-tune request must satisfy before it becomes a job (torch-free: the API runs
-these checks; the request and view models themselves are in core/wire.py)."""
+these checks; the request and view models themselves are in core/wire/jobs.py)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def validate_hyperparameters(task: str, values: dict[str, Any]) -> dict[str, Any
         raise InvalidJobSpec(str(exc), [{"loc": ["body", "task"], "msg": str(exc),
                                          "type": "value_error"}]) from None
     try:
-        # Strict JSON types, as for every request field (core/wire.py): true is not 1
+        # Strict JSON types, as for every request field (core/wire): true is not 1
         # epoch, "3" is not 3; validated as the JSON they arrive as (arrays for tuples).
         try:
             text = json.dumps(values)

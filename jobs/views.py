@@ -1,4 +1,4 @@
-"""Job rows -> the wire models of core/wire.py (the one place that knows both shapes)."""
+"""Job rows -> the wire models of core/wire/jobs.py (the one place that knows both shapes)."""
 
 from __future__ import annotations
 

@@ -165,54 +165,64 @@ _DESCRIPTIONS = {
 
 
 # Example messages for the OpenAPI document, by error code; a route's example uses the first
-# code its description names, so custom descriptions get matching examples.
-_EXAMPLE_MESSAGES: dict[str, str] = {
-    "undecodable": "the image could not be decoded: image file is truncated",
-    "model_not_found": "model 'nope' does not exist",
-    "version_not_found": "model 'matte' has no version 9",
-    "activation_refused": "matte@3 failed its ONNX parity check and can never be active",
-    "too_large": "the body has 31457280 bytes; the limit is 20971520",
-    "request_timeout": "the request body arrived too slowly (120 bytes in 10 s; at least"
-    " 16384 bytes/s after the first 10 s are needed)",
-    "unsupported_media_type": "text/plain is not an image: send image/* or the multipart"
-    " field 'image'",
-    "invalid_parameter": "top_k (query): Input should be greater than or equal to 1",
-    "internal": "internal error; the server log has the details",
-    "no_active_version": "model 'matte' has no active version; the starter job"
-    " 0f1e2d3c4b5a69788796a5b4c3d2e1f0 is running and will publish it (epoch 2/4, ETA 95 s;"
-    " follow it: GET /jobs/0f1e2d3c4b5a69788796a5b4c3d2e1f0); meanwhile, or instead: import"
-    " weights with `toonforge import --task matte --arch u2net --weights <file> --model matte"
-    " --activate` (architectures: u2net, u2netp), or fine-tune one with POST /jobs/finetune",
-    "dataset_not_found": "dataset 'faces' does not exist",
-    "dataset_conflict": "dataset 'faces' is used by an unfinished job",
-    "job_not_found": "job 0f1e2d3c4b5a69788796a5b4c3d2e1f0 does not exist",
-    "sweep_not_found": "sweep 5e1f0a2b3c4d5e6f708192a3b4c5d6e7 does not exist",
-    "job_conflict": "job 0f1e2d3c4b5a69788796a5b4c3d2e1f0 has finished (succeeded)",
-    "idempotency_conflict": "Idempotency-Key 'faces-1' was used with another request body",
-    "broker_unavailable": "the job broker is unreachable; nothing was recorded",
-    "dataset_invalid": "dataset cannot train: found 1 class(es) with at least 1 readable"
-    " train image; at least 2 are needed",
-    "archive_unsafe": "archive entry '../evil.png' refused: the path leaves the archive",
-    "archive_too_large": "archive inflates past 4294967296 bytes",
-    "sample_not_found": "job 0f1e2d3c4b5a69788796a5b4c3d2e1f0 has no sample 'epoch_009.png'",
-    "model_not_ready": "matte@2 failed to load: model.onnx does not match its sha256",
-    "version_corrupt": "matte@2 is corrupt: model.onnx does not match its sha256 in the"
-    " manifest",
-    "overloaded": "the server is at capacity (48 requests running or waiting); retry in 1 s",
-    "malformed_json": "the body is not valid JSON: Expecting value (at byte 9)",
-    "malformed_multipart": "the multipart body could not be parsed: Missing boundary in"
-    " multipart.",
-    "too_many_parts": "the multipart body has too many parts: Too many fields. Maximum"
-    " number of fields is 8.",
-    "task_not_found": "no task 'sketch' is registered; known: cartoonize, matte, classify,"
-    " generate, autoencode",
-}
+# code its description names, so custom descriptions get matching examples. The model and
+# task they name are service/examples.py's (a task this server serves), read when a route
+# documents its errors.
+def _example_messages() -> dict[str, str]:
+    from service.examples import example_task
+    from service.unserved import import_hint  # imports this module: read at call time
+
+    subject = example_task()
+    model, job = subject.model, "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    return {
+        "undecodable": "the image could not be decoded: image file is truncated",
+        "model_not_found": "model 'nope' does not exist",
+        "version_not_found": f"model {model!r} has no version 9",
+        "activation_refused": f"{model}@3 failed its ONNX parity check and can never be"
+        " active",
+        "too_large": "the body has 31457280 bytes; the limit is 20971520",
+        "request_timeout": "the request body arrived too slowly (120 bytes in 10 s; at least"
+        " 16384 bytes/s after the first 10 s are needed)",
+        "unsupported_media_type": "text/plain is not an image: send image/* or the multipart"
+        " field 'image'",
+        "invalid_parameter": "top_k (query): Input should be greater than or equal to 1",
+        "internal": "internal error; the server log has the details",
+        "no_active_version": f"model {model!r} has no active version; the starter job {job}"
+        f" is running and will publish it (epoch 2/4, ETA 95 s; follow it: GET /jobs/{job});"
+        " meanwhile, or instead: " + (import_hint(subject.name, model) if subject.known
+                                      else "import weights or fine-tune one"),
+        "dataset_not_found": "dataset 'faces' does not exist",
+        "dataset_conflict": "dataset 'faces' is used by an unfinished job",
+        "job_not_found": f"job {job} does not exist",
+        "sweep_not_found": "sweep 5e1f0a2b3c4d5e6f708192a3b4c5d6e7 does not exist",
+        "job_conflict": f"job {job} has finished (succeeded)",
+        "idempotency_conflict": "Idempotency-Key 'faces-1' was used with another request body",
+        "broker_unavailable": "the job broker is unreachable; nothing was recorded",
+        "dataset_invalid": "dataset cannot train: found 1 class(es) with at least 1 readable"
+        " train image; at least 2 are needed",
+        "archive_unsafe": "archive entry '../evil.png' refused: the path leaves the archive",
+        "archive_too_large": "archive inflates past 4294967296 bytes",
+        "sample_not_found": f"job {job} has no sample 'epoch_009.png'",
+        "model_not_ready": f"{model}@2 failed to load: model.onnx does not match its sha256",
+        "version_corrupt": f"{model}@2 is corrupt: model.onnx does not match its sha256 in the"
+        " manifest",
+        "overloaded": "the server is at capacity (48 requests running or waiting); retry in"
+        " 1 s",
+        "malformed_json": "the body is not valid JSON: Expecting value (at byte 9)",
+        "malformed_multipart": "the multipart body could not be parsed: Missing boundary in"
+        " multipart.",
+        "too_many_parts": "the multipart body has too many parts: Too many fields. Maximum"
+        " number of fields is 8.",
+        "task_not_found": "no task 'sketch' is registered; known: "
+        + (", ".join(subject.known) or "none"),
+    }
 
 
 def _example(status: int, description: str) -> dict[str, Any]:
+    messages = _example_messages()
     codes = re.findall(r"`([a-z_]+)`", description) + ["internal"]
-    code = next(c for c in codes if c in _EXAMPLE_MESSAGES)
-    return {"error": {"code": code, "message": _EXAMPLE_MESSAGES[code]}}
+    code = next(c for c in codes if c in messages)
+    return {"error": {"code": code, "message": messages[code]}}
 
 
 def error_responses(

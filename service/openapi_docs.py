@@ -2,11 +2,15 @@
 an example answer for every JSON response. The JSON examples are built from the response
 models themselves, so they cannot drift from the contract (tests/api/test_openapi.py).
 
-It also documents what the models cannot say themselves: ``FinetuneRequest.hyperparameters``
-is a union keyed on ``task`` (one hyper-parameter model per registered task spec)."""
+The task, model and architecture the generic examples name are the first registered task's
+(service/examples.py), so no family is named here and every example is a value the server
+accepts. It also documents what the models cannot say themselves:
+``FinetuneRequest.hyperparameters`` is a union keyed on ``task`` (one hyper-parameter model
+per registered task spec)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +21,11 @@ from fastapi.openapi.utils import get_openapi
 
 from core.wire import (
     ActivateResponse,
+    DatasetMeta,
+    GraphSpec,
     Health,
+    IngestResult,
+    IntakeReport,
     JobMetrics,
     JobPage,
     JobStatus,
@@ -26,18 +34,23 @@ from core.wire import (
     KeyCreated,
     KeyLimitsBody,
     KeyView,
+    Lineage,
+    Manifest,
     MetricPoint,
     ModelDetail,
     ModelInfo,
     ModelReadiness,
+    ParityReport,
     Readiness,
     ReloadStatus,
     SampleInfo,
+    SizeStats,
+    SkippedFile,
+    TensorSpec,
     VersionSummary,
 )
-from model_store.dataset_schema import DatasetMeta, IngestResult, IntakeReport, SizeStats
-from model_store.manifest import GraphSpec, Lineage, Manifest, ParityReport, TensorSpec
 from service.errors import error_responses
+from service.examples import ExampleTask, example_task
 from tasks import task_specs
 
 URL = "http://127.0.0.1:8000"
@@ -57,57 +70,69 @@ JOB = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 RESUMED_JOB = "5b4c3d2e1f00f1e2d3c4b5a697887960"
 _AT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
-CURL: dict[str, str] = {
-    "list_models": f"curl {URL}/models",
-    "get_model": f"curl {URL}/models/matte",
-    "get_model_version": f"curl {URL}/models/matte/versions/2",
-    "activate_model_version": f"curl -X POST {URL}/models/matte/activate"
-                              " -H 'content-type: application/json' -d '{\"version\": 2}'",
-    "rollback_model": f"curl -X POST {URL}/models/matte/rollback",
-    "create_dataset": f"curl --data-binary @faces.zip -H 'content-type: application/zip'"
-                      f" '{URL}/datasets?task=autoencode&id=faces'",
-    "list_datasets": f"curl '{URL}/datasets?task=autoencode'",
-    "get_dataset": f"curl {URL}/datasets/faces",
-    "delete_dataset": f"curl -X DELETE {URL}/datasets/faces",
-    "create_finetune_job": f"curl {URL}/jobs/finetune -H 'content-type: application/json'"
-                           " -H 'Idempotency-Key: faces-1' -d '{\"task\": \"autoencode\","
-                           " \"dataset_id\": \"faces\", \"base\": \"faces-ae\", \"target_model\":"
-                           " \"faces-ae\", \"hyperparameters\": {\"epochs\": 10},"
-                           " \"auto_activate\": true}'",
-    "list_jobs": f"curl '{URL}/jobs?status=running&limit=20'",
-    "get_job": f"curl {URL}/jobs/{JOB}",
-    "cancel_job": f"curl -X POST {URL}/jobs/{JOB}/cancel",
-    "resume_job": f"curl -X POST {URL}/jobs/{JOB}/resume",
-    "stream_job_events": f"curl -N {URL}/jobs/{JOB}/events",
-    "get_job_metrics": f"curl {URL}/jobs/{JOB}/metrics",
-    "list_job_samples": f"curl {URL}/jobs/{JOB}/samples",
-    "get_job_sample": f"curl {URL}/jobs/{JOB}/samples/epoch_002.png -o epoch_002.png",
-    "infer": f"curl -F image=@photo.jpg '{URL}/infer/sketch' -o sketch.png",
-    "create_key": f"curl {URL}/keys -H 'content-type: application/json'"
-                  " -d '{\"name\": \"ci\", \"scopes\": [\"infer\", \"train\"],"
-                  " \"limits\": {\"rps\": 5}}'",
-    "list_keys": f"curl '{URL}/keys?include_revoked=false'",
-    "revoke_key": f"curl -X DELETE {URL}/keys/0f1e2d3c4b5a",
-    "healthz": f"curl {URL}/healthz",
-    "readyz": f"curl {URL}/readyz",
-    "metrics": f"curl {URL}/metrics",
-}
+
+def _curls(subject: ExampleTask) -> dict[str, str]:
+    model = subject.model
+    return {
+        "list_models": f"curl {URL}/models",
+        "get_model": f"curl {URL}/models/{model}",
+        "get_model_version": f"curl {URL}/models/{model}/versions/2",
+        "activate_model_version": f"curl -X POST {URL}/models/{model}/activate"
+                                  " -H 'content-type: application/json' -d '{\"version\": 2}'",
+        "rollback_model": f"curl -X POST {URL}/models/{model}/rollback",
+        "create_dataset": f"curl --data-binary @faces.zip -H 'content-type: application/zip'"
+                          f" '{URL}/datasets?task={subject.name}&id=faces'",
+        "list_datasets": f"curl '{URL}/datasets?task={subject.name}'",
+        "get_dataset": f"curl {URL}/datasets/faces",
+        "delete_dataset": f"curl -X DELETE {URL}/datasets/faces",
+        "create_finetune_job": f"curl {URL}/jobs/finetune -H 'content-type: application/json'"
+                               " -H 'Idempotency-Key: faces-1'"
+                               f" -d '{json.dumps(_finetune(subject))}'",
+        "list_jobs": f"curl '{URL}/jobs?status=running&limit=20'",
+        "get_job": f"curl {URL}/jobs/{JOB}",
+        "cancel_job": f"curl -X POST {URL}/jobs/{JOB}/cancel",
+        "resume_job": f"curl -X POST {URL}/jobs/{JOB}/resume",
+        "stream_job_events": f"curl -N {URL}/jobs/{JOB}/events",
+        "get_job_metrics": f"curl {URL}/jobs/{JOB}/metrics",
+        "list_job_samples": f"curl {URL}/jobs/{JOB}/samples",
+        "get_job_sample": f"curl {URL}/jobs/{JOB}/samples/epoch_002.png -o epoch_002.png",
+        "infer": f"curl -F image=@photo.jpg '{URL}/infer/sketch' -o sketch.png",
+        "create_key": f"curl {URL}/keys -H 'content-type: application/json'"
+                      " -d '{\"name\": \"ci\", \"scopes\": [\"infer\", \"train\"],"
+                      " \"limits\": {\"rps\": 5}}'",
+        "list_keys": f"curl '{URL}/keys?include_revoked=false'",
+        "revoke_key": f"curl -X DELETE {URL}/keys/0f1e2d3c4b5a",
+        "healthz": f"curl {URL}/healthz",
+        "readyz": f"curl {URL}/readyz",
+        "metrics": f"curl {URL}/metrics",
+    }
 
 
-def _job(status: JobStatus = JobStatus.RUNNING, resumed_from: str | None = None) -> JobView:
+def _finetune(subject: ExampleTask) -> dict[str, Any]:
+    """The example body of POST /jobs/finetune (also each sweep's base)."""
+    return {"task": subject.name, "dataset_id": "faces", "base": subject.model,
+            "target_model": subject.model, "hyperparameters": {"epochs": 10},
+            "auto_activate": True}
+
+
+def _job(subject: ExampleTask, status: JobStatus = JobStatus.RUNNING,
+         resumed_from: str | None = None) -> JobView:
     done = status == JobStatus.SUCCEEDED
+    model, metric = subject.model, subject.metric or "loss"
+    better = "higher" if subject.direction == "max" else "lower"
     return JobView(
-        id=RESUMED_JOB if resumed_from else JOB, task="autoencode", status=status,
-        dataset_id="faces", base="faces-ae",
-        target_model="faces-ae", hyperparameters={"epochs": 10, "batch_size": 32, "lr": 1e-3},
+        id=RESUMED_JOB if resumed_from else JOB, task=subject.name, status=status,
+        dataset_id="faces", base=model, target_model=model,
+        hyperparameters=subject.hyperparameters,
         auto_activate=True, epoch=10 if done else 4, total_epochs=10,
-        step=80 if done else 32, total_steps=80, losses={"loss": 0.061, "mse": 0.012},
-        val_metrics={"loss": 0.066, "mse": 0.013, "ssim": 0.902},
-        eta_seconds=None if done else 41.5, result_version="faces-ae@2" if done else None,
+        step=80 if done else 32, total_steps=80, losses={"loss": 0.061},
+        val_metrics={"loss": 0.066, metric: subject.metric_value(1)},
+        eta_seconds=None if done else 41.5, result_version=f"{model}@2" if done else None,
         published_epoch=9 if done else None,
-        published_metrics={"loss": 0.064, "mse": 0.0125, "ssim": 0.905} if done else None,
-        activation_reason="faces-ae@2 loss=0.064 is at least as good as active faces-ae@1"
-        " loss=0.071 (lower is better)" if done else None,
+        published_metrics={"loss": 0.064, metric: subject.metric_value(0)} if done else None,
+        activation_reason=f"{model}@2 {metric}={subject.metric_value(0)} is at least as good"
+        f" as active {model}@1 {metric}={subject.metric_value(1)} ({better} is better)"
+        if done and subject.metric else None,
         resumed_from=resumed_from,
         activated=done, error=None, cancel_requested=False, attempts=1, created_at=_AT,
         started_at=_AT, finished_at=_AT if done else None, updated_at=_AT,
@@ -117,33 +142,34 @@ def _job(status: JobStatus = JobStatus.RUNNING, resumed_from: str | None = None)
 
 
 _RUN = "8c1b2f7e5d3a4c6b9e0f1a2b3c4d5e6f"  # an MLflow run id (docs/JOBS.md "Tracking")
+_SHAPE: list[int | str] = ["batch", 3, 256, 256]  # a tensor of the example's graphs
 
 
-def _manifest() -> Manifest:
-    graph = GraphSpec(file="model.onnx", opset=17,
-                      inputs=[TensorSpec(name="image", shape=["batch", 3, 320, 320])],
-                      outputs=[TensorSpec(name="mask", shape=["batch", 1, 320, 320])])
+def _manifest(subject: ExampleTask) -> Manifest:
+    graphs = {role: GraphSpec(file=file, opset=17,
+                              inputs=[TensorSpec(name=name, shape=_SHAPE) for name in ins],
+                              outputs=[TensorSpec(name=name, shape=_SHAPE) for name in outs])
+              for role, (file, ins, outs) in subject.graphs.items()}
+    checked = next(f"{role}.{outs[0]}" for role, (_, _, outs) in subject.graphs.items())
     return Manifest(
-        model="matte", version=2, task="matte", arch="u2netp", created_at=_AT.isoformat(),
-        graphs={"main": graph},
-        preprocessing={"size": 320, "divide_by_max": True, "mean": [0.485, 0.456, 0.406],
-                       "std": [0.229, 0.224, 0.225]},
-        parity=ParityReport(passed=True, tolerance=1e-4, max_abs_error={"main.mask": 2.1e-7},
+        model=subject.model, version=2, task=subject.name, arch=subject.arch,
+        created_at=_AT.isoformat(), graphs=graphs,
+        parity=ParityReport(passed=True, tolerance=1e-4, max_abs_error={checked: 2.1e-7},
                             inputs="2 fixed seeded batches (batch sizes 1 and >1)"),
-        metrics={"mae": 0.041, "max_fbeta": 0.93},
-        lineage=Lineage(source="finetune", dataset="portraits", parent="matte@1",
+        metrics={subject.metric: subject.metric_value(0)} if subject.metric else {},
+        lineage=Lineage(source="finetune", dataset="faces", parent=f"{subject.model}@1",
                         hyperparameters={"epochs": 10}, job_id=JOB))
 
 
-def _dataset() -> IngestResult:
-    meta = DatasetMeta(id="faces", task="autoencode", name="faces", created_at=_AT,
+def _dataset(subject: ExampleTask) -> IngestResult:
+    meta = DatasetMeta(id="faces", task=subject.name, name="faces", created_at=_AT,
                        bytes=1_204_224, filename="faces.zip", counts={"train": 90, "val": 10})
     report = IntakeReport(
-        task="autoencode", can_train=True, split_source="auto",
+        task=subject.name, can_train=True, split_source="auto",
         counts={"train": 90, "val": 10}, files_seen=101, files_accepted=100,
         image_size=SizeStats(min_width=64, max_width=256, mean_width=120.5, min_height=64,
                              max_height=256, mean_height=118.0),
-        skipped=[{"path": "images/notes.txt", "reason": "not an image"}])
+        skipped=[SkippedFile(path="images/notes.txt", reason="not an image")])
     return IngestResult(meta=meta, report=report)
 
 
@@ -152,27 +178,31 @@ def _key() -> KeyView:
                    revoked_at=None, limits=KeyLimitsBody(rps=5))
 
 
-def _json_examples() -> dict[str, Any]:
-    matte = ModelInfo(name="matte", task="matte", versions=[1, 2], active=2, is_default=True)
-    summary = VersionSummary(version=2, arch="u2netp", created_at=_AT.isoformat(),
+def _json_examples(subject: ExampleTask) -> dict[str, Any]:
+    model = subject.model
+    info = ModelInfo(name=model, task=subject.name, versions=[1, 2], active=2,
+                     is_default=True)
+    summary = VersionSummary(version=2, arch=subject.arch, created_at=_AT.isoformat(),
                              description="fine-tuned by job " + JOB, parity_passed=True,
-                             source="finetune", parent="matte@1", metrics={"mae": 0.041})
+                             source="finetune", parent=f"{model}@1",
+                             metrics=_manifest(subject).metrics)
     examples: dict[str, Any] = {
-        "list_models": [matte],
-        "get_model": ModelDetail(**matte.model_dump(), loaded_version=2,
+        "list_models": [info],
+        "get_model": ModelDetail(**info.model_dump(), loaded_version=2,
                                  version_summaries=[summary], corrupt_versions=[],
                                  rollback_target=1),
-        "get_model_version": _manifest(),
-        "activate_model_version": ActivateResponse(name="matte", active=2, previous=1),
-        "rollback_model": ActivateResponse(name="matte", active=1, previous=2),
-        "create_dataset": _dataset(),
-        "get_dataset": _dataset(),
-        "list_datasets": [_dataset().meta],
-        "create_finetune_job": _job(JobStatus.QUEUED),
-        "get_job": _job(),
-        "cancel_job": _job(),
-        "resume_job": _job(JobStatus.QUEUED, resumed_from=JOB),
-        "list_jobs": JobPage(jobs=[_job(JobStatus.SUCCEEDED)], total=1, limit=50, offset=0),
+        "get_model_version": _manifest(subject),
+        "activate_model_version": ActivateResponse(name=model, active=2, previous=1),
+        "rollback_model": ActivateResponse(name=model, active=1, previous=2),
+        "create_dataset": _dataset(subject),
+        "get_dataset": _dataset(subject),
+        "list_datasets": [_dataset(subject).meta],
+        "create_finetune_job": _job(subject, JobStatus.QUEUED),
+        "get_job": _job(subject),
+        "cancel_job": _job(subject),
+        "resume_job": _job(subject, JobStatus.QUEUED, resumed_from=JOB),
+        "list_jobs": JobPage(jobs=[_job(subject, JobStatus.SUCCEEDED)], total=1, limit=50,
+                             offset=0),
         "get_job_metrics": JobMetrics(job_id=JOB, status=JobStatus.RUNNING, points=[
             MetricPoint(epoch=1, step=8, losses={"loss": 0.19}, val_metrics={"loss": 0.17},
                         at=_AT)]),
@@ -184,7 +214,7 @@ def _json_examples() -> dict[str, Any]:
         "revoke_key": KeyView(**{**_key().model_dump(), "revoked_at": _AT}),
         "healthz": Health(),
         "readyz": Readiness(ready=True, models=[ModelReadiness(
-            name="matte", task="matte", active_version=2, loaded_version=2,
+            name=model, task=subject.name, active_version=2, loaded_version=2,
             providers=["CPUExecutionProvider"], ready=True, fallback=False,
             error=None)], replica="api-1", reload=ReloadStatus(mode="redis", connected=True)),
     }
@@ -199,13 +229,12 @@ def _dump(value: Any) -> Any:
     return value.model_dump(mode="json")
 
 
-REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
-    "create_finetune_job": {"task": "autoencode", "dataset_id": "faces", "base": "faces-ae",
-                            "target_model": "faces-ae", "hyperparameters": {"epochs": 10},
-                            "auto_activate": True},
-    "activate_model_version": {"version": 2},
-    "create_key": {"name": "ci", "scopes": ["infer", "train"], "limits": {"rps": 5}},
-}
+def _request_examples(subject: ExampleTask) -> dict[str, dict[str, Any]]:
+    return {
+        "create_finetune_job": _finetune(subject),
+        "activate_model_version": {"version": 2},
+        "create_key": {"name": "ci", "scopes": ["infer", "train"], "limits": {"rps": 5}},
+    }
 
 
 _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
@@ -243,9 +272,10 @@ def mark_open_scopes(schema: dict[str, Any], open_scopes: frozenset[str]) -> dic
 
 def add_examples(schema: dict[str, Any], families: Iterable[OperationExamples] = ()
                  ) -> dict[str, Any]:
-    curls: dict[str, str] = dict(CURL)
-    answers = _json_examples()
-    requests: dict[str, Mapping[str, Any]] = dict(REQUEST_EXAMPLES)
+    subject = example_task()
+    curls = _curls(subject)
+    answers = _json_examples(subject)
+    requests: dict[str, Mapping[str, Any]] = dict(_request_examples(subject))
     for examples in families:
         curls.update(examples.curl)
         answers.update({op: _dump(value) for op, value in examples.answers.items()})

@@ -8,15 +8,16 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from core.task_names import TaskName
-from core.wire import NAME_PATTERN
+from core.wire import NAME_PATTERN, DatasetMeta, IngestResult
+from model_store import dataset_schema
 from model_store.dataset_scan import cap_report
-from model_store.dataset_schema import DatasetMeta, IngestResult
 from service import uploads
 from service.auth import TrainCaller, auth_responses, scope
 from service.deps import DatasetsDep, JobRepositoryDep, SettingsDep
 from service.errors import error_responses
 from service.ratelimit import check_dataset_room, enforce_dataset_quota
 from service.uploads import MAX_FORM_FIELDS
+from service.views import dataset_view, ingest_view
 
 # The id rule, stated in the schema; the store checks it (an id that breaks it names no
 # dataset: 404) with its own message.
@@ -73,8 +74,8 @@ async def create_dataset(
     await run_in_threadpool(check_dataset_room, store, caller.key_id, caller.limits)
     result = await uploads.create_dataset(request, settings, store, task, name, id,
                                           owner=caller.key_id)
-    return await run_in_threadpool(enforce_dataset_quota, store, caller.key_id, caller.limits,
-                                   result)
+    return ingest_view(await run_in_threadpool(enforce_dataset_quota, store, caller.key_id,
+                                               caller.limits, result))
 
 
 @router.get("", operation_id="list_datasets", responses=error_responses(422, 500),
@@ -82,7 +83,7 @@ async def create_dataset(
 async def list_datasets(store: DatasetsDep, task: TaskName | None = None
                         ) -> list[DatasetMeta]:
     """Every stored dataset, newest first, optionally of one task."""
-    return await run_in_threadpool(store.list_datasets, task)
+    return [dataset_view(meta) for meta in await run_in_threadpool(store.list_datasets, task)]
 
 
 @router.get("/{dataset_id}", operation_id="get_dataset", dependencies=[scope("train")],
@@ -91,12 +92,12 @@ async def get_dataset(settings: SettingsDep, store: DatasetsDep, dataset_id: Dat
                       ) -> IngestResult:
     """One dataset with its intake report."""
 
-    def read() -> IngestResult:
+    def read() -> dataset_schema.IngestResult:
         # Capped again on the way out: reports stored before the cap existed may be huge.
         report = cap_report(store.report(dataset_id), settings.dataset_report_max_items)
-        return IngestResult(meta=store.get(dataset_id), report=report)
+        return dataset_schema.IngestResult(meta=store.get(dataset_id), report=report)
 
-    return await run_in_threadpool(read)
+    return ingest_view(await run_in_threadpool(read))
 
 
 @router.delete("/{dataset_id}", operation_id="delete_dataset", status_code=204,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Path
 
-from core.wire import ActivateRequest, ActivateResponse, ModelDetail, ModelInfo
-from model_store.manifest import Manifest
+from core.wire import ActivateRequest, ActivateResponse, Manifest, ModelDetail, ModelInfo
 from service import catalog
 from service.auth import auth_responses, scope
 from service.deps import PoolDep
 from service.errors import error_responses
+from service.views import manifest_view
 
 router = APIRouter(prefix="/models", tags=["models"], responses=auth_responses())
 
@@ -42,7 +42,7 @@ async def get_model_version(
     pool: PoolDep, name: str, version: int = Path(ge=1)
 ) -> Manifest:
     """The manifest of one version."""
-    return await pool.read_store(pool.store.manifest, name, version)
+    return manifest_view(await pool.read_store(pool.store.manifest, name, version))
 
 
 @router.post(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,39 +31,51 @@ from service.deps import (
     SweepRepositoryDep,
 )
 from service.errors import error_responses
+from service.examples import ExampleTask, example_task
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], dependencies=[scope("train")],
                    responses=auth_responses())
 
 # ----------------------------------------------------------------- documentation
+# The task and model the examples show: service/examples.py's, a task this server serves.
 _URL = "http://127.0.0.1:8000"
 _ID = "5e1f0a2b3c4d5e6f708192a3b4c5d6e7"
 _JOBS = ["0f1e2d3c4b5a69788796a5b4c3d2e1f0", "1a2b3c4d5e6f708192a3b4c5d6e7f801"]
 _AT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-_BASE = FinetuneRequest(task="autoencode", dataset_id="faces", base="faces-ae",
-                        target_model="faces-ae", hyperparameters={"epochs": 2})
-_BODY = {"base": _BASE.model_dump(mode="json", exclude_defaults=True),
-         "grid": {"lr": [1e-3, 3e-4]}}
+
+
+def _base(subject: ExampleTask) -> FinetuneRequest:
+    return FinetuneRequest(task=subject.name, dataset_id="faces", base=subject.model,
+                           target_model=subject.model, hyperparameters={"epochs": 2})
+
+
+def _body(subject: ExampleTask) -> dict[str, Any]:
+    return {"base": _base(subject).model_dump(mode="json", exclude_defaults=True),
+            "grid": {"lr": [1e-3, 3e-4]}}
 
 
 def _example_view() -> dict[str, Any]:
+    subject = example_task()
     points = [
         SweepPoint(index=i, values={"lr": lr}, job_id=_JOBS[i], status=JobStatus.SUCCEEDED,
-                   epoch=2, total_epochs=2, final_metric=final, best_metric=best,
-                   best_epoch=2, published_metric=best, result_version=f"faces-ae@{i + 2}",
+                   epoch=2, total_epochs=2, final_metric=final, best_metric=final,
+                   best_epoch=2, published_metric=final,
+                   result_version=f"{subject.model}@{i + 2}",
                    activated=False, activation_reason="auto_activate is off", error=None,
                    series=[SweepEpoch(epoch=1, value=first), SweepEpoch(epoch=2, value=final)])
-        for i, (lr, first, final, best) in enumerate(
-            [(1e-3, 0.091, 0.064, 0.064), (3e-4, 0.097, 0.071, 0.071)])]
-    return SweepView(id=_ID, created_at=_AT, task="autoencode", base=_BASE,
-                     grid={"lr": [1e-3, 3e-4]}, auto_activate=False, metric="loss",
-                     direction="min", best_index=0, status_counts={"succeeded": 2},
-                     points=points).model_dump(mode="json")
+        for i, (lr, first, final) in enumerate(
+            [(1e-3, subject.metric_value(4), subject.metric_value(0)),
+             (3e-4, subject.metric_value(5), subject.metric_value(1))])]
+    return SweepView(id=_ID, created_at=_AT, task=subject.name, base=_base(subject),
+                     grid={"lr": [1e-3, 3e-4]}, auto_activate=False, metric=subject.metric,
+                     direction=subject.direction, best_index=0,
+                     status_counts={"succeeded": 2}, points=points).model_dump(mode="json")
 
 
 def _example_page() -> dict[str, Any]:
-    return SweepPage(sweeps=[SweepSummary(id=_ID, created_at=_AT, task="autoencode",
-                                          dataset_id="faces", target_model="faces-ae",
+    subject = example_task()
+    return SweepPage(sweeps=[SweepSummary(id=_ID, created_at=_AT, task=subject.name,
+                                          dataset_id="faces", target_model=subject.model,
                                           keys=["lr"], job_ids=_JOBS)],
                      total=1, limit=50, offset=0).model_dump(mode="json")
 
@@ -112,11 +125,9 @@ _CREATE_ERRORS = {
               " Idempotent-Replayed: true).", _example_view(), SweepView),
     **error_responses(409, 413, 422, 500, 503, descriptions=_CREATE_ERRORS)},
     openapi_extra={**_curl(f"curl {_URL}/sweeps -H 'content-type: application/json'"
-                           " -d '{\"base\": {\"task\": \"autoencode\", \"dataset_id\":"
-                           " \"faces\", \"base\": \"faces-ae\", \"target_model\": \"faces-ae\","
-                           " \"hyperparameters\": {\"epochs\": 2}}, \"grid\": {\"lr\": [0.001,"
-                           " 0.0003]}}'"),
-                   "requestBody": {"content": {"application/json": {"example": _BODY}}}})
+                           f" -d '{json.dumps(_body(example_task()))}'"),
+                   "requestBody": {"content": {"application/json": {
+                       "example": _body(example_task())}}}})
 async def create_sweep(
     body: SweepRequest,
     response: Response,

@@ -1,6 +1,6 @@
 """The SDK's types against the wire contract, field by field, with no server: every TypedDict
 of ``toonforge_client.types`` that mirrors a schema of the checked-in openapi/openapi.json
-(generated from core/wire.py) has the schema's property names, the same basic JSON types
+(generated from core/wire) has the schema's property names, the same basic JSON types
 (nested schemas by name), the same nullability, and agrees on which fields may be left out;
 the job statuses are the schema's enum; each operation's JSON answer is the SDK type its
 ``Client`` method says it returns.
