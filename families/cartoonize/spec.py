@@ -88,6 +88,13 @@ class CartoonizeHyperparameters(CommonHyperparameters):
             return {**data, "short_side": COMPOUND_SHORT_SIDE}
         return data
 
+    @model_validator(mode="after")
+    def _one_device_for_compound(self) -> CartoonizeHyperparameters:
+        # Its steps call both generators directly; data-parallel wrapping does not see them.
+        if self.parts is not None and self.devices > 1:
+            raise ValueError("a compound job (parts) trains on one device: devices must be 1")
+        return self
+
     @field_validator("image_size")
     @classmethod
     def _multiple_of_4(cls, v: int) -> int:

@@ -179,12 +179,12 @@ def test_sdk_head_only_job_keeps_the_background_and_refusals_name_the_problem(
         job = tf.create_finetune_job(task="cartoonize", dataset_id=DATASET, base=f"{BASE}@1",
                                      target_model="toon-head",
                                      hyperparameters={**HP, "epochs": 1, "parts": "head"})
-        done = tf.wait_for_job(job.id, timeout=700)
-        assert done.status == "succeeded"
-        assert done.result_version == "toon-head@1"
+        done = tf.wait_for_job(job["id"], timeout=700)
+        assert done["status"] == "succeeded"
+        assert done["result_version"] == "toon-head@1"
         manifest = tf.get_model_version("toon-head", 1)
-        assert manifest.arch == "dctnet-compound" and "head" in manifest.graphs
-        assert manifest.lineage.hyperparameters["parts"] == "head"
+        assert manifest["arch"] == "dctnet-compound" and "head" in manifest["graphs"]
+        assert manifest["lineage"]["hyperparameters"]["parts"] == "head"
     # the background generator was not trained: faces=off answers as the base's does
     photo = cameraman(SIDE)
     head_only, _ = stack.cartoon(photo, "toon-head", 1, faces="off")

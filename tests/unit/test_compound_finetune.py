@@ -40,6 +40,8 @@ def test_a_compound_base_makes_a_job_of_both_generators() -> None:
     assert built["short_side"] == 720
     with pytest.raises(InvalidJobSpec, match="parts='background' needs a compound base"):
         validate_hyperparameters("cartoonize", {"parts": "background"})
+    with pytest.raises(InvalidJobSpec, match="trains on one device"):
+        validate_hyperparameters("cartoonize", {"short_side": 720, "devices": 2})
 
 
 def test_a_plain_base_starts_both_generators() -> None:
