@@ -112,8 +112,10 @@ def _load_official(parts: Mapping[str, Path], labels_file: Path | None) -> Impor
 
 
 def _serving_config(model: nn.Module, hp: Any = None) -> dict[str, Any]:
+    # A fine-tune keeps its base's short_side (the hyper-parameter the base fixes).
+    short_side = getattr(hp, "short_side", None) or SHORT_SIDE
     return {"max_side": 720, "multiple_of": 4, "color_order": "BGR",
-            "input_range": [-1, 1], "output_range": [-1, 1], "short_side": SHORT_SIDE}
+            "input_range": [-1, 1], "output_range": [-1, 1], "short_side": short_side}
 
 
 @register_arch(

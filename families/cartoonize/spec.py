@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from families.cartoonize import processing
 from families.cartoonize.synthetic import make_cartoonize
@@ -25,9 +25,16 @@ from tasks.registry import (
     register_task,
 )
 
+# The compound recipe's defaults: encoder convs frozen when fine-tuning trained weights,
+# and the authors' shorter-side cap (families/cartoonize/compound.py SHORT_SIDE).
+COMPOUND_FREEZE = 2
+COMPOUND_SHORT_SIDE = 720
+
 
 class CartoonizeHyperparameters(CommonHyperparameters):
-    """DCT-Net generator fine-tune on photo -> cartoon pairs."""
+    """DCT-Net fine-tune on photo -> cartoon pairs: one generator on whole images, or (a
+    compound job, see ``parts``) the head generator on aligned face crops and/or the
+    background generator on whole images."""
 
     epochs: int = Field(default=20, ge=1, le=1000)
     batch_size: int = Field(default=4, ge=1, le=1024)
@@ -36,7 +43,11 @@ class CartoonizeHyperparameters(CommonHyperparameters):
     lr_gamma: float = Field(default=0.9, gt=0, le=1)
     # Number of leading generator convs kept frozen: 0 = none, k = conv0..conv{k-1}.
     # Only the encoder (conv0..conv4) can be frozen.
-    freeze_encoder_up_to: int = Field(default=0, ge=0, le=5)
+    freeze_encoder_up_to: int | None = Field(
+        default=None, ge=0, le=5,
+        description="leading encoder convs kept frozen (k: conv0..conv{k-1}). None: the"
+                    " fine-tuning article's recipe for a compound job from trained weights"
+                    f" ({COMPOUND_FREEZE}: conv0, conv1), none otherwise")
     ssim_weight: float = Field(default=0.5, ge=0)
     image_size: int = Field(default=256, ge=16, le=1024)
     hflip_prob: float = Field(default=0.5, ge=0, le=1)
@@ -44,6 +55,45 @@ class CartoonizeHyperparameters(CommonHyperparameters):
     scale_range: tuple[float, float] = (0.9, 1.1)
     save_every: int = Field(default=5, ge=1, description="numbered snapshot every N epochs")
     early_stop_patience: int | None = Field(default=5, ge=1, description="None disables")
+    # DCT-Net as its authors ship a style (a background and a head generator).
+    parts: Literal["head", "background", "both"] | None = Field(
+        default=None,
+        description="compound fine-tune: which generators learn (head: on 288x288 faces"
+                    " aligned by the face stage; background: on whole images). None: both"
+                    " when the base is a compound version, else a plain one-generator"
+                    " fine-tune. head or both on a plain dctnet base builds a compound"
+                    " version whose generators start from the base's")
+    short_side: int | None = Field(
+        default=None, ge=16, le=2048,
+        description="compound versions: the shorter side the photo shrinks to before both"
+                    " generators (a compound base fixes it; 720, the authors' rule)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _compound(cls, data: Any) -> Any:
+        # A compound base fixes short_side (TaskSpec.fixed_by_base): its job trains both
+        # generators unless told which. parts on a plain base builds a compound.
+        if not isinstance(data, dict):
+            return data
+        parts, short = data.get("parts"), data.get("short_side")
+        if parts is None and short is not None:
+            return {**data, "parts": "both"}
+        if parts is not None and short is None:
+            if parts == "background":
+                raise ValueError(
+                    "parts='background' needs a compound base (one with a head graph): on"
+                    " a plain base the published head would be an untrained copy of its"
+                    " generator; use parts='head' or 'both', or leave parts out for a plain"
+                    " fine-tune")
+            return {**data, "short_side": COMPOUND_SHORT_SIDE}
+        return data
+
+    @model_validator(mode="after")
+    def _one_device_for_compound(self) -> CartoonizeHyperparameters:
+        # Its steps call both generators directly; data-parallel wrapping does not see them.
+        if self.parts is not None and self.devices > 1:
+            raise ValueError("a compound job (parts) trains on one device: devices must be 1")
+        return self
 
     @field_validator("image_size")
     @classmethod
@@ -109,6 +159,10 @@ SPEC = register_task(TaskSpec(
     image_inputs=processing.main_inputs,
     preview=_preview,
     catalogue=ENTRIES,
+    # A compound base (a head graph: its serving config has short_side) makes a compound
+    # job; its short_side carries over.
+    fixed_by_base=lambda serving: ({"short_side": int(serving["short_side"])}
+                                   if serving.get("short_side") else {}),
     api="families.cartoonize.api",
     worker=("families.cartoonize.net", "families.cartoonize.compound_net",
             "families.cartoonize.trainer"),

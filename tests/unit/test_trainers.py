@@ -84,8 +84,10 @@ def test_recipe_defaults():
     assert (c.lr, c.lr_step_epochs, c.lr_gamma, c.ssim_weight) == (1e-4, 10, 0.9, 0.5)
     assert (c.epochs, c.batch_size, c.image_size, c.save_every, c.early_stop_patience) == (
         20, 4, 256, 5, 5)
+    # freeze None: the recipe's two convs on a compound fine-tune, none otherwise
     assert (c.hflip_prob, c.color_jitter, c.scale_range, c.freeze_encoder_up_to) == (
-        0.5, 0.1, (0.9, 1.1), 0)
+        0.5, 0.1, (0.9, 1.1), None)
+    assert (c.parts, c.short_side) == (None, None)
     m = MatteHyperparameters()
     assert (m.lr, m.betas, m.eps, m.weight_decay) == (1e-3, (0.9, 0.999), 1e-8, 0.0)
     assert (m.resize, m.crop, m.epochs, m.batch_size) == (320, 288, 10, 4)
