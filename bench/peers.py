@@ -462,8 +462,8 @@ def main() -> None:
             x = graph_input(store, model, photo)
             raw[model] = {}
             for graph_precision in ("fp32", "int8"):
-                path, note = graph_path(store, model, graph_precision)
-                raw[model][graph_precision] = s = raw_batch1(path, x, args.seconds / 2)
+                graph_file, note = graph_path(store, model, graph_precision)
+                raw[model][graph_precision] = s = raw_batch1(graph_file, x, args.seconds / 2)
                 shape = "x".join(map(str, x.shape))
                 print(f"raw onnxruntime {model} {graph_precision} batch 1 ({shape}):"
                       f" {s['rps']:.2f} runs/s p50 {s['p50_ms']:.1f} ms {note}", flush=True)
@@ -474,7 +474,12 @@ def main() -> None:
             [] if args.skip_cartoon else [("cartoon", "/cartoonize")])
         for model, path in endpoints:
             other[model] = []
-            raw_here = raw_side(store, model, precision.get(model, "int8"), photo)
+            if model not in precision:  # the precision this endpoint serves by default
+                with httpx.Client(timeout=600) as http:
+                    first = poster(toon_url, path)(http)
+                assert first.status_code == 200, first.text
+                precision[model] = first.headers["x-model-precision"]
+            raw_here = raw_side(store, model, precision[model], photo)
             for n in clients:
                 sides = {name: poster(server.url, path) for name, server in servers.items()}
                 sides["raw"] = raw_here
