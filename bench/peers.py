@@ -1,26 +1,27 @@
-"""toonforge vs the rembg server, side by side on the same u2netp graph and the same input.
+"""toonforge vs raw onnxruntime and vs the rembg server, on the same graphs and input.
 
-Both servers run on this machine at once; the same 512x512 JPEG goes to toonforge's
-``POST /matte?output=cutout`` and to rembg's ``POST /api/remove`` (model u2netp), and both
-answer an RGBA cut-out PNG. Load runs are interleaved (toonforge, rembg, rembg, toonforge,
-...) at 1 / 4 / 8 concurrent clients, so a burst of other work on the machine lands on
-both. Then raw onnxruntime batch-1 on the same graph, fp32 and INT8, and the same table for
-/classify and /cartoonize against raw onnxruntime.
+One run prints what issue 21 asks for: each toonforge server's throughput over raw
+onnxruntime batch 1 at the precision it serves, at 1 and 8 clients, for /matte (cut-out
+PNG) and /classify, and toonforge vs rembg on the same u2netp graph file (by default the
+one toonforge serves: its INT8 variant where kept). Every load run is interleaved across
+the servers (the order rotates each round), so a burst of other work on the machine lands
+on all of them; ``--baseline-repo`` serves another checkout (the code before a change) on
+the same store beside this one, so before and after come from the same run.
 
 rembg is a bench-only extra (pyproject ``bench``): install it into its own venv so the
 project's stays untouched, and pass its server command (``{port}`` is filled in):
 
     python3 -m venv /work/peers-venv
     /work/peers-venv/bin/pip install "rembg[cpu,cli]==2.0.86"
-    .venv/bin/python bench/peers.py \
+    .venv/bin/python bench/peers.py --matte-gate mae \
         --rembg-cmd "/work/peers-venv/bin/rembg s --host 127.0.0.1 --port {port} --no-ui"
 
 The graphs: u2netp, GoogLeNet and DCT-Net built by the worker and published through the
 normal path (export, parity, INT8 variant + gate). Speed does not depend on the weights;
 the INT8 fidelity does (an untrained U-2-Net's mask is flat, and min-max normalising a
 flat mask magnifies any error), so u2netp is first trained for a few epochs on synthetic
-mattes (``--train-epochs``, the starter recipe; 0 = random weights). rembg loads the same
-fp32 graph file from ``U2NET_HOME``: no download. Ratios only; nothing passes or fails.
+mattes (``--train-epochs``, the starter recipe; 0 = random weights). rembg loads the graph
+file from ``U2NET_HOME``: no download. Ratios only; nothing passes or fails.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -209,8 +211,7 @@ def _stats(latencies: list[float], seconds: float) -> dict[str, float]:
             "p50_ms": statistics.median(ordered) * 1000, "p99_ms": p99 * 1000}
 
 
-def load(send: Callable[[httpx.Client], httpx.Response], clients: int, seconds: float
-         ) -> list[float]:
+def load(send: Callable[[httpx.Client], Any], clients: int, seconds: float) -> list[float]:
     """``clients`` threads sending back to back for ``seconds``; per-request latencies."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -268,7 +269,8 @@ class Rembg:
         self._log = log.open("wb")
         self.process = subprocess.Popen(shlex.split(command.format(port=self.port)), env=env,
                                         stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
+        # Its imports alone take minutes on a loaded 2-core machine.
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"rembg exited: {log.read_text()[-2000:]}")
@@ -277,6 +279,7 @@ class Rembg:
                     return
             except httpx.TransportError:
                 time.sleep(0.3)
+        self.stop()
         raise RuntimeError("rembg did not start")
 
     def stop(self) -> None:
@@ -291,21 +294,82 @@ def _alpha(png: bytes) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ the bench
+def baseline_server(repo: Path, store: Path, log: Path) -> ApiServer:
+    """The API of another checkout (``--baseline-repo``: the code before a change), on the
+    same store, so before and after are measured in one run, interleaved."""
+    import tests.support.server as server
+
+    saved = server.REPO
+    server.REPO = repo  # its working directory: ``-m uvicorn`` imports from there first
+    try:
+        return ApiServer(store, log, {"PYTHONPATH": f"{repo}:{repo / 'sdk'}"})
+    finally:
+        server.REPO = saved
+
+
+def interleaved(sides: dict[str, Callable[[httpx.Client], Any]], clients: int,
+                seconds: float, rounds: int) -> dict[str, dict[str, float]]:
+    """Each side ``rounds`` times, the order rotated every round, so a burst of outside
+    load lands on all of them; stats over all rounds of each side."""
+    names = list(sides)
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(rounds):
+        shift = round_ % len(names)
+        order = names[shift:] + names[:shift]
+        for name in (order if round_ % 2 == 0 else order[::-1]):
+            # raw onnxruntime is batch 1 from one thread at every client count
+            latencies[name].extend(load(sides[name], 1 if name == "raw" else clients,
+                                        seconds))
+    return {name: _stats(lat, seconds * rounds) for name, lat in latencies.items()}
+
+
+class _Ran:
+    status_code = 200
+
+
+def raw_side(store: ModelStore, model: str, precision: str, photo: bytes
+             ) -> Callable[[httpx.Client], object]:
+    """Raw onnxruntime batch 1 as a load side: one run per call, on the tensor the API makes
+    from the photo. Measured with one client in every round, beside the servers' rounds, so
+    the machine's load at that moment lands on it too."""
+    session = ort.InferenceSession(str(graph_path(store, model, precision)[0]), _options(),
+                                   providers=["CPUExecutionProvider"])
+    feeds = {session.get_inputs()[0].name: graph_input(store, model, photo)}
+    session.run(None, feeds)
+
+    def run(_: httpx.Client) -> object:
+        session.run(None, feeds)
+        return _Ran()
+    return run
+
+
+def _row(name: str, s: dict[str, float]) -> str:
+    return f"{name} {s['rps']:.2f} rps p50 {s['p50_ms']:.0f} p99 {s['p99_ms']:.0f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rembg-cmd", required=True,
-                        help="the rembg server command; {port} is replaced")
+    parser.add_argument("--rembg-cmd", default=None,
+                        help="the rembg server command; {port} is replaced (none: no rembg)")
+    parser.add_argument("--rembg-graph", choices=["served", "fp32"], default="served",
+                        help="served: rembg loads the graph file toonforge serves by default"
+                        " (INT8 where kept); fp32: the fp32 graph")
+    parser.add_argument("--baseline-repo", type=Path, action="append", default=[],
+                        metavar="NAME=PATH", help="also serve another checkout (the code"
+                        " before a change) on the same store, interleaved with this one;"
+                        " repeatable")
     parser.add_argument("--seconds", type=float, default=10.0, help="per load run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved runs per side")
-    parser.add_argument("--clients", default="1,4,8")
+    parser.add_argument("--clients", default="1,8")
     parser.add_argument("--train-epochs", type=int, default=4)
     parser.add_argument("--store", type=Path, default=RESULTS / "peers-store")
     parser.add_argument("--matte-gate", choices=["task", "mae"], default="task",
                         help="mae: re-gate a refused matte variant on mask MAE only, to"
                         " measure serving INT8 (labelled speed-only)")
+    parser.add_argument("--skip-cartoon", action="store_true", help="no /cartoonize rows")
     parser.add_argument("--out", default="peers.json")
     args = parser.parse_args()
-    # A plain kill still stops both servers (the finally below).
+    # A plain kill still stops every server (the finally below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     clients = [int(c) for c in args.clients.split(",")]
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -314,105 +378,173 @@ def main() -> None:
         regate_matte_mae_only(store)
     photo = photo_jpeg()
     print(f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} cores;"
-          f" onnxruntime {ort.__version__}; input: 512x512 JPEG, {len(photo)} bytes", flush=True)
+          f" onnxruntime {ort.__version__}; input: 512x512 JPEG, {len(photo)} bytes;"
+          f" load average at start {os.getloadavg()}", flush=True)
 
-    toon = ApiServer(args.store, RESULTS / "peers-toonforge.log")  # default settings
-    rembg = Rembg(args.rembg_cmd, graph_path(store, "matte", "fp32")[0],
-                  RESULTS / "peers-rembg.log")
-    results: dict[str, object] = {"seconds": args.seconds, "rounds": args.rounds}
+    servers: dict[str, ApiServer] = {
+        "toonforge": ApiServer(args.store, RESULTS / "peers-toonforge.log")}  # defaults
+    for entry in args.baseline_repo:
+        name, _, path = str(entry).rpartition("=")
+        name = name or "baseline"
+        servers[name] = baseline_server(Path(path).resolve(), args.store,
+                                        RESULTS / f"peers-{name}.log")
+    rembg: Rembg | None = None
+    results: dict[str, object] = {"seconds": args.seconds, "rounds": args.rounds,
+                                  "load_start": os.getloadavg()}
     try:
-        def send_toon(http: httpx.Client, path: str = "/matte?output=cutout",
-                      base: str = toon.url) -> httpx.Response:
-            return http.post(f"{base}{path}", content=photo,
-                             headers={"content-type": "image/jpeg"})
+        def poster(base: str, path: str) -> Callable[[httpx.Client], httpx.Response]:
+            def send(http: httpx.Client) -> httpx.Response:
+                return http.post(f"{base}{path}", content=photo,
+                                 headers={"content-type": "image/jpeg"})
+            return send
 
         def send_rembg(http: httpx.Client) -> httpx.Response:
+            assert rembg is not None
             return http.post(f"{rembg.url}/api/remove", data={"model": "u2netp"},
                              files={"file": ("photo.jpg", photo, "image/jpeg")})
 
+        toon_url = servers["toonforge"].url
         with httpx.Client(timeout=120) as http:
-            served = send_toon(http)
-            fp32 = send_toon(http, "/matte?output=cutout&precision=fp32")
-            peer = send_rembg(http)
-        for response in (served, fp32, peer):
+            served = poster(toon_url, "/matte?output=cutout")(http)
+            fp32 = poster(toon_url, "/matte?output=cutout&precision=fp32")(http)
+            classified = poster(toon_url, "/classify")(http)
+        for response in (served, fp32, classified):
             assert response.status_code == 200, response.text
-        a_served, a_fp32, a_peer = _alpha(served.content), _alpha(fp32.content), _alpha(
-            peer.content)
-        fidelity = {
-            "served_precision": served.headers.get("x-model-precision"),
+        precision = {"matte": served.headers["x-model-precision"],
+                     "classify": classified.headers["x-model-precision"]}
+        a_served, a_fp32 = _alpha(served.content), _alpha(fp32.content)
+        fidelity: dict[str, object] = {
+            "served_precision": precision["matte"],
             "served_vs_fp32_alpha_mae_255": float(np.mean(np.abs(a_served - a_fp32)) * 255),
             "served_vs_fp32_iou": float(np.logical_and(a_served >= .5, a_fp32 >= .5).sum()
                                         / max(1, np.logical_or(a_served >= .5,
                                                                a_fp32 >= .5).sum())),
-            # rembg resizes its mask with Lanczos, toonforge bilinear: not a fidelity figure
-            "fp32_vs_rembg_alpha_mae_255": float(np.mean(np.abs(a_fp32 - a_peer)) * 255),
         }
+        if args.rembg_cmd:
+            rembg_graph = graph_path(store, "matte", precision["matte"] if
+                                     args.rembg_graph == "served" else "fp32")[0]
+            rembg = Rembg(args.rembg_cmd, rembg_graph, RESULTS / "peers-rembg.log")
+            with httpx.Client(timeout=120) as http:
+                peer = send_rembg(http)
+            assert peer.status_code == 200, peer.text
+            # rembg resizes its mask with Lanczos, toonforge bilinear: not a fidelity figure
+            fidelity["served_vs_rembg_alpha_mae_255"] = float(
+                np.mean(np.abs(a_served - _alpha(peer.content))) * 255)
+            fidelity["rembg_graph"] = f"{args.rembg_graph} ({rembg_graph.name})"
         manifest = store.manifest("matte", store.active_version("matte") or 0)
         variant = manifest.variants.get("int8")
         fidelity["gate"] = variant.model_dump() if variant else None
         results["fidelity"] = fidelity
         print(json.dumps({k: v for k, v in fidelity.items() if k != "gate"}), flush=True)
 
-        rows = []
+        raw_matte = raw_side(store, "matte", precision["matte"], photo)
+        matte_rows = []
         for n in clients:
-            toon_lat: list[float] = []
-            peer_lat: list[float] = []
-            for round_ in range(args.rounds):
-                order = [("toon", toon_lat), ("rembg", peer_lat)]
-                for side, bucket in (order if round_ % 2 == 0 else order[::-1]):
-                    send = send_toon if side == "toon" else send_rembg
-                    bucket.extend(load(send, n, args.seconds))
-            t = _stats(toon_lat, args.seconds * args.rounds)
-            r = _stats(peer_lat, args.seconds * args.rounds)
-            row = {"clients": n, "toonforge": t, "rembg": r,
-                   "throughput_ratio": t["rps"] / r["rps"],
-                   "p50_ratio": t["p50_ms"] / r["p50_ms"], "p99_ratio": t["p99_ms"] / r["p99_ms"]}
-            rows.append(row)
-            print(f"matte clients={n}: toonforge {t['rps']:.2f} rps p50 {t['p50_ms']:.0f}"
-                  f" p99 {t['p99_ms']:.0f} | rembg {r['rps']:.2f} rps p50 {r['p50_ms']:.0f}"
-                  f" p99 {r['p99_ms']:.0f} | ratios thr {row['throughput_ratio']:.2f}"
-                  f" p50 {row['p50_ratio']:.2f} p99 {row['p99_ratio']:.2f}", flush=True)
-        results["matte"] = rows
-        rembg.stop()
-        rembg = None  # type: ignore[assignment]
+            sides: dict[str, Callable[[httpx.Client], Any]] = {
+                name: poster(server.url, "/matte?output=cutout")
+                for name, server in servers.items()}
+            if rembg is not None:
+                sides["rembg"] = send_rembg
+            sides["raw"] = raw_matte
+            row: dict[str, object] = {"clients": n, **interleaved(sides, n, args.seconds,
+                                                                  args.rounds)}
+            matte_rows.append(row)
+            print(f"/matte cutout clients={n}: "
+                  + " | ".join(_row(name, row[name]) for name in sides), flush=True)
+        results["matte"] = matte_rows
+        if rembg is not None:
+            rembg.stop()
+            rembg = None
 
         raw: dict[str, dict[str, dict[str, float]]] = {}
-        for model in ("matte", "classify", "cartoon"):
+        models = ("matte", "classify") if args.skip_cartoon else ("matte", "classify", "cartoon")
+        for model in models:
             x = graph_input(store, model, photo)
             raw[model] = {}
-            for precision in ("fp32", "int8"):
-                path, note = graph_path(store, model, precision)
-                raw[model][precision] = {**raw_batch1(path, x, args.seconds / 2)}
-                s = raw[model][precision]
+            for graph_precision in ("fp32", "int8"):
+                graph_file, note = graph_path(store, model, graph_precision)
+                raw[model][graph_precision] = s = raw_batch1(graph_file, x, args.seconds / 2)
                 shape = "x".join(map(str, x.shape))
-                print(f"raw onnxruntime {model} {precision} batch 1 ({shape}):"
+                print(f"raw onnxruntime {model} {graph_precision} batch 1 ({shape}):"
                       f" {s['rps']:.2f} runs/s p50 {s['p50_ms']:.1f} ms {note}", flush=True)
         results["raw"] = raw
 
         other: dict[str, list[dict[str, object]]] = {}
-        for model, path in (("classify", "/classify"), ("cartoon", "/cartoonize")):
+        endpoints = [("classify", "/classify")] + (
+            [] if args.skip_cartoon else [("cartoon", "/cartoonize")])
+        for model, path in endpoints:
             other[model] = []
+            if model not in precision:  # the precision this endpoint serves by default
+                with httpx.Client(timeout=600) as http:
+                    first = poster(toon_url, path)(http)
+                assert first.status_code == 200, first.text
+                precision[model] = first.headers["x-model-precision"]
+            raw_here = raw_side(store, model, precision[model], photo)
             for n in clients:
-                lat = load(lambda http, p=path: send_toon(http, p), n, args.seconds)
-                s = _stats(lat, args.seconds)
-                vs = {p: s["rps"] / raw[model][p]["rps"] for p in raw[model]}
-                other[model].append({"clients": n, "toonforge": s, "vs_raw": vs})
-                print(f"{path} clients={n}: {s['rps']:.2f} rps p50 {s['p50_ms']:.0f}"
-                      f" p99 {s['p99_ms']:.0f} ms; vs raw batch-1: "
-                      + ", ".join(f"{p} {v:.2f}x" for p, v in vs.items()), flush=True)
+                sides = {name: poster(server.url, path) for name, server in servers.items()}
+                sides["raw"] = raw_here
+                stats = interleaved(sides, n, args.seconds, args.rounds)
+                other[model].append({"clients": n, **stats})
+                print(f"{path} clients={n}: "
+                      + " | ".join(_row(name, stats[name]) for name in sides), flush=True)
         results["other"] = other
+        results["summary"] = summary(matte_rows, other.get("classify", []), precision,
+                                     list(servers))
         variants: dict[str, object] = {}
-        for model in ("matte", "classify", "cartoon"):
+        for model in models:
             record = store.manifest(model, store.active_version(model) or 0).variants.get("int8")
             variants[model] = record.model_dump() if record else None
         results["variants"] = variants
+        results["load_end"] = os.getloadavg()
+        print(f"load average at the end {os.getloadavg()}", flush=True)
     finally:
-        toon.stop()
+        for server in servers.values():
+            server.stop()
         if rembg is not None:
             rembg.stop()
     out = RESULTS / args.out
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
+
+
+def summary(matte: list[dict[str, object]], classify: list[dict[str, object]],
+            precision: dict[str, str], servers: list[str]) -> list[dict[str, object]]:
+    """The issue's targets in one table: each server / raw onnxruntime batch 1 at the
+    precision it serves (>= 0.9x at one client, >= 0.95x at eight), and toonforge / rembg on
+    the same graph (>= 2x throughput, p99 <= 0.5x at eight). The raw rate is the one
+    measured in the same interleaved rounds as the servers' (``raw_side``); the separate
+    raw block before it is printed for reference only."""
+    print("\n== summary: service / raw onnxruntime batch 1, same precision, same rounds"
+          " (targets >= 0.90x at 1 client, >= 0.95x at 8) ==", flush=True)
+    rows: list[dict[str, object]] = []
+    for model, table in (("matte", matte), ("classify", classify)):
+        for row in table:
+            raw_row = row["raw"]
+            assert isinstance(raw_row, dict)
+            reference = raw_row["rps"]
+            for name in servers:
+                stats = row[name]
+                assert isinstance(stats, dict)
+                ratio = stats["rps"] / reference
+                rows.append({"endpoint": f"/{model}", "server": name, "clients": row["clients"],
+                             "precision": precision[model], "vs_raw": ratio})
+                print(f"/{model} ({precision[model]}) {name} clients={row['clients']}:"
+                      f" {stats['rps']:.2f} / {reference:.2f} = {ratio:.2f}x", flush=True)
+    for row in matte:
+        if "rembg" not in row:
+            continue
+        peer = row["rembg"]
+        assert isinstance(peer, dict)
+        for name in servers:
+            mine = row[name]
+            assert isinstance(mine, dict)
+            thr, p99 = mine["rps"] / peer["rps"], mine["p99_ms"] / peer["p99_ms"]
+            rows.append({"endpoint": "/matte vs rembg", "server": name,
+                         "clients": row["clients"], "throughput": thr, "p99": p99})
+            print(f"/matte {name} vs rembg, same graph, clients={row['clients']}:"
+                  f" throughput {thr:.2f}x, p99 {p99:.2f}x (targets at 8: >= 2x, <= 0.5x)",
+                  flush=True)
+    return rows
 
 
 if __name__ == "__main__":

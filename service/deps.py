@@ -20,7 +20,9 @@ def get_app_settings(request: Request) -> Settings:
     return cast(Settings, request.app.state.settings)
 
 
-def get_pool(request: Request) -> InferencePool:
+async def get_pool(request: Request) -> InferencePool:
+    # async: FastAPI sends a plain ``def`` dependency through a thread pool, one thread hop
+    # per inference request for an attribute read (docs/BENCHMARKS.md, issue 21).
     return cast(InferencePool, request.app.state.pool)
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from tasks.arrays import chw, normalise
+from tasks.arrays import normalised_chw
 
 if TYPE_CHECKING:
     from families.classify.spec import ClassifyServing
@@ -46,7 +46,7 @@ def classify_input(image: Image.Image, config: ClassifyServing) -> np.ndarray:
         canvas = Image.new(image.mode, (crop, crop))
         canvas.paste(patch, (x0 - left, y0 - top))
         patch = canvas
-    return chw(normalise(np.asarray(patch, np.float32) / 255.0, config.mean, config.std))
+    return normalised_chw(np.asarray(patch), 255.0, config.mean, config.std)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from tasks.arrays import chw, normalise, to_uint8
+from tasks.arrays import normalised_chw, to_uint8
 
 if TYPE_CHECKING:
     from families.matte.spec import MatteServing
@@ -20,13 +20,9 @@ if TYPE_CHECKING:
 def matte_input(image: Image.Image, config: MatteServing) -> np.ndarray:
     """U-2-Net test preprocessing: resize to size x size, divide by the max, mean/std."""
     size = config.size
-    resized = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), np.float32)
-    if config.divide_by_max:
-        peak = float(resized.max())
-        rgb01 = resized / peak if peak > 0 else resized
-    else:
-        rgb01 = resized / 255.0
-    return chw(normalise(rgb01, config.mean, config.std))
+    pixels = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
+    peak = float(pixels.max()) if config.divide_by_max else 255.0
+    return normalised_chw(pixels, peak, config.mean, config.std)
 
 
 def matte_mask(prediction: np.ndarray, size: tuple[int, int]) -> Image.Image:

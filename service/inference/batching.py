@@ -5,15 +5,21 @@ thread per graph takes the first waiting request, gathers more until ``max_size`
 ``max_delay_s`` have passed, concatenates along the batch axis, runs once and splits the
 outputs back. It only pays when requests overlap; with batching off the pool never builds
 a Batcher, so that path costs nothing.
+
+A batch waits for more rows only while another request is making its inputs for the same
+graph (``preparing``, counted by the pipeline around its prepare stage): with none on the
+way it runs at once, so a lone request never sits out the collection window (2 ms by
+default: a fifth of an INT8 GoogLeNet run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -47,6 +53,8 @@ class Batcher:
         self._max_delay_s = max(0.0, max_delay_s)
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._closed = False
+        self._preparing = 0  # requests making inputs for this graph (see ``preparing``)
+        self._preparing_lock = threading.Lock()
         self._thread = threading.Thread(target=self._collect, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -57,6 +65,19 @@ class Batcher:
         request = _Request(feeds, rows)
         self._queue.put(request)
         return request.future
+
+    @contextlib.contextmanager
+    def preparing(self) -> Iterator[None]:
+        """Count a request that is making its inputs for this graph and will submit them:
+        a batch being collected waits for it (up to ``max_delay_s``), and for nothing
+        when no request is on the way."""
+        with self._preparing_lock:
+            self._preparing += 1
+        try:
+            yield
+        finally:
+            with self._preparing_lock:
+                self._preparing -= 1
 
     @property
     def pending(self) -> int:
@@ -89,6 +110,8 @@ class Batcher:
             batch, rows, stop = [first], first.rows, False
             deadline = time.monotonic() + self._max_delay_s
             while rows < self._max_size:
+                if self._preparing == 0 and self._queue.empty():
+                    break  # nothing else is on the way: waiting would only add latency
                 remaining = deadline - time.monotonic()
                 try:
                     nxt = self._queue.get(timeout=remaining) if remaining > 0 else (

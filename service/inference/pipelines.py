@@ -55,7 +55,8 @@ async def staged(pool: InferencePool, version: LoadedVersion, role: str,
                 context, feeds = prepare()
                 return finish(context, graph.run(feeds))
             return await pool.run(whole)
-        context, feeds = await pool.run(prepare)
+        with graph.batcher.preparing():  # a batch being collected waits for these rows
+            context, feeds = await pool.run(prepare)
         outputs = await pool.infer(version, role, feeds)
         return await pool.run(finish, context, outputs)
 

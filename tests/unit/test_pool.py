@@ -46,11 +46,31 @@ def test_batcher_groups_concurrent_requests_and_splits_results():
         return {"y": feeds["x"] * 2}
 
     batcher = Batcher(run, max_size=8, max_delay_s=0.05, name="t")
-    futures = [batcher.submit({"x": np.full((1, 2), i, np.float32)}) for i in range(8)]
+    with batcher.preparing():  # more are on the way: the first waits for them
+        futures = [batcher.submit({"x": np.full((1, 2), i, np.float32)}) for i in range(8)]
     results = [f.result(timeout=5) for f in futures]
     batcher.close()
     assert [r["y"][0, 0] for r in results] == [2.0 * i for i in range(8)]
     assert sum(calls) == 8 and max(calls) > 1
+
+
+def test_a_batch_waits_only_while_another_request_is_preparing():
+    calls: list[int] = []
+
+    def run(feeds):
+        calls.append(feeds["x"].shape[0])
+        return {"y": feeds["x"]}
+
+    # A lone request does not sit out the window (30 s here: the result comes long before).
+    batcher = Batcher(run, max_size=2, max_delay_s=30.0, name="t")
+    assert batcher.submit({"x": np.zeros((1, 1), np.float32)}).result(timeout=10)["y"].shape
+    # With a second request preparing, the first waits for it and they share one run.
+    with batcher.preparing():
+        first = batcher.submit({"x": np.zeros((1, 1), np.float32)})
+        second = batcher.submit({"x": np.ones((1, 1), np.float32)})
+    assert first.result(timeout=10)["y"][0, 0] == 0 and second.result(timeout=10)["y"][0, 0] == 1
+    assert calls == [1, 2]
+    batcher.close()
 
 
 def test_batcher_respects_max_size_with_multi_row_requests():
