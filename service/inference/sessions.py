@@ -216,7 +216,7 @@ def session_options(settings: Settings) -> ort.SessionOptions:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     # The CPU arena keeps the high-water mark of a burst until it is shrunk (the pool does
-    # that once idle: pool.release_memory); the memory pattern pre-plans one block
+    # that once idle: trim.release_memory); the memory pattern pre-plans one block
     # per input shape, which took u2netp at batch 8 from 2.5 to 4.1 GB for no speed.
     # docs/BENCHMARKS.md "Soak and memory" has the measurements.
     options.enable_cpu_mem_arena = settings.ort_cpu_mem_arena
