@@ -18,7 +18,7 @@ from torch import nn
 from core.errors import DomainError
 from core.settings import get_settings
 from jobs.records import JobRecord
-from jobs.spec import parse_base
+from jobs.request_checks import parse_base
 from model_store.datasets import DatasetStore
 from model_store.errors import ModelNotFound, NoActiveVersion
 from model_store.files import WEIGHTS_FILE
@@ -103,9 +103,9 @@ def resolve_base(store: ModelStore, job: JobRecord, plan: JobPlan) -> BaseWeight
         if manifest.task != task:
             raise JobFailed(f"base {name}@{version} serves {manifest.task}, not {task}")
         return BaseWeights(manifest.arch, module, manifest.ref, manifest.labels)
-    spec = get_arch(name, task)  # UnknownArch names the known ones
-    if spec.task != task:
-        raise JobFailed(f"architecture {name!r} serves {spec.task}, not {task}")
+    architecture = get_arch(name, task)  # UnknownArch names the known ones
+    if architecture.task != task:
+        raise JobFailed(f"architecture {name!r} serves {architecture.task}, not {task}")
     return BaseWeights(name, None, None)
 
 

@@ -239,7 +239,7 @@ def _execute(rt: WorkerRuntime, job: JobRecord, control: JobControl, work_dir: P
                            published_metrics=result.metrics, activation_reason=reason)
 
 
-def describe(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
     """A one-line reason a user can act on. A ``DomainError`` (store, jobs, tasks, the
     job's own checks) is its stable code and message: ``"dataset_not_found: ..."``."""
     if isinstance(exc, DomainError):
@@ -256,11 +256,11 @@ def describe(exc: BaseException) -> str:
 def _fail(rt: WorkerRuntime, job: JobRecord, exc: BaseException, control: JobControl
           ) -> JobRecord | None:
     code = exc.code if isinstance(exc, DomainError) else None
-    control.log_event("job failed", error=describe(exc), code=code,
+    control.log_event("job failed", error=failure_reason(exc), code=code,
                       traceback=traceback.format_exc(limit=20)[-4000:])
     try:
         return rt.repo.transition(job.id, JobStatus.FAILED, worker_id=rt.worker_id,
-                                  error=describe(exc))
+                                  error=failure_reason(exc))
     except InvalidTransition:
         log.error("job %s: could not mark failed: no longer ours", job.id)
         return None
