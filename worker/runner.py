@@ -90,10 +90,18 @@ def run_job(job_id: str, runtime: WorkerRuntime | None = None) -> JobStatus | No
     control.log_event(f"attempt {job.attempts} started on {rt.worker_id}",
                       attempt=job.attempts, resumed_from_checkpoint=resumed)
     final: JobRecord | None
-    tracker = tracking.job_tracker(s, job, rt.repo, rt.worker_id)  # MLflow / TensorBoard
+    # The task, trainer and hyper-parameters, resolved once for the whole job; a job that
+    # does not resolve fails in the run below, where every failure is reported.
+    plan: finetune.JobPlan | Exception
+    try:
+        plan = finetune.plan_job(job)
+    except Exception as exc:
+        plan = exc
+    hp = plan.hp if isinstance(plan, finetune.JobPlan) else None
+    tracker = tracking.job_tracker(s, job, rt.repo, rt.worker_id, hp)  # MLflow / TensorBoard
     with control, tracker:
         try:
-            final = _execute(rt, job, control, work_dir)
+            final = _execute(rt, job, plan, control, work_dir)
         except (LeaseLost, InvalidTransition) as exc:
             log.error("job %s: lost to another worker (%s); leaving it alone", job.id, exc)
             return None
@@ -190,15 +198,18 @@ def _not_claimed(rt: WorkerRuntime, job_id: str, claim: Claim) -> JobStatus | No
     return status
 
 
-def _execute(rt: WorkerRuntime, job: JobRecord, control: JobControl, work_dir: Path
-             ) -> JobRecord | None:
+def _execute(rt: WorkerRuntime, job: JobRecord, plan: finetune.JobPlan | Exception,
+             control: JobControl, work_dir: Path) -> JobRecord | None:
+    if isinstance(plan, Exception):
+        raise plan
     repo, wid = rt.repo, rt.worker_id
     # The process's stores (worker/runtime.py); auto_activate is announced to the API
     # replicas when Redis is set (model_store/notify.py).
     store, datasets = rt.stores.models, rt.stores.datasets
-    plan = finetune.plan_job(job)  # the task, trainer and hyper-parameters, resolved once
     finetune.check_target(store, job)
     base = finetune.resolve_base(store, job, plan)
+    # The dataset's index.json, read once: training, INT8 calibration and the gate share it.
+    plan = finetune.read_dataset(datasets, job, plan)
     result = finetune.train(datasets, job, plan, base, work_dir=work_dir,
                             on_progress=_pushing(rt, job.id, work_dir, control),
                             should_cancel=control.should_cancel)

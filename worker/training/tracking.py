@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from core.settings import Settings
 from jobs.records import JobRecord
-from tasks import get_task
+from tasks import CommonHyperparameters
 from worker.training.trainers.context import ProgressEvent
 
 if TYPE_CHECKING:
@@ -92,18 +92,16 @@ class JobInfo:
     run_id: str | None = None  # recorded on the job row by an earlier attempt
 
     @classmethod
-    def from_record(cls, job: JobRecord) -> JobInfo:
-        raw = dict(job.hyperparameters or {})
-        try:  # every hyper-parameter the job trains with, defaults included
-            hp: Mapping[str, Any] = (get_task(job.task).hyperparameters
-                                     .model_validate(raw).model_dump(mode="json"))
-        except Exception:
-            hp = raw
+    def from_record(cls, job: JobRecord, hp: CommonHyperparameters | None = None) -> JobInfo:
+        """``hp``: the job's validated hyper-parameters (``JobPlan.hp``), recorded with their
+        defaults; None (a job whose task or hyper-parameters did not resolve): the row's."""
+        params: Mapping[str, Any] = (hp.model_dump(mode="json") if hp is not None
+                                     else dict(job.hyperparameters or {}))
         recorded = job.tracking or {}
         run_id = recorded.get("mlflow_run_id")
         return cls(id=job.id, task=job.task, target_model=job.target_model, base=job.base,
                    dataset_id=job.dataset_id, attempt=job.attempts,
-                   resumed_from=job.resumed_from, params=flatten(hp),
+                   resumed_from=job.resumed_from, params=flatten(params),
                    run_id=run_id if isinstance(run_id, str) else None)
 
     def tags(self) -> dict[str, str]:
@@ -508,9 +506,11 @@ class JobTracker:
 
 
 def job_tracker(settings: Settings, job: JobRecord, repo: JobRepository | None = None,
-                worker_id: str | None = None) -> JobTracker:
+                worker_id: str | None = None, hp: CommonHyperparameters | None = None
+                ) -> JobTracker:
     """The tracker of ``job`` on this worker (one without sinks when nothing is configured);
-    with ``repo`` and ``worker_id`` it records the run's link on the job row."""
+    with ``repo`` and ``worker_id`` it records the run's link on the job row; ``hp`` are
+    the job's validated hyper-parameters (JobInfo.from_record)."""
     on_link: Callable[[dict[str, Any]], None] | None = None
     if repo is not None and worker_id is not None:
         row, wid = repo, worker_id
@@ -522,7 +522,7 @@ def job_tracker(settings: Settings, job: JobRecord, repo: JobRepository | None =
 
         on_link = record
     try:
-        info, sinks = JobInfo.from_record(job), build_sinks(settings)
+        info, sinks = JobInfo.from_record(job, hp), build_sinks(settings)
     except Exception as exc:  # tracking never stops a job from starting
         log.warning("job %s: tracking is off: %s", job.id, short(exc))
         info, sinks = JobInfo(job.id, job.task, job.target_model, job.base, job.dataset_id,

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from jobs import artifacts
 from tasks import CommonHyperparameters, GateRule, TaskSpec
 from worker.training import distributed
-from worker.training.datasets import DatasetError, Samples, Splits, load_splits
+from worker.training.datasets import DatasetError, DatasetSource, Samples, Splits, load_splits
 from worker.training.trainers.checkpointing import (
     BEST,
     CHECKPOINT,
@@ -161,7 +161,8 @@ class Trainer(ABC):
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
-        self.splits: Splits = load_splits(ctx.dataset_dir, self.task)
+        self.splits: Splits = load_splits(
+            ctx.dataset_dir if ctx.splits is None else ctx.splits, self.task)
         if not self.splits.train or not self.splits.val:
             raise DatasetError(f"the dataset has {len(self.splits.train)} train and"
                                f" {len(self.splits.val)} val samples; both are needed")
@@ -215,7 +216,7 @@ class Trainer(ABC):
 
     @classmethod
     def served_metrics(cls, version_file: Callable[[str], Path], preprocessing: dict[str, Any],
-                       module: nn.Module, data: Path | str, hp: CommonHyperparameters,
+                       module: nn.Module, data: DatasetSource, hp: CommonHyperparameters,
                        labels: list[str] | None) -> dict[str, float]:
         """The gate's metrics of a published version: ``version_file(name)`` is a local path
         of one of its files (fetched on demand), ``module`` its PyTorch net. The default
@@ -327,7 +328,7 @@ class Trainer(ABC):
         return hp
 
     @classmethod
-    def _loader_for(cls, data: Path | str, hp: CommonHyperparameters,
+    def _loader_for(cls, data: DatasetSource, hp: CommonHyperparameters,
                     labels: list[str] | None, split: Literal["val", "test"]
                     ) -> tuple[Splits, DataLoader[Any], list[str] | None]:
         splits = load_splits(data, cls.task)
@@ -340,7 +341,7 @@ class Trainer(ABC):
     @classmethod
     def trivial_metric(
         cls,
-        data: Path | str,
+        data: DatasetSource,
         hyperparameters: CommonHyperparameters | None = None,
         *,
         labels: list[str] | None = None,
@@ -361,7 +362,7 @@ class Trainer(ABC):
     def evaluate(
         cls,
         module: nn.Module,
-        data: Path | str | DataLoader[Any],
+        data: DatasetSource | DataLoader[Any],
         hyperparameters: CommonHyperparameters | None = None,
         *,
         device: torch.device | None = None,
