@@ -90,33 +90,37 @@ def run_job(job_id: str, runtime: WorkerRuntime | None = None) -> JobStatus | No
     control.log_event(f"attempt {job.attempts} started on {rt.worker_id}",
                       attempt=job.attempts, resumed_from_checkpoint=resumed)
     final: JobRecord | None
-    # The task, trainer and hyper-parameters, resolved once for the whole job; a job that
-    # does not resolve fails in the run below, where every failure is reported.
-    plan: finetune.JobPlan | Exception
-    try:
-        plan = finetune.plan_job(job)
-    except Exception as exc:
-        plan = exc
-    hp = plan.hp if isinstance(plan, finetune.JobPlan) else None
-    tracker = tracking.job_tracker(s, job, rt.repo, rt.worker_id, hp)  # MLflow / TensorBoard
-    with control, tracker:
-        try:
-            final = _execute(rt, job, plan, control, work_dir)
-        except (LeaseLost, InvalidTransition) as exc:
-            log.error("job %s: lost to another worker (%s); leaving it alone", job.id, exc)
-            return None
-        except Exception as exc:
-            log.exception("job %s failed", job.id)
-            _push(rt, job.id, work_dir, control)  # what it got to, for POST /jobs/{id}/resume
-            final = _fail(rt, job, exc, control)
-            if final is None:
+    with control:  # the heartbeat runs from here: resolving imports the families' trainers
+        plan = _plan(job)
+        hp = plan.hp if isinstance(plan, finetune.JobPlan) else None
+        tracker = tracking.job_tracker(s, job, rt.repo, rt.worker_id, hp)  # MLflow / TensorBoard
+        with tracker:
+            try:
+                final = _execute(rt, job, plan, control, work_dir)
+            except (LeaseLost, InvalidTransition) as exc:
+                log.error("job %s: lost to another worker (%s); leaving it alone", job.id, exc)
                 return None
-        tracker.finish(final)  # None: handed back to the queue, the run stays open
+            except Exception as exc:
+                log.exception("job %s failed", job.id)
+                _push(rt, job.id, work_dir, control)  # what it got to, for /jobs/{id}/resume
+                final = _fail(rt, job, exc, control)
+                if final is None:
+                    return None
+            tracker.finish(final)  # None: handed back to the queue, the run stays open
     if final is None:  # shut down gracefully: hand it back after the heartbeat stopped
         _release(rt, job)
         return None
     notify_terminal(final, s, rt.repo)
     return JobStatus(final.status)
+
+
+def _plan(job: JobRecord) -> finetune.JobPlan | Exception:
+    """The task, trainer and hyper-parameters, resolved once for the whole job; a job that
+    does not resolve fails in ``_execute``, where every failure is reported."""
+    try:
+        return finetune.plan_job(job)
+    except Exception as exc:
+        return exc
 
 
 def _push(rt: WorkerRuntime, job_id: str, work_dir: Path, control: JobControl) -> None:
