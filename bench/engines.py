@@ -46,12 +46,12 @@ def compare_engines(threads: int, repeats: int, archs: list[str] | None = None) 
     torch.set_num_threads(threads)
     rows = []
     for arch in archs or list_archs():
-        spec = get_arch(arch)
+        architecture = get_arch(arch)
         torch.manual_seed(0)
         module = create_model(arch).eval()
-        graph = spec.export_graphs(module)["main"]
+        graph = architecture.export_graphs(module)["main"]
         with tempfile.TemporaryDirectory() as tmp:
-            export_and_verify(module, spec, Path(tmp))
+            export_and_verify(module, architecture, Path(tmp))
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1

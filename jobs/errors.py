@@ -43,7 +43,7 @@ class InvalidTransition(JobError):
         self.target = target
 
 
-class InvalidJobSpec(JobError):
+class InvalidJobRequest(JobError):
     """A fine-tune request that cannot become a job; ``errors`` locate each offending field
     as FastAPI's 422 details do (``loc`` = ["body", field, ...])."""
 

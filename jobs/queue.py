@@ -34,7 +34,7 @@ from core.settings import EMBEDDED_BROKER_SCHEME
 from core.wire import FinetuneRequest, JobStatus
 from jobs.errors import BrokerUnavailable, InvalidTransition
 from jobs.records import JobRecord
-from jobs.spec import Stores, check_dataset, check_references
+from jobs.request_checks import Stores, check_dataset, check_references
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -214,7 +214,7 @@ def create_and_enqueue(
     caller did that already), and the dataset once more under the dataset lock
     (jobs/dataset_lock.py), so a delete that won the race fails the acceptance cleanly.
     Returns (job, created); a repeated idempotency key returns the existing job unsent.
-    Raises ``InvalidJobSpec``, ``IdempotencyConflict`` or ``BrokerUnavailable``.
+    Raises ``InvalidJobRequest``, ``IdempotencyConflict`` or ``BrokerUnavailable``.
     """
     if stores is not None and not checked:
         request = check_references(request, stores)

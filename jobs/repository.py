@@ -4,7 +4,7 @@ Every state change is one ``UPDATE jobs ... WHERE id = :id AND status IN (...)``
 worker-id guard where a worker acts), so when two processes race exactly one wins and the
 other learns it from the row count. Reads and writes use short transactions of their own.
 
-Longer than most modules (~460 lines) on purpose: it is the one class that writes the jobs
+Longer than most modules (~520 lines) on purpose: it is the one class that writes the jobs
 tables, so every compare-and-set guard (create, claim, lease, progress, cancel, reclaim)
 can be read, and reviewed for races, side by side.
 """
@@ -37,7 +37,7 @@ from jobs.records import (
     scoped_idempotency_key,
     utcnow,
 )
-from jobs.spec import normalized_request, request_hash
+from jobs.request_checks import normalized_request, request_hash
 from jobs.states import ACTIVE, ALLOWED_FROM, JobStatus
 
 log = logging.getLogger(__name__)

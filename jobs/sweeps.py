@@ -52,7 +52,7 @@ from core.wire import (
     SweepSummary,
     SweepView,
 )
-from jobs.errors import IdempotencyConflict, InvalidJobSpec, JobError, JobNotFound
+from jobs.errors import IdempotencyConflict, InvalidJobRequest, JobError, JobNotFound
 from jobs.records import (
     Base,
     JobRecord,
@@ -61,7 +61,7 @@ from jobs.records import (
     scoped_idempotency_key,
     utcnow,
 )
-from jobs.spec import Stores, check_references, validate_hyperparameters
+from jobs.request_checks import Stores, check_references, validate_hyperparameters
 from tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,8 @@ class SweepRecord(Base):
 # ----------------------------------------------------------------------------- points
 
 
-def _point_error(where: list[Any], message: str) -> InvalidJobSpec:
-    return InvalidJobSpec(message, [{"loc": ["body", *where], "msg": message,
+def _point_error(where: list[Any], message: str) -> InvalidJobRequest:
+    return InvalidJobRequest(message, [{"loc": ["body", *where], "msg": message,
                                      "type": "value_error"}])
 
 
@@ -138,7 +138,7 @@ def _describe(values: dict[str, Any]) -> str:
 def point_requests(request: SweepRequest, points: Sequence[dict[str, Any]],
                    stores: Stores | None) -> list[FinetuneRequest]:
     """One FinetuneRequest per point (base + values, the sweep's auto_activate), each
-    validated; the first bad point raises ``InvalidJobSpec`` located at it
+    validated; the first bad point raises ``InvalidJobRequest`` located at it
     (``["body", "points", i, field]``, or ``["body", "grid", field]`` for a grid)."""
     base = request.base
     made: list[FinetuneRequest] = []
@@ -150,14 +150,14 @@ def point_requests(request: SweepRequest, points: Sequence[dict[str, Any]],
             validate_hyperparameters(base.task, hyper)
             if stores is not None:
                 candidate = check_references(candidate, stores)
-        except InvalidJobSpec as exc:
+        except InvalidJobRequest as exc:
             raise _located(exc, i, values, request.grid is not None) from None
         made.append(candidate)
     return made
 
 
-def _located(exc: InvalidJobSpec, index: int, values: dict[str, Any], grid: bool
-             ) -> InvalidJobSpec:
+def _located(exc: InvalidJobRequest, index: int, values: dict[str, Any], grid: bool
+             ) -> InvalidJobRequest:
     errors = []
     for err in exc.errors:
         loc = list(err["loc"][1:])  # drop "body"
@@ -165,7 +165,7 @@ def _located(exc: InvalidJobSpec, index: int, values: dict[str, Any], grid: bool
             loc = ["grid", *loc[1:]] if grid else ["points", index, *loc[1:]]
         errors.append({**err, "loc": ["body", *loc],
                        "msg": f"point {index} ({_describe(values)}): {err['msg']}"})
-    return InvalidJobSpec(str(exc), errors)
+    return InvalidJobRequest(str(exc), errors)
 
 
 # ----------------------------------------------------------------------------- records

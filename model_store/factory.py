@@ -34,7 +34,7 @@ def object_store(settings: Settings) -> ObjectStore | None:
                                 region=settings.s3_region)
 
 
-def describe(settings: Settings) -> str:
+def store_location(settings: Settings) -> str:
     """What the store is, for logs and /readyz (no credentials, no server paths)."""
     return settings.store_url if settings.store_url else "local directory"
 

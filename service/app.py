@@ -17,9 +17,9 @@ from jobs.artifacts import open_artifacts
 from jobs.db import Database
 from jobs.queue import JobQueue
 from jobs.repository import JobRepository
-from jobs.spec import Stores
+from jobs.request_checks import Stores
 from jobs.sweeps import SweepRepository
-from model_store.factory import describe, open_dataset_store, open_model_store
+from model_store.factory import open_dataset_store, open_model_store, store_location
 from model_store.notify import notifier_from_settings
 from service.auth import Access, install_access
 from service.errors import install_error_handlers
@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Activations through this process are announced to the other replicas.
         models = open_model_store(settings, notifier=notifier_from_settings(settings))
         datasets = open_dataset_store(settings)
-        log.info("model and dataset store: %s", describe(settings))
+        log.info("model and dataset store: %s", store_location(settings))
         pool = InferencePool(models, settings)
         # Leftovers of uploads a crashed process never finished (none in normal operation).
         await asyncio.to_thread(datasets.sweep_staging)

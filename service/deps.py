@@ -10,7 +10,7 @@ from core.settings import Settings
 from jobs.artifacts import JobArtifacts
 from jobs.queue import JobQueue
 from jobs.repository import JobRepository
-from jobs.spec import Stores
+from jobs.request_checks import Stores
 from jobs.sweeps import SweepRepository
 from model_store.datasets import DatasetStore
 from service.inference.pool import InferencePool

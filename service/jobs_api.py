@@ -35,7 +35,7 @@ from jobs.artifacts import JobArtifacts
 from jobs.queue import JobQueue, create_and_enqueue, resume_and_enqueue
 from jobs.records import JobEventRecord
 from jobs.repository import JobRepository
-from jobs.spec import Stores
+from jobs.request_checks import Stores
 from jobs.views import job_event, job_view
 from jobs.webhooks import notify_terminal
 from service.auth import Caller

@@ -10,7 +10,7 @@ from core.wire import FinetuneRequest, MetricPoint, SweepPage, SweepRequest, Swe
 from jobs.queue import JobQueue, create_and_enqueue
 from jobs.records import JobEventRecord, JobRecord
 from jobs.repository import JobRepository
-from jobs.spec import Stores
+from jobs.request_checks import Stores
 from jobs.sweeps import SweepRecord, SweepRepository, compare, create_sweep, summary
 from service.auth import Caller
 from service.jobs_api import _quota, metric_points

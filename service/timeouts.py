@@ -1,6 +1,6 @@
 """Slow clients cannot hold the server: a body must keep arriving or the request ends in 408.
 
-An admitted request holds its admission ticket (service/inference/pool.py) while it reads
+An admitted request holds its admission ticket (service/inference/admission.py) while it reads
 its body, so a client that trickles a body at a few bytes per second would hold a slot for
 as long as it likes. ``BodyTimeoutMiddleware`` gives every body a deadline that moves with
 what has arrived: ``start + http_body_timeout_s + received / http_body_min_rate``. A body

@@ -23,7 +23,7 @@ from pathlib import Path
 from core.errors import DomainError
 from core.plugins import TASK_ENTRY_POINTS, WORKER_ENTRY_POINTS, import_modules
 from core.settings import Settings, get_settings
-from model_store.factory import describe, is_remote, open_dataset_store, open_model_store
+from model_store.factory import is_remote, open_dataset_store, open_model_store, store_location
 from model_store.notify import notifier_from_settings
 from model_store.store import ModelStore
 from tasks import list_tasks
@@ -114,7 +114,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
     models, datasets = open_model_store(settings), open_dataset_store(settings)
     assert isinstance(models, S3ModelStore) and isinstance(datasets, S3DatasetStore)
     summary = push_local_store(source, models, datasets)
-    print(f"pushed {source} to {describe(settings)}")
+    print(f"pushed {source} to {store_location(settings)}")
     for what, items in summary.as_dict().items():
         print(f"  {what.replace('_', ' ')}: {len(items)}"
               + (f" ({', '.join(items)})" if items else ""))

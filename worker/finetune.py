@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from torch import nn
 from core.errors import DomainError
 from core.settings import get_settings
 from jobs.records import JobRecord
-from jobs.spec import parse_base
+from jobs.request_checks import parse_base
 from model_store.datasets import DatasetStore
 from model_store.errors import ModelNotFound, NoActiveVersion
 from model_store.files import WEIGHTS_FILE
@@ -28,6 +28,7 @@ from tasks import CommonHyperparameters, TaskSpec, get_task
 from worker.nets.checkpoints import load_state_dict_strict
 from worker.nets.registry import create_model, get_arch
 from worker.training import distributed, tracking
+from worker.training.datasets import Splits, load_splits
 from worker.training.publish import publish_version
 from worker.training.trainers import TrainContext, Trainer, TrainResult, get_trainer
 
@@ -43,12 +44,14 @@ class JobFailed(DomainError):
 
 @dataclass(frozen=True)
 class JobPlan:
-    """What a job's task resolves to, once per job: its spec, its trainer and its validated
-    hyper-parameters. Every step of the job is handed this instead of the task's name."""
+    """What a job resolves to, once per job: its task's spec, its trainer, its validated
+    hyper-parameters and (``read_dataset``) its dataset's splits. Every step of the job is
+    handed this instead of the task's name or the dataset's path."""
 
     spec: TaskSpec
     trainer: type[Trainer]
     hp: CommonHyperparameters
+    splits: Splits | None = None  # None until read_dataset: a step then reads the dataset
 
 
 def plan_job(job: JobRecord) -> JobPlan:
@@ -57,6 +60,16 @@ def plan_job(job: JobRecord) -> JobPlan:
     spec = get_task(job.task)
     return JobPlan(spec, get_trainer(spec.name),
                    spec.hyperparameters.model_validate(job.hyperparameters or {}))
+
+
+def read_dataset(datasets: DatasetStore, job: JobRecord, plan: JobPlan) -> JobPlan:
+    """``plan`` with the job's dataset read: its index.json is read here, once per job, and
+    training, the INT8 calibration and the gate all use this reading."""
+    return replace(plan, splits=load_splits(datasets.data_dir(job.dataset_id), plan.spec.name))
+
+
+def _dataset(datasets: DatasetStore, job: JobRecord, plan: JobPlan) -> Splits | Path:
+    return plan.splits if plan.splits is not None else datasets.data_dir(job.dataset_id)
 
 
 @dataclass
@@ -103,9 +116,9 @@ def resolve_base(store: ModelStore, job: JobRecord, plan: JobPlan) -> BaseWeight
         if manifest.task != task:
             raise JobFailed(f"base {name}@{version} serves {manifest.task}, not {task}")
         return BaseWeights(manifest.arch, module, manifest.ref, manifest.labels)
-    spec = get_arch(name, task)  # UnknownArch names the known ones
-    if spec.task != task:
-        raise JobFailed(f"architecture {name!r} serves {spec.task}, not {task}")
+    architecture = get_arch(name, task)  # UnknownArch names the known ones
+    if architecture.task != task:
+        raise JobFailed(f"architecture {name!r} serves {architecture.task}, not {task}")
     return BaseWeights(name, None, None)
 
 
@@ -134,8 +147,10 @@ def train(
     hp = plan.hp
     # The job's tracker (worker/training/tracking.py) hears every event the row does.
     on_progress = tracking.listen(on_progress)
+    data = _dataset(datasets, job, plan)
     ctx = TrainContext(
-        dataset_dir=datasets.data_dir(job.dataset_id),
+        dataset_dir=data.data_root if isinstance(data, Splits) else data,
+        splits=data if isinstance(data, Splits) else None,
         work_dir=work_dir,
         hyperparameters=hp,
         arch=base.arch,
@@ -200,8 +215,8 @@ def publish(store: ModelStore, datasets: DatasetStore, job: JobRecord, plan: Job
         description=f"fine-tuned by job {job.id} on dataset {job.dataset_id}",
         hyperparameters=plan.hp,
         # The INT8 variant calibrates on the dataset's own validation images.
-        calibration_dataset=datasets.data_dir(job.dataset_id),
-        task=job.task,
+        calibration_dataset=_dataset(datasets, job, plan),
+        task=plan.spec.name,
     )
 
 
@@ -239,7 +254,7 @@ def gate(store: ModelStore, datasets: DatasetStore, job: JobRecord, plan: JobPla
     metric = rule.metric
     better = "lower" if rule.direction == "min" else "higher"
     trainer, hp = plan.trainer, plan.hp
-    data = datasets.data_dir(job.dataset_id)
+    data = _dataset(datasets, job, plan)
     new_hp = trainer.eval_hyperparameters(hp, dict(new.preprocessing))
     new_metrics = trainer.served_metrics(_version_file(store, new.model, new.version),
                                          dict(new.preprocessing), module, data, new_hp,

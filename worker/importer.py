@@ -2,7 +2,7 @@
 
 Every check that can fail runs before anything is written: the task/arch pairing, the model
 name, strict loading of every tensor, the labels, and the ONNX parity proof. What the files
-are and how they load is the architecture's (``ArchSpec.official_parts`` and its
+are and how they load is the architecture's (``Architecture.official_parts`` and its
 ``load_official`` hook); this module only drives it.
 """
 
@@ -46,14 +46,15 @@ def import_checkpoint(
     activate: bool = False,
     extra: Mapping[str, Any] | None = None,
 ) -> Manifest:
-    """Load ``parts`` (part name -> file, the names of ``ArchSpec.official_parts``) as
+    """Load ``parts`` (part name -> file, the names of ``Architecture.official_parts``) as
     ``arch``, prove the export and publish it as the next version of ``model``."""
     task = get_task(task).name
-    spec = get_arch(arch, task)
-    if spec.task != task:
-        raise ImportRefused(f"architecture {arch!r} serves task {spec.task!r}, not {task!r}")
+    architecture = get_arch(arch, task)
+    if architecture.task != task:
+        raise ImportRefused(f"architecture {arch!r} serves task {architecture.task!r},"
+                            f" not {task!r}")
     validate_name(model)
-    missing = [part for part in spec.official_parts if part not in parts]
+    missing = [part for part in architecture.official_parts if part not in parts]
     if missing:
         raise ImportRefused(f"{arch} needs the checkpoint part(s) {missing} too")
     for path in [*parts.values(), *([labels] if labels is not None else [])]:

@@ -90,25 +90,37 @@ def run_job(job_id: str, runtime: WorkerRuntime | None = None) -> JobStatus | No
     control.log_event(f"attempt {job.attempts} started on {rt.worker_id}",
                       attempt=job.attempts, resumed_from_checkpoint=resumed)
     final: JobRecord | None
-    tracker = tracking.job_tracker(s, job, rt.repo, rt.worker_id)  # MLflow / TensorBoard
-    with control, tracker:
-        try:
-            final = _execute(rt, job, control, work_dir)
-        except (LeaseLost, InvalidTransition) as exc:
-            log.error("job %s: lost to another worker (%s); leaving it alone", job.id, exc)
-            return None
-        except Exception as exc:
-            log.exception("job %s failed", job.id)
-            _push(rt, job.id, work_dir, control)  # what it got to, for POST /jobs/{id}/resume
-            final = _fail(rt, job, exc, control)
-            if final is None:
+    with control:  # the heartbeat runs from here: resolving imports the families' trainers
+        plan = _plan(job)
+        hp = plan.hp if isinstance(plan, finetune.JobPlan) else None
+        tracker = tracking.job_tracker(s, job, rt.repo, rt.worker_id, hp)  # MLflow / TensorBoard
+        with tracker:
+            try:
+                final = _execute(rt, job, plan, control, work_dir)
+            except (LeaseLost, InvalidTransition) as exc:
+                log.error("job %s: lost to another worker (%s); leaving it alone", job.id, exc)
                 return None
-        tracker.finish(final)  # None: handed back to the queue, the run stays open
+            except Exception as exc:
+                log.exception("job %s failed", job.id)
+                _push(rt, job.id, work_dir, control)  # what it got to, for /jobs/{id}/resume
+                final = _fail(rt, job, exc, control)
+                if final is None:
+                    return None
+            tracker.finish(final)  # None: handed back to the queue, the run stays open
     if final is None:  # shut down gracefully: hand it back after the heartbeat stopped
         _release(rt, job)
         return None
     notify_terminal(final, s, rt.repo)
     return JobStatus(final.status)
+
+
+def _plan(job: JobRecord) -> finetune.JobPlan | Exception:
+    """The task, trainer and hyper-parameters, resolved once for the whole job; a job that
+    does not resolve fails in ``_execute``, where every failure is reported."""
+    try:
+        return finetune.plan_job(job)
+    except Exception as exc:
+        return exc
 
 
 def _push(rt: WorkerRuntime, job_id: str, work_dir: Path, control: JobControl) -> None:
@@ -190,15 +202,18 @@ def _not_claimed(rt: WorkerRuntime, job_id: str, claim: Claim) -> JobStatus | No
     return status
 
 
-def _execute(rt: WorkerRuntime, job: JobRecord, control: JobControl, work_dir: Path
-             ) -> JobRecord | None:
+def _execute(rt: WorkerRuntime, job: JobRecord, plan: finetune.JobPlan | Exception,
+             control: JobControl, work_dir: Path) -> JobRecord | None:
+    if isinstance(plan, Exception):
+        raise plan
     repo, wid = rt.repo, rt.worker_id
     # The process's stores (worker/runtime.py); auto_activate is announced to the API
     # replicas when Redis is set (model_store/notify.py).
     store, datasets = rt.stores.models, rt.stores.datasets
-    plan = finetune.plan_job(job)  # the task, trainer and hyper-parameters, resolved once
     finetune.check_target(store, job)
     base = finetune.resolve_base(store, job, plan)
+    # The dataset's index.json, read once: training, INT8 calibration and the gate share it.
+    plan = finetune.read_dataset(datasets, job, plan)
     result = finetune.train(datasets, job, plan, base, work_dir=work_dir,
                             on_progress=_pushing(rt, job.id, work_dir, control),
                             should_cancel=control.should_cancel)
@@ -239,7 +254,7 @@ def _execute(rt: WorkerRuntime, job: JobRecord, control: JobControl, work_dir: P
                            published_metrics=result.metrics, activation_reason=reason)
 
 
-def describe(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
     """A one-line reason a user can act on. A ``DomainError`` (store, jobs, tasks, the
     job's own checks) is its stable code and message: ``"dataset_not_found: ..."``."""
     if isinstance(exc, DomainError):
@@ -256,11 +271,11 @@ def describe(exc: BaseException) -> str:
 def _fail(rt: WorkerRuntime, job: JobRecord, exc: BaseException, control: JobControl
           ) -> JobRecord | None:
     code = exc.code if isinstance(exc, DomainError) else None
-    control.log_event("job failed", error=describe(exc), code=code,
+    control.log_event("job failed", error=failure_reason(exc), code=code,
                       traceback=traceback.format_exc(limit=20)[-4000:])
     try:
         return rt.repo.transition(job.id, JobStatus.FAILED, worker_id=rt.worker_id,
-                                  error=describe(exc))
+                                  error=failure_reason(exc))
     except InvalidTransition:
         log.error("job %s: could not mark failed: no longer ours", job.id)
         return None

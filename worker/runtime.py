@@ -19,7 +19,7 @@ from jobs.artifacts import JobArtifacts, open_artifacts
 from jobs.db import Database
 from jobs.queue import JobQueue, requeue_stale_jobs
 from jobs.repository import JobRepository
-from jobs.spec import Stores
+from jobs.request_checks import Stores
 from model_store.factory import open_dataset_store, open_model_store
 from model_store.notify import notifier_from_settings
 

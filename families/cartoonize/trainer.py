@@ -40,7 +40,7 @@ from families.cartoonize.spec import (
 from model_store.files import MANIFEST_FILE
 from worker.nets.registry import create_model
 from worker.training import augment
-from worker.training.datasets import DatasetError, PairedImages, Samples
+from worker.training.datasets import DatasetError, DatasetSource, PairedImages, Samples
 from worker.training.losses import ssim
 from worker.training.metrics import Mean, psnr
 from worker.training.trainers.base import Trainer
@@ -278,7 +278,7 @@ class CartoonizeTrainer(Trainer):
 
     @classmethod
     def served_metrics(cls, version_file: Callable[[str], Path], preprocessing: dict[str, Any],
-                       module: nn.Module, data: Path | str, hp: Any,
+                       module: nn.Module, data: DatasetSource, hp: Any,
                        labels: list[str] | None) -> dict[str, float]:
         """A compound job's gate scores the published graphs as /cartoonize runs them (the
         API's five steps over onnxruntime) on the held-out pairs, with the base's scores

@@ -31,7 +31,7 @@ from families.generate.net import DCGAN, IMAGE_SIZE
 from families.generate.spec import GenerateHyperparameters
 from worker.nets.registry import create_model
 from worker.training import augment
-from worker.training.datasets import Images, Samples
+from worker.training.datasets import DatasetSource, Images, Samples
 from worker.training.metrics import Mean, mean_pairwise_l2, moment_distance
 from worker.training.trainers.base import Trainer
 from worker.training.trainers.registry import register_trainer
@@ -183,7 +183,7 @@ class GenerateTrainer(Trainer):
 
     @classmethod
     def served_metrics(cls, version_file: Callable[[str], Path], preprocessing: dict[str, Any],
-                       module: nn.Module, data: Path | str, hp: Any,
+                       module: nn.Module, data: DatasetSource, hp: Any,
                        labels: list[str] | None) -> dict[str, float]:
         low, high = preprocessing["output_range"]
         drawn = gan_gate.onnx_samples(version_file(cls.spec.graphs["main"].file),

@@ -1,4 +1,4 @@
-"""The request catalog: one builder per API operation (named after its operationId) that
+"""The request builders: one builder per API operation (named after its operationId) that
 says which HTTP request to make and how to read its answer, with no I/O. Both clients send
 these ``Call``s; only how they send differs."""
 

@@ -1,7 +1,11 @@
 """``Client``: the toonforge API over HTTP, synchronously. One method per API operation,
 named after its operationId in openapi/openapi.json (``AsyncClient`` has the same ones).
 Each method builds its request with ``_calls``; ``wait_for_job`` drives the shared job-follow
-state machine (``_follow``)."""
+state machine (``_follow``).
+
+Why one module of ~410 lines: one short method per API operation, the same list as
+``AsyncClient``'s, so the two read side by side; each method is little more than a call to
+its ``_calls`` builder, and nothing in it is worth a module of its own."""
 
 from __future__ import annotations
 

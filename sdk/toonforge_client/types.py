@@ -4,6 +4,11 @@ server adds is simply there); image answers are ``ImageResult``.
 Each TypedDict that mirrors a schema of openapi/openapi.json has that schema's name and
 fields; tests/sdk/test_wire_contract.py checks them field by field. A ``task`` field is a
 ``str``: the server's task registry is open (``Task`` names the built-in tasks).
+
+Why one module of ~540 lines: it is the client's copy of the wire contract, one TypedDict
+per schema, so it reads (and is checked) against openapi/openapi.json in one place; split
+by resource, the shapes several resources share (``JobView``, ``FinetuneRequest``) would
+have no obvious home.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ default (``Settings.default_precision``) is loaded with the version; the other o
 loaded on the first request that asks for it (``LoadedVersion.load_precision``) and kept
 with the version, so memory grows only for precisions that are actually used. Each
 precision is its own ``LoadedVersion`` (own sessions and batchers) sharing the manifest.
+
+At ~400 lines on purpose: the load path (files, config, sessions, warm-up, precisions)
+reads top to bottom in one place, and every step of it can fail the load the same way.
 """
 
 from __future__ import annotations
@@ -216,7 +219,7 @@ def session_options(settings: Settings) -> ort.SessionOptions:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     # The CPU arena keeps the high-water mark of a burst until it is shrunk (the pool does
-    # that once idle: pool.release_memory); the memory pattern pre-plans one block
+    # that once idle: trim.release_memory); the memory pattern pre-plans one block
     # per input shape, which took u2netp at batch 8 from 2.5 to 4.1 GB for no speed.
     # docs/BENCHMARKS.md "Soak and memory" has the measurements.
     options.enable_cpu_mem_arena = settings.ort_cpu_mem_arena
@@ -311,24 +314,24 @@ def _names_match(manifest: Manifest, role: str, io: GraphIO) -> None:
 
 def _session(vdir: Path, manifest: Manifest, role: str, io: GraphIO,
              settings: Settings, file: str | None = None) -> Graph:
-    spec = manifest.graphs[role].model_copy(update={"file": file or manifest.graphs[role].file})
+    onnx_file = file or manifest.graphs[role].file
     try:
-        session = ort.InferenceSession(str(vdir / spec.file), session_options(settings),
+        session = ort.InferenceSession(str(vdir / onnx_file), session_options(settings),
                                        providers=usable_providers(settings))
     except Exception as exc:
-        raise LoadFailed(f"{manifest.ref}: onnxruntime cannot load {spec.file}: {exc}") from exc
+        raise LoadFailed(f"{manifest.ref}: onnxruntime cannot load {onnx_file}: {exc}") from exc
     inputs, outputs = list(io.inputs), list(io.outputs)
     actual_in = {i.name for i in session.get_inputs()}
     actual_out = {o.name for o in session.get_outputs()}
     if set(inputs) != actual_in or not set(outputs) <= actual_out:
-        raise LoadFailed(f"{manifest.ref}: {spec.file} has inputs {sorted(actual_in)} and"
+        raise LoadFailed(f"{manifest.ref}: {onnx_file} has inputs {sorted(actual_in)} and"
                          f" outputs {sorted(actual_out)}; the {manifest.task} task needs"
                          f" {inputs} -> {outputs}")
     graph = Graph(session, inputs, outputs, None)
     try:
         _warm_up(graph)
     except Exception as exc:
-        raise LoadFailed(f"{manifest.ref}: warm-up of {spec.file} failed: {exc}") from exc
+        raise LoadFailed(f"{manifest.ref}: warm-up of {onnx_file} failed: {exc}") from exc
     return graph
 
 

@@ -1,11 +1,11 @@
-"""The model catalogue: list, inspect, activate (promote or roll back)."""
+"""The models API: list, inspect, activate (promote or roll back)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Path
 
 from core.wire import ActivateRequest, ActivateResponse, Manifest, ModelDetail, ModelInfo
-from service import catalog
+from service import model_listing
 from service.auth import auth_responses, scope
 from service.deps import PoolDep
 from service.errors import error_responses
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/models", tags=["models"], responses=auth_responses()
             dependencies=[scope("infer")])
 async def list_models(pool: PoolDep) -> list[ModelInfo]:
     """Every model: task, versions, active version, whether it is its task's default."""
-    return await pool.read_store(catalog.list_models, pool.store, pool.settings)
+    return await pool.read_store(model_listing.list_models, pool.store, pool.settings)
 
 
 @router.get("/{name}", operation_id="get_model", responses=error_responses(404, 422, 500),
@@ -28,7 +28,7 @@ async def get_model(pool: PoolDep, name: str) -> ModelDetail:
     loaded = pool.loaded(name)
     loaded_version = loaded.manifest.version if loaded else None
     return await pool.read_store(
-        catalog.model_detail, pool.store, pool.settings, name, loaded_version
+        model_listing.model_detail, pool.store, pool.settings, name, loaded_version
     )
 
 

@@ -353,7 +353,7 @@ def test_compose_values_parse_as_settings(compose, monkeypatch):
         # tracking is off with the compose defaults (TRACKING_URI unset: an empty string)
         assert not settings.mlflow_tracking_uri
         if name == "worker":
-            from worker.training.tracking import build_sinks
+            from worker.training.tracking_sinks import build_sinks
 
             assert [s.name for s in build_sinks(settings)] == ["tensorboard"]
 

@@ -455,7 +455,7 @@ def _no_stray_spool() -> Iterator[None]:
 
 
 def test_the_link_names_the_ui_without_credentials() -> None:
-    from worker.training.tracking import flatten, run_url, short
+    from worker.training.tracking_sinks import flatten, run_url, short
 
     assert run_url("https://bob:s3cret@mlflow.example:5000/ml/", "3", "abc") == (
         "https://mlflow.example:5000/ml/#/experiments/3/runs/abc")

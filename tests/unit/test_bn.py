@@ -20,7 +20,7 @@ from families.classify.spec import ClassifyHyperparameters
 from families.classify.trainer import ClassifyTrainer
 from tasks.synthetic import make_dataset
 from worker.training.trainers import TrainContext, get_trainer
-from worker.training.trainers.base import recalibrate_batchnorm, trainable_batchnorms
+from worker.training.trainers.batchnorm import recalibrate_batchnorm, trainable_batchnorms
 
 CPU = torch.device("cpu")
 

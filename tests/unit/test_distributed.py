@@ -149,7 +149,7 @@ def test_a_cancelled_two_rank_run_resumes_from_rank_zeros_checkpoint(data, tmp_p
 def test_a_failing_rank_fails_the_job_with_its_error(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DatasetError) as info:  # the rank's own exception, for describe()
+    with pytest.raises(DatasetError) as info:  # the rank's own exception, for failure_reason()
         _train(empty, tmp_path / "w", 2)
     assert "rank 0 of 2" in " ".join(info.value.__notes__)
 

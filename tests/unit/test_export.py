@@ -26,14 +26,14 @@ def _build(arch: str, tmp_path: Path) -> torch.nn.Module:
 
 @pytest.mark.parametrize("arch", list_archs())
 def test_export_and_parity(arch: str, tmp_path: Path) -> None:
-    spec = get_arch(arch)
+    architecture = get_arch(arch)
     module = _build(arch, tmp_path)
-    result = export_and_verify(module, spec, tmp_path)
+    result = export_and_verify(module, architecture, tmp_path)
 
     assert result.parity.passed, result.parity.detail
     assert result.parity.tolerance == DEFAULT_TOLERANCE
     assert all(0 <= err <= DEFAULT_TOLERANCE for err in result.parity.max_abs_error.values())
-    task = get_task(spec.task)
+    task = get_task(architecture.task)
     contract = task.graphs
     assert set(result.graphs) == set(task.roles_held(result.graphs))
     for role in result.graphs:
@@ -44,7 +44,7 @@ def test_export_and_parity(arch: str, tmp_path: Path) -> None:
         assert graph.opset >= 17
 
     # The exported graph accepts a batch size it was not traced with.
-    graphs = spec.export_graphs(module)
+    graphs = architecture.export_graphs(module)
     for role, graph in graphs.items():
         session = ort.InferenceSession(str(tmp_path / contract[role].file))
         sample = graph.example_inputs[0]
@@ -61,21 +61,21 @@ def test_parity_detects_a_graph_that_disagrees(tmp_path: Path) -> None:
     """The check is not vacuous: perturb the module after export and it must fail."""
     from worker.training.export import check_parity
 
-    spec = get_arch("ae")
+    architecture = get_arch("ae")
     torch.manual_seed(0)
     module = create_model("ae").eval()
-    export_and_verify(module, spec, tmp_path)
+    export_and_verify(module, architecture, tmp_path)
     with torch.no_grad():
         next(module.parameters()).add_(0.05)
-    report = check_parity(spec.export_graphs(module), tmp_path, spec.task)
+    report = check_parity(architecture.export_graphs(module), tmp_path, architecture.task)
     assert not report.passed
     assert "max |onnxruntime - torch|" in report.detail
 
 
 def test_dctnet_graph_has_dynamic_height_and_width(tmp_path: Path) -> None:
-    spec = get_arch("dctnet")
+    architecture = get_arch("dctnet")
     module = _build("dctnet", tmp_path)
-    export_and_verify(module, spec, tmp_path)
+    export_and_verify(module, architecture, tmp_path)
     session = ort.InferenceSession(str(tmp_path / "model.onnx"))
     x = torch.rand(1, 3, 72, 44) * 2 - 1
     with torch.no_grad():
@@ -99,8 +99,8 @@ def test_a_serving_config_that_does_not_fit_its_task_is_refused(monkeypatch) -> 
     from worker.training.export import ExportFailed
     from worker.training.publish import serving_config
 
-    spec = get_arch("u2netp")
-    broken = dataclasses.replace(spec, serving_config=lambda m, hp=None: {"size": 320})
+    architecture = get_arch("u2netp")
+    broken = dataclasses.replace(architecture, serving_config=lambda m, hp=None: {"size": 320})
     monkeypatch.setitem(registry._REGISTRY, "u2netp", {"matte": broken})
     with pytest.raises(ExportFailed, match="does not fit task matte"):
         serving_config("u2netp", create_model("u2netp"))

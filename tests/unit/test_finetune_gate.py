@@ -13,7 +13,7 @@ from families.autoencode.trainer import AutoencodeTrainer
 from families.classify.spec import ClassifyHyperparameters
 from families.classify.trainer import ClassifyTrainer
 from jobs.records import JobRecord
-from jobs.spec import validate_hyperparameters
+from jobs.request_checks import validate_hyperparameters
 from model_store.datasets import DatasetStore
 from model_store.manifest import Lineage
 from model_store.store import ModelStore

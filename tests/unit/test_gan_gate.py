@@ -16,7 +16,7 @@ from families.generate import gan_gate
 from families.generate.net import DCGAN
 from families.generate.spec import GenerateHyperparameters
 from jobs.records import JobRecord
-from jobs.spec import validate_hyperparameters
+from jobs.request_checks import validate_hyperparameters
 from model_store.datasets import DatasetStore
 from model_store.manifest import Lineage, Manifest
 from model_store.store import ModelStore

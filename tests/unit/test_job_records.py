@@ -14,9 +14,9 @@ import pytest
 from core.wire import FinetuneRequest
 from jobs import webhooks
 from jobs.db import Database
-from jobs.errors import InvalidJobSpec, InvalidTransition, JobNotFound
+from jobs.errors import InvalidJobRequest, InvalidTransition, JobNotFound
 from jobs.repository import ClaimOutcome, JobRepository, ProgressUpdate
-from jobs.spec import Stores, check_references, validate_hyperparameters
+from jobs.request_checks import Stores, check_references, validate_hyperparameters
 from jobs.states import JobStatus, can_transition
 from jobs.views import job_view
 
@@ -43,7 +43,7 @@ def test_states() -> None:
 
 
 def test_hyperparameter_errors_name_the_field() -> None:
-    with pytest.raises(InvalidJobSpec) as err:
+    with pytest.raises(InvalidJobRequest) as err:
         validate_hyperparameters("autoencode", {"lr": -1, "learning_rate": 0.1})
     locs = {tuple(e["loc"]) for e in err.value.errors}
     assert locs == {("body", "hyperparameters", "lr"),
@@ -165,7 +165,7 @@ def test_check_references(tmp_path: Path) -> None:
     for field, bad in (("dataset_id", request(dataset_id="other")),
                        ("dataset_id", request(task="generate", base="dcgan")),
                        ("base", request(base="faces-ae@3"))):
-        with pytest.raises(InvalidJobSpec) as err:
+        with pytest.raises(InvalidJobRequest) as err:
             check_references(bad, stores)
         assert err.value.errors[0]["loc"] == ["body", field]
 
@@ -178,16 +178,16 @@ def test_submit_checks_the_base_against_the_task(tmp_path: Path) -> None:
     publish_synthetic_dataset(stores.datasets, "autoencode", "faces", n=4)
     publish_tiny(stores.models, "autoencode", "faces-ae")
     # An architecture of another task is refused before anything is queued.
-    with pytest.raises(InvalidJobSpec, match="'dcgan' serves generate, not autoencode") as err:
+    with pytest.raises(InvalidJobRequest, match="'dcgan' serves generate, not autoencode") as err:
         check_references(request(base="dcgan"), stores)
     assert err.value.errors[0]["loc"] == ["body", "base"]
-    with pytest.raises(InvalidJobSpec, match="neither a model nor an architecture"):
+    with pytest.raises(InvalidJobRequest, match="neither a model nor an architecture"):
         check_references(request(base="nonsense"), stores)
     # A base version fixes its latent size: inherited when not given, refused when it differs.
     inherited = check_references(request(base="faces-ae"), stores)
     assert inherited.hyperparameters["latent_dim"] == LATENT
     other = LATENT * 2
-    with pytest.raises(InvalidJobSpec, match=f"latent_dim={LATENT}") as err:
+    with pytest.raises(InvalidJobRequest, match=f"latent_dim={LATENT}") as err:
         check_references(request(base="faces-ae",
                                  hyperparameters={"epochs": 2, "latent_dim": other}), stores)
     assert err.value.errors[0]["loc"] == ["body", "hyperparameters", "latent_dim"]

@@ -50,10 +50,10 @@ def official_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[s
 
 @pytest.mark.parametrize("arch", list_archs())
 def test_registry_entry_matches_graph_contract(arch: str) -> None:
-    spec = get_arch(arch)
+    architecture = get_arch(arch)
     model = create_model(arch).eval()
-    graphs = spec.export_graphs(model)
-    task = get_task(spec.task)
+    graphs = architecture.export_graphs(model)
+    task = get_task(architecture.task)
     contract = task.graphs
     # every required role, and optional ones only where the arch has them
     assert set(graphs) <= set(contract) and set(task.roles_held(graphs)) == set(graphs)
@@ -67,17 +67,17 @@ def test_registry_entry_matches_graph_contract(arch: str) -> None:
         batches = [p[0].shape[0] for p in graph.parity_inputs]
         assert 1 in batches and max(batches) >= 2
         # Parity inputs are deterministic.
-        again = spec.export_graphs(model)[role].parity_inputs
+        again = architecture.export_graphs(model)[role].parity_inputs
         for a, b in zip(graph.parity_inputs, again, strict=True):
             assert torch.equal(a[0], b[0])
-    for fixture in spec.published_layouts.values():
+    for fixture in architecture.published_layouts.values():
         assert read_layout(fixture)
     # The manifest's preprocessing fits the task's serving model (publish validates it too).
-    config = spec.serving_config(model, None)
-    valid = get_task(spec.task).serving.model_validate(config)
+    config = architecture.serving_config(model, None)
+    valid = get_task(architecture.task).serving.model_validate(config)
     assert serving_config(arch, model) == valid.model_dump(mode="json")
     # The task's default hyper-parameters give the same sizes as an import.
-    defaults = get_task(spec.task).hyperparameters.model_validate({})
+    defaults = get_task(architecture.task).hyperparameters.model_validate({})
     assert serving_config(arch, model, defaults) == valid.model_dump(mode="json")
 
 

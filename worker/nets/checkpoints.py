@@ -8,7 +8,7 @@ that do not fit, a missing part) raise :class:`ImportRefused`. All derive from
 :class:`CheckpointError` (a ``ValueError``).
 
 Which files an architecture reads, and how, is its family module's business
-(``ArchSpec.official_parts`` and ``load_official``); :func:`load_official` here checks the
+(``Architecture.official_parts`` and ``load_official``); :func:`load_official` here checks the
 parts and dispatches. The helpers below read PyTorch files: wrappers ``{"state_dict": ...}``
 / ``{"model": ...}`` and DataParallel ``module.`` prefixes are unwrapped.
 """
@@ -197,18 +197,18 @@ def load_official(
 ) -> ImportedWeights:
     """Build ``arch`` and load its official checkpoint file(s) strictly.
 
-    ``parts`` maps the part names of ``ArchSpec.official_parts`` to files; ``labels_file``
+    ``parts`` maps the part names of ``Architecture.official_parts`` to files; ``labels_file``
     names the classes where the architecture needs them. The module comes back in eval mode.
     """
-    spec = get_arch(arch, task)
-    if spec.loader is None:
+    architecture = get_arch(arch, task)
+    if architecture.loader is None:
         raise CheckpointError(f"architecture {arch!r} has no official checkpoint format")
-    wanted, given = set(spec.official_parts), set(parts)
+    wanted, given = set(architecture.official_parts), set(parts)
     if wanted != given:
         raise CheckpointError(
             f"{arch!r} needs checkpoint part(s) {sorted(wanted)}, got {sorted(given)}"
         )
     paths = {k: Path(v) for k, v in parts.items()}
-    imported = spec.loader(paths, Path(labels_file) if labels_file is not None else None)
+    imported = architecture.loader(paths, Path(labels_file) if labels_file is not None else None)
     imported.module.eval()
     return imported

@@ -76,7 +76,7 @@ OfficialLoader = Callable[[Mapping[str, Path], Path | None], ImportedWeights]
 
 
 @dataclass(frozen=True)
-class ArchSpec:
+class Architecture:
     name: str
     task: str
     builder: Callable[..., nn.Module]
@@ -119,9 +119,9 @@ class ArchSpec:
         return parts
 
 
-# name -> task -> spec: one architecture (``u2net``) may serve several tasks, each with its
+# name -> task -> Architecture: one architecture (``u2net``) may serve several tasks, each with its
 # own serving config and graphs; the first task registered answers a lookup without a task.
-_REGISTRY: dict[str, dict[str, ArchSpec]] = {}
+_REGISTRY: dict[str, dict[str, Architecture]] = {}
 
 
 def _positional_arity(hook: Callable[..., Any]) -> int:
@@ -177,7 +177,7 @@ def register_arch(
     def wrap(builder: BuilderT) -> BuilderT:
         if task_name in _REGISTRY.get(name, {}):
             raise ValueError(f"architecture {name!r} registered twice for task {task_name!r}")
-        _REGISTRY.setdefault(name, {})[task_name] = ArchSpec(
+        _REGISTRY.setdefault(name, {})[task_name] = Architecture(
             name=name,
             task=task_name,
             builder=builder,
@@ -193,7 +193,7 @@ def register_arch(
     return wrap
 
 
-def get_arch(name: str, task: str | None = None) -> ArchSpec:
+def get_arch(name: str, task: str | None = None) -> Architecture:
     """``name`` as it serves ``task`` (None: as the first task that registered it)."""
     load_family_workers()
     by_task = _REGISTRY.get(name)

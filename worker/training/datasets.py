@@ -185,14 +185,25 @@ class Splits:
         return out
 
 
+# A dataset as the training and evaluation functions take it: a stored dataset or raw
+# folder (read when called), or the splits a job already read (used as they are).
+DatasetSource = Path | str | Splits
+
+
 def load_splits(
-    dataset_dir: Path | str,
+    dataset: DatasetSource,
     task: str | None = None,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Splits:
-    """The splits of a stored dataset or raw folder (see ``load_dataset``)."""
-    index, data_root, report = load_dataset(dataset_dir, task, max_pixels=max_pixels)
+    """The splits of a stored dataset or raw folder (see ``load_dataset``). Splits already
+    loaded are returned as they are (once checked against ``task``), so a job that read its
+    dataset once hands that reading to every step instead of the path."""
+    if isinstance(dataset, Splits):
+        if task is not None and dataset.task != task:
+            raise DatasetError(f"the dataset is a {dataset.task} dataset, not {task}")
+        return dataset
+    index, data_root, report = load_dataset(dataset, task, max_pixels=max_pixels)
     return Splits(index, data_root, report)
 
 

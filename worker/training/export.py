@@ -1,6 +1,6 @@
 """ONNX export and the parity proof that every published version carries.
 
-Each architecture names the graphs it serves (``ArchSpec.export_graphs``). They are exported
+Each architecture names the graphs it serves (``Architecture.export_graphs``). They are exported
 with a dynamic batch axis, checked with ``onnx.checker``, then run in onnxruntime on fixed
 inputs and compared with the PyTorch module output by output.
 """
@@ -23,7 +23,7 @@ from torch import nn
 
 from model_store.manifest import GraphSpec, OutputParity, ParityReport, TensorSpec
 from tasks import get_task
-from worker.nets.registry import ArchSpec, ExportGraph
+from worker.nets.registry import Architecture, ExportGraph
 
 OPSET = 17
 # The parity rule, per graph output (docs/ARCHITECTURE.md, "Export and parity"):
@@ -166,7 +166,7 @@ def check_parity(
 
 
 def export_and_verify(
-    module: nn.Module, arch: ArchSpec, directory: Path, tolerance: float | None = None,
+    module: nn.Module, arch: Architecture, directory: Path, tolerance: float | None = None,
     config: Mapping[str, Any] | None = None, *, rtol: float | None = None,
 ) -> ExportResult:
     """Export ``module`` as ``arch`` into ``directory`` and prove the graphs match it.

@@ -20,8 +20,9 @@ from torch import nn
 from model_store.files import WEIGHTS_FILE
 from model_store.manifest import Lineage, Manifest, VariantRecord
 from model_store.store import ModelStore
-from tasks import CommonHyperparameters, get_task
-from worker.nets.registry import get_arch
+from tasks import CommonHyperparameters, TaskSpec, get_task
+from worker.nets.registry import Architecture, get_arch
+from worker.training.datasets import DatasetSource
 from worker.training.export import ExportFailed, ParityFailed, export_and_verify
 from worker.training.quantize import build_int8_variant, variants_enabled
 
@@ -36,12 +37,17 @@ def serving_config(arch_name: str, module: nn.Module,
     ``serving_config`` hook, validated against its task's serving model. A config that does
     not fit raises ``ExportFailed`` (a version the API could not serve is never written)."""
     arch = get_arch(arch_name, task)
+    return _serving_config(arch, get_task(arch.task), module, hyperparameters)
+
+
+def _serving_config(arch: Architecture, spec: TaskSpec, module: nn.Module,
+                    hyperparameters: CommonHyperparameters | None) -> dict[str, Any]:
     config = arch.serving_config(module, hyperparameters)
     try:
-        valid = get_task(arch.task).serving.model_validate(config)
+        valid = spec.serving.model_validate(config)
     except ValidationError as exc:
-        raise ExportFailed(f"{arch_name}'s serving config {config} does not fit task"
-                           f" {arch.task}: {exc}") from exc
+        raise ExportFailed(f"{arch.name}'s serving config {config} does not fit task"
+                           f" {spec.name}: {exc}") from exc
     return valid.model_dump(mode="json")
 
 
@@ -60,7 +66,7 @@ def publish_version(
     activate: bool = False,
     tolerance: float | None = None,
     hyperparameters: CommonHyperparameters | None = None,
-    calibration_dataset: Path | None = None,
+    calibration_dataset: DatasetSource | None = None,
     int8: bool | None = None,
     extra: Mapping[str, Any] | None = None,
     task: str | None = None,
@@ -80,9 +86,10 @@ def publish_version(
 
     Raises ``ParityFailed`` (and writes nothing) when onnxruntime and PyTorch disagree.
     """
-    arch = get_arch(arch_name, task)
+    arch = get_arch(arch_name, task)  # the arch and its task, resolved once for the publish
+    spec = get_task(arch.task)
     module.eval()
-    preprocessing = serving_config(arch_name, module, hyperparameters, arch.task)
+    preprocessing = _serving_config(arch, spec, module, hyperparameters)
     with store.staging(model_name) as staged:
         result = export_and_verify(module, arch, staged, tolerance, preprocessing)
         if not result.parity.passed:
@@ -91,7 +98,6 @@ def publish_version(
                    "state_dict": module.state_dict()}
         torch.save(payload, staged / WEIGHTS_FILE)
         notes: dict[str, Any] = dict(extra or {})
-        spec = get_task(arch.task)
         if spec.preview is not None:
             notes["preview"] = _preview(spec.preview, staged, result.graphs, preprocessing)
         declared = spec.artifacts

@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -41,6 +41,9 @@ from PIL import Image, ImageOps
 
 from model_store.manifest import GraphSpec, VariantRecord
 from tasks import Int8Gate, TaskSpec, get_task
+
+if TYPE_CHECKING:
+    from worker.training.datasets import DatasetSource
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,7 @@ def shipped_photos() -> list[Image.Image]:
     return photos
 
 
-def dataset_images(dataset_dir: Path, task: str, limit: int = MAX_DATASET_IMAGES
+def dataset_images(dataset_dir: DatasetSource, task: str, limit: int = MAX_DATASET_IMAGES
                    ) -> list[Image.Image]:
     """The primary images of a dataset's validation split (the layout's first key)."""
     from worker.training.datasets import load_splits  # torch: only on the fine-tune path
@@ -109,7 +112,7 @@ class ImageSets:
     source: str
 
 
-def image_sets(dataset_dir: Path | None, task: str) -> ImageSets:
+def image_sets(dataset_dir: DatasetSource | None, task: str) -> ImageSets:
     """Calibration and held-out images: the dataset's validation images (alternately; the
     shipped photos are added when it has fewer than four), or the shipped photos."""
     images: list[Image.Image] = []
@@ -360,7 +363,7 @@ def build_int8_variant(
     graphs: Mapping[str, GraphSpec],
     config: Mapping[str, Any],
     *,
-    dataset_dir: Path | None = None,
+    dataset_dir: DatasetSource | None = None,
     gate: Int8Gate | None = None,
     seed: int = 0,
 ) -> VariantRecord | None:

@@ -12,9 +12,15 @@ epoch another way (``selection_rule``, the gate by default). A task without a ga
 last epoch.
 
 BatchNorm: before every validation pass the running statistics of the trainable BatchNorm
-layers are re-estimated over the training set (:func:`recalibrate_batchnorm`), so the
-eval-mode module that is validated, kept in best.pt, evaluated by the gate and exported is
-one and the same, with statistics that belong to its weights.
+layers are re-estimated over the training set (batchnorm.py), so the eval-mode module that
+is validated, kept in best.pt, evaluated by the gate and exported is one and the same, with
+statistics that belong to its weights.
+
+Why one module of ~500 lines: ``Trainer`` is one class whose hooks, evaluation classmethods
+and loop share its state (splits, hyper-parameters, the model, the loop counters that go
+into checkpoint.pt), and a family's trainer overrides both hooks and evaluation. Splitting
+the class into mixins across files would scatter that state without making any part
+smaller to read.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from jobs import artifacts
 from tasks import CommonHyperparameters, GateRule, TaskSpec
 from worker.training import distributed
-from worker.training.datasets import DatasetError, Samples, Splits, load_splits
+from worker.training.datasets import DatasetError, DatasetSource, Samples, Splits, load_splits
+from worker.training.trainers.batchnorm import first_input, recalibrate_batchnorm
 from worker.training.trainers.checkpointing import (
     BEST,
     CHECKPOINT,
@@ -54,65 +61,6 @@ SAMPLES_DIR = artifacts.SAMPLES_DIR  # the API lists and serves them from there
 # split's order, so every class of a class-sorted split is in): a few thousand images
 # estimate the statistics well and keep the extra pass short on large datasets.
 BN_MAX_IMAGES = 2048
-
-_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-def trainable_batchnorms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    """The BatchNorm layers of ``module`` that track statistics and are not frozen.
-
-    A layer whose affine parameters do not train belongs to a frozen stage, and it keeps
-    the base's statistics: freezing is always a prefix of the network (classify's first
-    ``freeze_layers`` stages, cartoonize's first encoder convs), so a frozen layer's inputs
-    are computed by frozen layers only and do not change during the fine-tune; its
-    statistics still describe them (and re-estimating them on a small fine-tune set would
-    only add noise to what the base measured on its own, larger, data)."""
-    layers: list[nn.modules.batchnorm._BatchNorm] = []
-    for m in module.modules():
-        if not isinstance(m, _BATCHNORM) or not m.track_running_stats:
-            continue
-        params = [p for p in (m.weight, m.bias) if p is not None]
-        if params and not any(p.requires_grad for p in params):
-            continue  # frozen
-        layers.append(m)
-    return layers
-
-
-def recalibrate_batchnorm(module: nn.Module, batches: Iterable[Any],
-                          forward: Callable[[nn.Module, Any], Any]) -> int:
-    """Re-estimate the running statistics of ``module``'s trainable BatchNorm layers.
-
-    Each layer is reset and set to a cumulative average (momentum None), ``forward(module,
-    batch)`` runs every batch with only those layers in train mode (dropout and frozen
-    layers stay in eval mode, and no random number is drawn: resume stays exact), then
-    everything goes back to eval mode with the layers' momentum restored. Without this the
-    eval-mode statistics of a short fine-tune are still mostly those of the initialisation
-    (momentum 0.1 over a few dozen steps), and every input gets about the same output.
-    Returns the number of batches seen."""
-    layers = trainable_batchnorms(module)
-    module.eval()
-    if not layers:
-        return 0
-    momenta = [m.momentum for m in layers]
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    seen = 0
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                forward(module, batch)
-                seen += 1
-    finally:
-        for m, momentum in zip(layers, momenta, strict=True):
-            m.momentum = momentum
-        module.eval()
-    return seen
-
-
-def _first_input(module: nn.Module, batch: Any) -> Any:
-    return module(batch[0] if isinstance(batch, list | tuple) else batch)
 
 
 def _quiet_generator() -> torch.Generator:
@@ -161,7 +109,8 @@ class Trainer(ABC):
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
-        self.splits: Splits = load_splits(ctx.dataset_dir, self.task)
+        self.splits: Splits = load_splits(
+            ctx.dataset_dir if ctx.splits is None else ctx.splits, self.task)
         if not self.splits.train or not self.splits.val:
             raise DatasetError(f"the dataset has {len(self.splits.train)} train and"
                                f" {len(self.splits.val)} val samples; both are needed")
@@ -215,7 +164,7 @@ class Trainer(ABC):
 
     @classmethod
     def served_metrics(cls, version_file: Callable[[str], Path], preprocessing: dict[str, Any],
-                       module: nn.Module, data: Path | str, hp: CommonHyperparameters,
+                       module: nn.Module, data: DatasetSource, hp: CommonHyperparameters,
                        labels: list[str] | None) -> dict[str, float]:
         """The gate's metrics of a published version: ``version_file(name)`` is a local path
         of one of its files (fetched on demand), ``module`` its PyTorch net. The default
@@ -233,7 +182,7 @@ class Trainer(ABC):
     def bn_forward(self, module: nn.Module, batch: Any) -> Any:
         """One forward pass for BatchNorm re-estimation over an evaluation batch of the
         training set (on the device): the model on the batch's input."""
-        return _first_input(module, batch)
+        return first_input(module, batch)
 
     def write_samples(self, epoch: int, folder: Path) -> list[Path]:
         return []
@@ -327,7 +276,7 @@ class Trainer(ABC):
         return hp
 
     @classmethod
-    def _loader_for(cls, data: Path | str, hp: CommonHyperparameters,
+    def _loader_for(cls, data: DatasetSource, hp: CommonHyperparameters,
                     labels: list[str] | None, split: Literal["val", "test"]
                     ) -> tuple[Splits, DataLoader[Any], list[str] | None]:
         splits = load_splits(data, cls.task)
@@ -340,7 +289,7 @@ class Trainer(ABC):
     @classmethod
     def trivial_metric(
         cls,
-        data: Path | str,
+        data: DatasetSource,
         hyperparameters: CommonHyperparameters | None = None,
         *,
         labels: list[str] | None = None,
@@ -361,7 +310,7 @@ class Trainer(ABC):
     def evaluate(
         cls,
         module: nn.Module,
-        data: Path | str | DataLoader[Any],
+        data: DatasetSource | DataLoader[Any],
         hyperparameters: CommonHyperparameters | None = None,
         *,
         device: torch.device | None = None,

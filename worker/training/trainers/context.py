@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from tasks import CommonHyperparameters
+from worker.training.datasets import Splits
 
 
 @dataclass
@@ -54,6 +55,9 @@ class TrainContext:
     should_cancel: Callable[[], bool] = _never
     # Labels of base_module (classify): its fc is kept when they equal the dataset's classes.
     base_labels: list[str] | None = None
+    # The splits of ``dataset_dir`` when the caller already read them (a job reads its
+    # index.json once and hands the reading to every step); None: the trainer reads them.
+    splits: Splits | None = None
 
 
 @dataclass

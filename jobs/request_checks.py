@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from core.errors import UnknownTask
 from core.wire import BASE_RE, FinetuneRequest
-from jobs.errors import InvalidJobSpec
+from jobs.errors import InvalidJobRequest
 from model_store.errors import StoreError
 from tasks import get_task, task_specs
 
@@ -44,7 +44,7 @@ def parse_base(base: str) -> tuple[str, int | None]:
     """``"model@3"`` -> ("model", 3); ``"model"`` or an arch name -> (name, None)."""
     match = BASE_RE.fullmatch(base)
     if not match:
-        raise InvalidJobSpec(f"invalid base {base!r}: use 'model', 'model@n' or an arch name")
+        raise InvalidJobRequest(f"invalid base {base!r}: use 'model', 'model@n' or an arch name")
     version = match.group("version")
     return match.group("name"), int(version) if version is not None else None
 
@@ -52,13 +52,13 @@ def parse_base(base: str) -> tuple[str, int | None]:
 def validate_hyperparameters(task: str, values: dict[str, Any]) -> dict[str, Any]:
     """Validate ``values`` for ``task``; returns them with every default filled in.
 
-    Raises ``InvalidJobSpec`` whose ``errors`` locate each bad field as
+    Raises ``InvalidJobRequest`` whose ``errors`` locate each bad field as
     ``["body", "hyperparameters", <field>]`` (the shape of FastAPI's 422 details).
     """
     try:
         model = get_task(task).hyperparameters
     except UnknownTask as exc:
-        raise InvalidJobSpec(str(exc), [{"loc": ["body", "task"], "msg": str(exc),
+        raise InvalidJobRequest(str(exc), [{"loc": ["body", "task"], "msg": str(exc),
                                          "type": "value_error"}]) from None
     try:
         # Strict JSON types, as for every request field (core/wire): true is not 1
@@ -75,23 +75,23 @@ def validate_hyperparameters(task: str, values: dict[str, Any]) -> dict[str, Any
             for err in exc.errors(include_url=False, include_input=False)
         ]
         fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) for e in errors)
-        raise InvalidJobSpec(f"invalid hyperparameters for {task}: {fields}",
+        raise InvalidJobRequest(f"invalid hyperparameters for {task}: {fields}",
                              errors) from None
 
 
-def _spec_error(field_name: str, message: str) -> InvalidJobSpec:
-    return InvalidJobSpec(message, [{"loc": ["body", field_name], "msg": message,
+def _field_error(field_name: str, message: str) -> InvalidJobRequest:
+    return InvalidJobRequest(message, [{"loc": ["body", field_name], "msg": message,
                                      "type": "value_error"}])
 
 
 def check_dataset(request: FinetuneRequest, stores: Stores) -> None:
-    """The dataset exists and is for the request's task, else ``InvalidJobSpec``."""
+    """The dataset exists and is for the request's task, else ``InvalidJobRequest``."""
     try:
         dataset = stores.datasets.get(request.dataset_id)
     except StoreError as exc:
-        raise _spec_error("dataset_id", str(exc)) from None
+        raise _field_error("dataset_id", str(exc)) from None
     if dataset.task != request.task:
-        raise _spec_error("dataset_id", f"dataset {request.dataset_id!r} is a"
+        raise _field_error("dataset_id", f"dataset {request.dataset_id!r} is a"
                                         f" {dataset.task} dataset, not {request.task}")
 
 
@@ -102,7 +102,7 @@ def check_references(request: FinetuneRequest, stores: Stores) -> FinetuneReques
     the base version fixes (``TaskSpec.fixed_by_base``).
 
     Returns the request with the base's fixed hyper-parameters filled in where the client
-    sent none. Raises ``InvalidJobSpec`` naming the field.
+    sent none. Raises ``InvalidJobRequest`` naming the field.
     """
     task = request.task
     spec = get_task(task)
@@ -113,26 +113,26 @@ def check_references(request: FinetuneRequest, stores: Stores) -> FinetuneReques
     try:
         if name in models:
             if store.task_of(name) != task:
-                raise _spec_error("base", f"base model {name!r} serves"
+                raise _field_error("base", f"base model {name!r} serves"
                                           f" {store.task_of(name)}, not {task}")
             if version is None:
                 version = store.active_version(name)
                 if version is None:
-                    raise _spec_error("base", f"base model {name!r} has no active version:"
+                    raise _field_error("base", f"base model {name!r} has no active version:"
                                               f" name one as {name}@<n>")
             manifest = store.manifest(name, version)
             if spec.fixed_by_base is not None:
                 request = _inherit(request, spec.fixed_by_base(manifest.preprocessing),
                                    manifest.ref)
         elif version is not None:
-            raise _spec_error("base", f"base model {name!r} does not exist")
+            raise _field_error("base", f"base model {name!r} does not exist")
         elif name not in spec.archs:
-            raise _spec_error("base", _unknown_base(name, task))
+            raise _field_error("base", _unknown_base(name, task))
         if request.target_model in models and store.task_of(request.target_model) != task:
-            raise _spec_error("target_model", f"model {request.target_model!r} serves"
+            raise _field_error("target_model", f"model {request.target_model!r} serves"
                               f" {store.task_of(request.target_model)}, not {task}")
     except StoreError as exc:
-        raise _spec_error("base", str(exc)) from None
+        raise _field_error("base", str(exc)) from None
     return request
 
 
@@ -152,7 +152,7 @@ def _inherit(request: FinetuneRequest, fixed: dict[str, Any], base_ref: str
         if key in given and given[key] != value:
             message = (f"base {base_ref} has {key}={value}; a job on it cannot change it"
                        " (leave it out to inherit it)")
-            raise InvalidJobSpec(message, [{"loc": ["body", "hyperparameters", key],
+            raise InvalidJobRequest(message, [{"loc": ["body", "hyperparameters", key],
                                             "msg": message, "type": "value_error"}])
         given[key] = value
     return request.model_copy(update={"hyperparameters": given})
