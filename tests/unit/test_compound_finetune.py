@@ -16,8 +16,8 @@ from families.cartoonize import compound_train
 from families.cartoonize.compound_net import DCTNetCompound
 from families.cartoonize.net import dctnet
 from families.cartoonize.spec import SPEC, CartoonizeHyperparameters
-from jobs.errors import InvalidJobSpec
-from jobs.spec import validate_hyperparameters
+from jobs.errors import InvalidJobRequest
+from jobs.request_checks import validate_hyperparameters
 from tests.support.portrait_pairs import astronaut_views
 from worker.training.datasets import DatasetError
 from worker.training.trainers import get_trainer
@@ -38,9 +38,9 @@ def test_a_compound_base_makes_a_job_of_both_generators() -> None:
     assert (plain["parts"], plain["short_side"]) == (None, None)
     built = validate_hyperparameters("cartoonize", {"parts": "both"})
     assert built["short_side"] == 720
-    with pytest.raises(InvalidJobSpec, match="parts='background' needs a compound base"):
+    with pytest.raises(InvalidJobRequest, match="parts='background' needs a compound base"):
         validate_hyperparameters("cartoonize", {"parts": "background"})
-    with pytest.raises(InvalidJobSpec, match="trains on one device"):
+    with pytest.raises(InvalidJobRequest, match="trains on one device"):
         validate_hyperparameters("cartoonize", {"short_side": 720, "devices": 2})
 
 
