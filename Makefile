@@ -28,6 +28,8 @@ install: $(STAMP)
 run: export TOONFORGE_LOG_FORMAT ?= text
 run: $(STAMP)
 	# A real job worker beside the API (embedded broker + SQLite under ./data); Ctrl-C stops both.
+	# On the same cores: the worker renices itself and takes the cores the API's graph runs
+	# leave (TOONFORGE_TRAIN_* and TOONFORGE_ORT_INTRA_OP_THREADS, docs/DEPLOY.md "CPU budgets").
 	$(PY) -m worker & worker=$$!; trap 'kill $$worker 2>/dev/null' EXIT INT TERM; $(PY) -m service
 
 test: $(STAMP)

@@ -6,6 +6,8 @@ all take a ``Settings`` (``get_settings()`` in processes, an explicit instance i
 
 from __future__ import annotations
 
+import math
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -46,6 +48,20 @@ class Settings(BaseSettings):
     ort_inter_op_threads: int = Field(1, ge=1)
     # Threads that run decode / inference / encode off the event loop.
     worker_threads: int = Field(4, ge=1)
+
+    # ---- CPU budget of the job worker beside the API (docs/DEPLOY.md "CPU budgets")
+    # torch intra-op threads of the worker's training; None: OMP_NUM_THREADS when the
+    # environment sets it, else the cores this process may use less ort_intra_op_threads
+    # (the API's graph runs), at least 1: `make run` puts both on one host.
+    train_threads: int | None = Field(None, ge=1)
+    # torch inter-op threads of the worker (the nets' graphs have no parallel branches).
+    train_interop_threads: int = Field(1, ge=1)
+    # Niceness of the worker process (a higher one it was started with is kept): when the
+    # cores are contended the API's requests get them first, training what is left.
+    train_nice: int = Field(10, ge=0, le=19)
+    # OpenMP threads sleep when out of work (OMP_WAIT_POLICY=PASSIVE) instead of spinning
+    # on cores that others need; an OMP_WAIT_POLICY in the environment wins.
+    train_passive_wait: bool = True
     # Requests allowed inside the pool at once; more wait for a slot.
     max_concurrency: int = Field(16, ge=1)
 
@@ -303,6 +319,13 @@ class Settings(BaseSettings):
             raise ValueError("max_side_limit must be at least 16")
         return self
 
+    def train_thread_count(self) -> int:
+        """The worker's torch intra-op threads when ``train_threads`` is unset: what the
+        API's graph runs leave of this process's cores (at least one)."""
+        if self.train_threads is not None:
+            return self.train_threads
+        return max(1, usable_cores() - self.ort_intra_op_threads)
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def jobs_database_url(self) -> str:
@@ -316,6 +339,22 @@ class Settings(BaseSettings):
     def jobs_broker_url(self) -> str:
         """The broker: ``broker_url``, else the embedded transport under ``data_dir``."""
         return self.broker_url or f"{EMBEDDED_BROKER_SCHEME}://localhost/"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, lowered by a cgroup v2 CPU quota
+    (a container started with ``--cpus``)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 @lru_cache

@@ -22,6 +22,7 @@ from celery import Celery, signals
 from core.plugins import TASK_ENTRY_POINTS, WORKER_ENTRY_POINTS, import_modules
 from core.settings import Settings, get_settings
 from jobs.queue import celery_config, make_celery
+from worker.runtime import claim_cpu_budget
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,9 @@ def import_plugins(settings: Settings) -> list[str]:
 
 
 # This module is the first one a worker process imports (``python -m worker`` and
-# ``celery -A worker.celery_app`` alike), so the plugins are loaded here.
+# ``celery -A worker.celery_app`` alike), so the CPU budget is claimed here, before a plugin
+# or a job imports torch and before any thread starts, and the plugins are loaded here.
+claim_cpu_budget(get_settings())
 import_plugins(get_settings())
 app = make_worker_app(get_settings())
 
@@ -83,8 +86,12 @@ def _on_ready(**_: Any) -> None:
         queue_starter_jobs(runtime)
     except Exception:
         log.exception("queueing the starter jobs failed; the worker serves jobs anyway")
-    # Import torch and the trainers now rather than when the first job arrives.
+    # Import torch and the trainers now rather than when the first job arrives, and size
+    # (and start) torch's thread pools to the budget.
     import worker.runner  # noqa: F401
+    from worker.runtime import apply_torch_threads
+
+    apply_torch_threads(runtime.settings)
 
 
 @signals.worker_shutting_down.connect  # type: ignore[untyped-decorator]  # Celery's connect is unannotated

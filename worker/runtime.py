@@ -1,7 +1,7 @@
 """Per-process worker state: settings, database, job repository, queue producer, worker id,
-and the reclaimer thread that recovers jobs of lost workers.
+the reclaimer thread that recovers jobs of lost workers, and the process's CPU budget.
 
-Torch-free; built lazily once per worker process.
+Torch-free at import; built lazily once per worker process.
 """
 
 from __future__ import annotations
@@ -107,3 +107,69 @@ class Reclaimer(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
+
+
+# -- the CPU budget of training beside serving (docs/DEPLOY.md "CPU budgets") -----------------
+
+# How many elements one warm-up op touches: enough for torch to hand every thread a chunk.
+_WARM_ELEMENTS = 1 << 22
+
+
+@dataclass(frozen=True)
+class CpuBudget:
+    """What this worker process trains with: torch threads, niceness, OpenMP's idle wait."""
+
+    threads: int
+    interop_threads: int
+    nice: int
+    omp_wait_policy: str  # the environment's OMP_WAIT_POLICY ("" : OpenMP's own default)
+
+    def describe(self) -> str:
+        return (f"torch threads {self.threads} (inter-op {self.interop_threads}),"
+                f" nice {self.nice}, OpenMP wait {self.omp_wait_policy or 'default'}")
+
+
+def claim_cpu_budget(settings: Settings) -> None:
+    """Lower the process's scheduling priority and make OpenMP threads wait passively.
+
+    Run it before torch is imported (libgomp reads OMP_WAIT_POLICY once, when it loads) and
+    before threads start: Linux keeps a niceness per thread, and new threads inherit the
+    creating thread's, so every thread there is now is reniced as well."""
+    if settings.train_passive_wait:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _renice_process(settings.train_nice)
+
+
+def _renice_process(nice: int) -> None:
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:  # no procfs: the calling thread (and what it starts) only
+        threads = [0]
+    for tid in threads:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except OSError:  # a thread that ended meanwhile
+            continue
+
+
+def apply_torch_threads(settings: Settings) -> CpuBudget:
+    """Set torch's thread pools to the budget and start its intra-op team now (the first
+    job does not pay for it, and the team exists at the niceness set before)."""
+    import torch
+
+    threads = settings.train_threads
+    if threads is None and "OMP_NUM_THREADS" not in os.environ:
+        threads = settings.train_thread_count()
+    if threads is not None:  # else torch's default, which follows OMP_NUM_THREADS
+        torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(settings.train_interop_threads)
+    except RuntimeError:  # already started by an earlier parallel op; keeps its size
+        log.warning("torch's inter-op pool was already running; kept its %d threads",
+                    torch.get_num_interop_threads())
+    torch.ones(_WARM_ELEMENTS).add_(1)
+    budget = CpuBudget(torch.get_num_threads(), torch.get_num_interop_threads(),
+                       os.getpriority(os.PRIO_PROCESS, 0), os.environ.get("OMP_WAIT_POLICY", ""))
+    log.info("CPU budget: %s", budget.describe())
+    return budget
