@@ -197,7 +197,7 @@ def layer_errors(prepared: Path, quantized: Path, feeds: list[Feeds]) -> dict[st
     float_graph = onnx.load(str(prepared), load_external_data=False).graph
     # float activations only (shape arithmetic is int64 and never quantized); their types
     # come from the shape inference of ``prepare``
-    typed = [*float_graph.value_info, *float_graph.output]
+    typed = [*float_graph.input, *float_graph.value_info, *float_graph.output]
     made = {v.name for v in typed if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
     floats = {n.name: n for n in float_graph.node
               if n.name and n.output and n.output[0] in made and any(i in made for i in n.input)}
