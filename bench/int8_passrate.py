@@ -315,8 +315,15 @@ def main() -> None:
                         " attempt is MinMax exactly as before; 'minmax' runs it apart")
     parser.add_argument("--threads", type=int, default=2, help="torch training threads")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/int8_passrate.json")
+    parser.add_argument("--table", type=Path, help="print the tables of a saved run and stop")
     args = parser.parse_args()
     shown = ["minmax", "search"] if "search" in args.modes else args.modes
+    if args.table is not None:  # e.g. a run cut short: it saves after every model
+        saved = json.loads(args.table.read_text())
+        loaded = [Row(**r) for r in saved["rows"]]
+        print(table(loaded, shown), summary(loaded, shown), sep="\n\n")
+        print(f"\n{len(loaded)} models in {saved['seconds'] / 60:.1f} min; load {saved['load']}")
+        return
     torch.set_num_threads(args.threads)
     chosen = [c for c in cases() if (not args.families or c.family in args.families)
               and (not args.models or c.name in args.models)]
