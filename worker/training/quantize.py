@@ -12,8 +12,8 @@ fails, ships no file: the manifest records the figures and the reason, and the f
 publishes and serves as before. Nothing here can fail a publish.
 
 Which method: the candidates of worker/training/int8_methods.py are tried in order (MinMax
-first, as every variant was made before; then percentile and entropy calibration, then
-MinMax with the most error-adding layers kept in fp32) until one passes the gate, which is
+first, as every variant was made before; then percentile calibration, then MinMax with the
+most error-adding nodes kept in fp32) until one passes the gate, which is
 the same for all of them. The manifest's ``method`` names the one kept and ``reason`` the
 ones refused before it. The extra time is bounded: no further candidate starts once the
 variant has taken ``SEARCH_TIME_FACTOR`` times what its first verdict took (the candidate
