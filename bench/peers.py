@@ -1,6 +1,6 @@
 """toonforge vs raw onnxruntime and vs the rembg server, on the same graphs and input.
 
-One run prints what issue 21 asks for: each toonforge server's throughput over raw
+One run prints, side by side: each toonforge server's throughput over raw
 onnxruntime batch 1 at the precision it serves, at 1 and 8 clients, for /matte (cut-out
 PNG) and /classify, and toonforge vs rembg on the same u2netp graph file (by default the
 one toonforge serves: its INT8 variant where kept). Every load run is interleaved across
@@ -22,6 +22,10 @@ the INT8 fidelity does (an untrained U-2-Net's mask is flat, and min-max normali
 flat mask magnifies any error), so u2netp is first trained for a few epochs on synthetic
 mattes (``--train-epochs``, the starter recipe; 0 = random weights). rembg loads the graph
 file from ``U2NET_HOME``: no download. Ratios only; nothing passes or fails.
+
+Why one file of ~550 lines: a benchmark is run as one script (``python bench/peers.py``)
+and its setup (publishing the graphs), the servers it starts and the interleaved load
+loop share one set of options; split up, the pieces would only be imported from here.
 """
 
 from __future__ import annotations

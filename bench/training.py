@@ -43,6 +43,9 @@ Run it on an otherwise idle machine: with other processes on the 2 cores, torch'
 intra-op pool stalls on small ops and the numbers swing by several x (the 1-minute load
 average is printed and stored for that reason).
 Writes bench/results/training.json.
+
+Why one file of ~420 lines: the three timed loops must build the same model, batches and
+optimizer; keeping them beside each other in one script is what makes them comparable.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ def get_app_settings(request: Request) -> Settings:
 
 async def get_pool(request: Request) -> InferencePool:
     # async: FastAPI sends a plain ``def`` dependency through a thread pool, one thread hop
-    # per inference request for an attribute read (docs/BENCHMARKS.md, issue 21).
+    # per inference request for an attribute read (docs/BENCHMARKS.md).
     return cast(InferencePool, request.app.state.pool)
 
 

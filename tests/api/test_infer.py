@@ -127,7 +127,7 @@ def test_a_wrong_serving_config_is_reported_by_readyz(store: ModelStore, tmp_pat
     settings = Settings(store_dir=store.root, data_dir=tmp_path / "data", reload_poll_s=60)
     with TestClient(create_app(settings)) as client:
         ready = client.get("/readyz")
-        # Issue 9: the last good version of the history (1) serves meanwhile, readyz says so.
+        # The last good version of the history (1) serves meanwhile, readyz says so.
         assert ready.status_code == 200
         state = {m["name"]: m for m in ready.json()["models"]}[MODEL]
         assert state["active_version"] == broken and state["loaded_version"] == 1

@@ -243,7 +243,7 @@ def test_pool_reports_failures_and_missing_models(tiny: ModelStore):
         path.write_bytes(b"broken")
         await pool.sync_all()
         states = {s.name: s for s in await pool.states()}
-        # Issue 9: still ready, serving the last good version, and saying so.
+        # Still ready, serving the last good version, and saying so.
         assert states["matte"].ready and states["matte"].fallback
         assert states["matte"].loaded_version == 1 and "sha256" in states["matte"].error
         assert (await pool.resolve("matte", None, None)).ref == "matte@1"
@@ -311,7 +311,7 @@ def test_a_version_of_an_unregistered_task_is_a_load_failure(tiny: ModelStore):
         assert "sketch" in states["matte"].error
         # The task comes from the newest version whose manifest reads (v1), not from v2.
         assert states["matte"].active_version == 2 and states["matte"].task == "matte"
-        # Issue 9: a fresh pool serves the newest loadable version of the history instead.
+        # A fresh pool serves the newest loadable version of the history instead.
         assert states["matte"].fallback and states["matte"].loaded_version == 1
         pool.close()
 
