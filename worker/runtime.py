@@ -124,7 +124,7 @@ class CpuBudget:
     nice: int
     omp_wait_policy: str  # the environment's OMP_WAIT_POLICY ("" : OpenMP's own default)
 
-    def describe(self) -> str:
+    def summary(self) -> str:
         return (f"torch threads {self.threads} (inter-op {self.interop_threads}),"
                 f" nice {self.nice}, OpenMP wait {self.omp_wait_policy or 'default'}")
 
@@ -171,5 +171,5 @@ def apply_torch_threads(settings: Settings) -> CpuBudget:
     torch.ones(_WARM_ELEMENTS).add_(1)
     budget = CpuBudget(torch.get_num_threads(), torch.get_num_interop_threads(),
                        os.getpriority(os.PRIO_PROCESS, 0), os.environ.get("OMP_WAIT_POLICY", ""))
-    log.info("CPU budget: %s", budget.describe())
+    log.info("CPU budget: %s", budget.summary())
     return budget

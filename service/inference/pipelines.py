@@ -146,7 +146,7 @@ async def infer_image(pool: InferencePool, spec: TaskSpec, data: bytes, params: 
     return Served(version, body)
 
 
-def describe(served: Served) -> dict[str, Any]:
+def answer_headers(served: Served) -> dict[str, Any]:
     """Headers every inference answer carries."""
     return {"X-Model-Version": served.version.ref,
             "X-Model-Precision": served.version.precision, **served.headers}

@@ -84,7 +84,7 @@ NO_UPLOAD_ERRORS = _with_retry_after(
 
 
 def respond(served: pipelines.Served) -> Response:
-    headers = pipelines.describe(served)
+    headers = pipelines.answer_headers(served)
     if isinstance(served.content, BaseModel):
         return Response(served.content.model_dump_json(), media_type="application/json",
                         headers=headers)

@@ -53,7 +53,7 @@ class QuantMethod:
     calibration: str  # onnxruntime CalibrationMethod member: MinMax, Percentile, Entropy
     float_share: float = 0.0
 
-    def describe(self) -> str:
+    def label(self) -> str:
         kept = (f"; the {self.float_share:.0%} most error-adding nodes and the output layer"
                 " float" if self.float_share else "; output layer float")
         return (f"{self.name}: onnxruntime.quantization.quantize_static: QDQ, per-channel,"

@@ -84,7 +84,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INT8 = "int8"
-METHOD = MINMAX.describe()
+METHOD = MINMAX.label()
 # The largest long side a calibration image gets when the graph takes any size.
 DYNAMIC_SIDE = 256
 SPEED_RUNS = 5
@@ -169,7 +169,7 @@ def build_int8_variant(
         return None
     started = time.perf_counter()
     record = VariantRecord(precision=INT8, passed=False, limits=limits(gate),
-                           method=methods[0].describe() if methods else "",
+                           method=methods[0].label() if methods else "",
                            onnxruntime_version=ort.__version__)
     tried: list[Attempt] = attempts if attempts is not None else []
     written: list[Path] = []
@@ -250,16 +250,16 @@ def build_int8_variant(
         record.passed = kept is not None
         if kept is not None:
             record.graphs = {role: targets[role].name for role in roles}
-            record.method = kept.method.describe()
+            record.method = kept.method.label()
             before = "; ".join(a.summary() for a in tried[:-1])
             record.reason = (
                 f"within the {task} INT8 gate on {record.held_out_inputs} held-out inputs"
                 f" with {kept.method.name}" + (f"; refused before it: {before}" if before
                                                else ""))
         else:
-            record.method = (f"{tried[0].method.describe()}; also tried: "
+            record.method = (f"{tried[0].method.label()}; also tried: "
                              + ", ".join(a.method.name for a in tried[1:])
-                             if len(tried) > 1 else tried[0].method.describe())
+                             if len(tried) > 1 else tried[0].method.label())
             record.reason = "outside the INT8 gate: " + "; ".join(
                 [f"{shown.method.name}: {'; '.join(shown.missed)}"]
                 + [a.summary() for a in tried if a is not shown])
