@@ -42,6 +42,7 @@ from families.cartoonize.spec import CartoonizeServing
 from worker.training.datasets import PairedImages
 from worker.training.losses import ssim
 from worker.training.metrics import Mean, psnr
+from worker.training.ort_budget import cpu_session
 
 HEAD_CROPS_DIR = "head_crops"
 # How a plain (one-generator) version is served: dctnet's serving config.
@@ -212,18 +213,13 @@ def torch_serve(module: nn.Module, device: torch.device, shrink: Shrink,
 def onnx_serve(model_file: Path, head_file: Path | None, config: CartoonizeServing,
                shrink: Shrink, faces_of: Callable[[np.ndarray], list[Face]]) -> Serve:
     """What a published version answers, from its ONNX graphs (as the API runs them)."""
-    import onnxruntime as ort
-
-    def session(path: Path) -> ort.InferenceSession:
-        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-    main = session(model_file)
+    main = cpu_session(model_file)
     if head_file is None:
         def run(x: np.ndarray) -> np.ndarray:
             out: np.ndarray = main.run(None, {"image": x})[0]
             return out
         return plain_serve(run, config, shrink.long_side or config.max_side)
-    head = session(head_file)
+    head = cpu_session(head_file)
 
     def run_bg(bgr: np.ndarray) -> np.ndarray:
         out: np.ndarray = graph_output(main.run(None, {"image": graph_input(bgr)})[0])[0]

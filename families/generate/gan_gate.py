@@ -36,6 +36,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from worker.training.ort_budget import cpu_session
+
 FEATURE_SEED = 20261206
 FEATURE_SIZE = 64  # images are resized to this before the feature net
 WIDTHS = (32, 64, 128, 256)
@@ -148,9 +150,8 @@ def to_served(images: np.ndarray | torch.Tensor, low: float, high: float) -> tor
 def onnx_samples(graph: Path, nz: int, output_range: tuple[float, float],
                  n: int = SAMPLES) -> torch.Tensor:
     """What the served graph draws from the gate's latents (its first output, the images)."""
-    import onnxruntime as ort
 
-    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    session = cpu_session(graph)
     name = session.get_inputs()[0].name
     out = session.run(None, {name: latents(nz, n)})[0]
     return to_served(out, *output_range)

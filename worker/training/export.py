@@ -24,6 +24,7 @@ from torch import nn
 from model_store.manifest import GraphSpec, OutputParity, ParityReport, TensorSpec
 from tasks import get_task
 from worker.nets.registry import Architecture, ExportGraph
+from worker.training.ort_budget import cpu_session
 
 OPSET = 17
 # The parity rule, per graph output (docs/ARCHITECTURE.md, "Export and parity"):
@@ -116,9 +117,7 @@ def check_parity(
     scale: dict[str, float] = {}
     calls = 0
     for role, graph in graphs.items():
-        session = ort.InferenceSession(
-            str(directory / files[role]), providers=["CPUExecutionProvider"]
-        )
+        session = cpu_session(directory / files[role])
         for inputs in graph.parity_inputs:
             with torch.no_grad():
                 expected = _as_tuple(graph.module(*inputs))

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+
+from worker.training.ort_budget import cpu_session
 
 log = logging.getLogger(__name__)
 
@@ -178,10 +179,7 @@ def _with_tensors(path: Path, names: Sequence[str], target: Path) -> None:
 
 
 def _run(path: Path, names: list[str], feeds: list[Feeds]) -> list[dict[str, np.ndarray]]:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(path, optimize=False)
     return [dict(zip(names, session.run(names, f), strict=True)) for f in feeds]
 
 

@@ -72,6 +72,7 @@ from worker.training.int8_methods import (
     quantize_graph,
     quantize_prepared,
 )
+from worker.training.ort_budget import cpu_session
 
 __all__ = ["CANDIDATES", "INT8", "MINMAX", "CalibrationUnavailable", "QuantMethod",
            "build_int8_variant", "fidelity", "fidelity_over", "image_sets", "int8_file",
@@ -99,9 +100,7 @@ def int8_file(file: str) -> str:
 
 
 def _session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return cpu_session(path)
 
 
 def _run_all(session: ort.InferenceSession, feeds: list[Feeds], outputs: list[str]
