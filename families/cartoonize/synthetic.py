@@ -89,35 +89,53 @@ def starter_photos() -> list[Image.Image]:
     return [Image.open(PHOTOS_DIR / name).convert("RGB") for name in PHOTOS]
 
 
-def _photo_pair(photo: Image.Image, rng: np.random.Generator, size: int
+# The photos (320 px on the long side) are cartooned whole at these fractions of their size,
+# and the pairs are cut from them at one pixel for one pixel: the scale the served model
+# sees a photo at, so it learns the filter as it will be asked for it (a model trained on
+# downscaled crops only blurs a full-size photo).
+SCALES = (0.6, 0.8, 1.0)
+
+
+def _cartooned(photos: list[Image.Image]) -> list[tuple[Image.Image, Image.Image]]:
+    """Every photo at every scale, with its cartoon."""
+    pairs = []
+    for photo in photos:
+        for scale in SCALES:
+            size = (round(photo.width * scale), round(photo.height * scale))
+            scaled = photo.resize(size, Image.Resampling.LANCZOS)
+            pairs.append((scaled, cartoon_filter(scaled)))
+    return pairs
+
+
+def _photo_pair(pair: tuple[Image.Image, Image.Image], rng: np.random.Generator, size: int
                 ) -> tuple[Image.Image, Image.Image]:
-    """A random square crop (a third to all of the short side, mirrored half the time) at
-    ``size``, and its cartoon: filtered at twice the size, then downscaled (thin, clean ink)."""
-    short = min(photo.size)
-    side = int(rng.integers(short // 3, short + 1))
-    x = int(rng.integers(0, photo.width - side + 1))
-    y = int(rng.integers(0, photo.height - side + 1))
-    crop = photo.crop((x, y, x + side, y + side))
+    """The same random ``size`` x ``size`` window of a photo and its cartoon (mirrored
+    half the time)."""
+    photo, cartoon = pair
+    x = int(rng.integers(0, photo.width - size + 1))
+    y = int(rng.integers(0, photo.height - size + 1))
+    window = (x, y, x + size, y + size)
+    photo, cartoon = photo.crop(window), cartoon.crop(window)
     if rng.random() < 0.5:
-        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    work = crop.resize((2 * size, 2 * size), Image.Resampling.LANCZOS)
-    cartoon = cartoon_filter(work).resize((size, size), Image.Resampling.LANCZOS)
-    return crop.resize((size, size), Image.Resampling.LANCZOS), cartoon
+        flip = Image.Transpose.FLIP_LEFT_RIGHT
+        photo, cartoon = photo.transpose(flip), cartoon.transpose(flip)
+    return photo, cartoon
 
 
 def make_cartoonize(root: Path, n: int = 24, size: int = 64, seed: int = 0,
                     n_val: int = 0, real_photos: int = 0) -> Path:
     """``train/photo`` + ``train/cartoon`` (and ``val/...`` when ``n_val``): drawn scenes,
-    or with ``real_photos=1`` crops of the shipped photos (in turn) and their toon-filter
+    or with ``real_photos=1`` windows of the shipped photos and of their toon-filter
     cartoons."""
     rng = np.random.default_rng(seed)
-    photos = starter_photos() if real_photos else []
+    cartooned = _cartooned(starter_photos()) if real_photos else []
     for split, count in (("train", n), ("val", n_val)):
         for kind in ("photo", "cartoon"):
             (root / split / kind).mkdir(parents=True, exist_ok=True)
         for i in range(count):
-            if photos:
-                photo, cartoon = _photo_pair(photos[i % len(photos)], rng, size)
+            if cartooned:
+                pair = cartooned[int(rng.integers(len(cartooned)))]
+                photo, cartoon = _photo_pair(pair, rng, size)
             else:
                 clean = scene(rng, size)
                 photo = noisy(clean.filter(ImageFilter.GaussianBlur(0.6)), rng, 6.0)
