@@ -2,10 +2,13 @@
 trained on a small procedurally generated dataset, as ordinary jobs visible in /jobs.
 
 What each task trains (architecture, dataset sizes, hyper-parameters) is its spec's
-``starter`` recipe (tasks/); a task without one gets no starter. The data is synthetic
-(shapes and cartoon faces drawn by tasks/synthetic.py) and every dataset and version made
-from it says so (``synthetic: true`` in the dataset meta, ``lineage.synthetic_data`` in the
-manifest). Set ``TOONFORGE_STARTER_MODELS=false`` to skip.
+``starter`` recipe (its family's spec); a task without one gets no starter. The data is
+made, not uploaded, by the spec's ``synthetic`` maker with the recipe's sizes (shapes and
+cartoon faces drawn from tasks/synthetic.py's pieces; cartoonize's: crops of the real photos
+the worker ships and their cartoons by a classical toon filter), and every dataset and
+version made from it says so (``synthetic: true`` in the dataset meta,
+``lineage.synthetic_data`` in the manifest). Set ``TOONFORGE_STARTER_MODELS=false`` to skip.
+``bench/starters.py`` times the starters on an empty store.
 """
 
 from __future__ import annotations

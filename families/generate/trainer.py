@@ -1,6 +1,7 @@
 """DCGAN generate fine-tune (pytorch-book chapter 7): BCE GAN, Adam(beta1, beta2), separate
 G/D learning rates, D trained on every ``d_every``-th batch and G on every ``g_every``-th,
-both learning rates halved every ``lr_halve_every`` epochs, a fixed-noise grid per epoch.
+both learning rates halved every ``lr_halve_every`` epochs, a fixed-noise grid per epoch;
+optionally MSGAN's mode-seeking term in G's loss (``mode_seeking``, against collapse).
 
 Data: images centre-cropped, resized to 96x96 and scaled to [-1, 1] (the book's
 Resize/CenterCrop/Normalize(0.5, 0.5)).
@@ -68,6 +69,16 @@ def _dcgan_init(gan: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+def _mode_seeking(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """MSGAN's term (Mao et al., 2019): 1 / (mean L1 distance between two images over that
+    between their latents), the batch's first half paired with its second; minimising it
+    makes different latents draw different pictures (against mode collapse)."""
+    half = len(fake) // 2
+    images = (fake[:half] - fake[half:2 * half]).abs().mean((1, 2, 3))
+    latents = (z[:half] - z[half:2 * half]).abs().mean((1, 2, 3))
+    return 1.0 / ((images / latents).mean() + 1e-5)
+
+
 def _bce(p: torch.Tensor, target: float) -> torch.Tensor:
     # Probabilities from NetD's sigmoid: BCE in float32 outside autocast (not autocast-safe).
     with torch.autocast(device_type=p.device.type, enabled=False):
@@ -123,8 +134,13 @@ class GenerateTrainer(Trainer):
                        d_fake=d_fake.float().mean().item())
         if step % hp.g_every == 0:
             with self.autocast():
-                scores = netd(netg(z))
+                fake = netg(z)
+                scores = netd(fake)
             loss_g = _bce(scores, 1.0)
+            if hp.mode_seeking > 0 and n >= 2:
+                seeking = _mode_seeking(fake.float(), z)
+                loss_g = loss_g + hp.mode_seeking * seeking
+                out["mode_seeking"] = seeking.item()
             self.optimize(loss_g, "g")
             out["loss_g"] = loss_g.item()
         return out

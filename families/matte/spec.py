@@ -66,8 +66,10 @@ SPEC = register_task(TaskSpec(
         expected="images/ and masks/ (optional val/images/ and val/masks/)",
     ),
     gate=GateRule("mae", "min"),  # mean absolute error of the alpha mask
-    starter=StarterRecipe("u2netp", {"n": 32},
-                          {"epochs": 4, "resize": 96, "crop": 80, "batch_size": 4}),
+    # Saturated objects on muted backgrounds (synthetic.py), an explicit val split of 8 (the
+    # min-max-normalised MAE of 3 images is a coin toss) and 72 steps at 56 px.
+    starter=StarterRecipe("u2netp", {"n": 48, "n_val": 8},
+                          {"epochs": 6, "resize": 64, "crop": 56, "batch_size": 4}),
     synthetic=make_matte,
     # The served (min-max normalised) mask within 1/255 mean, and the same shape at 0.5.
     int8_gate=Int8Gate({"main": "mask"}, at_most={"mask_mae": 1 / 255},
