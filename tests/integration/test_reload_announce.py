@@ -32,7 +32,10 @@ from tests.support.server import REPO, ApiServer
 pytestmark = pytest.mark.local_store_only(
     "two replicas on one store directory (on S3: test_topology_s3.py)")
 
-SWAP_WITHIN_S = 1.0
+# The replicas poll every 30 s here, so a swap seen within this bound came from the
+# announcement, not the poll. The bound tells the two apart; it is not a latency target
+# (bench/reload.py measures that), so it leaves room for a loaded 2-core machine.
+SWAP_WITHIN_S = 5.0
 
 
 def _jpeg() -> bytes:
@@ -90,7 +93,7 @@ def replicas(tmp_path: Path, store_root: Path) -> Iterator[tuple[list[ApiServer]
             server.stop()
 
 
-def test_an_activation_reaches_both_replicas_within_a_second(replicas, store_root):
+def test_an_activation_is_announced_to_both_replicas(replicas, store_root):
     servers, env = replicas
     one, two = servers
     store = ModelStore(store_root)
@@ -103,7 +106,7 @@ def test_an_activation_reaches_both_replicas_within_a_second(replicas, store_roo
         assert httpx.post(f"{one.url}/models/matte/activate", json={"version": 2},
                           timeout=10).json() == {"name": "matte", "active": 2, "previous": 1}
         at = _activated_at(store, "matte", 2)
-        firsts = hammer.wait_for(servers, "matte@2", timeout=5, after=at - 0.5)
+        firsts = hammer.wait_for(servers, "matte@2", timeout=10, after=at - 0.5)
         assert firsts[two.url] - at <= SWAP_WITHIN_S, (firsts, at)
         assert firsts[one.url] - at <= SWAP_WITHIN_S, (firsts, at)
 
@@ -114,7 +117,7 @@ def test_an_activation_reaches_both_replicas_within_a_second(replicas, store_roo
             env={**os.environ, **env})
         assert cli.returncode == 0, cli.stderr
         at = _activated_at(store, "matte", 1)
-        firsts = hammer.wait_for(servers, "matte@1", timeout=5, after=at)
+        firsts = hammer.wait_for(servers, "matte@1", timeout=10, after=at)
         assert max(firsts.values()) - at <= SWAP_WITHIN_S, (firsts, at)
     assert not hammer.failures, hammer.failures[:5]
     assert all(len(a) > 5 for a in hammer.answers.values())

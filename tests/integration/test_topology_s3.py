@@ -43,7 +43,10 @@ pytestmark = pytest.mark.timeout(180)
 
 MODEL = "inverter"
 SIDE = 16
-SWAP_WITHIN_S = 1.0
+# The replicas poll every 30 s here, so a swap seen within this bound came from the
+# announcement, not the poll. The bound tells the two apart; it is not a latency target
+# (bench/reload.py measures that), so it leaves room for a loaded 2-core machine.
+SWAP_WITHIN_S = 5.0
 PLUGINS = {"TOONFORGE_TASK_PLUGINS": "tests.toy_family.spec",
            "TOONFORGE_WORKER_PLUGINS": "tests.toy_family.worker",
            "TOONFORGE_STARTER_MODELS": "false"}
@@ -179,7 +182,7 @@ def stack(backend: JobBackend, s3_server: S3Server, tmp_path: Path
 
 
 @pytest.mark.parametrize("backend", ["redis-postgres"], indirect=True)
-def test_a_job_published_to_s3_goes_live_on_both_replicas_within_a_second(
+def test_a_job_published_to_s3_is_announced_to_both_replicas(
         backend: JobBackend, stack: tuple[list[ApiServer], WorkerPool, RemoteStore]) -> None:
     servers, workers, remote = stack
     one, two = servers
