@@ -12,6 +12,10 @@ in ~20-30 minutes on two shared cores):
   test builds (tests/quality/test_served_quality.py): matte (cat fur pasted on photos),
   classify (which photo), cartoonize (a flat-colour cartoon function), autoencode (crops;
   generate trains on the same crops);
+- ``starter-s0`` / ``-s1`` / ``-s2``: the family's starter recipe (``TaskSpec.starter``: the
+  architecture, dataset sizes and hyper-parameters the worker trains on a first start, the
+  recipe made to pass the activation gate) on its synthetic data drawn with three seeds:
+  three fine-tunes per family that do their task, where the small ones above may not;
 - ``import``: a checkpoint in the official layout with random tensors, imported through the
   real import path, as the tests make one (tests/support/checkpoints.py); no weights can be
   downloaded here, so this model does no task and is listed apart.
@@ -60,7 +64,7 @@ import torch  # noqa: E402
 
 from model_store.manifest import Lineage, Manifest  # noqa: E402
 from model_store.store import ModelStore  # noqa: E402
-from tasks import get_task  # noqa: E402
+from tasks import get_task, list_tasks  # noqa: E402
 from tasks.synthetic import make_dataset  # noqa: E402
 from worker.training.publish import publish_version  # noqa: E402
 from worker.training.quantize import (  # noqa: E402
@@ -160,7 +164,23 @@ def cases() -> list[Case]:
              _synthetic("portrait", 0, n=12, size=64, n_val=4)),
         Case("portrait", "syn-b", "u2netp", {**p, "epochs": 3, "size": 56},
              _synthetic("portrait", 1, n=16, size=96, n_val=4)),
+        *starter_cases(),
     ]
+
+
+def starter_cases(seeds: tuple[int, ...] = (0, 1, 2)) -> list[Case]:
+    """Each family's starter recipe on its synthetic data drawn with ``seeds``."""
+    out = []
+    for family in list_tasks():
+        recipe = get_task(family).starter
+        if recipe is None or get_task(family).int8_gate is None:
+            continue
+        for seed in seeds:
+            out.append(Case(family, f"starter-s{seed}", recipe.arch,
+                            dict(recipe.hyperparameters),
+                            _synthetic(family, seed, **dict(recipe.dataset)),
+                            "starter recipe"))
+    return out
 
 
 # ------------------------------------------------------------------ one model
@@ -329,7 +349,8 @@ def main() -> None:
               and (not args.models or c.name in args.models)]
     # One model of every family first, so a run cut short still covers them all; the
     # imports (random weights: no task to do) last.
-    rank = {name: i for i, name in enumerate(["syn-a", "photos", "syn-b", "import"])}
+    rank = {name: i for i, name in enumerate(["syn-a", "photos", "syn-b", "starter-s0", "import",
+                                                  "starter-s1", "starter-s2"])}
     chosen.sort(key=lambda c: rank.get(c.name, len(rank)))
     rows: list[Row] = []
     load_before = os.getloadavg()

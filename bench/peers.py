@@ -140,10 +140,13 @@ def train_u2netp(root: Path, epochs: int):
     return result.module, data
 
 
-def regate_matte_mae_only(store: ModelStore) -> None:
-    """``--matte-gate mae``: publish the active matte's graphs again with an INT8 variant
-    gated on mask MAE alone (no IoU), so the speed of *serving* INT8 can be measured when
-    the real gate refused it. Labelled as such in the output; never a default."""
+def regate_matte(store: ModelStore, mae_limit: float) -> None:
+    """``--matte-gate mae`` / ``none``: publish the active matte's graphs again with an INT8
+    variant gated on mask MAE alone (no IoU; ``none``: a limit of 1, i.e. no fidelity
+    gate), so the speed of *serving* INT8 can be measured when the real gate refused it.
+    Both servers then run the same INT8 file. Labelled as such in the output; never a
+    default."""
+    from model_store.errors import DatasetNotFound
     from model_store.files import MANIFEST_FILE
     from tasks import Int8Gate
     from worker.training.quantize import build_int8_variant
@@ -157,16 +160,20 @@ def regate_matte_mae_only(store: ModelStore) -> None:
         for path in store.local_version_dir("matte", version).iterdir():
             if path.name != MANIFEST_FILE:
                 shutil.copy2(path, staged / path.name)
-        gate = Int8Gate({"main": "mask"}, at_most={"mask_mae": 1 / 255})
+        gate = Int8Gate({"main": "mask"}, at_most={"mask_mae": mae_limit})
+        try:  # calibrated on its training mattes; random weights (--train-epochs 0): photos
+            data: Path | None = bench_datasets(store.root).data_dir("bench-mattes")
+        except DatasetNotFound:
+            data = None
         record = build_int8_variant(staged, "matte", manifest.graphs, manifest.preprocessing,
-                                    dataset_dir=bench_datasets(store.root).data_dir(
-                                        "bench-mattes"), gate=gate)
+                                    dataset_dir=data, gate=gate)
         assert record is not None
-        record.reason = f"SPEED ONLY, mask MAE-only gate: {record.reason}"
+        label = "no fidelity gate" if mae_limit >= 1 else "mask MAE-only gate"
+        record.reason = f"SPEED ONLY, {label}: {record.reason}"
         final = store.publish("matte", staged, manifest.model_copy(
-            update={"variants": {"int8": record}, "description": "bench: MAE-only INT8 gate"}))
+            update={"variants": {"int8": record}, "description": f"bench: {label}"}))
     store.activate("matte", final.version)
-    print(f"published {final.ref} with a mask-MAE-only INT8 gate: {record.reason}", flush=True)
+    print(f"published {final.ref}: {record.reason}", flush=True)
 
 
 def _options() -> ort.SessionOptions:
@@ -311,20 +318,46 @@ def baseline_server(repo: Path, store: Path, log: Path) -> ApiServer:
         server.REPO = saved
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far, all its threads (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def interleaved(sides: dict[str, Callable[[httpx.Client], Any]], clients: int,
-                seconds: float, rounds: int) -> dict[str, dict[str, float]]:
+                seconds: float, rounds: int, pids: dict[str, int] | None = None
+                ) -> dict[str, dict[str, float]]:
     """Each side ``rounds`` times, the order rotated every round, so a burst of outside
-    load lands on all of them; stats over all rounds of each side."""
+    load lands on all of them; stats over all rounds of each side.
+
+    CPU per request, where ``pids`` names a side's server process: ``server_cpu_ms`` is what
+    that process used (every thread: HTTP, decode, graph, encode), ``client_cpu_ms`` what
+    this process's load clients used on the same cores. For raw onnxruntime (in this
+    process) ``server_cpu_ms`` is the graph run's own CPU."""
+    pids = pids or {}
     names = list(sides)
     latencies: dict[str, list[float]] = {name: [] for name in names}
+    cpu = {name: [0.0, 0.0] for name in names}  # server, client seconds
     for round_ in range(rounds):
         shift = round_ % len(names)
         order = names[shift:] + names[:shift]
         for name in (order if round_ % 2 == 0 else order[::-1]):
+            pid = pids.get(name)
+            server_before, here_before = (cpu_seconds(pid) if pid else 0.0), time.process_time()
             # raw onnxruntime is batch 1 from one thread at every client count
             latencies[name].extend(load(sides[name], 1 if name == "raw" else clients,
                                         seconds))
-    return {name: _stats(lat, seconds * rounds) for name, lat in latencies.items()}
+            here = time.process_time() - here_before
+            if pid:
+                cpu[name][0] += cpu_seconds(pid) - server_before
+                cpu[name][1] += here
+            else:
+                cpu[name][0] += here
+    out = {name: _stats(lat, seconds * rounds) for name, lat in latencies.items()}
+    for name, (server, client) in cpu.items():
+        n = max(1, len(latencies[name]))
+        out[name].update(server_cpu_ms=1000 * server / n, client_cpu_ms=1000 * client / n)
+    return out
 
 
 class _Ran:
@@ -348,7 +381,8 @@ def raw_side(store: ModelStore, model: str, precision: str, photo: bytes
 
 
 def _row(name: str, s: dict[str, float]) -> str:
-    return f"{name} {s['rps']:.2f} rps p50 {s['p50_ms']:.0f} p99 {s['p99_ms']:.0f}"
+    return (f"{name} {s['rps']:.2f} rps p50 {s['p50_ms']:.0f} p99 {s['p99_ms']:.0f}"
+            f" cpu {s['server_cpu_ms']:.1f}+{s['client_cpu_ms']:.1f} ms")
 
 
 def main() -> None:
@@ -367,9 +401,10 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8")
     parser.add_argument("--train-epochs", type=int, default=4)
     parser.add_argument("--store", type=Path, default=RESULTS / "peers-store")
-    parser.add_argument("--matte-gate", choices=["task", "mae"], default="task",
-                        help="mae: re-gate a refused matte variant on mask MAE only, to"
-                        " measure serving INT8 (labelled speed-only)")
+    parser.add_argument("--matte-gate", choices=["task", "mae", "none"], default="task",
+                        help="mae: re-gate a refused matte variant on mask MAE only, none:"
+                        " keep it whatever its fidelity, to measure serving INT8 (labelled"
+                        " speed-only)")
     parser.add_argument("--skip-cartoon", action="store_true", help="no /cartoonize rows")
     parser.add_argument("--out", default="peers.json")
     args = parser.parse_args()
@@ -378,8 +413,8 @@ def main() -> None:
     clients = [int(c) for c in args.clients.split(",")]
     RESULTS.mkdir(parents=True, exist_ok=True)
     store = build_store(args.store, args.train_epochs)
-    if args.matte_gate == "mae":
-        regate_matte_mae_only(store)
+    if args.matte_gate != "task":
+        regate_matte(store, 1 / 255 if args.matte_gate == "mae" else 1.0)
     photo = photo_jpeg()
     print(f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} cores;"
           f" onnxruntime {ort.__version__}; input: 512x512 JPEG, {len(photo)} bytes;"
@@ -450,8 +485,11 @@ def main() -> None:
             if rembg is not None:
                 sides["rembg"] = send_rembg
             sides["raw"] = raw_matte
+            pids = {name: server.process.pid for name, server in servers.items()}
+            if rembg is not None:
+                pids["rembg"] = rembg.process.pid
             row: dict[str, object] = {"clients": n, **interleaved(sides, n, args.seconds,
-                                                                  args.rounds)}
+                                                                  args.rounds, pids)}
             matte_rows.append(row)
             print(f"/matte cutout clients={n}: "
                   + " | ".join(_row(name, row[name]) for name in sides), flush=True)
@@ -487,7 +525,8 @@ def main() -> None:
             for n in clients:
                 sides = {name: poster(server.url, path) for name, server in servers.items()}
                 sides["raw"] = raw_here
-                stats = interleaved(sides, n, args.seconds, args.rounds)
+                stats = interleaved(sides, n, args.seconds, args.rounds,
+                                    {name: server.process.pid for name, server in servers.items()})
                 other[model].append({"clients": n, **stats})
                 print(f"{path} clients={n}: "
                       + " | ".join(_row(name, stats[name]) for name in sides), flush=True)
@@ -530,10 +569,16 @@ def summary(matte: list[dict[str, object]], classify: list[dict[str, object]],
                 stats = row[name]
                 assert isinstance(stats, dict)
                 ratio = stats["rps"] / reference
+                # CPU beyond the graph's own, per request: the request's cost in the server,
+                # and the load clients' (on the same cores; raw onnxruntime has none)
+                own = stats["server_cpu_ms"] - raw_row["server_cpu_ms"]
                 rows.append({"endpoint": f"/{model}", "server": name, "clients": row["clients"],
-                             "precision": precision[model], "vs_raw": ratio})
+                             "precision": precision[model], "vs_raw": ratio,
+                             "request_cpu_ms": own, "client_cpu_ms": stats["client_cpu_ms"]})
                 print(f"/{model} ({precision[model]}) {name} clients={row['clients']}:"
-                      f" {stats['rps']:.2f} / {reference:.2f} = {ratio:.2f}x", flush=True)
+                      f" {stats['rps']:.2f} / {reference:.2f} = {ratio:.2f}x; CPU per request"
+                      f" beyond the graph's {raw_row['server_cpu_ms']:.1f} ms: server"
+                      f" {own:+.1f} ms, load clients {stats['client_cpu_ms']:.1f} ms", flush=True)
     for row in matte:
         if "rembg" not in row:
             continue
