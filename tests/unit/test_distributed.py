@@ -98,9 +98,12 @@ def test_two_ranks_follow_the_one_process_curve_without_batchnorm(data, tmp_path
     # Adam divides by the root of the squared gradients: where a gradient is ~0, float
     # summation order alone moves the update; 4 steps of lr 1e-3 move a weight <= 4e-3.
     # (torchmetrics' SSIM sums in another order than the old hand-written one: 1.0e-4 seen.)
+    # The order depends on the CPU's kernels too: < 4e-4 on an AMD EPYC, 6e-4 on a Xeon
+    # with AVX-512 and AMX. A quarter of the largest move still tells a rank that trained
+    # on other data or skipped the gradient average (its curve would part from the first).
     for (k, p1), p2 in zip(one.module.state_dict().items(),
                            two.module.state_dict().values(), strict=True):
-        assert (p1 - p2).abs().max() < 4e-4, k
+        assert (p1 - p2).abs().max() < 1e-3, k
     assert abs(one.metrics["loss"] - two.metrics["loss"]) / one.metrics["loss"] < 1e-3
     assert (work2 / CHECKPOINT).exists()
     assert len(list((work2 / "samples").glob("*.png"))) == 2
