@@ -9,10 +9,7 @@ a Batcher, so that path costs nothing.
 A batch waits for more rows only while another request is making its inputs for the same
 graph (``preparing``, counted by the pipeline around its prepare stage): with none on the
 way it runs at once, so a lone request never sits out the collection window (2 ms by
-default: a fifth of an INT8 GoogLeNet run). Such a request does not even go through the
-collector: ``run_if_idle`` runs it on the caller's work thread (the one that just made its
-inputs and will make its answer), which saves the event loop two thread hand-overs per
-request; graph runs stay one at a time (``_running``).
+default: a fifth of an INT8 GoogLeNet run).
 """
 
 from __future__ import annotations
@@ -58,7 +55,6 @@ class Batcher:
         self._closed = False
         self._preparing = 0  # requests making inputs for this graph (see ``preparing``)
         self._preparing_lock = threading.Lock()
-        self._running = threading.Lock()  # held by every graph run: one at a time
         self._thread = threading.Thread(target=self._collect, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -71,41 +67,17 @@ class Batcher:
         return request.future
 
     @contextlib.contextmanager
-    def preparing(self) -> Iterator[Callable[[], None]]:
+    def preparing(self) -> Iterator[None]:
         """Count a request that is making its inputs for this graph and will submit them:
         a batch being collected waits for it (up to ``max_delay_s``), and for nothing
-        when no request is on the way. The context gives a callable that stops the count
-        early (the inputs are made), from any thread."""
+        when no request is on the way."""
         with self._preparing_lock:
             self._preparing += 1
-        counted = True
-
-        def prepared() -> None:
-            nonlocal counted
+        try:
+            yield
+        finally:
             with self._preparing_lock:
-                if counted:
-                    counted = False
-                    self._preparing -= 1
-
-        try:
-            yield prepared
-        finally:
-            prepared()
-
-    def run_if_idle(self, feeds: Feeds) -> Feeds | None:
-        """Run ``feeds`` now on the calling thread when nothing could join them: no run in
-        progress, nothing queued, no request making inputs. None: not idle, submit them
-        instead."""
-        if self._closed or not self._running.acquire(blocking=False):
-            return None
-        try:
-            if self._preparing > 0 or not self._queue.empty():
-                return None
-            if self._on_batch is not None:
-                self._on_batch(next(iter(feeds.values())).shape[0])
-            return self._run(feeds)
-        finally:
-            self._running.release()
+                self._preparing -= 1
 
     @property
     def pending(self) -> int:
@@ -177,11 +149,10 @@ class Batcher:
         if self._on_batch is not None:
             self._on_batch(sum(r.rows for r in live))
         try:
-            with self._running:
-                if len(live) == 1:
-                    outputs = [self._run(live[0].feeds)]
-                else:
-                    outputs = self._split(live, self._run(self._concat(live)))
+            if len(live) == 1:
+                outputs = [self._run(live[0].feeds)]
+            else:
+                outputs = self._split(live, self._run(self._concat(live)))
         except BaseException as exc:  # every waiter learns of the failure
             for request in live:
                 request.future.set_exception(exc)

@@ -46,8 +46,7 @@ class Served:
 async def staged(pool: InferencePool, version: LoadedVersion, role: str,
                  prepare: Callable[[], tuple[C, Feeds]],
                  finish: Callable[[C, Feeds], R], memory: RequestMemory) -> R:
-    """prepare -> graph run -> finish; one thread hop when the graph does not batch, or
-    batches but nothing else is on its way to it (``Batcher.run_if_idle``).
+    """prepare -> graph run -> finish; one thread hop when the graph does not batch.
     ``memory`` is reserved from the pool's budget for the whole of it."""
     graph = version.graph(role)
     async with pool.slot(memory):
@@ -56,18 +55,8 @@ async def staged(pool: InferencePool, version: LoadedVersion, role: str,
                 context, feeds = prepare()
                 return finish(context, graph.run(feeds))
             return await pool.run(whole)
-        batcher = graph.batcher
-        with batcher.preparing() as prepared:  # a batch being collected waits for these rows
-
-            def prepare_then_run_if_idle() -> tuple[C, Feeds, tuple[R] | None]:
-                context, feeds = prepare()
-                prepared()
-                outputs = batcher.run_if_idle(feeds)  # a lone request: no collector hop
-                return context, feeds, None if outputs is None else (finish(context, outputs),)
-
-            context, feeds, done = await pool.run(prepare_then_run_if_idle)
-        if done is not None:
-            return done[0]
+        with graph.batcher.preparing():  # a batch being collected waits for these rows
+            context, feeds = await pool.run(prepare)
         outputs = await pool.infer(version, role, feeds)
         return await pool.run(finish, context, outputs)
 

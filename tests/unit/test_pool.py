@@ -73,39 +73,6 @@ def test_a_batch_waits_only_while_another_request_is_preparing():
     batcher.close()
 
 
-def test_a_lone_request_runs_on_the_callers_thread_and_never_beside_another_run():
-    threads: list[str] = []
-    batches: list[int] = []
-    started, release = threading.Event(), threading.Event()
-
-    def run(feeds):
-        threads.append(threading.current_thread().name)
-        if feeds["x"][0, 0] == 1:  # the queued one: hold the graph until told
-            started.set()
-            release.wait(5)
-        return {"y": feeds["x"] * 3}
-
-    batcher = Batcher(run, max_size=4, max_delay_s=0.0, name="t", on_batch=batches.append)
-    # Nothing queued, running or preparing: it runs here, and counts as a batch of one.
-    out = batcher.run_if_idle({"x": np.full((1, 1), 2, np.float32)})
-    assert out is not None and out["y"][0, 0] == 6
-    assert threads == [threading.current_thread().name] and batches == [1]
-    # Another request making its inputs could join a batch: not idle.
-    with batcher.preparing() as prepared:
-        assert batcher.run_if_idle({"x": np.zeros((1, 1), np.float32)}) is None
-        prepared()  # its inputs are made: it no longer counts
-        assert batcher.run_if_idle({"x": np.zeros((1, 1), np.float32)}) is not None
-    # A run in progress on the collector: not idle (graph runs stay one at a time).
-    queued = batcher.submit({"x": np.ones((1, 1), np.float32)})
-    assert started.wait(5)
-    assert batcher.run_if_idle({"x": np.zeros((1, 1), np.float32)}) is None
-    release.set()
-    assert queued.result(timeout=5)["y"][0, 0] == 3
-    assert threads[-1].startswith("batcher-")
-    batcher.close()
-    assert batcher.run_if_idle({"x": np.zeros((1, 1), np.float32)}) is None  # closed
-
-
 def test_batcher_respects_max_size_with_multi_row_requests():
     sizes: list[int] = []
     gate = threading.Event()
