@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     batching: bool = True
     batch_max_size: int = Field(8, ge=1)
     batch_max_delay_ms: float = Field(2.0, ge=0)
+    # Batches of one graph run at once while requests queue (service/inference/batching.py);
+    # 1: one at a time on every intra-op thread, the latency default (docs/BENCHMARKS.md)
+    batch_parallel_runs: int = Field(1, ge=1)
 
     # ---- hot reload
     reload_poll_s: float = 1.0

@@ -10,6 +10,11 @@ A batch waits for more rows only while another request is making its inputs for 
 graph (``preparing``, counted by the pipeline around its prepare stage): with none on the
 way it runs at once, so a lone request never sits out the collection window (2 ms by
 default: a fifth of an INT8 GoogLeNet run).
+
+While requests queue, ``runs`` collectors (``Settings.batch_parallel_runs``) take batches
+from the same queue and run them at once on the same session (onnxruntime's ``run`` is
+thread-safe): one run's serial stretches and thread hand-overs leave cores idle that another
+run fills. A lone request still runs alone, on all the session's intra-op threads.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ class Batcher:
     """Groups concurrent calls of ``run`` (a graph whose axis 0 is the batch)."""
 
     def __init__(self, run: RunFn, max_size: int, max_delay_s: float, name: str,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None, runs: int = 1) -> None:
         self._run = run
         self._on_batch = on_batch  # told the rows of every run (the batch-size metric)
         self._max_size = max(1, max_size)
@@ -55,8 +60,15 @@ class Batcher:
         self._closed = False
         self._preparing = 0  # requests making inputs for this graph (see ``preparing``)
         self._preparing_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._collect, name=f"batcher-{name}", daemon=True)
-        self._thread.start()
+        self._runs = max(1, runs)
+        self._live_lock = threading.Lock()
+        self._live = self._runs  # collector threads not yet finished
+        self._threads = [
+            threading.Thread(target=self._collect, daemon=True,
+                             name=f"batcher-{name}" + (f"-{i}" if self._runs > 1 else ""))
+            for i in range(self._runs)]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, feeds: Feeds) -> Future[Feeds]:
         if self._closed:
@@ -87,7 +99,8 @@ class Batcher:
     def close(self) -> None:
         """Stop after serving whatever is already queued."""
         self._closed = True
-        self._queue.put(None)
+        for _ in range(self._runs):  # one stop mark per collector
+            self._queue.put(None)
 
     # ------------------------------------------------------------------ collector thread
     def _collect(self) -> None:
@@ -96,9 +109,14 @@ class Batcher:
         finally:
             # ``run`` is the graph's bound method and the graph holds this batcher: a cycle
             # only the cyclic GC would free, late, with the session and its whole arena
-            # (gigabytes after a burst) still allocated. Drop our half as the thread ends.
-            self._run = _closed_run
-            self._on_batch = None
+            # (gigabytes after a burst) still allocated. Drop our half as the last
+            # collector ends (the others may still be serving).
+            with self._live_lock:
+                self._live -= 1
+                last = self._live == 0
+            if last:
+                self._run = _closed_run
+                self._on_batch = None
 
     def _collect_until_closed(self) -> None:
         carry: _Request | None = None

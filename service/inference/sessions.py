@@ -400,5 +400,6 @@ def _load_graphs(store: ModelStore, manifest: Manifest, spec: TaskSpec, settings
                                         spec.batching.size(settings.batch_max_size),
                                         spec.batching.delay_s(settings.batch_max_delay_ms),
                                         f"{label}:{role}",
-                                        BATCH_SIZE.labels(label, role).observe)
+                                        BATCH_SIZE.labels(label, role).observe,
+                                        settings.batch_parallel_runs)
     return LoadedVersion(manifest, spec, config, graphs, artifacts, precision)

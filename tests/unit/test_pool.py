@@ -73,6 +73,36 @@ def test_a_batch_waits_only_while_another_request_is_preparing():
     batcher.close()
 
 
+def test_parallel_collectors_run_batches_at_once_and_all_stop_on_close():
+    in_run = 0
+    most = 0
+    lock = threading.Lock()
+    both = threading.Barrier(2, timeout=5)
+
+    def run(feeds):
+        nonlocal in_run, most
+        with lock:
+            in_run += 1
+            most = max(most, in_run)
+        if feeds["x"][0, 0] < 2:
+            both.wait()  # the first two runs finish only once both are in progress
+        with lock:
+            in_run -= 1
+        return {"y": feeds["x"] + 1}
+
+    # max_size 1: every request is its own batch, so two collectors mean two runs at once.
+    batcher = Batcher(run, max_size=1, max_delay_s=0.0, name="t", runs=2)
+    futures = [batcher.submit({"x": np.full((1, 1), i, np.float32)}) for i in range(6)]
+    assert [f.result(timeout=10)["y"][0, 0] for f in futures] == [1, 2, 3, 4, 5, 6]
+    assert most == 2
+    queued = [batcher.submit({"x": np.full((1, 1), 9, np.float32)}) for _ in range(3)]
+    batcher.close()  # what was queued is still served, then every collector ends
+    assert all(f.result(timeout=5)["y"][0, 0] == 10 for f in queued)
+    for thread in batcher._threads:
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+
+
 def test_batcher_respects_max_size_with_multi_row_requests():
     sizes: list[int] = []
     gate = threading.Event()
