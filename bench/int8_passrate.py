@@ -172,8 +172,9 @@ def starter_cases(seeds: tuple[int, ...] = (0, 1, 2)) -> list[Case]:
     """Each family's starter recipe on its synthetic data drawn with ``seeds``."""
     out = []
     for family in list_tasks():
-        recipe = get_task(family).starter
-        if recipe is None or get_task(family).int8_gate is None:
+        spec = get_task(family)
+        recipe = spec.starter
+        if recipe is None or spec.int8_gate is None:
             continue
         for seed in seeds:
             out.append(Case(family, f"starter-s{seed}", recipe.arch,

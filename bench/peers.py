@@ -57,6 +57,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.procstat import cpu_seconds  # noqa: E402
 from bench.serving import local_store, raw_input  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from model_store.datasets import DatasetStore  # noqa: E402
@@ -318,10 +319,8 @@ def baseline_server(repo: Path, store: Path, log: Path) -> ApiServer:
         server.REPO = saved
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds process ``pid`` has used so far, all its threads (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _server_cpu(pid: int | None) -> float:
+    return (cpu_seconds(pid) or 0.0) if pid else 0.0
 
 
 def interleaved(sides: dict[str, Callable[[httpx.Client], Any]], clients: int,
@@ -343,13 +342,13 @@ def interleaved(sides: dict[str, Callable[[httpx.Client], Any]], clients: int,
         order = names[shift:] + names[:shift]
         for name in (order if round_ % 2 == 0 else order[::-1]):
             pid = pids.get(name)
-            server_before, here_before = (cpu_seconds(pid) if pid else 0.0), time.process_time()
+            server_before, here_before = _server_cpu(pid), time.process_time()
             # raw onnxruntime is batch 1 from one thread at every client count
             latencies[name].extend(load(sides[name], 1 if name == "raw" else clients,
                                         seconds))
             here = time.process_time() - here_before
             if pid:
-                cpu[name][0] += cpu_seconds(pid) - server_before
+                cpu[name][0] += _server_cpu(pid) - server_before
                 cpu[name][1] += here
             else:
                 cpu[name][0] += here
@@ -427,6 +426,7 @@ def main() -> None:
         name = name or "baseline"
         servers[name] = baseline_server(Path(path).resolve(), args.store,
                                         RESULTS / f"peers-{name}.log")
+    server_pids = {name: server.process.pid for name, server in servers.items()}
     rembg: Rembg | None = None
     results: dict[str, object] = {"seconds": args.seconds, "rounds": args.rounds,
                                   "load_start": os.getloadavg()}
@@ -485,7 +485,7 @@ def main() -> None:
             if rembg is not None:
                 sides["rembg"] = send_rembg
             sides["raw"] = raw_matte
-            pids = {name: server.process.pid for name, server in servers.items()}
+            pids = dict(server_pids)
             if rembg is not None:
                 pids["rembg"] = rembg.process.pid
             row: dict[str, object] = {"clients": n, **interleaved(sides, n, args.seconds,
@@ -525,8 +525,7 @@ def main() -> None:
             for n in clients:
                 sides = {name: poster(server.url, path) for name, server in servers.items()}
                 sides["raw"] = raw_here
-                stats = interleaved(sides, n, args.seconds, args.rounds,
-                                    {name: server.process.pid for name, server in servers.items()})
+                stats = interleaved(sides, n, args.seconds, args.rounds, server_pids)
                 other[model].append({"clients": n, **stats})
                 print(f"{path} clients={n}: "
                       + " | ".join(_row(name, stats[name]) for name in sides), flush=True)

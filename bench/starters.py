@@ -39,23 +39,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.procstat import cpu_seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "starters.json"
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _load() -> float:
     return os.getloadavg()[0]
-
-
-def _proc_cpu(pid: int) -> float | None:
-    """utime + stime + cutime + cstime of ``pid`` in seconds (None once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    # after "pid (comm)": state is field 0, utime 11, stime 12, cutime 13, cstime 14
-    return sum(int(v) for v in fields[11:15]) / TICKS
 
 
 def _self_cpu() -> float:
@@ -111,7 +102,7 @@ def run_worker(root: Path, tasks: set[str] | None, timeout_s: float) -> dict[str
                     repo = WorkerRuntime.create(get_settings()).repo
                 except Exception:
                     continue
-            cpu = _proc_cpu(worker.pid)
+            cpu = cpu_seconds(worker.pid)
             try:
                 jobs = repo.list(limit=50)
             except Exception:
