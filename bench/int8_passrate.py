@@ -16,6 +16,8 @@ in ~20-30 minutes on two shared cores):
   architecture, dataset sizes and hyper-parameters the worker trains on a first start, the
   recipe made to pass the activation gate) on its synthetic data drawn with three seeds:
   three fine-tunes per family that do their task, where the small ones above may not;
+- ``starter-x4-s0`` / ``-s1``: the same recipe and data trained four times as many epochs:
+  models that do their task better (sharper mattes, classifiers with real margins);
 - ``import``: a checkpoint in the official layout with random tensors, imported through the
   real import path, as the tests make one (tests/support/checkpoints.py); no weights can be
   downloaded here, so this model does no task and is listed apart.
@@ -165,22 +167,29 @@ def cases() -> list[Case]:
         Case("portrait", "syn-b", "u2netp", {**p, "epochs": 3, "size": 56},
              _synthetic("portrait", 1, n=16, size=96, n_val=4)),
         *starter_cases(),
+        *starter_cases(seeds=(0, 1), epochs_factor=4),
     ]
 
 
-def starter_cases(seeds: tuple[int, ...] = (0, 1, 2)) -> list[Case]:
-    """Each family's starter recipe on its synthetic data drawn with ``seeds``."""
+def starter_cases(seeds: tuple[int, ...] = (0, 1, 2), epochs_factor: int = 1) -> list[Case]:
+    """Each family's starter recipe on its synthetic data drawn with ``seeds``; with
+    ``epochs_factor`` > 1, trained that many times as long (``starter-x4-s0``, ...): the same
+    data and recipe, a model that does its task better than the starter's few epochs."""
     out = []
+    tag = "starter" if epochs_factor == 1 else f"starter-x{epochs_factor}"
     for family in list_tasks():
         spec = get_task(family)
         recipe = spec.starter
         if recipe is None or spec.int8_gate is None:
             continue
         for seed in seeds:
-            out.append(Case(family, f"starter-s{seed}", recipe.arch,
-                            dict(recipe.hyperparameters),
+            hp = dict(recipe.hyperparameters)
+            if epochs_factor > 1:
+                hp["epochs"] = int(hp.get("epochs", 10)) * epochs_factor
+            out.append(Case(family, f"{tag}-s{seed}", recipe.arch, hp,
                             _synthetic(family, seed, **dict(recipe.dataset)),
-                            "starter recipe"))
+                            "starter recipe" if epochs_factor == 1
+                            else f"starter recipe, {epochs_factor}x the epochs"))
     return out
 
 
