@@ -128,7 +128,7 @@ def _photos(task: str) -> Callable[[Path], Path]:
     return build
 
 
-def cases() -> list[Case]:
+def cases(epochs_factor: float = 1.0) -> list[Case]:
     m = {"batch_size": 8, "lr": 2e-3, "resize": 48, "crop": 40}
     c = {"batch_size": 16, "lr": 1e-3, "optimizer": "adam", "image_size": 48}
     t = {"batch_size": 8, "lr": 1e-3, "image_size": 48, "color_jitter": 0.0,
@@ -167,7 +167,7 @@ def cases() -> list[Case]:
              _synthetic("portrait", 0, n=12, size=64, n_val=4)),
         Case("portrait", "syn-b", "u2netp", {**p, "epochs": 3, "size": 56},
              _synthetic("portrait", 1, n=16, size=96, n_val=4)),
-        *starter_cases(),
+        *starter_cases(epochs_factor=epochs_factor),
     ]
 
 
@@ -358,11 +358,8 @@ def main() -> None:
         print(f"\n{len(loaded)} models in {saved['seconds'] / 60:.1f} min; load {saved['load']}")
         return
     torch.set_num_threads(args.threads)
-    every = cases()
-    if args.epochs_factor != 1:
-        every = [c for c in every if not c.name.startswith("starter-")]
-        every += starter_cases(epochs_factor=args.epochs_factor)
-    chosen = [c for c in every if (not args.families or c.family in args.families)
+    chosen = [c for c in cases(args.epochs_factor)
+              if (not args.families or c.family in args.families)
               and (not args.models or c.name in args.models)]
     # One model of every family first, so a run cut short still covers them all; the
     # imports (random weights: no task to do) last.
